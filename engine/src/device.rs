@@ -1,0 +1,252 @@
+//! The GPU device: adapter choice, the features and limits we ask for, and the shared state
+//! (buffer pool, pipeline cache, command recorder) every tensor on it uses.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::pipeline::PipelineCache;
+use crate::pool::BufferPool;
+use crate::recorder::Recorder;
+
+/// Environment variable that picks an adapter by (case-insensitive) substring of its name.
+pub const ADAPTER_ENV: &str = "MOEGRAD_ADAPTER";
+
+/// Features moegrad uses when the adapter has them; each has a portable fallback.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// A handle to one GPU; cheap to clone, shared by every tensor created on it.
+#[derive(Clone)]
+pub struct Device(pub(crate) Arc<DeviceInner>);
+
+pub(crate) struct DeviceInner {
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub pool: BufferPool,
+    pub pipelines: PipelineCache,
+    pub recorder: Mutex<Recorder>,
+}
+
+/// What `moegrad devices` prints about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub subgroup_size: (u32, u32),
+    pub timestamp_query: bool,
+    pub cooperative_matrix: bool,
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroup_storage: u32,
+    pub max_invocations_per_workgroup: u32,
+}
+
+impl AdapterSummary {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let f = adapter.features();
+        let l = adapter.limits();
+        AdapterSummary {
+            subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+            name: info.name,
+            backend: info.backend,
+            device_type: info.device_type,
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrix: f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+            max_storage_binding: l.max_storage_buffer_binding_size as u64,
+            max_buffer: l.max_buffer_size,
+            max_workgroup_storage: l.max_compute_workgroup_storage_size,
+            max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+        }
+    }
+}
+
+/// Adapters of the native compute backends (Vulkan, Metal, DX12); OpenGL only when there
+/// are none, since it is the weakest for compute and its EGL set-up is noisy when headless.
+/// `WGPU_BACKEND` still narrows the choice.
+fn all_adapters() -> Vec<wgpu::Adapter> {
+    let from_env = wgpu::InstanceDescriptor::new_without_display_handle_from_env().backends;
+    let enumerate = |backends: wgpu::Backends| {
+        let backends = backends & from_env;
+        if backends.is_empty() {
+            return Vec::new();
+        }
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = backends;
+        pollster::block_on(wgpu::Instance::new(desc).enumerate_adapters(backends))
+    };
+    let native = enumerate(wgpu::Backends::PRIMARY);
+    if native.is_empty() {
+        enumerate(wgpu::Backends::GL)
+    } else {
+        native
+    }
+}
+
+
+/// Lower is better: real GPUs before software ones, and the compute-capable native
+/// backends before OpenGL.
+fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    (kind, u8::from(info.backend == wgpu::Backend::Gl))
+}
+
+impl Device {
+    /// Every adapter wgpu can see, best first.
+    pub fn adapters() -> Vec<AdapterSummary> {
+        let mut adapters = all_adapters();
+        adapters.sort_by_key(|a| preference(&a.get_info()));
+        adapters.iter().map(AdapterSummary::of).collect()
+    }
+
+    /// Opens the best adapter, or the one whose name contains `$MOEGRAD_ADAPTER`.
+    pub fn new() -> Result<Device> {
+        let wanted = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        Device::with_adapter(wanted.as_deref())
+    }
+
+    /// Opens the best adapter whose name contains `name` (case-insensitive), or the best
+    /// adapter overall when `name` is `None`.
+    pub fn with_adapter(name: Option<&str>) -> Result<Device> {
+        let mut adapters = all_adapters();
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter);
+        }
+        adapters.sort_by_key(|a| preference(&a.get_info()));
+        let adapter = match name {
+            None => adapters.swap_remove(0),
+            Some(wanted) => {
+                let needle = wanted.to_lowercase();
+                let pos = adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&needle));
+                match pos {
+                    Some(i) => adapters.swap_remove(i),
+                    None => {
+                        let available = adapters
+                            .iter()
+                            .map(|a| format!("{:?} ({:?})", a.get_info().name, a.get_info().backend))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        return Err(Error::AdapterNotFound { wanted: wanted.to_string(), available });
+                    }
+                }
+            }
+        };
+        Device::open(adapter)
+    }
+
+    fn open(adapter: wgpu::Adapter) -> Result<Device> {
+        let info = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        // The adapter's own limits, not wgpu's defaults (which cap a binding at 128 MiB).
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("moegrad"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        let recorder = Recorder::new(&device, &limits);
+        Ok(Device(Arc::new(DeviceInner {
+            info,
+            features,
+            limits,
+            device,
+            queue,
+            pool: BufferPool::default(),
+            pipelines: PipelineCache::default(),
+            recorder: Mutex::new(recorder),
+        })))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.info.name
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.0.info
+    }
+
+    /// The features this device was opened with (a subset of what moegrad can use).
+    pub fn features(&self) -> wgpu::Features {
+        self.0.features
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.0.limits
+    }
+
+    /// The largest tensor, in bytes, that one kernel can bind.
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.0.limits.max_storage_buffer_binding_size as u64).min(self.0.limits.max_buffer_size)
+    }
+
+    /// Counters for checking that steady-state work allocates and compiles nothing new.
+    pub fn stats(&self) -> DeviceStats {
+        let rec = self.0.recorder.lock().unwrap();
+        DeviceStats {
+            buffers_created: self.0.pool.created(),
+            pipelines_compiled: self.0.pipelines.compiled(),
+            submissions: rec.submissions,
+            dispatches: rec.dispatches,
+            read_backs: rec.read_backs,
+        }
+    }
+
+    /// Submits everything recorded so far and waits for the GPU to finish it. Only
+    /// benchmarks need this; read-backs synchronise by themselves.
+    pub fn synchronize(&self) {
+        self.0.recorder.lock().unwrap().flush(&self.0);
+        self.0.device.poll(wgpu::PollType::wait_indefinitely()).expect("GPU device lost while waiting");
+    }
+
+    /// Submits what has been recorded without waiting.
+    pub fn flush(&self) {
+        self.0.recorder.lock().unwrap().flush(&self.0);
+    }
+
+    pub fn same(&self, other: &Device) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({:?}, {:?})", self.0.info.name, self.0.info.backend)
+    }
+}
+
+/// Running totals kept by a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// wgpu buffers ever created (pool misses).
+    pub buffers_created: usize,
+    /// Compute pipelines ever compiled (cache misses).
+    pub pipelines_compiled: usize,
+    /// Queue submissions.
+    pub submissions: usize,
+    /// Kernel dispatches recorded.
+    pub dispatches: usize,
+    /// Blocking read-backs to the host.
+    pub read_backs: usize,
+}

@@ -1,0 +1,47 @@
+//! Recording one kernel dispatch. By convention a kernel's binding 0 is its uniform
+//! parameter struct and bindings 1.. are its tensors, in the order given.
+
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::recorder::Command;
+use crate::tensor::Tensor;
+
+/// Most workgroups a dispatch may have along one dimension (WebGPU's guaranteed minimum).
+pub const MAX_GROUPS_PER_DIM: u32 = 65535;
+
+/// Spreads `groups` workgroups over x and y so that large tensors fit the per-dimension
+/// limit. Kernels recover the linear index as `wid.x + wid.y * nwg.x`; the few extra
+/// workgroups this may launch must bounds-check.
+pub fn grid(groups: usize) -> [u32; 3] {
+    let groups = groups.max(1);
+    let x = groups.min(MAX_GROUPS_PER_DIM as usize);
+    let y = groups.div_ceil(x);
+    assert!(y <= MAX_GROUPS_PER_DIM as usize, "dispatch of {groups} workgroups is too large");
+    [x as u32, y as u32, 1]
+}
+
+impl Device {
+    /// Records a dispatch of `pipeline` over `groups` workgroups. Never waits for the GPU.
+    pub fn launch(&self, pipeline: &Arc<wgpu::ComputePipeline>, params: &[u32], tensors: &[&Tensor], groups: [u32; 3]) {
+        let inner = &self.0;
+        let mut rec = inner.recorder.lock().unwrap();
+        let layout = pipeline.get_bind_group_layout(0);
+        let param_binding = rec.push_params(inner, params);
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(param_binding) }];
+        for (i, t) in tensors.iter().enumerate() {
+            assert!(t.device().same(self), "tensor from another device passed to a kernel");
+            assert!(t.numel() > 0, "empty tensors are not bound to kernels");
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: t.buffer(),
+                    offset: 0,
+                    size: wgpu::BufferSize::new(t.byte_len()),
+                }),
+            });
+        }
+        let bind_group = inner.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+        rec.push(Command::Dispatch { pipeline: pipeline.clone(), bind_group, groups });
+    }
+}

@@ -1,0 +1,26 @@
+//! moegrad's engine: a wgpu device with pooled buffers, cached pipelines and batched
+//! submission; tensors; and the tape that runs reverse-mode autodiff.
+//!
+//! Ops (kernels with their backward rules) live in `moegrad-ops`, which builds on this.
+
+mod device;
+mod dtype;
+mod error;
+mod launch;
+mod pipeline;
+mod pool;
+mod recorder;
+pub mod shape;
+mod tape;
+mod tensor;
+
+pub use device::{AdapterSummary, Device, DeviceStats, ADAPTER_ENV};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use launch::{grid, MAX_GROUPS_PER_DIM};
+pub use pipeline::render_template;
+pub use recorder::PARAM_SLOT_BYTES;
+pub use shape::Shape;
+pub use tape::{clear_tape, is_grad_enabled, no_grad, record, tape_len, BackwardFn};
+pub use tensor::{Tensor, TensorId};
+pub use wgpu;

@@ -1,0 +1,85 @@
+//! Compute pipelines, compiled once per shader variant and cached for the device's life.
+//!
+//! Kernels are WGSL templates: `{{NAME}}` placeholders are filled per variant (an
+//! expression, a workgroup size, a flag), so variants of one kernel never become copies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::device::Device;
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    compiled: AtomicUsize,
+}
+
+impl PipelineCache {
+    pub fn compiled(&self) -> usize {
+        self.compiled.load(Ordering::Relaxed)
+    }
+}
+
+/// Fills `{{KEY}}` placeholders in a WGSL template; panics on a placeholder left unfilled,
+/// which would otherwise surface as a confusing WGSL parse error.
+pub fn render_template(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (key, value) in values {
+        out = out.replace(&format!("{{{{{key}}}}}"), value);
+    }
+    if let Some(start) = out.find("{{") {
+        let end = out[start..].find("}}").map_or(out.len(), |e| start + e + 2);
+        panic!("WGSL template placeholder {} was not filled", &out[start..end]);
+    }
+    out
+}
+
+impl Device {
+    /// The pipeline for entry point `entry` of the shader that `source` builds, compiled on
+    /// first use. `key` must identify the variant uniquely (e.g. "unary/exp/forward").
+    pub fn pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> Arc<wgpu::ComputePipeline> {
+        let cache = &self.0.pipelines;
+        if let Some(p) = cache.pipelines.lock().unwrap().get(key) {
+            return p.clone();
+        }
+        let source = source();
+        let device = &self.0.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            panic!("kernel {key} failed to compile: {err}");
+        }
+        cache.compiled.fetch_add(1, Ordering::Relaxed);
+        let pipeline = Arc::new(pipeline);
+        cache.pipelines.lock().unwrap().insert(key.to_string(), pipeline.clone());
+        pipeline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_template;
+
+    #[test]
+    fn fills_placeholders() {
+        assert_eq!(render_template("a {{X}} b {{Y}}", &[("X", "1"), ("Y", "2")]), "a 1 b 2");
+    }
+
+    #[test]
+    #[should_panic(expected = "{{Y}} was not filled")]
+    fn unfilled_placeholder_panics() {
+        render_template("a {{X}} b {{Y}}", &[("X", "1")]);
+    }
+}

@@ -1,0 +1,26 @@
+//! moegrad's ops. Each file holds one family: the kernel launch (its WGSL is in
+//! `shaders/`), the backward rule recorded on the tape, and a plain f64 CPU reference.
+
+pub mod binary;
+pub mod embedding;
+pub mod host;
+pub mod layout;
+pub mod matmul;
+pub mod optim;
+pub mod reduce;
+pub mod slice;
+mod strided;
+mod tensor_ops;
+pub mod unary;
+
+pub use binary::{broadcast_shape, broadcast_to, sum_to, BinaryOp};
+pub use embedding::embedding;
+pub use host::HostTensor;
+pub use layout::{reshape, transpose};
+pub use matmul::{matmul, matmul_t};
+pub use optim::Sgd;
+pub use reduce::{reduce, reduce_all, ReduceOp};
+pub use slice::{concat, slice};
+pub use strided::MAX_RANK;
+pub use tensor_ops::TensorOps;
+pub use unary::{unary, UnaryOp};

@@ -1,0 +1,34 @@
+//! # moegrad
+//!
+//! A tensor and tape-based autodiff engine whose kernels are WGSL compute shaders run
+//! through wgpu, for training Mixture-of-Experts transformers on any GPU wgpu reaches.
+//!
+//! ```no_run
+//! use moegrad::prelude::*;
+//!
+//! let dev = Device::new()?;
+//! let x = Tensor::from_slice(&dev, &[1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+//! let w = Tensor::from_slice(&dev, &[0.5, -1.0, 0.25, 2.0], &[2, 2])?.requires_grad();
+//! let loss = x.matmul(&w).relu().sum_all();
+//! loss.backward();
+//! println!("loss {} grad {:?}", loss.item()?, w.grad().unwrap().to_vec()?);
+//! # Ok::<(), moegrad::Error>(())
+//! ```
+//!
+//! The crates behind the facade: [`engine`] (device, tensors, tape), [`ops`] (kernels with
+//! backward rules and CPU references) and [`models`].
+
+pub mod demo;
+
+pub use moegrad_engine as engine;
+pub use moegrad_models as models;
+pub use moegrad_ops as ops;
+
+pub use moegrad_engine::{no_grad, DType, Device, Error, Result, Tensor};
+
+/// What most programs need: `use moegrad::prelude::*;`.
+pub mod prelude {
+    pub use moegrad_engine::{no_grad, DType, Device, Tensor};
+    pub use moegrad_models::{Activation, Linear, Mlp};
+    pub use moegrad_ops::{concat, Sgd, TensorOps};
+}
