@@ -10,6 +10,7 @@ use rand_distr::{Distribution, Normal, Uniform};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::launch::grid;
 use crate::pool::PooledBuffer;
 use crate::recorder::Command;
 use crate::shape::{numel, Shape};
@@ -83,8 +84,14 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Every element `value`, filled by a kernel (recorded in order, no upload).
     pub fn full(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
-        Tensor::from_slice(device, &vec![value; numel(shape)], shape)
+        let t = Tensor::empty(device, shape, DType::F32)?;
+        if t.numel() > 0 {
+            let pipeline = device.pipeline("fill", "main", || include_str!("../../shaders/fill.wgsl").to_string());
+            device.launch(&pipeline, &[t.numel() as u32, value.to_bits()], &[&t], grid(t.numel().div_ceil(256)));
+        }
+        Ok(t)
     }
 
     pub fn ones(device: &Device, shape: &[usize]) -> Result<Tensor> {

@@ -13,7 +13,7 @@ mod strided;
 mod tensor_ops;
 pub mod unary;
 
-pub use binary::{broadcast_shape, broadcast_to, sum_to, BinaryOp};
+pub use binary::{binary, broadcast_shape, broadcast_to, sum_to, BinaryOp};
 pub use embedding::embedding;
 pub use host::HostTensor;
 pub use layout::{reshape, transpose};

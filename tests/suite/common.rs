@@ -1,0 +1,120 @@
+//! Shared test machinery: one device for the suite, seeded random shapes, and `check_op`,
+//! which holds a GPU op to its CPU reference in the forward pass and holds its backward
+//! rule to central finite differences of the f64 reference.
+
+use std::sync::OnceLock;
+
+use moegrad::ops::HostTensor;
+use moegrad::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The suite's shared device (pipelines compile once; each test thread has its own tape).
+pub fn device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| Device::new().expect("tests need a GPU adapter (lavapipe will do)")).clone()
+}
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Sizes that are not multiples of any tile or workgroup.
+pub const ODD_SIZES: [usize; 6] = [1, 2, 7, 33, 65, 127];
+
+/// A dimension: an odd size half the time, otherwise anything in 1..=max.
+pub fn dim(rng: &mut StdRng, max: usize) -> usize {
+    if rng.random_bool(0.5) {
+        let fitting: Vec<usize> = ODD_SIZES.iter().copied().filter(|&s| s <= max).collect();
+        fitting[rng.random_range(0..fitting.len())]
+    } else {
+        rng.random_range(1..=max)
+    }
+}
+
+/// A random shape of `rank` dimensions with at most `max_numel` elements.
+pub fn shape(rng: &mut StdRng, rank: usize, max_numel: usize) -> Vec<usize> {
+    let per_dim = ((max_numel as f64).powf(1.0 / rank.max(1) as f64) as usize).max(1);
+    let mut s: Vec<usize> = (0..rank).map(|_| dim(rng, 2 * per_dim)).collect();
+    while s.iter().product::<usize>() > max_numel {
+        let largest = (0..rank).max_by_key(|&d| s[d]).unwrap();
+        s[largest] = (s[largest] / 2).max(1);
+    }
+    s
+}
+
+/// Values in [lo, hi), rounded to f32 so the GPU and the reference see the same inputs.
+pub fn host(rng: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
+    let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.random_range(lo..hi)).collect();
+    HostTensor::from_f32(shape, &data)
+}
+
+pub fn upload(t: &HostTensor) -> Tensor {
+    let data: Vec<f32> = t.data.iter().map(|&v| v as f32).collect();
+    Tensor::from_slice(&device(), &data, &t.shape).unwrap()
+}
+
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(err <= tol * w.abs().max(1.0), "{what}: element {i} is {g}, expected {w} (error {err:.3e}, tolerance {tol:.1e})");
+    }
+}
+
+pub struct Tolerance {
+    pub forward: f64,
+    pub grad: f64,
+}
+
+pub const TOL: Tolerance = Tolerance { forward: 1e-4, grad: 2e-3 };
+
+/// Checks one op on one set of inputs:
+/// 1. the GPU forward matches the CPU reference;
+/// 2. with a random output gradient w, the gradients the GPU backward rule gives every
+///    input match central differences of sum(w * reference(inputs)) in f64.
+pub fn check_op(
+    name: &str,
+    inputs: &[HostTensor],
+    gpu: impl Fn(&[Tensor]) -> Tensor,
+    reference: impl Fn(&[HostTensor]) -> HostTensor,
+    tol: Tolerance,
+) {
+    let mut rng = rng(0x5eed ^ inputs.iter().map(|t| t.numel() as u64).sum::<u64>());
+    let tensors: Vec<Tensor> = inputs.iter().map(|t| upload(t).requires_grad()).collect();
+    let out = gpu(&tensors);
+    let want = reference(inputs);
+    assert_eq!(out.shape(), want.shape.as_slice(), "{name}: output shape");
+    assert_close(&format!("{name} forward {:?}", shapes(inputs)), &out.to_vec().unwrap(), &want.data, tol.forward);
+
+    let w = host(&mut rng, &want.shape, -1.0, 1.0);
+    out.backward_with(&upload(&w));
+    let objective = |xs: &[HostTensor]| -> f64 { reference(xs).data.iter().zip(&w.data).map(|(y, w)| y * w).sum() };
+    for (i, (t, x)) in tensors.iter().zip(inputs).enumerate() {
+        let grad = t.grad().map(|g| g.to_vec().unwrap()).unwrap_or_else(|| vec![0.0; x.numel()]);
+        assert_eq!(grad.len(), x.numel(), "{name}: gradient size of input {i}");
+        // Every position of small inputs, a random sample of large ones.
+        let positions: Vec<usize> =
+            if x.numel() <= 40 { (0..x.numel()).collect() } else { (0..40).map(|_| rng.random_range(0..x.numel())).collect() };
+        for p in positions {
+            let h = 1e-6 * x.data[p].abs().max(1.0);
+            let mut xs = inputs.to_vec();
+            xs[i].data[p] += h;
+            let up = objective(&xs);
+            xs[i].data[p] -= 2.0 * h;
+            let down = objective(&xs);
+            let numeric = (up - down) / (2.0 * h);
+            let err = (grad[p] as f64 - numeric).abs();
+            assert!(
+                err <= tol.grad * numeric.abs().max(1.0),
+                "{name} {:?}: d/d input{i}[{p}] is {} on the GPU, {numeric} by finite differences",
+                shapes(inputs),
+                grad[p]
+            );
+        }
+    }
+}
+
+fn shapes(inputs: &[HostTensor]) -> Vec<Vec<usize>> {
+    inputs.iter().map(|t| t.shape.clone()).collect()
+}

@@ -1,0 +1,105 @@
+//! The device: adapter choice, pooled buffers, cached pipelines, batched submission and
+//! the size limit.
+
+use moegrad::demo::{train_mlp, DemoConfig};
+use moegrad::prelude::*;
+use moegrad::Error;
+use rand::SeedableRng;
+
+use crate::common::device;
+
+#[test]
+fn adapter_is_chosen_by_name_or_refused_with_the_list() {
+    let name = device().name().to_string();
+    let part = &name[..name.len().min(6)];
+    assert_eq!(Device::with_adapter(Some(&part.to_uppercase())).unwrap().name(), name);
+    let err = Device::with_adapter(Some("no-such-gpu")).err().expect("a bogus name must be refused");
+    assert!(matches!(err, Error::AdapterNotFound { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-gpu") && msg.contains(&name), "{msg}");
+}
+
+#[test]
+fn device_uses_the_adapters_own_limits() {
+    let dev = device();
+    let listed = Device::adapters().into_iter().find(|a| a.name == dev.name()).unwrap();
+    assert_eq!(dev.limits().max_storage_buffer_binding_size as u64, listed.max_storage_binding);
+}
+
+#[test]
+fn a_training_step_creates_no_buffers_or_pipelines_after_the_first() {
+    // A device of its own, so other tests' work does not move the counters.
+    let dev = Device::new().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let model = Mlp::new(&dev, &[5, 16, 3], Activation::Relu, &mut rng).unwrap();
+    let mut opt = Sgd::new(model.parameters(), 0.01);
+    let x = Tensor::randn(&dev, &[9, 5], 1.0, &mut rng).unwrap();
+    let target = Tensor::randn(&dev, &[9, 3], 1.0, &mut rng).unwrap();
+    let step = |opt: &mut Sgd| {
+        let loss = model.forward(&x).sub(&target).square().mean_all();
+        loss.backward();
+        opt.step();
+        opt.zero_grad();
+        loss.item().unwrap()
+    };
+    step(&mut opt);
+    let warm = dev.stats();
+    for _ in 0..3 {
+        step(&mut opt);
+    }
+    let after = dev.stats();
+    assert_eq!(after.buffers_created, warm.buffers_created, "steady-state steps must reuse pooled buffers");
+    assert_eq!(after.pipelines_compiled, warm.pipelines_compiled, "pipelines must be compiled once");
+    assert_eq!(after.read_backs - warm.read_backs, 3, "one read-back (the loss) per step");
+    assert_eq!(after.submissions - warm.submissions, 3, "one submission per step: ops never wait");
+}
+
+#[test]
+fn ops_are_batched_until_a_read_back() {
+    let dev = Device::new().unwrap();
+    let x = Tensor::ones(&dev, &[1000]).unwrap();
+    let before = dev.stats();
+    let mut y = x.clone();
+    for _ in 0..50 {
+        y = y.mul_scalar(1.01).add(&x);
+    }
+    let recorded = dev.stats();
+    assert_eq!(recorded.submissions, before.submissions, "recording ops must not submit");
+    assert_eq!(recorded.dispatches - before.dispatches, 100);
+    let v = y.to_vec().unwrap();
+    assert_eq!(dev.stats().submissions, before.submissions + 1);
+    let expected = (0..50).fold(1.0f64, |acc, _| acc * 1.01 + 1.0);
+    assert!((v[999] as f64 - expected).abs() < 1e-3 * expected, "{} vs {expected}", v[999]);
+}
+
+#[test]
+fn tensors_beyond_the_binding_limit_get_a_clear_error() {
+    let dev = device();
+    let limit = dev.max_binding_bytes();
+    let too_many = (limit / 4 + 1) as usize;
+    let err = Tensor::zeros(&dev, &[too_many]).expect_err("must not allocate past the limit");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::TooLarge { .. }));
+    assert!(msg.contains(&(too_many as u64 * 4).to_string()) && msg.contains(&limit.to_string()), "{msg}");
+}
+
+#[test]
+fn data_of_the_wrong_length_is_refused() {
+    let err = Tensor::from_slice(&device(), &[1.0, 2.0, 3.0], &[2, 2]).unwrap_err();
+    assert_eq!(err.to_string(), "data has 3 elements but shape [2, 2] needs 4");
+}
+
+#[test]
+fn index_tensors_round_trip() {
+    let ids = Tensor::from_u32(&device(), &[3, 1, 4, 1, 5], &[5]).unwrap();
+    assert_eq!(ids.to_vec_u32().unwrap(), vec![3, 1, 4, 1, 5]);
+    assert!(matches!(ids.to_vec(), Err(Error::DType { .. })));
+}
+
+#[test]
+fn the_demo_is_reachable_through_the_facade() {
+    // Two steps only: the full run is in `training`.
+    let cfg = DemoConfig { steps: 2, ..DemoConfig::default() };
+    let r = train_mlp(&device(), &cfg, |_, _| {}).unwrap();
+    assert!(r.initial_loss.is_finite() && r.final_loss.is_finite());
+}

@@ -1,0 +1,97 @@
+//! Unary and broadcasting binary ops against their references, with gradient checks.
+
+use moegrad::ops::{binary, broadcast_to, sum_to, unary, BinaryOp, HostTensor, UnaryOp};
+use moegrad::ops::binary::sum_to_reference;
+
+use crate::common::{check_op, dim, host, rng, shape, TOL};
+
+const UNARY: [UnaryOp; 10] = [
+    UnaryOp::Neg,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Sqrt,
+    UnaryOp::Square,
+    UnaryOp::Relu,
+    UnaryOp::Gelu,
+    UnaryOp::Silu,
+    UnaryOp::AddScalar(0.75),
+    UnaryOp::MulScalar(-1.5),
+];
+
+#[test]
+fn unary_ops_match_reference_and_gradients() {
+    let mut r = rng(1);
+    for op in UNARY {
+        for rank in 0..=3 {
+            let s = shape(&mut r, rank, 3000);
+            // log and sqrt need positive inputs; the rest see both signs and large values.
+            let x = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt) { host(&mut r, &s, 0.2, 4.0) } else { host(&mut r, &s, -4.0, 4.0) };
+            check_op(op.name(), &[x], |t| unary(op, &t[0]), |h| op.reference(&h[0]), TOL);
+        }
+    }
+}
+
+#[test]
+fn activations_survive_extreme_inputs() {
+    let x = HostTensor::from_f32(&[6], &[-1e4, -100.0, -30.0, 30.0, 100.0, 1e4]);
+    for op in [UnaryOp::Gelu, UnaryOp::Silu, UnaryOp::Relu] {
+        let got = unary(op, &crate::common::upload(&x)).to_vec().unwrap();
+        crate::common::assert_close(op.name(), &got, &op.reference(&x).data, 1e-5);
+    }
+}
+
+/// Pairs of shapes covering the broadcasts models use: equal shapes, a bias row, a
+/// per-row scale, a scalar, outer-product style, and a missing leading dimension.
+fn broadcast_pairs(r: &mut rand::rngs::StdRng) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let (a, b, c) = (dim(r, 40), dim(r, 40), dim(r, 9));
+    vec![
+        (vec![a, b], vec![a, b]),
+        (vec![a, b], vec![b]),
+        (vec![a, b], vec![a, 1]),
+        (vec![a, b], vec![]),
+        (vec![a, 1], vec![1, b]),
+        (vec![c, a, b], vec![a, b]),
+        (vec![c, 1, b], vec![c, a, 1]),
+        (vec![1], vec![c, a, b]),
+    ]
+}
+
+#[test]
+fn binary_ops_broadcast_and_match_gradients() {
+    let mut r = rng(2);
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+        for (sa, sb) in broadcast_pairs(&mut r) {
+            let a = host(&mut r, &sa, -2.0, 2.0);
+            // Keep divisors away from zero so finite differences stay meaningful.
+            let b = if op == BinaryOp::Div { host(&mut r, &sb, 0.5, 2.0) } else { host(&mut r, &sb, -2.0, 2.0) };
+            check_op(op.name(), &[a, b], |t| binary(op, &t[0], &t[1]), |h| op.reference(&h[0], &h[1]), TOL);
+        }
+    }
+}
+
+#[test]
+fn broadcast_to_and_sum_to_are_adjoint() {
+    let mut r = rng(3);
+    for (small, big) in [(vec![1, 5], vec![3, 5]), (vec![7], vec![4, 2, 7]), (vec![3, 1, 2], vec![3, 9, 2]), (vec![], vec![6, 5])] {
+        let x = host(&mut r, &small, -1.0, 1.0);
+        let target = big.clone();
+        check_op(
+            "broadcast_to",
+            &[x],
+            |t| broadcast_to(&t[0], &target),
+            |h| BinaryOp::Add.reference(&h[0], &HostTensor::zeros(&target)),
+            TOL,
+        );
+        let g = host(&mut r, &big, -1.0, 1.0);
+        let target = small.clone();
+        check_op("sum_to", &[g], |t| sum_to(&t[0], &target), |h| sum_to_reference(&h[0], &target), TOL);
+    }
+}
+
+#[test]
+#[should_panic(expected = "add: shapes [2, 3] and [4] cannot be broadcast together")]
+fn mismatched_shapes_name_op_and_shapes() {
+    let x = crate::common::upload(&HostTensor::zeros(&[2, 3]));
+    let y = crate::common::upload(&HostTensor::zeros(&[4]));
+    binary(BinaryOp::Add, &x, &y);
+}

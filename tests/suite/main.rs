@@ -1,0 +1,11 @@
+//! moegrad's test suite: one binary, so wgpu is linked once and the device is shared.
+
+mod autodiff;
+mod common;
+mod device;
+mod elementwise;
+mod embedding;
+mod layout;
+mod matmul;
+mod reduce;
+mod training;

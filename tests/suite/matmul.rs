@@ -1,0 +1,62 @@
+//! Matmul: 2-D and batched, every transpose combination, odd sizes.
+
+use moegrad::ops::matmul::matmul_reference;
+use moegrad::ops::{matmul_t, HostTensor};
+
+use crate::common::{check_op, dim, host, rng, upload, Tolerance};
+
+/// Shape of an operand whose op(x) is rows x cols.
+fn operand(batch: &[usize], rows: usize, cols: usize, transposed: bool) -> Vec<usize> {
+    let mut s = batch.to_vec();
+    s.extend(if transposed { [cols, rows] } else { [rows, cols] });
+    s
+}
+
+const TOL: Tolerance = Tolerance { forward: 1e-4, grad: 2e-3 };
+
+#[test]
+fn two_d_all_transposes_odd_sizes() {
+    let mut r = rng(20);
+    for ta in [false, true] {
+        for tb in [false, true] {
+            for _ in 0..3 {
+                let (m, k, n) = (dim(&mut r, 130), dim(&mut r, 130), dim(&mut r, 130));
+                let a = host(&mut r, &operand(&[], m, k, ta), -1.0, 1.0);
+                let b = host(&mut r, &operand(&[], k, n, tb), -1.0, 1.0);
+                check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL);
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_and_shared_operands() {
+    let mut r = rng(21);
+    for ta in [false, true] {
+        for tb in [false, true] {
+            let (m, k, n, batch) = (dim(&mut r, 70), dim(&mut r, 70), dim(&mut r, 70), 1 + dim(&mut r, 4));
+            // Both batched; right operand shared (x @ W); left operand shared.
+            for (ba, bb) in [(vec![batch], vec![batch]), (vec![batch, 2], vec![]), (vec![], vec![batch])] {
+                let a = host(&mut r, &operand(&ba, m, k, ta), -1.0, 1.0);
+                let b = host(&mut r, &operand(&bb, k, n, tb), -1.0, 1.0);
+                check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL);
+            }
+        }
+    }
+}
+
+#[test]
+fn larger_than_one_tile_in_every_direction() {
+    let mut r = rng(22);
+    let a = host(&mut r, &[131, 200], -1.0, 1.0);
+    let b = host(&mut r, &[200, 67], -1.0, 1.0);
+    check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], false, false), |h| matmul_reference(&h[0], &h[1], false, false), TOL);
+}
+
+#[test]
+#[should_panic(expected = "matmul: inner dimensions differ for a [3, 4] and bᵀ [5, 3]")]
+fn inner_dimension_mismatch_names_both_shapes() {
+    let a = upload(&HostTensor::zeros(&[3, 4]));
+    let b = upload(&HostTensor::zeros(&[5, 3]));
+    matmul_t(&a, &b, false, true);
+}
