@@ -32,3 +32,8 @@ pub mod prelude {
     pub use moegrad_models::{Activation, Linear, Mlp};
     pub use moegrad_ops::{concat, Sgd, TensorOps};
 }
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

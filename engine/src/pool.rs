@@ -23,7 +23,7 @@ pub(crate) struct BufferPool {
 fn size_class(bytes: u64) -> u64 {
     let bytes = bytes.max(256);
     let pow = 63 - (bytes - 1).leading_zeros() as u64; // 2^pow < bytes <= 2^(pow+1)
-    let quarter = 1u64 << (pow - 1);
+    let quarter = 1u64 << (pow - 2);
     let base = 1u64 << pow;
     (1..=4).map(|q| base + q * quarter).find(|&c| c >= bytes).unwrap()
 }
