@@ -1,4 +1,4 @@
-// Batched C[b] = op(A[b]) * op(B[b]), op = identity or transpose ({{TRANS_A}}, {{TRANS_B}}).
+// Batched C[b] = op(A[b]) * op(B[b]), op = identity or transpose (TRANS_A, TRANS_B).
 // A 64x64 output tile per workgroup of 16x16 threads, each accumulating a 4x4 block in
 // registers over 16-deep K slices staged in workgroup memory. Edge tiles load zeros, so
 // any M, N, K work. A batch stride of 0 shares one operand across the batch.

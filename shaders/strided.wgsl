@@ -1,4 +1,4 @@
-// out[i] = {{EXPR}} of a[offset_a(i)] and b[offset_b(i)], where each input has a stride
+// out[i] = EXPR of a[offset_a(i)] and b[offset_b(i)], where each input has a stride
 // per output dimension. Zero strides broadcast (binary ops, broadcast_to); permuted
 // strides transpose. The host merges contiguous dimensions first, so the rank is small.
 

@@ -1,5 +1,5 @@
 // Element-wise y = f(x) and its backward dx = g * f'(x): one template for every unary op.
-// {{FORWARD}} and {{DERIVATIVE}} are WGSL expressions in `x` and the scalar `s`.
+// FORWARD and DERIVATIVE are WGSL expressions in `x` and the scalar `s`.
 
 struct Params { n: u32, s: f32 }
 

@@ -22,18 +22,26 @@ pub fn grid(groups: usize) -> [u32; 3] {
 }
 
 impl Device {
-    /// Records a dispatch of `pipeline` over `groups` workgroups. Never waits for the GPU.
+    /// Records a dispatch of `pipeline` over `groups` workgroups, binding `tensors` to
+    /// bindings 1, 2, ... in order. Never waits for the GPU.
     pub fn launch(&self, pipeline: &Arc<wgpu::ComputePipeline>, params: &[u32], tensors: &[&Tensor], groups: [u32; 3]) {
+        let bound: Vec<(u32, &Tensor)> = tensors.iter().enumerate().map(|(i, &t)| (i as u32 + 1, t)).collect();
+        self.launch_bound(pipeline, params, &bound, groups);
+    }
+
+    /// Like `launch`, with explicit binding numbers: for an entry point that uses only
+    /// some of its module's bindings.
+    pub fn launch_bound(&self, pipeline: &Arc<wgpu::ComputePipeline>, params: &[u32], tensors: &[(u32, &Tensor)], groups: [u32; 3]) {
         let inner = &self.0;
         let mut rec = inner.recorder.lock().unwrap();
         let layout = pipeline.get_bind_group_layout(0);
         let param_binding = rec.push_params(inner, params);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(param_binding) }];
-        for (i, t) in tensors.iter().enumerate() {
+        for &(binding, t) in tensors {
             assert!(t.device().same(self), "tensor from another device passed to a kernel");
             assert!(t.numel() > 0, "empty tensors are not bound to kernels");
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: t.buffer(),
                     offset: 0,

@@ -21,6 +21,6 @@ pub use launch::{grid, MAX_GROUPS_PER_DIM};
 pub use pipeline::render_template;
 pub use recorder::PARAM_SLOT_BYTES;
 pub use shape::Shape;
-pub use tape::{clear_tape, is_grad_enabled, no_grad, record, tape_len, BackwardFn};
+pub use tape::{clear_tape, is_grad_enabled, no_grad, record, record_multi, tape_len, BackwardFn};
 pub use tensor::{Tensor, TensorId};
 pub use wgpu;

@@ -59,7 +59,7 @@ impl Device {
             cache: None,
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
-            panic!("kernel {key} failed to compile: {err}");
+            panic!("kernel {key} failed to compile: {err:?}");
         }
         cache.compiled.fetch_add(1, Ordering::Relaxed);
         let pipeline = Arc::new(pipeline);

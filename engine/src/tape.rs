@@ -16,13 +16,14 @@ use smallvec::SmallVec;
 use crate::launch::grid;
 use crate::tensor::{Tensor, TensorId};
 
-/// Maps the gradient of an op's output to the gradients of its inputs, in input order
-/// (`None` for inputs that get none, such as integer indices).
-pub type BackwardFn = Box<dyn FnOnce(&Tensor) -> Vec<Option<Tensor>>>;
+/// Maps the gradients of an op's outputs (`None` where an output got none) to the
+/// gradients of its inputs, in input order (`None` for inputs that get none, such as
+/// integer indices).
+pub type BackwardFn = Box<dyn FnOnce(&[Option<Tensor>]) -> Vec<Option<Tensor>>>;
 
 struct Entry {
     op: &'static str,
-    output: TensorId,
+    outputs: SmallVec<[TensorId; 2]>,
     inputs: SmallVec<[Tensor; 3]>,
     backward: BackwardFn,
 }
@@ -66,12 +67,31 @@ pub fn record(
     inputs: &[&Tensor],
     backward: impl FnOnce(&Tensor) -> Vec<Option<Tensor>> + 'static,
 ) -> Tensor {
-    if is_grad_enabled() && inputs.iter().any(|t| t.is_tracked()) {
-        output.mark_tracked();
-        let inputs = inputs.iter().map(|&t| t.clone()).collect();
-        TAPE.with(|t| t.borrow_mut().push(Entry { op, output: output.id(), inputs, backward: Box::new(backward) }));
-    }
+    record_multi(op, &[&output], inputs, move |grads| {
+        backward(grads[0].as_ref().expect("a single-output op runs only when its output has a gradient"))
+    });
     output
+}
+
+/// Records an op with several differentiable outputs (a router's probabilities and
+/// weights, say). Its backward runs once, after every consumer of every output, with
+/// `None` for outputs that received no gradient.
+pub fn record_multi(
+    op: &'static str,
+    outputs: &[&Tensor],
+    inputs: &[&Tensor],
+    backward: impl FnOnce(&[Option<Tensor>]) -> Vec<Option<Tensor>> + 'static,
+) {
+    if is_grad_enabled() && inputs.iter().any(|t| t.is_tracked()) {
+        outputs.iter().for_each(|t| t.mark_tracked());
+        let entry = Entry {
+            op,
+            outputs: outputs.iter().map(|t| t.id()).collect(),
+            inputs: inputs.iter().map(|&t| t.clone()).collect(),
+            backward: Box::new(backward),
+        };
+        TAPE.with(|t| t.borrow_mut().push(entry));
+    }
 }
 
 impl Tensor {
@@ -97,8 +117,11 @@ impl Tensor {
         }
         no_grad(|| {
             for entry in entries.into_iter().rev() {
-                let Some(g) = grads.remove(&entry.output) else { continue };
-                let input_grads = (entry.backward)(&g);
+                let output_grads: SmallVec<[Option<Tensor>; 2]> = entry.outputs.iter().map(|id| grads.remove(id)).collect();
+                if output_grads.iter().all(Option::is_none) {
+                    continue;
+                }
+                let input_grads = (entry.backward)(&output_grads);
                 assert_eq!(input_grads.len(), entry.inputs.len(), "{}: backward returned a wrong number of gradients", entry.op);
                 for (input, input_grad) in entry.inputs.iter().zip(input_grads) {
                     let Some(input_grad) = input_grad.filter(|_| input.is_tracked()) else { continue };

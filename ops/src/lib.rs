@@ -2,6 +2,7 @@
 //! `shaders/`), the backward rule recorded on the tape, and a plain f64 CPU reference.
 
 pub mod binary;
+pub mod cross_entropy;
 pub mod embedding;
 pub mod host;
 pub mod layout;
@@ -9,10 +10,12 @@ pub mod matmul;
 pub mod optim;
 pub mod reduce;
 pub mod slice;
+pub mod softmax;
 mod strided;
 mod tensor_ops;
 pub mod unary;
 
+pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
 pub use binary::{binary, broadcast_shape, broadcast_to, sum_to, BinaryOp};
 pub use embedding::embedding;
 pub use host::HostTensor;
@@ -21,6 +24,7 @@ pub use matmul::{matmul, matmul_t};
 pub use optim::Sgd;
 pub use reduce::{reduce, reduce_all, ReduceOp};
 pub use slice::{concat, slice};
+pub use softmax::{causal_softmax, log_softmax, softmax, softmax_with, stablemax, Mask, SoftmaxKind, SoftmaxOptions};
 pub use strided::MAX_RANK;
 pub use tensor_ops::TensorOps;
 pub use unary::{unary, UnaryOp};

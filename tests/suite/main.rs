@@ -8,4 +8,5 @@ mod embedding;
 mod layout;
 mod matmul;
 mod reduce;
+mod softmax;
 mod training;

@@ -1,0 +1,80 @@
+//! Fused cross-entropy from logits and integer targets, with an ignore index, the mean
+//! over counted tokens, and an optional z-loss `z_coef * mean(logsumexp(logits)^2)`.
+//! `shaders/cross_entropy.wgsl` (forward) and `shaders/cross_entropy_backward.wgsl`.
+
+use moegrad_engine::{grid, record, DType, Tensor};
+
+use crate::host::HostTensor;
+
+const SHADER: &str = include_str!("../../shaders/cross_entropy.wgsl");
+const BACKWARD_SHADER: &str = include_str!("../../shaders/cross_entropy_backward.wgsl");
+
+#[derive(Clone, Copy, Debug)]
+pub struct CrossEntropyOptions {
+    /// Targets equal to this are skipped (not counted in the mean).
+    pub ignore_index: u32,
+    /// Weight of the z-loss term; 0 disables it.
+    pub z_coef: f32,
+}
+
+impl Default for CrossEntropyOptions {
+    fn default() -> Self {
+        CrossEntropyOptions { ignore_index: u32::MAX, z_coef: 0.0 }
+    }
+}
+
+/// Mean cross-entropy of `logits` `[..., V]` against `targets` `[...]` (u32), a scalar.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOptions) -> Tensor {
+    assert_eq!(logits.dtype(), DType::F32, "cross_entropy: logits must be f32, got {:?}", logits.dtype());
+    assert_eq!(targets.dtype(), DType::U32, "cross_entropy: targets must be u32, got {:?}", targets.dtype());
+    assert!(logits.rank() >= 1 && logits.shape()[logits.rank() - 1] > 0, "cross_entropy: logits {:?} have no classes", logits.shape());
+    assert_eq!(
+        &logits.shape()[..logits.rank() - 1],
+        targets.shape(),
+        "cross_entropy: logits {:?} and targets {:?} disagree",
+        logits.shape(),
+        targets.shape()
+    );
+    let n = logits.shape()[logits.rank() - 1];
+    let rows = targets.numel();
+    let dev = logits.device();
+    let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("cross_entropy: {e}"));
+    let (row_loss, row_lse) = (alloc(&[rows.max(1)]), alloc(&[rows.max(1)]));
+    let (loss, count) = (alloc(&[]), alloc(&[1]));
+    let params = [rows as u32, n as u32, opts.ignore_index, opts.z_coef.to_bits()];
+    if rows > 0 {
+        let p_rows = dev.pipeline("cross_entropy/rows", "rows", || SHADER.to_string());
+        dev.launch(&p_rows, &params, &[logits, targets, &row_loss, &row_lse], grid(rows));
+    }
+    let p_finish = dev.pipeline("cross_entropy/finish", "finish", || SHADER.to_string());
+    dev.launch_bound(&p_finish, &params, &[(2, targets), (3, &row_loss), (5, &loss), (6, &count)], [1, 1, 1]);
+    let (saved_logits, saved_targets) = (logits.clone(), targets.clone());
+    record("cross_entropy", loss, &[logits], move |g| {
+        let dx = alloc_like(&saved_logits);
+        if dx.numel() > 0 {
+            let p = g.device().pipeline("cross_entropy_backward", "main", || BACKWARD_SHADER.to_string());
+            g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], grid(dx.numel().div_ceil(256)));
+        }
+        vec![Some(dx)]
+    })
+}
+
+fn alloc_like(t: &Tensor) -> Tensor {
+    Tensor::empty(t.device(), t.shape(), DType::F32).unwrap_or_else(|e| panic!("cross_entropy backward: {e}"))
+}
+
+/// CPU reference.
+pub fn cross_entropy_reference(logits: &HostTensor, targets: &[u32], opts: CrossEntropyOptions) -> f64 {
+    let n = *logits.shape.last().unwrap();
+    let (mut total, mut count) = (0.0, 0usize);
+    for (row, &t) in logits.data.chunks(n).zip(targets) {
+        if t == opts.ignore_index {
+            continue;
+        }
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        total += lse - row[t as usize] + opts.z_coef as f64 * lse * lse;
+        count += 1;
+    }
+    total / count.max(1) as f64
+}

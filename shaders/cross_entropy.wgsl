@@ -1,0 +1,85 @@
+// Fused cross-entropy from logits with integer targets. `rows`: one workgroup per row
+// computes lse = logsumexp(row) in one pass (max and rescaled sum together) and the row
+// loss (lse - x[target]) + z_coef * lse^2, or 0 for an ignored target. `finish`: one
+// workgroup averages the row losses over the counted (not ignored) rows, in a fixed
+// order, so the result is deterministic.
+
+const WG: u32 = 256u;
+const MOST_NEGATIVE: f32 = -3.4028235e38;
+
+struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+@group(0) @binding(3) var<storage, read_write> row_loss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> row_lse: array<f32>;
+
+var<workgroup> red_max: array<f32, WG>;
+var<workgroup> red_sum: array<f32, WG>;
+
+@compute @workgroup_size(256)
+fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= p.rows {
+        return;
+    }
+    let base = row * p.n;
+    var m = MOST_NEGATIVE;
+    var s = 0.0;
+    for (var j = lid; j < p.n; j += WG) {
+        let z = logits[base + j];
+        if z > m {
+            s = s * exp(m - z) + 1.0;
+            m = z;
+        } else {
+            s += exp(z - m);
+        }
+    }
+    red_max[lid] = m;
+    red_sum[lid] = s;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if lid < k {
+            let m2 = red_max[lid + k];
+            let mm = max(red_max[lid], m2);
+            red_sum[lid] = red_sum[lid] * exp(red_max[lid] - mm) + red_sum[lid + k] * exp(m2 - mm);
+            red_max[lid] = mm;
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        let lse = red_max[0] + log(red_sum[0]);
+        let t = targets[row];
+        row_lse[row] = lse;
+        row_loss[row] = select(lse - logits[base + min(t, p.n - 1u)] + p.z_coef * lse * lse, 0.0, t == p.ignore_index);
+    }
+}
+
+@group(0) @binding(5) var<storage, read_write> loss_out: array<f32>; // the mean, one value
+@group(0) @binding(6) var<storage, read_write> count_out: array<f32>; // counted rows, as f32
+var<workgroup> red_count: array<f32, WG>;
+
+@compute @workgroup_size(256)
+fn finish(@builtin(local_invocation_index) lid: u32) {
+    var loss = 0.0;
+    var count = 0.0;
+    for (var r = lid; r < p.rows; r += WG) {
+        loss += row_loss[r];
+        count += select(1.0, 0.0, targets[r] == p.ignore_index);
+    }
+    red_sum[lid] = loss;
+    red_count[lid] = count;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if lid < k {
+            red_sum[lid] += red_sum[lid + k];
+            red_count[lid] += red_count[lid + k];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        loss_out[0] = red_sum[0] / max(red_count[0], 1.0);
+        count_out[0] = red_count[0];
+    }
+}

@@ -1,0 +1,77 @@
+// The softmax family along the last axis, one workgroup per row. MODE 0 = softmax,
+// 1 = log-softmax, 2 = StableMax (s(z) = z + 1 for z >= 0, 1 / (1 - z) below, over the row
+// sum). Logits are scaled by 1/temperature first. One pass over the row finds the max and
+// the sum together (the sum is rescaled whenever the max grows); a second pass writes.
+// MASK defines `allowed(row, j)`; masked entries get exactly 0 (log-softmax: the most
+// negative f32), and a fully masked row gives zeros, never NaN.
+
+const WG: u32 = {{WG}}u;
+const MODE: u32 = {{MODE}}u;
+const MOST_NEGATIVE: f32 = -3.4028235e38;
+
+struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+{{MASK}}
+
+var<workgroup> red_max: array<f32, WG>;
+var<workgroup> red_sum: array<f32, WG>;
+
+fn stable_s(z: f32) -> f32 {
+    return select(1.0 / (1.0 - z), z + 1.0, z >= 0.0);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= p.rows {
+        return;
+    }
+    let base = row * p.n;
+    var m = MOST_NEGATIVE;
+    var s = 0.0;
+    for (var j = lid; j < p.n; j += WG) {
+        if allowed(row, j) {
+            let z = x[base + j] * p.inv_temp;
+            if MODE == 2u {
+                s += stable_s(z);
+            } else if z > m {
+                s = s * exp(m - z) + 1.0;
+                m = z;
+            } else {
+                s += exp(z - m);
+            }
+        }
+    }
+    red_max[lid] = m;
+    red_sum[lid] = s;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if lid < k {
+            let m2 = red_max[lid + k];
+            let mm = max(red_max[lid], m2);
+            red_sum[lid] = red_sum[lid] * exp(red_max[lid] - mm) + red_sum[lid + k] * exp(m2 - mm);
+            red_max[lid] = mm;
+        }
+        workgroupBarrier();
+    }
+    m = red_max[0];
+    s = red_sum[0];
+    for (var j = lid; j < p.n; j += WG) {
+        var out = select(0.0, MOST_NEGATIVE, MODE == 1u);
+        if allowed(row, j) {
+            let z = x[base + j] * p.inv_temp;
+            if MODE == 0u {
+                out = exp(z - m) / s;
+            } else if MODE == 1u {
+                out = z - m - log(s);
+            } else {
+                out = stable_s(z) / s;
+            }
+        }
+        y[base + j] = out;
+    }
+}

@@ -1,0 +1,126 @@
+//! The softmax family and the fused cross-entropy.
+
+use moegrad::ops::cross_entropy::cross_entropy_reference;
+use moegrad::ops::softmax::softmax_reference;
+use moegrad::ops::{cross_entropy, softmax_with, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions};
+use moegrad::prelude::*;
+use rand::Rng;
+
+use crate::common::{assert_close, check_op, device, dim, host, rng, upload, TOL};
+
+const KINDS: [SoftmaxKind; 3] = [SoftmaxKind::Softmax, SoftmaxKind::LogSoftmax, SoftmaxKind::StableMax];
+
+#[test]
+fn softmax_family_with_temperature_matches_reference_and_gradients() {
+    let mut r = rng(50);
+    for kind in KINDS {
+        for n in [1, 7, 33, 65, 127, 300] {
+            let rows = dim(&mut r, 9);
+            let temperature = r.random_range(0.5..2.0f32);
+            let x = host(&mut r, &[rows, n], -4.0, 4.0);
+            let opts = SoftmaxOptions { temperature, ..SoftmaxOptions::new(kind) };
+            check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), |h| softmax_reference(&h[0], kind, temperature as f64, None, false), TOL);
+        }
+    }
+}
+
+#[test]
+fn causal_softmax_masks_the_future() {
+    let mut r = rng(51);
+    for kind in [SoftmaxKind::Softmax, SoftmaxKind::StableMax] {
+        for (t, s) in [(1, 1), (7, 7), (5, 9), (33, 33)] {
+            let x = host(&mut r, &[2, t, s], -3.0, 3.0);
+            let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
+            check_op("causal", &[x], |t| softmax_with(&t[0], &opts), |h| softmax_reference(&h[0], kind, 1.0, None, true), TOL);
+        }
+    }
+}
+
+fn random_mask(r: &mut rand::rngs::StdRng, rows: usize, n: usize) -> HostTensor {
+    let mut m = HostTensor::new(&[rows, n], (0..rows * n).map(|_| if r.random_bool(0.7) { 1.0 } else { 0.0 }).collect());
+    m.data[..n].iter_mut().for_each(|v| *v = 0.0); // the first row fully masked
+    m
+}
+
+#[test]
+fn tensor_masks_give_exact_zeros_and_no_nan() {
+    let mut r = rng(52);
+    let (mask_rows, n) = (4, 37);
+    let mask = random_mask(&mut r, mask_rows, n);
+    let mask_t = upload(&mask);
+    for kind in KINDS {
+        let x = host(&mut r, &[3, mask_rows, n], -3.0, 3.0);
+        let opts = SoftmaxOptions { mask: Mask::Tensor(mask_t.clone()), ..SoftmaxOptions::new(kind) };
+        let got = softmax_with(&upload(&x), &opts).to_vec().unwrap();
+        assert!(got.iter().all(|v| v.is_finite()), "{}: NaN or inf in a masked softmax", kind.name());
+        assert_close(kind.name(), &got, &softmax_reference(&x, kind, 1.0, Some(&mask), false).data, 1e-5);
+        for (i, v) in got.iter().enumerate() {
+            if mask.data[(i / n % mask_rows) * n + i % n] == 0.0 && kind != SoftmaxKind::LogSoftmax {
+                assert_eq!(*v, 0.0, "{}: masked entry {i} must be exactly 0", kind.name());
+            }
+        }
+        if kind != SoftmaxKind::LogSoftmax {
+            // Gradients too (log-softmax's masked outputs are the most negative f32, which
+            // leaves nothing for finite differences to measure).
+            let opts2 = opts.clone();
+            check_op(kind.name(), &[x], move |t| softmax_with(&t[0], &opts2), |h| softmax_reference(&h[0], kind, 1.0, Some(&mask), false), TOL);
+        }
+    }
+}
+
+#[test]
+fn rows_of_sixty_five_thousand() {
+    let mut r = rng(53);
+    for kind in KINDS {
+        let x = host(&mut r, &[2, 65_536], -8.0, 8.0);
+        let got = softmax_with(&upload(&x), &SoftmaxOptions::new(kind)).to_vec().unwrap();
+        assert_close(kind.name(), &got, &softmax_reference(&x, kind, 1.0, None, false).data, 1e-4);
+    }
+}
+
+#[test]
+fn cross_entropy_with_ignore_index_and_z_loss() {
+    let mut r = rng(54);
+    for (rows, v) in [(1, 1), (7, 5), (33, 65), (9, 1000)] {
+        for z_coef in [0.0, 0.1] {
+            let opts = CrossEntropyOptions { ignore_index: 3, z_coef };
+            let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).chain([3]).take(rows).collect();
+            let t = Tensor::from_u32(&device(), &targets, &[rows]).unwrap();
+            let x = host(&mut r, &[rows, v], -5.0, 5.0);
+            check_op(
+                "cross_entropy",
+                &[x],
+                |l| cross_entropy(&l[0], &t, opts),
+                |h| HostTensor::new(&[], vec![cross_entropy_reference(&h[0], &targets, opts)]),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_over_a_fifty_thousand_vocabulary() {
+    let mut r = rng(55);
+    let (rows, v) = (3, 50_257);
+    let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).collect();
+    let t = Tensor::from_u32(&device(), &targets, &[rows]).unwrap();
+    let x = host(&mut r, &[rows, v], -10.0, 10.0);
+    let opts = CrossEntropyOptions::default();
+    check_op(
+        "cross_entropy",
+        &[x],
+        |l| cross_entropy(&l[0], &t, opts),
+        |h| HostTensor::new(&[], vec![cross_entropy_reference(&h[0], &targets, opts)]),
+        TOL,
+    );
+}
+
+#[test]
+fn all_ignored_gives_zero_loss_and_gradient() {
+    let x = upload(&HostTensor::new(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])).requires_grad();
+    let t = Tensor::from_u32(&device(), &[7, 7], &[2]).unwrap();
+    let loss = cross_entropy(&x, &t, CrossEntropyOptions { ignore_index: 7, z_coef: 0.0 });
+    assert_eq!(loss.item().unwrap(), 0.0);
+    loss.backward();
+    assert!(x.grad().unwrap().to_vec().unwrap().iter().all(|&g| g == 0.0));
+}
