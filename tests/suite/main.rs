@@ -8,5 +8,6 @@ mod embedding;
 mod layout;
 mod matmul;
 mod reduce;
+mod routing;
 mod softmax;
 mod training;

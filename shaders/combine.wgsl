@@ -1,0 +1,54 @@
+// The weighted combine back to token order, y[t, :] = sum_j w[t, j] * rows[pos(t, j), :],
+// summed in slot order (deterministic), and its two backward kernels:
+//   rows:    drows[pos, :] = w[s] * g[token of s, :], s = sorted_slots[pos];
+//   weights: dw[s] = <g[token of s, :], rows[slot_positions[s], :]>.
+
+struct Params { total: u32, d: u32, k: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>; // rows (combine) or g (backward)
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> index: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> rows: array<f32>; // weights' backward only
+
+@compute @workgroup_size(256)
+fn combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p.total {
+        return;
+    }
+    let t = i / p.d;
+    let c = i % p.d;
+    var acc = 0.0;
+    for (var j = 0u; j < p.k; j++) {
+        let s = t * p.k + j;
+        acc += w[s] * a[index[s] * p.d + c];
+    }
+    out[i] = acc;
+}
+
+@compute @workgroup_size(256)
+fn backward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p.total {
+        return;
+    }
+    let s = index[i / p.d];
+    out[i] = w[s] * a[(s / p.k) * p.d + i % p.d];
+}
+
+@compute @workgroup_size(256)
+fn backward_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = gid.x + gid.y * nwg.x * 256u;
+    if s >= p.total {
+        return;
+    }
+    let g_row = (s / p.k) * p.d;
+    let r_row = index[s] * p.d;
+    var acc = 0.0;
+    for (var c = 0u; c < p.d; c++) {
+        acc += a[g_row + c] * rows[r_row + c];
+    }
+    out[s] = acc;
+}

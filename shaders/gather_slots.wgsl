@@ -1,0 +1,36 @@
+// Moving rows between token order and expert order.
+//   gather:   dst[pos, :] = src[token of sorted_slots[pos], :] (each token appears k times);
+//   backward: dst[t, :] = sum over t's k slots of src[slot_positions[slot], :], in slot
+//             order: the inverse permutation makes the scatter-add deterministic.
+
+struct Params { total: u32, d: u32, k: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read> index: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(256)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p.total {
+        return;
+    }
+    let pos = i / p.d;
+    dst[i] = src[(index[pos] / p.k) * p.d + i % p.d];
+}
+
+@compute @workgroup_size(256)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p.total {
+        return;
+    }
+    let t = i / p.d;
+    let c = i % p.d;
+    var acc = 0.0;
+    for (var j = 0u; j < p.k; j++) {
+        acc += src[index[t * p.k + j] * p.d + c];
+    }
+    dst[i] = acc;
+}

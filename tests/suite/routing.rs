@@ -1,0 +1,116 @@
+//! Routing: top-k, the fused router, token permutation, gather and combine.
+
+use moegrad::ops::permute::{combine_slots_reference, gather_slots_reference, plan_routing_reference};
+use moegrad::ops::router::route_reference;
+use moegrad::ops::topk::topk_reference;
+use moegrad::ops::{combine_slots, concat, gather_slots, plan_routing, reshape, route, topk, HostTensor};
+use moegrad::prelude::*;
+use rand::Rng;
+
+use crate::common::{check_op, device, dim, host, rng, upload, TOL};
+
+#[test]
+fn topk_values_indices_and_gradient() {
+    let mut r = rng(60);
+    for n in [1, 2, 7, 33, 64, 65, 256] {
+        let k = r.random_range(1..=n.min(8));
+        let rows = dim(&mut r, 70);
+        let x = host(&mut r, &[rows, n], -2.0, 2.0);
+        let (_, want_idx) = topk_reference(&x, k);
+        let (_, idx) = topk(&upload(&x), k);
+        assert_eq!(idx.to_vec_u32().unwrap(), want_idx, "topk indices, n = {n}, k = {k}");
+        check_op("topk", &[x], |t| topk(&t[0], k).0, |h| topk_reference(&h[0], k).0, TOL);
+    }
+}
+
+#[test]
+fn topk_ties_go_to_the_lower_index() {
+    let x = upload(&HostTensor::from_f32(&[2, 5], &[1.0, 3.0, 3.0, 0.0, 3.0, 2.0, 2.0, 2.0, 2.0, 2.0]));
+    let (v, i) = topk(&x, 3);
+    assert_eq!(i.to_vec_u32().unwrap(), vec![1, 2, 4, 0, 1, 2]);
+    assert_eq!(v.to_vec().unwrap(), vec![3.0, 3.0, 3.0, 2.0, 2.0, 2.0]);
+}
+
+#[test]
+fn router_matches_reference_with_and_without_renormalisation() {
+    let mut r = rng(61);
+    for (tokens, experts, k) in [(1, 1, 1), (7, 8, 2), (33, 64, 8), (65, 256, 4), (5, 3, 3)] {
+        for renormalize in [false, true] {
+            let logits = host(&mut r, &[tokens, experts], -3.0, 3.0);
+            let out = route(&upload(&logits), k, renormalize);
+            let (_, _, want_idx) = route_reference(&logits, k, renormalize);
+            assert_eq!(out.indices.to_vec_u32().unwrap(), want_idx);
+            // Probabilities and weights both carry gradients: check them together.
+            let both = |t: &[Tensor]| {
+                let o = route(&t[0], k, renormalize);
+                concat(&[&reshape(&o.probs, &[tokens * experts]), &reshape(&o.weights, &[tokens * k])], 0)
+            };
+            let both_ref = |h: &[HostTensor]| {
+                let (p, w, _) = route_reference(&h[0], k, renormalize);
+                HostTensor::new(&[tokens * (experts + k)], p.data.into_iter().chain(w.data).collect())
+            };
+            check_op("router", &[logits], both, both_ref, TOL);
+        }
+    }
+}
+
+#[test]
+fn router_weights_alone_give_a_gradient_through_the_softmax() {
+    let mut r = rng(62);
+    let logits = host(&mut r, &[9, 16], -2.0, 2.0);
+    check_op("router weights", &[logits], |t| route(&t[0], 2, true).weights, |h| route_reference(&h[0], 2, true).1, TOL);
+}
+
+fn random_choices(r: &mut rand::rngs::StdRng, tokens: usize, k: usize, experts: usize) -> Vec<u32> {
+    // Distinct experts per token, as a router gives; some experts may stay empty.
+    (0..tokens)
+        .flat_map(|_| {
+            let mut chosen: Vec<u32> = Vec::new();
+            while chosen.len() < k {
+                let e = r.random_range(0..experts as u32);
+                if !chosen.contains(&e) {
+                    chosen.push(e);
+                }
+            }
+            chosen
+        })
+        .collect()
+}
+
+#[test]
+fn permutation_is_stable_exact_and_deterministic() {
+    let mut r = rng(63);
+    for (tokens, k, experts) in [(1, 1, 1), (7, 2, 8), (300, 2, 8), (257, 1, 3), (100, 8, 256), (65, 4, 64)] {
+        let ids = random_choices(&mut r, tokens, k, experts);
+        let ids_t = Tensor::from_u32(&device(), &ids, &[tokens, k]).unwrap();
+        let plan = plan_routing(&ids_t, experts);
+        let (counts, offsets, sorted, positions) = plan_routing_reference(&ids, experts);
+        assert_eq!(plan.counts.to_vec_u32().unwrap(), counts);
+        assert_eq!(plan.offsets.to_vec_u32().unwrap(), offsets);
+        assert_eq!(plan.sorted_slots.to_vec_u32().unwrap(), sorted);
+        assert_eq!(plan.slot_positions.to_vec_u32().unwrap(), positions);
+        let again = plan_routing(&ids_t, experts);
+        assert_eq!(again.sorted_slots.to_vec_u32().unwrap(), sorted, "same input, same permutation");
+    }
+}
+
+#[test]
+fn gather_and_combine_match_reference_and_gradients() {
+    let mut r = rng(64);
+    for (tokens, k, experts, d) in [(1, 1, 1, 1), (7, 2, 4, 33), (40, 3, 8, 65)] {
+        let ids = random_choices(&mut r, tokens, k, experts);
+        let plan = plan_routing(&Tensor::from_u32(&device(), &ids, &[tokens, k]).unwrap(), experts);
+        let (_, _, sorted, positions) = plan_routing_reference(&ids, experts);
+        let x = host(&mut r, &[tokens, d], -1.0, 1.0);
+        check_op("gather_slots", &[x], |t| gather_slots(&t[0], &plan), |h| gather_slots_reference(&h[0], &sorted, k), TOL);
+        let rows = host(&mut r, &[tokens * k, d], -1.0, 1.0);
+        let w = host(&mut r, &[tokens, k], 0.0, 1.0);
+        check_op(
+            "combine_slots",
+            &[rows, w],
+            |t| combine_slots(&t[0], &t[1], &plan),
+            |h| combine_slots_reference(&h[0], &h[1], &positions),
+            TOL,
+        );
+    }
+}
