@@ -59,7 +59,11 @@ impl Device {
             cache: None,
         });
         if let Some(err) = pollster::block_on(scope.pop()) {
-            panic!("kernel {key} failed to compile: {err:?}");
+            let detail = match &err {
+                wgpu::Error::Validation { description, .. } => description.clone(),
+                other => other.to_string(),
+            };
+            panic!("kernel {key} failed to compile: {detail}");
         }
         cache.compiled.fetch_add(1, Ordering::Relaxed);
         let pipeline = Arc::new(pipeline);

@@ -23,7 +23,7 @@ pub use binary::{binary, broadcast_shape, broadcast_to, sum_to, BinaryOp};
 pub use embedding::embedding;
 pub use host::HostTensor;
 pub use layout::{reshape, transpose};
-pub use matmul::{matmul, matmul_t};
+pub use matmul::{grouped_matmul, matmul, matmul_t};
 pub use optim::Sgd;
 pub use permute::{combine_slots, gather_slots, plan_routing, Routing};
 pub use router::{route, RouterOutput};

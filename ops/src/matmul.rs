@@ -1,4 +1,5 @@
-//! Matrix multiplication: 2-D and batched, either operand transposed, any sizes
+//! Matrix multiplication: 2-D and batched, either operand transposed, any sizes, and the
+//! grouped (per-expert) matmul of MoE layers, all from one kernel template
 //! (`shaders/matmul.wgsl`). A 2-D right operand is shared across a batched left one, the
 //! `x @ W` of every linear layer.
 
@@ -55,21 +56,8 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Tensor 
     let batch = numel(batch_shape);
     let mut shape = batch_shape.to_vec();
     shape.extend([m, n]);
-    let dev = a.device();
-    // With K = 0 the product is all zeros and no kernel runs.
-    let out = if ka == 0 { Tensor::zeros(dev, &shape) } else { Tensor::empty(dev, &shape, DType::F32) };
-    let out = out.unwrap_or_else(|e| panic!("matmul: {e}"));
-    if out.numel() > 0 && ka > 0 {
-        let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch];
-        assert!(groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM as usize), "matmul: output {shape:?} needs too many workgroups");
-        let stride = |batch_dims: &[usize], x: &Tensor| if batch_dims.is_empty() { 0 } else { x.shape()[x.rank() - 2] * x.shape()[x.rank() - 1] };
-        let params = [m, n, ka, stride(batch_a, a), stride(batch_b, b)].map(|v| v as u32);
-        let key = format!("matmul/{}{}", u8::from(trans_a), u8::from(trans_b));
-        let pipeline = dev.pipeline(&key, "main", || {
-            render_template(SHADER, &[("TRANS_A", if trans_a { "true" } else { "false" }), ("TRANS_B", if trans_b { "true" } else { "false" })])
-        });
-        dev.launch(&pipeline, &params, &[a, b, &out], groups.map(|g| g as u32));
-    }
+    let stride = |batch_dims: &[usize], x: &Tensor| if batch_dims.is_empty() { 0 } else { x.shape()[x.rank() - 2] * x.shape()[x.rank() - 1] };
+    let out = launch(Grouping::Batched { batch, stride_a: stride(batch_a, a), stride_b: stride(batch_b, b) }, a, b, trans_a, trans_b, [m, n, ka], &shape);
     let (sa, sb) = (a.clone(), b.clone());
     let (need_a, need_b) = (a.is_tracked(), b.is_tracked());
     record("matmul", out, &[a, b], move |g| {
@@ -84,6 +72,110 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Tensor 
         });
         vec![da, db]
     })
+}
+
+/// How the matrices of one dispatch (workgroup z) are laid out.
+enum Grouping<'a> {
+    /// `batch` independent products; a stride of 0 shares that operand.
+    Batched { batch: usize, stride_a: usize, stride_b: usize },
+    /// Expert z multiplies rows `offsets[z]..offsets[z+1]` by its own B (stride `stride_b`).
+    Rows { offsets: &'a Tensor, experts: usize, stride_b: usize },
+    /// Expert z's product runs over depth `offsets[z]..offsets[z+1]` into its own C.
+    Depth { offsets: &'a Tensor, experts: usize },
+}
+
+impl Grouping<'_> {
+    fn key(&self) -> &'static str {
+        match self {
+            Grouping::Batched { .. } => "batched",
+            Grouping::Rows { .. } => "rows",
+            Grouping::Depth { .. } => "depth",
+        }
+    }
+
+    /// WGSL for `ranges(z)`.
+    fn wgsl(&self) -> &'static str {
+        match self {
+            Grouping::Batched { .. } => {
+                "fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n); }"
+            }
+            Grouping::Rows { .. } => {
+                "@group(0) @binding(4) var<storage, read> offsets: array<u32>;\n\
+                 fn ranges(z: u32) -> Ranges { return Ranges(offsets[z], offsets[z + 1u], 0u, p.k, 0u, z * p.batch_stride_b, 0u); }"
+            }
+            Grouping::Depth { .. } => {
+                "@group(0) @binding(4) var<storage, read> offsets: array<u32>;\n\
+                 fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n); }"
+            }
+        }
+    }
+}
+
+/// Records one matmul dispatch of `op(a) @ op(b)` (`[m, n, k]`) into a new `out_shape` tensor.
+fn launch(grouping: Grouping, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, [m, n, k]: [usize; 3], out_shape: &[usize]) -> Tensor {
+    let dev = a.device();
+    // Without depth the product is all zeros, and an expert may own no depth at all.
+    let zero_fill = k == 0 || matches!(grouping, Grouping::Depth { .. });
+    let out = if zero_fill { Tensor::zeros(dev, out_shape) } else { Tensor::empty(dev, out_shape, DType::F32) };
+    let out = out.unwrap_or_else(|e| panic!("matmul: {e}"));
+    if out.numel() == 0 || k == 0 {
+        return out;
+    }
+    let (z, stride_a, stride_b) = match grouping {
+        Grouping::Batched { batch, stride_a, stride_b } => (batch, stride_a, stride_b),
+        Grouping::Rows { experts, stride_b, .. } => (experts, 0, stride_b),
+        Grouping::Depth { experts, .. } => (experts, 0, 0),
+    };
+    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), z];
+    assert!(groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM as usize), "matmul: output {out_shape:?} needs too many workgroups");
+    let params = [m, n, k, stride_a, stride_b].map(|v| v as u32);
+    let key = format!("matmul/{}/{}{}", grouping.key(), u8::from(trans_a), u8::from(trans_b));
+    let flag = |t: bool| if t { "true" } else { "false" };
+    let pipeline = dev.pipeline(&key, "main", || {
+        render_template(SHADER, &[("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b)), ("GROUPING", grouping.wgsl())])
+    });
+    let groups = groups.map(|g| g as u32);
+    match grouping {
+        Grouping::Batched { .. } => dev.launch(&pipeline, &params, &[a, b, &out], groups),
+        Grouping::Rows { offsets, .. } | Grouping::Depth { offsets, .. } => dev.launch(&pipeline, &params, &[a, b, &out, offsets], groups),
+    }
+    out
+}
+
+/// The MoE expert matmul: `x` `[N, in]` holds each expert's rows contiguously (rows
+/// `offsets[e]..offsets[e+1]` belong to expert e, `offsets` u32 `[E + 1]` on the GPU),
+/// `w` is `[E, in, out]`; row r of the result is `x[r] @ w[expert of r]`. All experts run
+/// in one dispatch and empty experts are fine; nothing is read back to the host.
+pub fn grouped_matmul(x: &Tensor, w: &Tensor, offsets: &Tensor) -> Tensor {
+    assert!(x.rank() == 2 && w.rank() == 3, "grouped_matmul: x must be [rows, in] and w [experts, in, out], got {:?} and {:?}", x.shape(), w.shape());
+    assert!(x.dtype() == DType::F32 && w.dtype() == DType::F32, "grouped_matmul: x and w must be f32");
+    let (experts, inputs, outputs) = (w.shape()[0], w.shape()[1], w.shape()[2]);
+    assert_eq!(x.shape()[1], inputs, "grouped_matmul: x {:?} and w {:?} disagree on the input width", x.shape(), w.shape());
+    assert!(offsets.dtype() == DType::U32 && offsets.shape() == [experts + 1], "grouped_matmul: offsets must be u32 [{}], got {:?} {:?}", experts + 1, offsets.dtype(), offsets.shape());
+    let rows = x.shape()[0];
+    let out = launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, false, false, [rows, outputs, inputs], &[rows, outputs]);
+    let (sx, sw, so) = (x.clone(), w.clone(), offsets.clone());
+    let (need_x, need_w) = (x.is_tracked(), w.is_tracked());
+    record("grouped_matmul", out, &[x, w], move |g| {
+        let dx = need_x.then(|| launch(Grouping::Rows { offsets: &so, experts, stride_b: inputs * outputs }, g, &sw, false, true, [rows, inputs, outputs], &[rows, inputs]));
+        let dw = need_w.then(|| launch(Grouping::Depth { offsets: &so, experts }, &sx, g, true, false, [inputs, outputs, rows], &[experts, inputs, outputs]));
+        vec![dx, dw]
+    })
+}
+
+/// CPU reference of `grouped_matmul`.
+pub fn grouped_matmul_reference(x: &HostTensor, w: &HostTensor, offsets: &[u32]) -> HostTensor {
+    let (inputs, outputs) = (w.shape[1], w.shape[2]);
+    let rows = x.shape[0];
+    let mut out = HostTensor::zeros(&[rows, outputs]);
+    for e in 0..w.shape[0] {
+        for r in offsets[e] as usize..offsets[e + 1] as usize {
+            for j in 0..outputs {
+                out.data[r * outputs + j] = (0..inputs).map(|i| x.data[r * inputs + i] * w.data[(e * inputs + i) * outputs + j]).sum();
+            }
+        }
+    }
+    out
 }
 
 /// Sums a batched gradient over its batch when the operand was a shared 2-D matrix.

@@ -60,3 +60,36 @@ fn inner_dimension_mismatch_names_both_shapes() {
     let b = upload(&HostTensor::zeros(&[5, 3]));
     matmul_t(&a, &b, false, true);
 }
+
+/// Offsets for `rows` split over `experts` at random, some experts empty.
+fn random_offsets(r: &mut rand::rngs::StdRng, rows: usize, experts: usize) -> Vec<u32> {
+    let mut cuts: Vec<u32> = (0..experts - 1).map(|_| rand::Rng::random_range(r, 0..=rows as u32)).collect();
+    if experts > 2 {
+        cuts[0] = cuts[1]; // an empty expert
+    }
+    cuts.sort();
+    std::iter::once(0).chain(cuts).chain(std::iter::once(rows as u32)).collect()
+}
+
+#[test]
+fn grouped_matmul_per_expert_blocks_and_gradients() {
+    let mut r = rng(23);
+    for (rows, experts, inputs, outputs) in [(1, 1, 1, 1), (7, 3, 5, 9), (130, 4, 33, 65), (70, 8, 16, 7), (0, 2, 4, 4)] {
+        let offsets = random_offsets(&mut r, rows, experts);
+        let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &offsets, &[experts + 1]).unwrap();
+        let x = host(&mut r, &[rows, inputs], -1.0, 1.0);
+        let w = host(&mut r, &[experts, inputs, outputs], -1.0, 1.0);
+        if rows == 0 {
+            let out = moegrad::ops::grouped_matmul(&upload(&x), &upload(&w), &off_t);
+            assert_eq!(out.shape(), &[0, outputs]);
+            continue;
+        }
+        check_op(
+            "grouped_matmul",
+            &[x, w],
+            |t| moegrad::ops::grouped_matmul(&t[0], &t[1], &off_t),
+            |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
+            TOL,
+        );
+    }
+}
