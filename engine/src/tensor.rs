@@ -224,7 +224,9 @@ impl Tensor {
         *self.0.grad.lock().unwrap() = None;
     }
 
-    pub(crate) fn set_grad(&self, grad: Tensor) {
+    /// Replaces the gradient (gradient clipping writes its scaled copy here).
+    pub fn set_grad(&self, grad: Tensor) {
+        assert_eq!(grad.shape(), self.shape(), "set_grad: gradient shape {:?} != tensor shape {:?}", grad.shape(), self.shape());
         *self.0.grad.lock().unwrap() = Some(grad);
     }
 

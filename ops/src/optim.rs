@@ -1,8 +1,14 @@
-//! Optimizers update parameters in place on the GPU, so a training step allocates nothing.
+//! Optimizers update parameters in place on the GPU, so a training step allocates nothing
+//! and reads nothing back.
 
-use moegrad_engine::{grid, no_grad, Tensor};
+use moegrad_engine::{grid, no_grad, Result, Tensor};
 
 const SGD_SHADER: &str = include_str!("../../shaders/sgd.wgsl");
+const ADAMW_SHADER: &str = include_str!("../../shaders/adamw.wgsl");
+
+fn check_params(name: &str, params: &[Tensor]) {
+    assert!(params.iter().all(Tensor::is_param), "{name}: every tensor must be a parameter (requires_grad)");
+}
 
 /// Plain stochastic gradient descent: `p <- p - lr * grad`.
 pub struct Sgd {
@@ -12,7 +18,7 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(params: Vec<Tensor>, lr: f32) -> Self {
-        assert!(params.iter().all(Tensor::is_param), "Sgd: every tensor must be a parameter (requires_grad)");
+        check_params("Sgd", &params);
         Sgd { params, lr }
     }
 
@@ -31,4 +37,85 @@ impl Sgd {
     pub fn zero_grad(&self) {
         self.params.iter().for_each(Tensor::zero_grad);
     }
+}
+
+/// AdamW's hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+    }
+}
+
+/// Adam with decoupled weight decay, one fused kernel per parameter
+/// (`shaders/adamw.wgsl`). Its moments are tensors, so checkpoints can save them.
+pub struct AdamW {
+    params: Vec<Tensor>,
+    /// First and second moments, one pair per parameter.
+    pub moments: Vec<(Tensor, Tensor)>,
+    pub config: AdamWConfig,
+    /// Steps taken (the bias correction needs it).
+    pub step_count: u64,
+}
+
+impl AdamW {
+    pub fn new(params: Vec<Tensor>, config: AdamWConfig) -> Result<Self> {
+        check_params("AdamW", &params);
+        let moments = params
+            .iter()
+            .map(|p| Ok((Tensor::zeros(p.device(), p.shape())?, Tensor::zeros(p.device(), p.shape())?)))
+            .collect::<Result<_>>()?;
+        Ok(AdamW { params, moments, config, step_count: 0 })
+    }
+
+    pub fn parameters(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    /// One update with learning rate `lr` (schedules change it per step).
+    pub fn step_with_lr(&mut self, lr: f32) {
+        self.step_count += 1;
+        let c = self.config;
+        let t = self.step_count as i32;
+        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        no_grad(|| {
+            for (p, (m, v)) in self.params.iter().zip(&self.moments) {
+                let Some(g) = p.grad() else { continue };
+                let dev = p.device();
+                let pipeline = dev.pipeline("adamw", "main", || ADAMW_SHADER.to_string());
+                let params = [p.numel() as u32, lr.to_bits(), c.beta1.to_bits(), c.beta2.to_bits(), c.eps.to_bits(), c.weight_decay.to_bits(), bc1.to_bits(), bc2.to_bits()];
+                dev.launch(&pipeline, &params, &[p, &g, m, v], grid(p.numel().div_ceil(256)));
+            }
+        });
+    }
+
+    pub fn step(&mut self) {
+        self.step_with_lr(self.config.lr);
+    }
+
+    pub fn zero_grad(&self) {
+        self.params.iter().for_each(Tensor::zero_grad);
+    }
+}
+
+/// CPU reference of one AdamW step on one parameter: (new p, new m, new v).
+pub fn adamw_reference(p: &[f64], g: &[f64], m: &[f64], v: &[f64], c: AdamWConfig, step: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (b1, b2) = (c.beta1 as f64, c.beta2 as f64);
+    let (bc1, bc2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
+    let m2: Vec<f64> = m.iter().zip(g).map(|(m, g)| b1 * m + (1.0 - b1) * g).collect();
+    let v2: Vec<f64> = v.iter().zip(g).map(|(v, g)| b2 * v + (1.0 - b2) * g * g).collect();
+    let p2 = p
+        .iter()
+        .zip(m2.iter().zip(&v2))
+        .map(|(p, (m, v))| p - c.lr as f64 * ((m / bc1) / ((v / bc2).sqrt() + c.eps as f64) + c.weight_decay as f64 * p))
+        .collect();
+    (p2, m2, v2)
 }

@@ -11,3 +11,4 @@ mod reduce;
 mod routing;
 mod softmax;
 mod training;
+mod transformer;

@@ -1,0 +1,47 @@
+//! Global gradient norm and clipping, computed on the GPU without a read-back
+//! (`shaders/grad_norm.wgsl`): the norm stays a device scalar that training logs read
+//! only when they print.
+
+use moegrad_engine::{grid, no_grad, DType, Tensor};
+
+const SHADER: &str = include_str!("../../shaders/grad_norm.wgsl");
+/// Elements each partial-sum workgroup covers.
+const CHUNK: usize = 16_384;
+
+/// The global L2 norm of the parameters' gradients, before clipping, as a `[2]` tensor:
+/// `[norm, scale]` with scale = min(1, max_norm / norm). When `max_norm` is finite every
+/// gradient is replaced by its scaled copy (copies, because two parameters may share one
+/// gradient tensor). Parameters without a gradient are skipped.
+pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Option<Tensor> {
+    let grads: Vec<(&Tensor, Tensor)> = params.iter().filter_map(|p| p.grad().map(|g| (p, g))).collect();
+    let dev = grads.first()?.1.device().clone();
+    no_grad(|| {
+        let chunks: Vec<usize> = grads.iter().map(|(_, g)| g.numel().div_ceil(CHUNK).max(1)).collect();
+        let total: usize = chunks.iter().sum();
+        let partials = Tensor::zeros_of(&dev, &[total], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+        let out = Tensor::empty(&dev, &[2], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+        let partial = dev.pipeline("grad_norm/partial_squares", "partial_squares", || SHADER.to_string());
+        let mut first = 0;
+        for ((_, g), &n) in grads.iter().zip(&chunks) {
+            if g.numel() > 0 {
+                let params = [g.numel() as u32, first as u32, CHUNK as u32, max_norm.to_bits()];
+                dev.launch_bound(&partial, &params, &[(1, g), (2, &partials)], [n as u32, 1, 1]);
+            }
+            first += n;
+        }
+        let finish = dev.pipeline("grad_norm/finish", "finish", || SHADER.to_string());
+        dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits()], &[(2, &partials), (3, &out)], [1, 1, 1]);
+        if max_norm.is_finite() {
+            let scale = dev.pipeline("grad_norm/scale", "scale", || SHADER.to_string());
+            for (p, g) in &grads {
+                if g.numel() == 0 {
+                    continue;
+                }
+                let scaled = Tensor::empty(&dev, g.shape(), DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+                dev.launch_bound(&scale, &[g.numel() as u32, 0, 0, 0], &[(1, g), (4, &out), (5, &scaled)], grid(g.numel().div_ceil(256)));
+                p.set_grad(scaled);
+            }
+        }
+        Some(out)
+    })
+}

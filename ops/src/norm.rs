@@ -1,0 +1,96 @@
+//! RMSNorm and LayerNorm over the last axis with a learned scale (LayerNorm also a bias):
+//! `shaders/norm.wgsl` and `shaders/norm_backward.wgsl`, one template for both.
+
+use moegrad_engine::{grid, record, render_template, DType, Tensor};
+
+use crate::host::HostTensor;
+use crate::reduce::{reduce, ReduceOp};
+use crate::layout::reshape;
+
+const SHADER: &str = include_str!("../../shaders/norm.wgsl");
+const BACKWARD_SHADER: &str = include_str!("../../shaders/norm_backward.wgsl");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    Rms,
+    Layer,
+}
+
+impl NormKind {
+    fn mode(self) -> &'static str {
+        match self {
+            NormKind::Rms => "0",
+            NormKind::Layer => "1",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            NormKind::Rms => "rms_norm",
+            NormKind::Layer => "layer_norm",
+        }
+    }
+}
+
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Tensor {
+    norm(NormKind::Rms, x, weight, None, eps)
+}
+
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Tensor {
+    norm(NormKind::Layer, x, weight, Some(bias), eps)
+}
+
+fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f32) -> Tensor {
+    let op = kind.name();
+    assert!(x.rank() >= 1 && x.dtype() == DType::F32, "{op}: expects an f32 tensor with a last axis, got {:?}", x.shape());
+    let n = x.shape()[x.rank() - 1];
+    assert_eq!(weight.shape(), &[n], "{op}: weight {:?} must be [{n}] for input {:?}", weight.shape(), x.shape());
+    if let Some(b) = bias {
+        assert_eq!(b.shape(), &[n], "{op}: bias {:?} must be [{n}] for input {:?}", b.shape(), x.shape());
+    }
+    let rows = if n == 0 { 0 } else { x.numel() / n };
+    let dev = x.device();
+    let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
+    let y = alloc(x.shape());
+    let stats = alloc(&[rows.max(1), 2]);
+    let params = [rows as u32, n as u32, eps.to_bits()];
+    if rows > 0 {
+        let pipeline = dev.pipeline(&format!("norm/{op}"), "main", || render_template(SHADER, &[("MODE", kind.mode())]));
+        // RMSNorm has no bias: the scale stands in for the unused binding.
+        dev.launch(&pipeline, &params, &[x, weight, bias.unwrap_or(weight), &y, &stats], grid(rows));
+    }
+    let (sx, sw) = (x.clone(), weight.clone());
+    let (need_x, need_w, need_b) = (x.is_tracked(), weight.is_tracked(), bias.is_some_and(Tensor::is_tracked));
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    record(op, y, &inputs, move |g| {
+        let dev = g.device();
+        let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op} backward: {e}"));
+        let (dx, g_xhat) = (alloc(sx.shape()), alloc(sx.shape()));
+        if rows > 0 {
+            let pipeline = dev.pipeline(&format!("norm_backward/{op}"), "main", || render_template(BACKWARD_SHADER, &[("MODE", kind.mode())]));
+            dev.launch(&pipeline, &params, &[&sx, &sw, &stats, g, &dx, &g_xhat], grid(rows));
+        }
+        let over_rows = |t: &Tensor| reduce(ReduceOp::Sum, &reshape(t, &[rows, n]), 0, false);
+        let mut grads = vec![need_x.then_some(dx), need_w.then(|| over_rows(&g_xhat))];
+        if kind == NormKind::Layer {
+            grads.push(need_b.then(|| over_rows(g)));
+        }
+        grads
+    })
+}
+
+/// CPU reference (`bias` only for LayerNorm).
+pub fn norm_reference(kind: NormKind, x: &HostTensor, weight: &HostTensor, bias: Option<&HostTensor>, eps: f64) -> HostTensor {
+    let n = *x.shape.last().unwrap();
+    let mut y = x.clone();
+    for row in y.data.chunks_mut(n) {
+        let mean = if kind == NormKind::Layer { row.iter().sum::<f64>() / n as f64 } else { 0.0 };
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (*v - mean) * rstd * weight.data[j] + bias.map_or(0.0, |b| b.data[j]);
+        }
+    }
+    y
+}

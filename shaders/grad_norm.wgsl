@@ -1,0 +1,67 @@
+// Global gradient norm and clipping, all on the GPU (no read-back).
+//   partial_squares: each workgroup sums the squares of its chunk of one gradient into
+//                    partials[first + workgroup];
+//   finish:          one workgroup adds the partials in a fixed order (deterministic) into
+//                    out[0] = norm and out[1] = min(1, max_norm / (norm + 1e-6));
+//   scale:           dst = src * out[1].
+
+const WG: u32 = 256u;
+
+struct Params { n: u32, first: u32, chunk: u32, max_norm: f32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> norm_scale: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dst: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+fn reduce(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if lid < k {
+            red[lid] += red[lid + k];
+        }
+        workgroupBarrier();
+    }
+    return red[0];
+}
+
+@compute @workgroup_size(256)
+fn partial_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let start = wid.x * p.chunk;
+    let end = min(start + p.chunk, p.n);
+    var acc = 0.0;
+    for (var i = start + lid; i < end; i += WG) {
+        acc += src[i] * src[i];
+    }
+    let total = reduce(lid, acc);
+    if lid == 0u {
+        partials[p.first + wid.x] = total;
+    }
+}
+
+@compute @workgroup_size(256)
+fn finish(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var i = lid; i < p.n; i += WG) {
+        acc += partials[i];
+    }
+    let total = reduce(lid, acc);
+    if lid == 0u {
+        let norm = sqrt(total);
+        out[0] = norm;
+        out[1] = min(1.0, p.max_norm / (norm + 1e-6));
+    }
+}
+
+@compute @workgroup_size(256)
+fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i < p.n {
+        dst[i] = src[i] * norm_scale[1];
+    }
+}

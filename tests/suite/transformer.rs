@@ -1,0 +1,111 @@
+//! Transformer pieces: norms, SwiGLU, rotary embeddings, attention, AdamW, clipping.
+
+use moegrad::ops::attention::attention_reference;
+use moegrad::ops::norm::norm_reference;
+use moegrad::ops::optim::adamw_reference;
+use moegrad::ops::rope::rope_reference;
+use moegrad::ops::swiglu::swiglu_reference;
+use moegrad::ops::{attention, clip_grad_norm, layer_norm, rms_norm, rope, swiglu, AdamW, AdamWConfig, NormKind, RopeTable};
+use moegrad::prelude::*;
+
+use crate::common::{assert_close, check_op, device, dim, host, rng, upload, TOL};
+
+#[test]
+fn rms_and_layer_norm_match_reference_and_gradients() {
+    let mut r = rng(70);
+    for n in [1, 7, 33, 65, 300] {
+        let rows = dim(&mut r, 20);
+        let x = host(&mut r, &[rows, n], -2.0, 2.0);
+        let w = host(&mut r, &[n], 0.5, 1.5);
+        let b = host(&mut r, &[n], -0.5, 0.5);
+        check_op("rms_norm", &[x.clone(), w.clone()], |t| rms_norm(&t[0], &t[1], 1e-5), |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5), TOL);
+        check_op(
+            "layer_norm",
+            &[x, w, b],
+            |t| layer_norm(&t[0], &t[1], &t[2], 1e-5),
+            |h| norm_reference(NormKind::Layer, &h[0], &h[1], Some(&h[2]), 1e-5),
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn swiglu_matches_reference_and_gradients() {
+    let mut r = rng(71);
+    for n in [1, 7, 127, 1000] {
+        let gate = host(&mut r, &[n], -4.0, 4.0);
+        let up = host(&mut r, &[n], -2.0, 2.0);
+        check_op("swiglu", &[gate, up], |t| swiglu(&t[0], &t[1]), |h| swiglu_reference(&h[0], &h[1]), TOL);
+    }
+}
+
+#[test]
+fn rope_rotates_pairs_by_position() {
+    let mut r = rng(72);
+    for (t, d, offset) in [(1, 2, 0), (7, 8, 3), (33, 16, 0), (5, 64, 100)] {
+        let table = RopeTable::new(&device(), 200, d, 10_000.0).unwrap();
+        let x = host(&mut r, &[2, 3, t, d], -1.0, 1.0);
+        check_op("rope", &[x], |x| rope(&x[0], &table, offset), |h| rope_reference(&h[0], 10_000.0, offset), TOL);
+    }
+}
+
+#[test]
+fn attention_causal_and_full() {
+    let mut r = rng(73);
+    for causal in [true, false] {
+        for (b, t, d) in [(1, 1, 4), (3, 7, 8), (2, 33, 16)] {
+            let q = host(&mut r, &[b, t, d], -1.0, 1.0);
+            let k = host(&mut r, &[b, t, d], -1.0, 1.0);
+            let v = host(&mut r, &[b, t, d], -1.0, 1.0);
+            check_op(
+                "attention",
+                &[q, k, v],
+                |x| attention(&x[0], &x[1], &x[2], causal),
+                |h| attention_reference(&h[0], &h[1], &h[2], causal),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn adamw_steps_match_reference() {
+    let mut r = rng(74);
+    let n = 1001;
+    let p0 = host(&mut r, &[n], -1.0, 1.0);
+    let config = AdamWConfig { lr: 0.01, weight_decay: 0.1, ..AdamWConfig::default() };
+    let p = upload(&p0).requires_grad();
+    let mut opt = AdamW::new(vec![p.clone()], config).unwrap();
+    let (mut pr, mut mr, mut vr) = (p0.data.clone(), vec![0.0; n], vec![0.0; n]);
+    for step in 1..=3 {
+        let g = host(&mut r, &[n], -1.0, 1.0);
+        p.set_grad(upload(&g));
+        opt.step();
+        (pr, mr, vr) = adamw_reference(&pr, &g.data, &mr, &vr, config, step);
+    }
+    assert_close("adamw param", &p.to_vec().unwrap(), &pr, 1e-5);
+    assert_close("adamw m", &opt.moments[0].0.to_vec().unwrap(), &mr, 1e-5);
+    assert_close("adamw v", &opt.moments[0].1.to_vec().unwrap(), &vr, 1e-5);
+}
+
+#[test]
+fn gradient_norm_and_clipping() {
+    let mut r = rng(75);
+    let a = upload(&host(&mut r, &[70_000], -1.0, 1.0)).requires_grad();
+    let b = upload(&host(&mut r, &[70_000], -1.0, 1.0)).requires_grad();
+    let c = upload(&host(&mut r, &[3], -1.0, 1.0)).requires_grad();
+    // a and b receive the very same gradient tensor from `add`; c gets its own.
+    let w = upload(&host(&mut r, &[70_000], -1.0, 1.0));
+    a.add(&b).mul(&w).sum_all().add(&c.square().sum_all()).backward();
+    let grads: Vec<Vec<f32>> = [&a, &b, &c].iter().map(|p| p.grad().unwrap().to_vec().unwrap()).collect();
+    let norm: f64 = grads.iter().flatten().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
+    let out = clip_grad_norm(&[a.clone(), b.clone(), c.clone()], 1.0).unwrap().to_vec().unwrap();
+    assert!((out[0] as f64 - norm).abs() < 1e-4 * norm, "norm {} vs {norm}", out[0]);
+    let scale = 1.0 / (norm + 1e-6);
+    for (p, g) in [&a, &b, &c].iter().zip(&grads) {
+        let want: Vec<f64> = g.iter().map(|&v| v as f64 * scale).collect();
+        assert_close("clipped gradient", &p.grad().unwrap().to_vec().unwrap(), &want, 1e-5);
+    }
+    let unclipped = clip_grad_norm(&[c.clone()], f32::INFINITY).unwrap().to_vec().unwrap();
+    assert_eq!(unclipped[1], 1.0);
+}
