@@ -25,6 +25,7 @@ pub trait TensorOps {
     fn relu(&self) -> Tensor;
     fn gelu(&self) -> Tensor;
     fn silu(&self) -> Tensor;
+    fn sigmoid(&self) -> Tensor;
     fn add_scalar(&self, s: f32) -> Tensor;
     fn mul_scalar(&self, s: f32) -> Tensor;
     fn sum(&self, axis: usize) -> Tensor;
@@ -81,6 +82,9 @@ impl TensorOps for Tensor {
     }
     fn silu(&self) -> Tensor {
         unary(UnaryOp::Silu, self)
+    }
+    fn sigmoid(&self) -> Tensor {
+        unary(UnaryOp::Sigmoid, self)
     }
     fn add_scalar(&self, s: f32) -> Tensor {
         unary(UnaryOp::AddScalar(s), self)

@@ -18,6 +18,8 @@ pub enum UnaryOp {
     Relu,
     Gelu,
     Silu,
+    /// The gate of sigmoid routers.
+    Sigmoid,
     AddScalar(f32),
     MulScalar(f32),
 }
@@ -33,6 +35,7 @@ impl UnaryOp {
             UnaryOp::Relu => "relu",
             UnaryOp::Gelu => "gelu",
             UnaryOp::Silu => "silu",
+            UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::AddScalar(_) => "add_scalar",
             UnaryOp::MulScalar(_) => "mul_scalar",
         }
@@ -56,6 +59,7 @@ impl UnaryOp {
             UnaryOp::Relu => ("max(x, 0.0)", "select(0.0, 1.0, x > 0.0)"),
             UnaryOp::Gelu => ("gelu(x)", "gelu_grad(x)"),
             UnaryOp::Silu => ("x * sigmoid(x)", "sigmoid(x) * (1.0 + x * (1.0 - sigmoid(x)))"),
+            UnaryOp::Sigmoid => ("sigmoid(x)", "sigmoid(x) * (1.0 - sigmoid(x))"),
             UnaryOp::AddScalar(_) => ("x + s", "1.0"),
             UnaryOp::MulScalar(_) => ("x * s", "s"),
         }
@@ -76,6 +80,7 @@ impl UnaryOp {
                 0.5 * x * (1.0 + (c * (x + 0.044715 * x.powi(3))).tanh())
             }
             UnaryOp::Silu => x * sigmoid(x),
+            UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::AddScalar(s) => x + s as f64,
             UnaryOp::MulScalar(s) => x * s as f64,
         }

@@ -5,7 +5,7 @@ use moegrad::ops::binary::sum_to_reference;
 
 use crate::common::{check_op, dim, host, rng, shape, TOL};
 
-const UNARY: [UnaryOp; 10] = [
+const UNARY: [UnaryOp; 11] = [
     UnaryOp::Neg,
     UnaryOp::Exp,
     UnaryOp::Log,
@@ -14,6 +14,7 @@ const UNARY: [UnaryOp; 10] = [
     UnaryOp::Relu,
     UnaryOp::Gelu,
     UnaryOp::Silu,
+    UnaryOp::Sigmoid,
     UnaryOp::AddScalar(0.75),
     UnaryOp::MulScalar(-1.5),
 ];
@@ -34,7 +35,7 @@ fn unary_ops_match_reference_and_gradients() {
 #[test]
 fn activations_survive_extreme_inputs() {
     let x = HostTensor::from_f32(&[6], &[-1e4, -100.0, -30.0, 30.0, 100.0, 1e4]);
-    for op in [UnaryOp::Gelu, UnaryOp::Silu, UnaryOp::Relu] {
+    for op in [UnaryOp::Gelu, UnaryOp::Silu, UnaryOp::Sigmoid, UnaryOp::Relu] {
         let got = unary(op, &crate::common::upload(&x)).to_vec().unwrap();
         crate::common::assert_close(op.name(), &got, &op.reference(&x).data, 1e-5);
     }

@@ -7,6 +7,7 @@ mod elementwise;
 mod embedding;
 mod layout;
 mod matmul;
+mod moe_layer;
 mod reduce;
 mod routing;
 mod softmax;
