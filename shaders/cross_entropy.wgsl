@@ -15,9 +15,6 @@ struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
 @group(0) @binding(3) var<storage, read_write> row_loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_lse: array<f32>;
 
-var<workgroup> red_max: array<f32, WG>;
-var<workgroup> red_sum: array<f32, WG>;
-
 @compute @workgroup_size(256)
 fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -25,31 +22,13 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * p.n;
-    var m = MOST_NEGATIVE;
-    var s = 0.0;
+    var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
     for (var j = lid; j < p.n; j += WG) {
-        let z = logits[base + j];
-        if z > m {
-            s = s * exp(m - z) + 1.0;
-            m = z;
-        } else {
-            s += exp(z - m);
-        }
+        acc = online_add(acc, logits[base + j]);
     }
-    red_max[lid] = m;
-    red_sum[lid] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            let m2 = red_max[lid + k];
-            let mm = max(red_max[lid], m2);
-            red_sum[lid] = red_sum[lid] * exp(red_max[lid] - mm) + red_sum[lid + k] * exp(m2 - mm);
-            red_max[lid] = mm;
-        }
-        workgroupBarrier();
-    }
+    let row_stats = workgroup_max_sum(lid, acc);
     if lid == 0u {
-        let lse = red_max[0] + log(red_sum[0]);
+        let lse = row_stats.x + log(row_stats.y);
         let t = targets[row];
         row_lse[row] = lse;
         row_loss[row] = select(lse - logits[base + min(t, p.n - 1u)] + p.z_coef * lse * lse, 0.0, t == p.ignore_index);
@@ -58,8 +37,6 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 @group(0) @binding(5) var<storage, read_write> loss_out: array<f32>; // the mean, one value
 @group(0) @binding(6) var<storage, read_write> count_out: array<f32>; // counted rows, as f32
-var<workgroup> red_count: array<f32, WG>;
-
 @compute @workgroup_size(256)
 fn finish(@builtin(local_invocation_index) lid: u32) {
     var loss = 0.0;
@@ -68,18 +45,10 @@ fn finish(@builtin(local_invocation_index) lid: u32) {
         loss += row_loss[r];
         count += select(1.0, 0.0, targets[r] == p.ignore_index);
     }
-    red_sum[lid] = loss;
-    red_count[lid] = count;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            red_sum[lid] += red_sum[lid + k];
-            red_count[lid] += red_count[lid + k];
-        }
-        workgroupBarrier();
-    }
+    let total_loss = workgroup_sum(lid, loss);
+    let total_count = workgroup_sum(lid, count);
     if lid == 0u {
-        loss_out[0] = red_sum[0] / max(red_count[0], 1.0);
-        count_out[0] = red_count[0];
+        loss_out[0] = total_loss / max(total_count, 1.0);
+        count_out[0] = total_count;
     }
 }

@@ -16,20 +16,6 @@ struct Params { n: u32, first: u32, chunk: u32, max_norm: f32 }
 @group(0) @binding(4) var<storage, read> norm_scale: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dst: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn reduce(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            red[lid] += red[lid + k];
-        }
-        workgroupBarrier();
-    }
-    return red[0];
-}
-
 @compute @workgroup_size(256)
 fn partial_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let start = wid.x * p.chunk;
@@ -38,7 +24,7 @@ fn partial_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     for (var i = start + lid; i < end; i += WG) {
         acc += src[i] * src[i];
     }
-    let total = reduce(lid, acc);
+    let total = workgroup_sum(lid, acc);
     if lid == 0u {
         partials[p.first + wid.x] = total;
     }
@@ -50,7 +36,7 @@ fn finish(@builtin(local_invocation_index) lid: u32) {
     for (var i = lid; i < p.n; i += WG) {
         acc += partials[i];
     }
-    let total = reduce(lid, acc);
+    let total = workgroup_sum(lid, acc);
     if lid == 0u {
         let norm = sqrt(total);
         out[0] = norm;

@@ -15,22 +15,6 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>; // [rows, 2]: mean, rstd
 
-var<workgroup> red: array<f32, WG>;
-
-fn row_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            red[lid] += red[lid + k];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -44,14 +28,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var j = lid; j < p.n; j += WG) {
             s += x[base + j];
         }
-        mean = row_sum(lid, s) / f32(p.n);
+        mean = workgroup_sum(lid, s) / f32(p.n);
     }
     var sq = 0.0;
     for (var j = lid; j < p.n; j += WG) {
         let c = x[base + j] - mean;
         sq += c * c;
     }
-    let rstd = inverseSqrt(row_sum(lid, sq) / f32(p.n) + p.eps);
+    let rstd = inverseSqrt(workgroup_sum(lid, sq) / f32(p.n) + p.eps);
     for (var j = lid; j < p.n; j += WG) {
         y[base + j] = (x[base + j] - mean) * rstd * w[j] + select(0.0, b[j], MODE == 1u);
     }

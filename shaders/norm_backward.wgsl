@@ -16,9 +16,6 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(6) var<storage, read_write> g_xhat: array<f32>;
 
-var<workgroup> red_a: array<f32, WG>;
-var<workgroup> red_b: array<f32, WG>;
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -35,18 +32,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         sum_gw += gw;
         sum_gw_xhat += gw * (x[base + j] - mean) * rstd;
     }
-    red_a[lid] = sum_gw;
-    red_b[lid] = sum_gw_xhat;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            red_a[lid] += red_a[lid + k];
-            red_b[lid] += red_b[lid + k];
-        }
-        workgroupBarrier();
-    }
-    let mean_gw = select(0.0, red_a[0] / f32(p.n), MODE == 1u);
-    let mean_gw_xhat = red_b[0] / f32(p.n);
+    let mean_gw = select(0.0, workgroup_sum(lid, sum_gw) / f32(p.n), MODE == 1u);
+    let mean_gw_xhat = workgroup_sum(lid, sum_gw_xhat) / f32(p.n);
     for (var j = lid; j < p.n; j += WG) {
         let x_hat = (x[base + j] - mean) * rstd;
         let gw = g[base + j] * w[j];

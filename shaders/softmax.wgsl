@@ -17,9 +17,6 @@ struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 
 
 {{MASK}}
 
-var<workgroup> red_max: array<f32, WG>;
-var<workgroup> red_sum: array<f32, WG>;
-
 fn stable_s(z: f32) -> f32 {
     return select(1.0 / (1.0 - z), z + 1.0, z >= 0.0);
 }
@@ -31,35 +28,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * p.n;
-    var m = MOST_NEGATIVE;
-    var s = 0.0;
+    var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
     for (var j = lid; j < p.n; j += WG) {
         if allowed(row, j) {
             let z = x[base + j] * p.inv_temp;
             if MODE == 2u {
-                s += stable_s(z);
-            } else if z > m {
-                s = s * exp(m - z) + 1.0;
-                m = z;
+                acc.y += stable_s(z);
             } else {
-                s += exp(z - m);
+                acc = online_add(acc, z);
             }
         }
     }
-    red_max[lid] = m;
-    red_sum[lid] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            let m2 = red_max[lid + k];
-            let mm = max(red_max[lid], m2);
-            red_sum[lid] = red_sum[lid] * exp(red_max[lid] - mm) + red_sum[lid + k] * exp(m2 - mm);
-            red_max[lid] = mm;
-        }
-        workgroupBarrier();
-    }
-    m = red_max[0];
-    s = red_sum[0];
+    let row_stats = workgroup_max_sum(lid, acc);
+    let m = row_stats.x;
+    let s = row_stats.y;
     for (var j = lid; j < p.n; j += WG) {
         var out = select(0.0, MOST_NEGATIVE, MODE == 1u);
         if allowed(row, j) {

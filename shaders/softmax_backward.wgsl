@@ -15,8 +15,6 @@ struct Params { rows: u32, n: u32, inv_temp: f32 }
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 {{LOGITS}}
 
-var<workgroup> red: array<f32, WG>;
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * nwg.x;
@@ -33,15 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc += g[base + j] * yj;
         }
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            red[lid] += red[lid + k];
-        }
-        workgroupBarrier();
-    }
-    let dot = red[0];
+    let dot = workgroup_sum(lid, acc);
     for (var j = lid; j < p.n; j += WG) {
         let yj = y[base + j];
         let gj = g[base + j];

@@ -4,6 +4,8 @@
 
 use moegrad_engine::{grid, no_grad, DType, Tensor};
 
+use crate::wgsl_library::with_workgroup_reduce;
+
 const SHADER: &str = include_str!("../../shaders/grad_norm.wgsl");
 /// Elements each partial-sum workgroup covers.
 const CHUNK: usize = 16_384;
@@ -20,7 +22,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Option<Tensor> {
         let total: usize = chunks.iter().sum();
         let partials = Tensor::zeros_of(&dev, &[total], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
         let out = Tensor::empty(&dev, &[2], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-        let partial = dev.pipeline("grad_norm/partial_squares", "partial_squares", || SHADER.to_string());
+        let partial = dev.pipeline("grad_norm/partial_squares", "partial_squares", || with_workgroup_reduce(SHADER.to_string()));
         let mut first = 0;
         for ((_, g), &n) in grads.iter().zip(&chunks) {
             if g.numel() > 0 {
@@ -29,10 +31,10 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Option<Tensor> {
             }
             first += n;
         }
-        let finish = dev.pipeline("grad_norm/finish", "finish", || SHADER.to_string());
+        let finish = dev.pipeline("grad_norm/finish", "finish", || with_workgroup_reduce(SHADER.to_string()));
         dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits()], &[(2, &partials), (3, &out)], [1, 1, 1]);
         if max_norm.is_finite() {
-            let scale = dev.pipeline("grad_norm/scale", "scale", || SHADER.to_string());
+            let scale = dev.pipeline("grad_norm/scale", "scale", || with_workgroup_reduce(SHADER.to_string()));
             for (p, g) in &grads {
                 if g.numel() == 0 {
                     continue;

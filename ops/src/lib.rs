@@ -22,6 +22,7 @@ mod strided;
 mod tensor_ops;
 pub mod topk;
 pub mod unary;
+mod wgsl_library;
 
 pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
 pub use binary::{binary, broadcast_shape, broadcast_to, sum_to, BinaryOp};

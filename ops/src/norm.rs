@@ -4,6 +4,7 @@
 use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
+use crate::wgsl_library::with_workgroup_reduce;
 use crate::reduce::{reduce, ReduceOp};
 use crate::layout::reshape;
 
@@ -55,7 +56,7 @@ fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps:
     let stats = alloc(&[rows.max(1), 2]);
     let params = [rows as u32, n as u32, eps.to_bits()];
     if rows > 0 {
-        let pipeline = dev.pipeline(&format!("norm/{op}"), "main", || render_template(SHADER, &[("MODE", kind.mode())]));
+        let pipeline = dev.pipeline(&format!("norm/{op}"), "main", || with_workgroup_reduce(render_template(SHADER, &[("MODE", kind.mode())])));
         // RMSNorm has no bias: the scale stands in for the unused binding.
         dev.launch(&pipeline, &params, &[x, weight, bias.unwrap_or(weight), &y, &stats], grid(rows));
     }
@@ -68,7 +69,7 @@ fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps:
         let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op} backward: {e}"));
         let (dx, g_xhat) = (alloc(sx.shape()), alloc(sx.shape()));
         if rows > 0 {
-            let pipeline = dev.pipeline(&format!("norm_backward/{op}"), "main", || render_template(BACKWARD_SHADER, &[("MODE", kind.mode())]));
+            let pipeline = dev.pipeline(&format!("norm_backward/{op}"), "main", || with_workgroup_reduce(render_template(BACKWARD_SHADER, &[("MODE", kind.mode())])));
             dev.launch(&pipeline, &params, &[&sx, &sw, &stats, g, &dx, &g_xhat], grid(rows));
         }
         let over_rows = |t: &Tensor| reduce(ReduceOp::Sum, &reshape(t, &[rows, n]), 0, false);

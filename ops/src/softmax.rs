@@ -6,6 +6,7 @@
 use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
+use crate::wgsl_library::with_workgroup_reduce;
 
 const SHADER: &str = include_str!("../../shaders/softmax.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/softmax_backward.wgsl");
@@ -129,7 +130,7 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
         };
         let key = format!("softmax/{op}/{mask_key}/{wg}");
         let pipeline = dev.pipeline(&key, "main", || {
-            render_template(SHADER, &[("WG", &wg.to_string()), ("MODE", &opts.kind.mode().to_string()), ("MASK", mask_code)])
+            with_workgroup_reduce(render_template(SHADER, &[("WG", &wg.to_string()), ("MODE", &opts.kind.mode().to_string()), ("MASK", mask_code)]))
         });
         let params = [rows as u32, n as u32, inv_temp.to_bits(), mask_rows as u32, causal_t as u32];
         match &opts.mask {
@@ -159,7 +160,7 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
     };
     let key = format!("softmax_backward/{}/{wg}", kind.name());
     let pipeline = dev.pipeline(&key, "main", || {
-        render_template(BACKWARD_SHADER, &[("WG", &wg.to_string()), ("MODE", &kind.mode().to_string()), ("LOGITS", logits)])
+        with_workgroup_reduce(render_template(BACKWARD_SHADER, &[("WG", &wg.to_string()), ("MODE", &kind.mode().to_string()), ("LOGITS", logits)]))
     });
     let params = [rows as u32, n as u32, inv_temp.to_bits()];
     match kind {
