@@ -44,6 +44,21 @@ pub fn topk(x: &Tensor, k: usize) -> (Tensor, Tensor) {
     (values, indices)
 }
 
+/// `[rows, n]` with 1 at each row's `indices` (`[rows, k]`, u32) and 0 elsewhere: which
+/// experts a token chose. Not differentiable. Reuses top-k's scatter.
+pub fn selection_mask(indices: &Tensor, n: usize) -> Tensor {
+    assert!(indices.rank() == 2 && indices.dtype() == DType::U32, "selection_mask: indices must be u32 [rows, k], got {:?}", indices.shape());
+    let (rows, k) = (indices.shape()[0], indices.shape()[1]);
+    let dev = indices.device();
+    let mask = Tensor::zeros(dev, &[rows, n]).unwrap_or_else(|e| panic!("selection_mask: {e}"));
+    if indices.numel() > 0 {
+        let ones = Tensor::ones(dev, &[rows, k]).unwrap_or_else(|e| panic!("selection_mask: {e}"));
+        let pipeline = dev.pipeline("topk_backward", "main", || BACKWARD_SHADER.to_string());
+        dev.launch(&pipeline, &[rows as u32, n as u32, k as u32], &[&ones, indices, &mask], grid(indices.numel().div_ceil(256)));
+    }
+    mask
+}
+
 /// CPU reference: a stable sort of each row by descending value.
 pub fn topk_reference(x: &HostTensor, k: usize) -> (HostTensor, Vec<u32>) {
     let n = *x.shape.last().unwrap();

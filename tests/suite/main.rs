@@ -8,6 +8,7 @@ mod embedding;
 mod layout;
 mod matmul;
 mod moe_layer;
+mod moe_model;
 mod reduce;
 mod routing;
 mod softmax;

@@ -1,0 +1,221 @@
+//! The model's configuration (the `[model]` table of a run's TOML file), with validation
+//! that names the offending key.
+
+use serde::{Deserialize, Serialize};
+
+/// The feed-forward block of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FfnKind {
+    /// One MLP for every token.
+    Dense,
+    /// Mixture of experts: each token runs its top-k experts, weighted by the router.
+    Topk,
+    /// TopK plus, for the experts a token skipped, their running default outputs, so the
+    /// router gets a gradient for every expert (Default MoE).
+    Default,
+}
+
+impl FfnKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FfnKind::Dense => "dense",
+            FfnKind::Topk => "topk",
+            FfnKind::Default => "default",
+        }
+    }
+
+    pub fn is_moe(self) -> bool {
+        self != FfnKind::Dense
+    }
+}
+
+impl std::str::FromStr for FfnKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dense" => Ok(FfnKind::Dense),
+            "topk" => Ok(FfnKind::Topk),
+            "default" => Ok(FfnKind::Default),
+            other => Err(format!("unknown feed-forward kind {other:?} (expected dense, topk or default)")),
+        }
+    }
+}
+
+/// Nonlinearity of MLPs and experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FfnActivation {
+    Gelu,
+    /// `silu(x W_gate) * (x W_up)`: the input projection is twice as wide.
+    Swiglu,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenseConfig {
+    /// Hidden width; 0 means 4 x d_model.
+    pub hidden: usize,
+    pub activation: FfnActivation,
+}
+
+impl Default for DenseConfig {
+    fn default() -> Self {
+        DenseConfig { hidden: 0, activation: FfnActivation::Swiglu }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoeConfig {
+    pub experts: usize,
+    pub top_k: usize,
+    /// Each expert's hidden width; 0 means d_model.
+    pub expert_hidden: usize,
+    pub activation: FfnActivation,
+    /// Weights = router probabilities renormalised over the chosen k (TopK only).
+    pub renormalize: bool,
+    /// EMA decay of the Default MoE's default vectors.
+    pub beta: f32,
+    /// Default MoE: add the default terms in the backward pass only (forward as TopK).
+    pub default_backward_only: bool,
+    /// Switch load-balancing loss weight (0 disables).
+    pub aux_loss_coef: f32,
+    /// Router z-loss weight (0 disables).
+    pub z_loss_coef: f32,
+}
+
+impl Default for MoeConfig {
+    fn default() -> Self {
+        MoeConfig {
+            experts: 8,
+            top_k: 2,
+            expert_hidden: 0,
+            activation: FfnActivation::Gelu,
+            renormalize: false,
+            beta: 0.9,
+            default_backward_only: false,
+            aux_loss_coef: 0.01,
+            z_loss_coef: 0.001,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Token vocabulary; 0 means "whatever the tokenizer has".
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// Width of each head; 0 means d_model / heads.
+    pub head_dim: usize,
+    /// Longest sequence (positions of the rotary table).
+    pub context: usize,
+    pub tied_embeddings: bool,
+    pub norm_eps: f32,
+    pub rope_base: f64,
+    /// Feed-forward kind of every layer, unless `ffn_layers` lists one per layer.
+    pub ffn: FfnKind,
+    pub ffn_layers: Vec<FfnKind>,
+    pub dense: DenseConfig,
+    pub moe: MoeConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            vocab_size: 0,
+            d_model: 64,
+            layers: 2,
+            heads: 4,
+            head_dim: 0,
+            context: 64,
+            tied_embeddings: true,
+            norm_eps: 1e-5,
+            rope_base: 10_000.0,
+            ffn: FfnKind::Dense,
+            ffn_layers: Vec::new(),
+            dense: DenseConfig::default(),
+            moe: MoeConfig::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        if self.head_dim == 0 {
+            self.d_model / self.heads.max(1)
+        } else {
+            self.head_dim
+        }
+    }
+
+    pub fn dense_hidden(&self) -> usize {
+        if self.dense.hidden == 0 {
+            4 * self.d_model
+        } else {
+            self.dense.hidden
+        }
+    }
+
+    pub fn expert_hidden(&self) -> usize {
+        if self.moe.expert_hidden == 0 {
+            self.d_model
+        } else {
+            self.moe.expert_hidden
+        }
+    }
+
+    /// The feed-forward kind of each layer.
+    pub fn layer_kinds(&self) -> Vec<FfnKind> {
+        if self.ffn_layers.is_empty() {
+            vec![self.ffn; self.layers]
+        } else {
+            self.ffn_layers.clone()
+        }
+    }
+
+    pub fn has_moe(&self) -> bool {
+        self.layer_kinds().iter().any(|k| k.is_moe())
+    }
+
+    /// Checks every constraint, naming the key that breaks one.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [("model.d_model", self.d_model), ("model.layers", self.layers), ("model.heads", self.heads), ("model.context", self.context), ("model.vocab_size", self.vocab_size)];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(format!("{key} must be positive"));
+            }
+        }
+        if self.head_dim == 0 && self.d_model % self.heads != 0 {
+            return Err(format!("model.heads = {} does not divide model.d_model = {} (set model.head_dim, or change either)", self.heads, self.d_model));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(format!("model.head_dim = {} must be even for rotary positions", self.head_dim()));
+        }
+        if !self.ffn_layers.is_empty() && self.ffn_layers.len() != self.layers {
+            return Err(format!("model.ffn_layers lists {} kinds for model.layers = {}", self.ffn_layers.len(), self.layers));
+        }
+        if !(self.norm_eps > 0.0) {
+            return Err(format!("model.norm_eps = {} must be positive", self.norm_eps));
+        }
+        if self.has_moe() {
+            let m = &self.moe;
+            if m.experts == 0 || m.experts > 256 {
+                return Err(format!("model.moe.experts = {} must be in 1..=256", m.experts));
+            }
+            if m.top_k == 0 || m.top_k > m.experts || m.top_k > 8 {
+                return Err(format!("model.moe.top_k = {} must be in 1..={} (at most model.moe.experts = {} and 8)", m.top_k, m.experts.min(8), m.experts));
+            }
+            if !(0.0..1.0).contains(&m.beta) {
+                return Err(format!("model.moe.beta = {} must be in [0, 1)", m.beta));
+            }
+            if m.renormalize && self.layer_kinds().contains(&FfnKind::Default) {
+                return Err("model.moe.renormalize must be false when a layer's ffn is \"default\" (its weights are the router probabilities)".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! The mixture-of-experts feed-forward block, TopK or Default MoE.
+//!
+//! Router logits `x W_r` (no bias) give probabilities p = softmax; each token runs its
+//! top-k experts A in one grouped matmul per projection (no loop over experts) and gets
+//! `y = sum_{i in A} g_i E_i(x)`. The Default MoE adds `sum_{i not in A} p_i D_i`, where
+//! D_i, expert i's running mean output, is a constant to autodiff: every router
+//! probability then gets a gradient while only k experts run. After each training forward
+//! pass the layer computes the EMA update of D from this step's expert outputs; the
+//! trainer commits it after the backward pass (which still needs the old D).
+
+use std::sync::Mutex;
+
+use moegrad_engine::{no_grad, Device, Result, Tensor};
+use moegrad_ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, plan_routing, route, selection_mask, TensorOps};
+use rand::Rng;
+
+use crate::config::{FfnKind, MoeConfig};
+use crate::ffn::{activate, input_width};
+use crate::init;
+
+pub struct MoeFfn {
+    pub kind: FfnKind,
+    pub config: MoeConfig,
+    /// `[d, E]`.
+    pub router: Tensor,
+    /// `[E, d, hidden]` (twice the hidden width for SwiGLU).
+    pub w_in: Tensor,
+    /// `[E, hidden, d]`.
+    pub w_out: Tensor,
+    /// Default MoE: `[E, d]` default vectors, model state (saved, not trained).
+    pub defaults: Mutex<Tensor>,
+    pending_defaults: Mutex<Option<Tensor>>,
+}
+
+/// What one MoE layer reports for a forward pass; all on the GPU until logged.
+pub struct MoeStats {
+    /// `[E]` fraction of routed slots that went to each expert.
+    pub load: Tensor,
+    /// Mean router entropy over tokens (nats).
+    pub entropy: Tensor,
+    /// `coef * E * sum_i f_i P_i`, when enabled.
+    pub aux_loss: Option<Tensor>,
+    /// `coef * mean(logsumexp(logits)^2)`, when enabled.
+    pub z_loss: Option<Tensor>,
+}
+
+impl MoeFfn {
+    pub fn new(device: &Device, kind: FfnKind, d: usize, hidden: usize, config: &MoeConfig, out_std: f32, rng: &mut impl Rng) -> Result<Self> {
+        let e = config.experts;
+        Ok(MoeFfn {
+            kind,
+            config: config.clone(),
+            router: init::normal(device, &[d, e], init::STD, rng)?,
+            w_in: init::normal(device, &[e, d, input_width(hidden, config.activation)], init::STD, rng)?,
+            w_out: init::normal(device, &[e, hidden, d], out_std, rng)?,
+            defaults: Mutex::new(Tensor::zeros(device, &[e, d])?),
+            pending_defaults: Mutex::new(None),
+        })
+    }
+
+    /// A layer from existing tensors (`router` `[d, E]`, `w_in` `[E, d, _]`, `w_out`
+    /// `[E, hidden, d]`, `defaults` `[E, d]`).
+    pub fn from_parts(kind: FfnKind, config: &MoeConfig, router: Tensor, w_in: Tensor, w_out: Tensor, defaults: Tensor) -> Self {
+        MoeFfn { kind, config: config.clone(), router, w_in, w_out, defaults: Mutex::new(defaults), pending_defaults: Mutex::new(None) }
+    }
+
+    /// `x` `[tokens, d]` -> `[tokens, d]`. In training the Default MoE also prepares the
+    /// update of its default vectors (see `commit_defaults`).
+    pub fn forward(&self, x: &Tensor, train: bool) -> (Tensor, MoeStats) {
+        let c = &self.config;
+        let (tokens, experts) = (x.shape()[0], c.experts);
+        let logits = x.matmul(&self.router);
+        let routed = route(&logits, c.top_k, c.renormalize && self.kind == FfnKind::Topk);
+        let plan = plan_routing(&routed.indices, experts);
+        let hidden = activate(&grouped_matmul(&gather_slots(x, &plan), &self.w_in, &plan.offsets), c.activation);
+        let expert_out = grouped_matmul(&hidden, &self.w_out, &plan.offsets); // [tokens * k, d], expert order
+        let mut y = combine_slots(&expert_out, &routed.weights, &plan);
+        let selected = selection_mask(&routed.indices, experts); // [tokens, E], constant
+        if self.kind == FfnKind::Default {
+            let defaults = self.defaults.lock().unwrap().clone();
+            let skipped = selected.neg().add_scalar(1.0);
+            let default_term = routed.probs.mul(&skipped).matmul(&defaults);
+            y = if c.default_backward_only { y.add(&default_term.sub(&default_term.detach())) } else { y.add(&default_term) };
+            if train {
+                let updated = no_grad(|| expert_output_ema(&defaults, &expert_out, &plan.offsets, c.beta));
+                *self.pending_defaults.lock().unwrap() = Some(updated);
+            }
+        }
+        let load = no_grad(|| selected.mean(0).mul_scalar(1.0 / c.top_k as f32));
+        let aux_loss = (c.aux_loss_coef > 0.0).then(|| routed.probs.mean(0).mul(&load).sum_all().mul_scalar(c.aux_loss_coef * experts as f32));
+        let z_loss = (c.z_loss_coef > 0.0).then(|| {
+            let max = no_grad(|| logits.max(1)).reshape(&[tokens, 1]);
+            let lse = logits.sub(&max).exp().sum_keepdim(1).log().add(&max);
+            lse.square().mean_all().mul_scalar(c.z_loss_coef)
+        });
+        let entropy = no_grad(|| routed.probs.mul(&routed.probs.add_scalar(1e-9).log()).sum(1).mean_all().neg());
+        (y, MoeStats { load, entropy, aux_loss, z_loss })
+    }
+
+    /// Makes the default vectors prepared by the last training forward pass current.
+    pub fn commit_defaults(&self) {
+        if let Some(updated) = self.pending_defaults.lock().unwrap().take() {
+            *self.defaults.lock().unwrap() = updated;
+        }
+    }
+
+    pub fn parameters(&self) -> Vec<(&'static str, Tensor)> {
+        vec![("router", self.router.clone()), ("w_in", self.w_in.clone()), ("w_out", self.w_out.clone())]
+    }
+}
