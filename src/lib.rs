@@ -18,7 +18,14 @@
 //! The crates behind the facade: [`engine`] (device, tensors, tape), [`ops`] (kernels with
 //! backward rules and CPU references) and [`models`].
 
+pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod demo;
+pub mod sample;
+pub mod schedule;
+pub mod tokenizer;
+pub mod train;
 
 pub use moegrad_engine as engine;
 pub use moegrad_models as models;

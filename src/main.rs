@@ -1,9 +1,18 @@
 //! The `moegrad` command line.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use moegrad::checkpoint::Checkpoint;
+use moegrad::config::RunConfig;
+use moegrad::data::{load_text, Corpus};
 use moegrad::demo::{train_mlp, DemoConfig};
+use moegrad::models::Transformer;
+use moegrad::sample::{generate, SampleOptions};
+use moegrad::train::{evaluate, train, TrainOptions};
 use moegrad::Device;
+use rand::SeedableRng;
 
 #[derive(Parser)]
 #[command(name = "moegrad", version, about = "Train Mixture-of-Experts transformers on any GPU wgpu reaches")]
@@ -16,6 +25,51 @@ struct Cli {
 enum Command {
     /// List every GPU adapter with its backend, type, features and limits.
     Devices,
+    /// Train a transformer language model (dense, TopK MoE or Default MoE).
+    Train {
+        /// A TOML run config (see configs/); with --resume, the checkpoint's own by default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. --set model.ffn=topk --set train.steps=100.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Folder for checkpoint.safetensors, metrics.jsonl, config.toml, tokenizer.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many steps (with a checkpoint), as if interrupted.
+        #[arg(long)]
+        stop_after: Option<u64>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Loss, perplexity and bits per byte of a checkpoint on held-out text.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Text file or folder to evaluate on (all of it); default: the run's held-out split.
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long, default_value_t = 16)]
+        batches: usize,
+    },
+    /// Generate text from a checkpoint.
+    Sample {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Train a small MLP on a synthetic regression task (the engine end to end).
     Demo {
         #[arg(long, default_value_t = 400)]
@@ -83,9 +137,68 @@ fn demo(steps: usize, seed: u64, lr: f32) -> Result<()> {
     Ok(())
 }
 
+fn run_train(config: Option<PathBuf>, overrides: Vec<String>, out: PathBuf, resume: bool, stop_after: Option<u64>, quiet: bool) -> Result<()> {
+    let config = match (&config, resume) {
+        (None, true) => Checkpoint::load(&out.join(moegrad::checkpoint::CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
+        _ => RunConfig::load(config.as_deref(), &overrides)?,
+    };
+    config.validate()?;
+    let device = Device::new()?;
+    if !quiet {
+        println!("device: {}  model: {} layers x d={} ({})  out: {}", device.name(), config.model.layers, config.model.d_model, config.model.ffn.name(), out.display());
+    }
+    let s = train(&device, TrainOptions { config, out, resume, quiet, stop_after })?;
+    println!("done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4})", s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss);
+    Ok(())
+}
+
+/// Rebuilds the model a checkpoint describes and loads its weights.
+fn load_model(device: &Device, path: &std::path::Path) -> Result<(Checkpoint, Transformer)> {
+    let ckpt = Checkpoint::load(path)?;
+    let cfg = &ckpt.meta.config;
+    cfg.model.validate().map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", path.display()))?;
+    let model = Transformer::new(device, &cfg.model, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+    ckpt.restore(device, &model, None).with_context(|| format!("checkpoint {} does not fit its own config", path.display()))?;
+    Ok((ckpt, model))
+}
+
+fn run_eval(checkpoint: PathBuf, data: Option<String>, batches: usize) -> Result<()> {
+    let device = Device::new()?;
+    let (ckpt, model) = load_model(&device, &checkpoint)?;
+    let cfg = &ckpt.meta.config;
+    let corpus = match &data {
+        // The whole of the given text is held out: evaluate on all of it.
+        Some(path) => {
+            let text = load_text(path)?;
+            Corpus::new(&text, &text, &ckpt.meta.tokenizer, cfg.model.context)?
+        }
+        None => {
+            let text = load_text(&cfg.data.path)?;
+            let (train_text, eval_text) = moegrad::data::split_text(&text, cfg.data.eval_fraction);
+            Corpus::new(train_text, eval_text, &ckpt.meta.tokenizer, cfg.model.context)?
+        }
+    };
+    let loss = evaluate(&device, &model, &corpus.eval, cfg.train.batch_size, batches)?;
+    let bits_per_byte = loss as f64 / corpus.eval_bytes_per_token / std::f64::consts::LN_2;
+    println!("step {}  loss {loss:.4} nats/token  perplexity {:.2}  {bits_per_byte:.4} bits/byte", ckpt.meta.step, (loss as f64).exp());
+    Ok(())
+}
+
+fn run_sample(checkpoint: PathBuf, prompt: String, opts: SampleOptions) -> Result<()> {
+    let device = Device::new()?;
+    let (ckpt, model) = load_model(&device, &checkpoint)?;
+    println!("{}", generate(&device, &model, &ckpt.meta.tokenizer, &prompt, &opts)?);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Devices => devices(),
+        Command::Train { config, overrides, out, resume, stop_after, quiet } => run_train(config, overrides, out, resume, stop_after, quiet),
+        Command::Eval { checkpoint, data, batches } => run_eval(checkpoint, data, batches),
+        Command::Sample { checkpoint, prompt, tokens, temperature, top_k, seed } => {
+            run_sample(checkpoint, prompt, SampleOptions { max_tokens: tokens, temperature, top_k, seed })
+        }
         Command::Demo { steps, seed, lr } => demo(steps, seed, lr),
     }
 }

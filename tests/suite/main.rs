@@ -12,5 +12,6 @@ mod moe_model;
 mod reduce;
 mod routing;
 mod softmax;
+mod train;
 mod training;
 mod transformer;

@@ -1,0 +1,224 @@
+//! The training loop, flat as in llm.c and nanoGPT: for each step, micro-batches forward
+//! and backward, clip, AdamW, commit the Default-MoE vectors, then log, evaluate and
+//! checkpoint on their intervals. A step reads back one scalar (the loss, to stop on NaN);
+//! everything else stays on the GPU until a log line needs it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use moegrad_engine::{no_grad, Device, Tensor};
+use moegrad_models::Transformer;
+use moegrad_ops::{clip_grad_norm, cross_entropy, AdamW, AdamWConfig, CrossEntropyOptions, TensorOps};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::json;
+
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
+use crate::config::{RunConfig, TokenizerKind};
+use crate::data::{eval_batch, load_text, train_batch, Corpus};
+use crate::schedule::learning_rate;
+use crate::tokenizer::Tokenizer;
+
+pub struct TrainOptions {
+    pub config: RunConfig,
+    pub out: PathBuf,
+    /// Continue from `out/checkpoint.safetensors`.
+    pub resume: bool,
+    /// No progress bar or log lines (tests, sweeps).
+    pub quiet: bool,
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted; the
+    /// schedule still spans `train.steps`.
+    pub stop_after: Option<u64>,
+}
+
+pub struct TrainSummary {
+    pub steps: u64,
+    pub final_train_loss: f32,
+    pub final_eval_loss: f32,
+    /// The first evaluation of this run (before any step when starting fresh).
+    pub initial_eval_loss: f32,
+}
+
+/// Mean cross-entropy over `batches` held-out batches, in evaluation mode.
+pub fn evaluate(device: &Device, model: &Transformer, tokens: &[u32], batch: usize, batches: usize) -> Result<f32> {
+    let context = model.config.context;
+    no_grad(|| {
+        let mut total = 0.0;
+        for i in 0..batches {
+            let b = eval_batch(device, tokens, batch, context, i, batches)?;
+            let logits = model.forward(&b.inputs, false).logits;
+            total += cross_entropy(&logits, &b.targets.reshape(&[batch * context]), CrossEntropyOptions::default()).item()?;
+        }
+        Ok(total / batches as f32)
+    })
+}
+
+/// Builds the tokenizer a fresh run asks for (a BPE is trained on the training text).
+fn make_tokenizer(config: &RunConfig, train_text: &str) -> Tokenizer {
+    match config.data.tokenizer {
+        TokenizerKind::Byte => Tokenizer::Bytes,
+        TokenizerKind::Bpe => Tokenizer::train_bpe(train_text, config.bpe_vocab()),
+    }
+}
+
+fn write_json_line(file: &mut std::fs::File, value: serde_json::Value) -> Result<()> {
+    writeln!(file, "{value}")?;
+    Ok(())
+}
+
+/// Keeps the metrics lines up to `step` (a resumed run rewrites what came after).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .collect();
+    std::fs::write(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    Ok(())
+}
+
+pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
+    let TrainOptions { mut config, out, resume, quiet, stop_after } = opts;
+    config.validate()?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let ckpt_path = out.join(CHECKPOINT_FILE);
+    let resumed = if resume {
+        if !ckpt_path.exists() {
+            bail!("--resume: no checkpoint at {}", ckpt_path.display());
+        }
+        Some(Checkpoint::load(&ckpt_path)?)
+    } else {
+        None
+    };
+
+    let text = load_text(&config.data.path)?;
+    let (train_text, eval_text) = crate::data::split_text(&text, config.data.eval_fraction);
+    let tokenizer = match &resumed {
+        Some(c) => c.meta.tokenizer.clone(),
+        None => make_tokenizer(&config, train_text),
+    };
+    config.model.vocab_size = tokenizer.vocab_size();
+    config.validate()?;
+    std::fs::write(out.join("tokenizer.json"), serde_json::to_string(&tokenizer)?)?;
+    std::fs::write(out.join("config.toml"), toml::to_string(&config)?)?;
+    let corpus = Corpus::new(train_text, eval_text, &tokenizer, config.model.context)?;
+
+    let t = config.train.clone();
+    let mut rng = StdRng::seed_from_u64(t.seed);
+    let model = Transformer::new(device, &config.model, &mut rng)?;
+    let adam = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
+    let mut opt = AdamW::new(model.parameters(), adam)?;
+    let (mut step, mut tokens_seen) = (0, 0);
+    let metrics_path = out.join("metrics.jsonl");
+    if let Some(c) = &resumed {
+        c.restore(device, &model, Some(&mut opt))?;
+        (step, tokens_seen) = (c.meta.step, c.meta.tokens_seen);
+        truncate_metrics(&metrics_path, step)?;
+    } else {
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+
+    let context = config.model.context;
+    let tokens_per_step = (t.batch_size * t.grad_accum * context) as u64;
+    let initial_eval_loss = evaluate(device, &model, &corpus.eval, t.batch_size, t.eval_batches)?;
+    if resumed.is_none() {
+        write_json_line(&mut metrics, json!({"step": 0, "tokens": 0, "eval_loss": initial_eval_loss}))?;
+    }
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(t.steps) };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]").expect("valid template"));
+    bar.set_position(step);
+    let (mut final_train_loss, mut final_eval_loss) = (f32::NAN, initial_eval_loss);
+    let mut window = (Instant::now(), 0u64);
+    let mut last_checkpoint = resumed.as_ref().map(|c| c.meta.step);
+
+    while step < t.steps {
+        step += 1;
+        let lr = learning_rate(&t, step);
+        let mut loss_sum: Option<Tensor> = None;
+        let mut output_stats = None;
+        for micro in 0..t.grad_accum {
+            let b = train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro)?;
+            let out = model.forward(&b.inputs, true);
+            let ce = cross_entropy(&out.logits, &b.targets.reshape(&[t.batch_size * context]), CrossEntropyOptions::default());
+            let total = match out.aux_loss() {
+                Some(aux) => ce.add(&aux),
+                None => ce.clone(),
+            };
+            total.mul_scalar(1.0 / t.grad_accum as f32).backward();
+            loss_sum = Some(no_grad(|| match loss_sum.take() {
+                Some(s) => s.add(&ce),
+                None => ce,
+            }));
+            output_stats = Some(out.moe);
+        }
+        let grad_norm = clip_grad_norm(opt.parameters(), if t.clip > 0.0 { t.clip } else { f32::INFINITY });
+        opt.step_with_lr(lr);
+        opt.zero_grad();
+        model.commit_defaults();
+        tokens_seen += tokens_per_step;
+        window.1 += tokens_per_step;
+
+        let train_loss = loss_sum.expect("at least one micro-batch").item()? / t.grad_accum as f32;
+        if !train_loss.is_finite() {
+            bar.abandon();
+            let kept = match last_checkpoint {
+                Some(s) => format!("the last good checkpoint (step {s}) is kept at {}", ckpt_path.display()),
+                None => "no checkpoint had been written yet".to_string(),
+            };
+            bail!("training loss became {train_loss} at step {step}; stopping ({kept}). Try a lower train.lr or train.clip.");
+        }
+        final_train_loss = train_loss;
+
+        let log_now = step % t.log_every == 0 || step == t.steps;
+        let eval_now = (t.eval_every > 0 && step % t.eval_every == 0) || step == t.steps;
+        if log_now || eval_now {
+            let tokens_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64();
+            window = (Instant::now(), 0);
+            let mut line = json!({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s});
+            if let Some(g) = &grad_norm {
+                line["grad_norm"] = json!(g.to_vec()?[0]);
+            }
+            let layers = output_stats.iter().flatten().enumerate().map(|(i, s)| {
+                Ok(json!({
+                    "layer": i,
+                    "load": s.load.to_vec()?,
+                    "router_entropy": s.entropy.item()?,
+                    "aux_loss": s.aux_loss.as_ref().map(|a| a.item()).transpose()?,
+                    "z_loss": s.z_loss.as_ref().map(|z| z.item()).transpose()?,
+                }))
+            });
+            let layers = layers.collect::<Result<Vec<_>>>()?;
+            if !layers.is_empty() {
+                line["moe"] = json!(layers);
+            }
+            if eval_now {
+                final_eval_loss = evaluate(device, &model, &corpus.eval, t.batch_size, t.eval_batches)?;
+                line["eval_loss"] = json!(final_eval_loss);
+            }
+            write_json_line(&mut metrics, line)?;
+            let eval = if eval_now { format!(" eval {final_eval_loss:.4}") } else { String::new() };
+            bar.set_message(format!("loss {train_loss:.4}{eval} lr {lr:.2e} {:.0} tok/s", tokens_per_s));
+            if !quiet && !bar.is_hidden() {
+                bar.println(format!("step {step:>6}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s"));
+            } else if !quiet {
+                println!("step {step:>6}/{}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s", t.steps);
+            }
+        }
+        let stopping = stop_after.is_some_and(|s| step >= s);
+        if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == t.steps || stopping {
+            let meta = CheckpointMeta { format: 1, config: config.clone(), tokenizer: tokenizer.clone(), step, tokens_seen, eval_loss: eval_now.then_some(final_eval_loss) };
+            checkpoint::save(&ckpt_path, &meta, &model, &opt)?;
+            last_checkpoint = Some(step);
+        }
+        bar.set_position(step);
+        if stopping {
+            break;
+        }
+    }
+    bar.finish();
+    Ok(TrainSummary { steps: step, final_train_loss, final_eval_loss, initial_eval_loss })
+}

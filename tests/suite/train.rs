@@ -1,0 +1,156 @@
+//! The trainer end to end on tiny models: learning, exact resume, NaN stop, checkpoint and
+//! config errors, sampling, BPE.
+
+use std::path::PathBuf;
+
+use moegrad::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use moegrad::config::RunConfig;
+use moegrad::data::load_text;
+use moegrad::sample::{generate, SampleOptions};
+use moegrad::train::{train, TrainOptions, TrainSummary};
+
+use crate::common::device;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moegrad-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A model small enough for a few seconds of lavapipe.
+fn tiny(extra: &[&str]) -> RunConfig {
+    let mut sets: Vec<String> = [
+        "model.d_model=32", "model.layers=1", "model.heads=2", "model.context=32", "model.ffn=\"default\"",
+        "model.moe.experts=4", "model.moe.top_k=2", "model.moe.expert_hidden=32",
+        "train.batch_size=8", "train.lr=1e-2", "train.min_lr=1e-3", "train.warmup=5", "train.eval_batches=2", "train.log_every=5", "train.eval_every=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    RunConfig::load(None, &sets).unwrap()
+}
+
+fn run(config: RunConfig, out: &PathBuf, resume: bool, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
+    train(&device(), TrainOptions { config, out: out.clone(), resume, quiet: true, stop_after })
+}
+
+#[test]
+fn a_tiny_run_lowers_the_eval_loss_well_below_its_start() {
+    let out = scratch("learn");
+    let s = run(tiny(&["train.steps=60"]), &out, false, None).unwrap();
+    assert!(s.initial_eval_loss > 5.0, "an untrained byte model starts near ln 256, got {}", s.initial_eval_loss);
+    assert!(s.final_eval_loss < s.initial_eval_loss - 1.5, "eval loss {} -> {}", s.initial_eval_loss, s.final_eval_loss);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    for key in ["step", "tokens", "train_loss", "eval_loss", "lr", "grad_norm", "tokens_per_s"] {
+        assert!(!last[key].is_null(), "metrics line lacks {key}: {last}");
+    }
+    let moe = &last["moe"][0];
+    assert_eq!(moe["load"].as_array().unwrap().len(), 4);
+    assert!(moe["router_entropy"].as_f64().unwrap() > 0.0 && !moe["aux_loss"].is_null() && !moe["z_loss"].is_null());
+}
+
+#[test]
+fn resuming_gives_the_weights_of_an_uninterrupted_run() {
+    for ffn in ["\"default\"", "\"dense\""] {
+        let cfg = tiny(&["train.steps=6", "train.checkpoint_every=0", &format!("model.ffn={ffn}"), "train.grad_accum=2"]);
+        let (straight, split) = (scratch(&format!("straight-{ffn}")), scratch(&format!("split-{ffn}")));
+        run(cfg.clone(), &straight, false, None).unwrap();
+        run(cfg.clone(), &split, false, Some(3)).unwrap();
+        assert_eq!(Checkpoint::load(&split.join(CHECKPOINT_FILE)).unwrap().meta.step, 3);
+        run(cfg, &split, true, None).unwrap();
+        let a = Checkpoint::load(&straight.join(CHECKPOINT_FILE)).unwrap();
+        let b = Checkpoint::load(&split.join(CHECKPOINT_FILE)).unwrap();
+        assert_eq!(a.names(), b.names());
+        assert_eq!(b.meta.step, 6);
+        for name in a.names() {
+            for (x, y) in a.values(name).unwrap().iter().zip(b.values(name).unwrap()) {
+                assert!((x - y).abs() <= 1e-5, "{ffn} {name}: {x} straight vs {y} resumed");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let out = scratch("nan");
+    run(tiny(&["train.steps=8", "train.warmup=0"]), &out, false, Some(2)).unwrap();
+    let before = std::fs::read(out.join(CHECKPOINT_FILE)).unwrap();
+    // Steps of 3e38 with full weight decay overflow f32 within a step or two.
+    let exploding = tiny(&["train.steps=8", "train.warmup=0", "train.lr=3e38", "train.min_lr=3e38", "train.clip=0", "train.weight_decay=1.0"]);
+    let err = run(exploding, &out, true, None).err().expect("an exploding run must stop").to_string();
+    assert!(err.contains("training loss became") && err.contains("step 2"), "{err}");
+    assert_eq!(std::fs::read(out.join(CHECKPOINT_FILE)).unwrap(), before, "the last good checkpoint must be untouched");
+    assert_eq!(Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta.step, 2);
+}
+
+#[test]
+fn corrupt_truncated_and_mismatched_checkpoints_are_refused_clearly() {
+    let out = scratch("corrupt");
+    run(tiny(&["train.steps=1", "train.warmup=0"]), &out, false, None).unwrap();
+    let good = std::fs::read(out.join(CHECKPOINT_FILE)).unwrap();
+    let bad = out.join("bad.safetensors");
+    std::fs::write(&bad, b"definitely not a checkpoint").unwrap();
+    let err = Checkpoint::load(&bad).err().unwrap().to_string();
+    assert!(err.contains("corrupt"), "{err}");
+    std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+    let err = Checkpoint::load(&bad).err().unwrap().to_string();
+    assert!(err.contains("corrupt"), "{err}");
+    let err = Checkpoint::load(&out.join("missing.safetensors")).err().unwrap().to_string();
+    assert!(err.contains("cannot read checkpoint"), "{err}");
+    // A checkpoint of another shape: resuming a wider model from it names the tensor.
+    let err = run(tiny(&["train.steps=2", "train.warmup=0", "model.d_model=48"]), &out, true, None).err().unwrap().to_string();
+    assert!(err.contains("has shape"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let err = |sets: &[&str]| {
+        let r = RunConfig::load(None, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).and_then(|c| c.validate().map(|_| c));
+        r.err().expect("must be refused").to_string()
+    };
+    let e = err(&["model.dmodel=64"]);
+    assert!(e.contains("model") && e.contains("dmodel"), "{e}");
+    let e = err(&["model.d_model=\"wide\""]);
+    assert!(e.contains("model.d_model"), "{e}");
+    let e = err(&["model.ffn=\"topk\"", "model.moe.experts=4", "model.moe.top_k=5"]);
+    assert!(e.contains("model.moe.top_k"), "{e}");
+    let e = err(&["model.d_model=64", "model.heads=5"]);
+    assert!(e.contains("model.heads") && e.contains("model.d_model"), "{e}");
+    let e = err(&["train.warmup=500", "train.steps=100"]);
+    assert!(e.contains("train.warmup"), "{e}");
+    let e = err(&["model.ffn=\"sparse\""]);
+    assert!(e.contains("model.ffn"), "{e}");
+}
+
+#[test]
+fn missing_or_empty_data_is_refused() {
+    assert!(load_text("/no/such/file.txt").err().unwrap().to_string().contains("does not exist"));
+    let dir = scratch("empty-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(load_text(dir.to_str().unwrap()).err().unwrap().to_string().contains("no .txt files"));
+    std::fs::write(dir.join("a.txt"), "   \n").unwrap();
+    assert!(load_text(dir.to_str().unwrap()).err().unwrap().to_string().contains("no text"));
+}
+
+#[test]
+fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
+    let data = scratch("bpe-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = moegrad::data::BUNDLED_CORPUS;
+    std::fs::write(data.join("b.txt"), &text[..60_000]).unwrap();
+    std::fs::write(data.join("a.txt"), &text[200_000..260_000]).unwrap();
+    let out = scratch("bpe");
+    let path = format!("data.path=\"{}\"", data.display());
+    run(tiny(&["train.steps=3", "train.warmup=0", "data.tokenizer=\"bpe\"", "data.bpe_vocab=300", "model.ffn=\"topk\"", &path]), &out, false, None).unwrap();
+    let ckpt = Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(ckpt.meta.tokenizer.vocab_size(), 300);
+    assert!(out.join("tokenizer.json").exists());
+    let model = moegrad::models::Transformer::new(&device(), &ckpt.meta.config.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
+    ckpt.restore(&device(), &model, None).unwrap();
+    let opts = SampleOptions { max_tokens: 12, temperature: 0.8, top_k: 20, seed: 3 };
+    let sample = generate(&device(), &model, &ckpt.meta.tokenizer, "ROMEO.", &opts).unwrap();
+    assert!(sample.starts_with("ROMEO.") && sample.len() > "ROMEO.".len(), "{sample:?}");
+    assert_eq!(generate(&device(), &model, &ckpt.meta.tokenizer, "ROMEO.", &opts).unwrap(), sample, "seeded sampling repeats");
+}
