@@ -19,9 +19,11 @@
 //! backward rules and CPU references) and [`models`].
 
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod plot;
 pub mod sample;
 pub mod schedule;
 pub mod tokenizer;

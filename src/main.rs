@@ -33,6 +33,9 @@ enum Command {
         /// Override a config key, e.g. --set model.ffn=topk --set train.steps=100.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Training text: a file or a folder of .txt files (default: bundled Shakespeare).
+        #[arg(long)]
+        data: Option<String>,
         /// Folder for checkpoint.safetensors, metrics.jsonl, config.toml, tokenizer.json.
         #[arg(long)]
         out: PathBuf,
@@ -69,6 +72,22 @@ enum Command {
         top_k: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Train the same model with several feed-forward kinds and seeds; table and plot.
+    Compare {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Comma-separated kinds: dense, topk, default.
+        #[arg(long, default_value = "topk,default")]
+        ffn: String,
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        quiet: bool,
     },
     /// Train a small MLP on a synthetic regression task (the engine end to end).
     Demo {
@@ -137,7 +156,10 @@ fn demo(steps: usize, seed: u64, lr: f32) -> Result<()> {
     Ok(())
 }
 
-fn run_train(config: Option<PathBuf>, overrides: Vec<String>, out: PathBuf, resume: bool, stop_after: Option<u64>, quiet: bool) -> Result<()> {
+fn run_train(config: Option<PathBuf>, mut overrides: Vec<String>, data: Option<String>, out: PathBuf, resume: bool, stop_after: Option<u64>, quiet: bool) -> Result<()> {
+    if let Some(d) = data {
+        overrides.push(format!("data.path={}", toml::Value::String(d)));
+    }
     let config = match (&config, resume) {
         (None, true) => Checkpoint::load(&out.join(moegrad::checkpoint::CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
         _ => RunConfig::load(config.as_deref(), &overrides)?,
@@ -191,14 +213,26 @@ fn run_sample(checkpoint: PathBuf, prompt: String, opts: SampleOptions) -> Resul
     Ok(())
 }
 
+fn run_compare(config: Option<PathBuf>, overrides: Vec<String>, ffn: String, seeds: u64, out: PathBuf, quiet: bool) -> Result<()> {
+    let config = RunConfig::load(config.as_deref(), &overrides)?;
+    config.validate()?;
+    let kinds = ffn.split(',').map(|k| k.trim().parse().map_err(|e: String| anyhow::anyhow!("--ffn: {e}"))).collect::<Result<Vec<_>>>()?;
+    let device = Device::new()?;
+    let rows = moegrad::compare::compare(&device, &moegrad::compare::CompareOptions { config, kinds, seeds, out: out.clone(), quiet })?;
+    print!("{}", moegrad::compare::table(&rows));
+    println!("curves: {} and .svg", out.join("compare.png").display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Devices => devices(),
-        Command::Train { config, overrides, out, resume, stop_after, quiet } => run_train(config, overrides, out, resume, stop_after, quiet),
+        Command::Train { config, overrides, data, out, resume, stop_after, quiet } => run_train(config, overrides, data, out, resume, stop_after, quiet),
         Command::Eval { checkpoint, data, batches } => run_eval(checkpoint, data, batches),
         Command::Sample { checkpoint, prompt, tokens, temperature, top_k, seed } => {
             run_sample(checkpoint, prompt, SampleOptions { max_tokens: tokens, temperature, top_k, seed })
         }
+        Command::Compare { config, overrides, ffn, seeds, out, quiet } => run_compare(config, overrides, ffn, seeds, out, quiet),
         Command::Demo { steps, seed, lr } => demo(steps, seed, lr),
     }
 }

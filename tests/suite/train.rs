@@ -154,3 +154,22 @@ fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
     assert!(sample.starts_with("ROMEO.") && sample.len() > "ROMEO.".len(), "{sample:?}");
     assert_eq!(generate(&device(), &model, &ckpt.meta.tokenizer, "ROMEO.", &opts).unwrap(), sample, "seeded sampling repeats");
 }
+
+#[test]
+fn compare_trains_each_kind_per_seed_and_writes_table_and_plots() {
+    let out = scratch("compare");
+    let opts = moegrad::compare::CompareOptions {
+        config: tiny(&["train.steps=2", "train.warmup=0"]),
+        kinds: vec![moegrad::models::FfnKind::Topk, moegrad::models::FfnKind::Default],
+        seeds: 2,
+        out: out.clone(),
+        quiet: true,
+    };
+    let rows = moegrad::compare::compare(&device(), &opts).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.final_eval.len() == 2 && r.mean().is_finite()));
+    for f in ["compare.png", "compare.svg", "compare.json", "topk-seed0/metrics.jsonl", "default-seed1/checkpoint.safetensors"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert!(moegrad::compare::table(&rows).contains("default"));
+}
