@@ -224,8 +224,15 @@ fn run_compare(config: Option<PathBuf>, overrides: Vec<String>, ffn: String, see
     Ok(())
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() {
+    if let Err(e) = run(Cli::parse().command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Devices => devices(),
         Command::Train { config, overrides, data, out, resume, stop_after, quiet } => run_train(config, overrides, data, out, resume, stop_after, quiet),
         Command::Eval { checkpoint, data, batches } => run_eval(checkpoint, data, batches),
