@@ -33,6 +33,9 @@ pub struct CheckpointMeta {
     pub step: u64,
     pub tokens_seen: u64,
     pub eval_loss: Option<f32>,
+    /// Training wall time so far, over all resumes (seconds).
+    #[serde(default)]
+    pub wall_seconds: f64,
 }
 
 /// A checkpoint read from disk, its tensors still on the host.

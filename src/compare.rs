@@ -75,7 +75,7 @@ pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>
             }
             let curve = eval_curve(&run)?;
             row.final_eval.push(curve.last().map_or(f32::NAN, |&(_, l)| l as f32));
-            series.push(Series { label: format!("{} seed {}", kind.name(), config.train.seed), color: k, points: curve });
+            series.push(Series::line(format!("{} seed {}", kind.name(), config.train.seed), k, curve));
         }
         rows.push(row);
     }

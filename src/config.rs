@@ -131,7 +131,7 @@ fn set_key(root: &mut toml::Table, key: &str, raw: &str) -> Result<()> {
 }
 
 /// Deserialises a config table; errors name the key (`model.moe.top_k`) and the source.
-fn from_table(table: toml::Table, source: &str) -> Result<RunConfig> {
+pub fn from_table(table: toml::Table, source: &str) -> Result<RunConfig> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         anyhow!("config {source}: key `{key}`: {}", e.into_inner())

@@ -18,14 +18,18 @@
 //! The crates behind the facade: [`engine`] (device, tensors, tape), [`ops`] (kernels with
 //! backward rules and CPU references) and [`models`].
 
+pub mod accounting;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod fit;
 pub mod plot;
 pub mod sample;
 pub mod schedule;
+pub mod sweep;
+pub mod sweep_report;
 pub mod tokenizer;
 pub mod train;
 

@@ -21,6 +21,13 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SweepAction {
+    Plan,
+    Run,
+    Report,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// List every GPU adapter with its backend, type, features and limits.
@@ -88,6 +95,55 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         quiet: bool,
+    },
+    /// Width x depth sweeps: `plan` (table, or a Slurm script), `run` (the default),
+    /// `report` (results.jsonl, the fit and the plots from whatever runs exist).
+    Sweep {
+        #[arg(value_enum, default_value = "run")]
+        action: SweepAction,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Run the i-th of n disjoint subsets, e.g. 0/4.
+        #[arg(long)]
+        shard: Option<String>,
+        /// With `plan`: write a job-array script for this scheduler (slurm) into --out.
+        #[arg(long)]
+        emit: Option<String>,
+        /// With `plan --emit`: how many array tasks (shards).
+        #[arg(long, default_value_t = 4)]
+        shards: usize,
+        /// Law fitted by `report` (and after a complete `run`).
+        #[arg(long, default_value = "params-tokens")]
+        law: String,
+        /// Interrupt the first run started after this many steps (to test resumption).
+        #[arg(long)]
+        stop_after: Option<u64>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Fit a scaling law to results (a sweep's results.jsonl or the Gemstones rows).
+    Fit {
+        results: PathBuf,
+        /// params-tokens (Chinchilla approach 3), width-depth-tokens or width-depth-params-tokens.
+        #[arg(long, default_value = "params-tokens")]
+        law: String,
+        /// Huber delta of the objective (on log loss).
+        #[arg(long, default_value_t = 1e-4)]
+        delta: f64,
+        /// Count parameters without embeddings.
+        #[arg(long)]
+        no_embeddings: bool,
+        /// Bootstrap resamples for confidence intervals (0: none).
+        #[arg(long, default_value_t = 100)]
+        bootstrap: usize,
+        /// FLOP budget for the compute-optimal prediction (params-tokens law).
+        #[arg(long, default_value_t = 1e21)]
+        budget: f64,
+        /// Print one JSON object on one line.
+        #[arg(long)]
+        json: bool,
     },
     /// Train a small MLP on a synthetic regression task (the engine end to end).
     Demo {
@@ -224,6 +280,107 @@ fn run_compare(config: Option<PathBuf>, overrides: Vec<String>, ffn: String, see
     Ok(())
 }
 
+fn run_fit(results: PathBuf, law: String, delta: f64, no_embeddings: bool, samples: usize, budget: f64, json: bool) -> Result<()> {
+    use moegrad::fit::{bootstrap, compute_optimal, fit, frontier, read_rows, Law, StartGrid};
+    let law = Law::parse(&law)?;
+    let rows = read_rows(&results)?;
+    let best = fit(&rows, law, delta, &StartGrid::for_law(law), no_embeddings)?;
+    let ci = if samples > 0 { Some(bootstrap(&rows, law, delta, &best, samples, 0, no_embeddings)?) } else { None };
+    let optimal = (law == Law::ParamsTokens).then(|| compute_optimal(&best, budget));
+    let approach1 = frontier(&rows);
+    if json {
+        let mut v = serde_json::to_value(&best)?;
+        v["variables"] = serde_json::json!(law.variables());
+        v["delta"] = serde_json::json!(delta);
+        v["rows"] = serde_json::json!(rows.len());
+        v["bootstrap"] = serde_json::to_value(&ci)?;
+        v["compute_optimal"] = serde_json::to_value(&optimal)?;
+        v["approach1"] = serde_json::json!({
+            "params_exponent": approach1.params_exponent, "params_coefficient": approach1.params_coefficient,
+            "tokens_exponent": approach1.tokens_exponent, "tokens_coefficient": approach1.tokens_coefficient,
+            "optimal_runs": approach1.optimal.iter().map(|&i| &rows[i].run_name).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("law: L = exp(e) + sum_j exp(c_j) / v_j^x_j over {:?}, {} rows, Huber delta {delta}", law.variables(), rows.len());
+    for (j, name) in law.variables().iter().enumerate() {
+        let interval = ci.as_ref().map_or(String::new(), |c| format!("  (95%: x {:.4}..{:.4}, c {:.3}..{:.3})", c.exponents[j].0, c.exponents[j].1, c.coefficients[j].0, c.coefficients[j].1));
+        println!("  {name:<7} exponent x = {:.4}  coefficient c = {:.4}{interval}", best.exponents[j], best.coefficients[j]);
+    }
+    println!("  irreducible e = {:.4} (exp(e) = {:.4})  objective {:.6e}", best.irreducible_error, best.irreducible_error.exp(), best.objective);
+    if let Some(o) = optimal {
+        println!("compute-optimal at {:.3e} FLOPs: {:.3e} parameters, {:.3e} tokens, predicted loss {:.4}", o.flops, o.params, o.tokens, o.loss);
+    }
+    println!(
+        "approach 1: {} compute-optimal checkpoints; N_opt ~ C^{:.3}, D_opt ~ C^{:.3}",
+        approach1.optimal.len(),
+        approach1.params_exponent,
+        approach1.tokens_exponent
+    );
+    Ok(())
+}
+
+fn sweep_report(runs: &[moegrad::sweep::PlannedRun], out: &std::path::Path, law: &str) -> Result<()> {
+    use moegrad::fit::{fit, read_rows, Law, StartGrid};
+    let count = moegrad::sweep::write_results(runs, out)?;
+    println!("{count} evaluated checkpoints in {}", out.join("results.jsonl").display());
+    let rows = read_rows(&out.join("results.jsonl"))?;
+    let law = Law::parse(law)?;
+    let fitted = if rows.len() > 2 * law.variables().len() + 1 {
+        let f = fit(&rows, law, 1e-4, &StartGrid::for_law(law), false)?;
+        std::fs::write(out.join("fit.json"), serde_json::to_string(&f)?)?;
+        println!("fit: exponents {:?} coefficients {:?} e {:.4} objective {:.3e}", f.exponents, f.coefficients, f.irreducible_error, f.objective);
+        Some(f)
+    } else {
+        println!("too few rows to fit {law:?}");
+        None
+    };
+    moegrad::sweep_report::write_plots(&out.join("plots"), &rows, fitted.as_ref().map(|f| (f, law)))?;
+    println!("plots in {}", out.join("plots").display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_sweep_command(action: SweepAction, config: PathBuf, out: Option<PathBuf>, shard: Option<String>, emit: Option<String>, shards: usize, law: String, stop_after: Option<u64>, quiet: bool) -> Result<()> {
+    use moegrad::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, Sweep};
+    let sweep = Sweep::load(&config)?;
+    let runs = sweep.plan()?;
+    let out_dir = || out.clone().ok_or_else(|| anyhow::anyhow!("--out is required"));
+    match action {
+        SweepAction::Plan => {
+            print!("{}", plan_table(&runs));
+            let total: f64 = runs.iter().map(|r| r.total_flops()).sum();
+            println!("{} runs, {total:.3e} FLOPs in all", runs.len());
+            match emit.as_deref() {
+                None => {}
+                Some("slurm") => {
+                    let out = out_dir()?;
+                    std::fs::create_dir_all(&out)?;
+                    let script = out.join("sweep.slurm");
+                    std::fs::write(&script, slurm_script(&config, &out, shards))?;
+                    println!("wrote {} ({shards} array tasks): sbatch {}", script.display(), script.display());
+                }
+                Some(other) => anyhow::bail!("--emit {other:?}: only slurm is supported"),
+            }
+            Ok(())
+        }
+        SweepAction::Run => {
+            let out = out_dir()?;
+            let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
+            let device = Device::new()?;
+            run_sweep(&device, &runs, &out, shard, quiet, stop_after)?;
+            if runs.iter().all(|r| finished(&out, r)) {
+                sweep_report(&runs, &out, &law)
+            } else {
+                println!("shard {}/{} done; other shards' runs are unfinished (report with `moegrad sweep report`)", shard.0, shard.1);
+                Ok(())
+            }
+        }
+        SweepAction::Report => sweep_report(&runs, &out_dir()?, &law),
+    }
+}
+
 fn main() {
     if let Err(e) = run(Cli::parse().command) {
         eprintln!("error: {e:#}");
@@ -240,6 +397,10 @@ fn run(command: Command) -> Result<()> {
             run_sample(checkpoint, prompt, SampleOptions { max_tokens: tokens, temperature, top_k, seed })
         }
         Command::Compare { config, overrides, ffn, seeds, out, quiet } => run_compare(config, overrides, ffn, seeds, out, quiet),
+        Command::Sweep { action, config, out, shard, emit, shards, law, stop_after, quiet } => {
+            run_sweep_command(action, config, out, shard, emit, shards, law, stop_after, quiet)
+        }
+        Command::Fit { results, law, delta, no_embeddings, bootstrap, budget, json } => run_fit(results, law, delta, no_embeddings, bootstrap, budget, json),
         Command::Demo { steps, seed, lr } => demo(steps, seed, lr),
     }
 }

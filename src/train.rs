@@ -111,11 +111,11 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     let model = Transformer::new(device, &config.model, &mut rng)?;
     let adam = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
     let mut opt = AdamW::new(model.parameters(), adam)?;
-    let (mut step, mut tokens_seen) = (0, 0);
+    let (mut step, mut tokens_seen, mut wall_before) = (0, 0, 0.0);
     let metrics_path = out.join("metrics.jsonl");
     if let Some(c) = &resumed {
         c.restore(device, &model, Some(&mut opt))?;
-        (step, tokens_seen) = (c.meta.step, c.meta.tokens_seen);
+        (step, tokens_seen, wall_before) = (c.meta.step, c.meta.tokens_seen, c.meta.wall_seconds);
         truncate_metrics(&metrics_path, step)?;
     } else {
         let _ = std::fs::remove_file(&metrics_path);
@@ -133,6 +133,7 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     bar.set_position(step);
     let (mut final_train_loss, mut final_eval_loss) = (f32::NAN, initial_eval_loss);
     let mut window = (Instant::now(), 0u64);
+    let started = Instant::now();
     let mut last_checkpoint = resumed.as_ref().map(|c| c.meta.step);
 
     while step < t.steps {
@@ -178,7 +179,8 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         if log_now || eval_now {
             let tokens_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64();
             window = (Instant::now(), 0);
-            let mut line = json!({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s});
+            let wall_s = wall_before + started.elapsed().as_secs_f64();
+            let mut line = json!({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "wall_s": wall_s});
             if let Some(g) = &grad_norm {
                 line["grad_norm"] = json!(g.to_vec()?[0]);
             }
@@ -210,7 +212,15 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         }
         let stopping = stop_after.is_some_and(|s| step >= s);
         if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == t.steps || stopping {
-            let meta = CheckpointMeta { format: 1, config: config.clone(), tokenizer: tokenizer.clone(), step, tokens_seen, eval_loss: eval_now.then_some(final_eval_loss) };
+            let meta = CheckpointMeta {
+                format: 1,
+                config: config.clone(),
+                tokenizer: tokenizer.clone(),
+                step,
+                tokens_seen,
+                eval_loss: eval_now.then_some(final_eval_loss),
+                wall_seconds: wall_before + started.elapsed().as_secs_f64(),
+            };
             checkpoint::save(&ckpt_path, &meta, &model, &opt)?;
             last_checkpoint = Some(step);
         }

@@ -1,10 +1,12 @@
 //! moegrad's test suite: one binary, so wgpu is linked once and the device is shared.
 
+mod accounting;
 mod autodiff;
 mod common;
 mod device;
 mod elementwise;
 mod embedding;
+mod fit;
 mod layout;
 mod matmul;
 mod moe_layer;
@@ -12,6 +14,7 @@ mod moe_model;
 mod reduce;
 mod routing;
 mod softmax;
+mod sweep;
 mod train;
 mod training;
 mod transformer;

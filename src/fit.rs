@@ -1,0 +1,421 @@
+//! Scaling-law fits, as in Chinchilla (approach 3) and Gemstones.
+//!
+//! A law predicts log loss as `logsumexp(c_1 - x_1 log v_1, ..., c_k - x_k log v_k, e)`,
+//! i.e. `L = exp(e) + sum_j exp(c_j) / v_j^x_j`, over variables v: (params, tokens),
+//! (width, depth, tokens) or (width, depth, params, tokens). It is fitted by minimising
+//! the sum over rows of Huber(delta, log L_observed - log L_predicted) with L-BFGS from
+//! every start of a grid, keeping the best. Approach 1 (the lower convex hull of loss
+//! against FLOPs and power laws of the compute-optimal size and tokens) and bootstrap
+//! intervals sit beside it.
+
+use anyhow::{bail, Context, Result};
+use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Law {
+    /// Chinchilla approach 3: parameters and tokens.
+    ParamsTokens,
+    /// Gemstones: width, depth and tokens.
+    WidthDepthTokens,
+    /// Gemstones: width, depth, parameters and tokens.
+    WidthDepthParamsTokens,
+}
+
+impl Law {
+    pub fn parse(s: &str) -> Result<Law> {
+        match s {
+            "params-tokens" => Ok(Law::ParamsTokens),
+            "width-depth-tokens" => Ok(Law::WidthDepthTokens),
+            "width-depth-params-tokens" => Ok(Law::WidthDepthParamsTokens),
+            other => bail!("--law {other:?}: expected params-tokens, width-depth-tokens or width-depth-params-tokens"),
+        }
+    }
+
+    /// The name in the Gemstones release's files.
+    pub fn gemstones_name(self) -> &'static str {
+        match self {
+            Law::ParamsTokens => "parameters",
+            Law::WidthDepthTokens => "width_depth",
+            Law::WidthDepthParamsTokens => "width_depth_parameters",
+        }
+    }
+
+    pub fn variables(self) -> &'static [&'static str] {
+        match self {
+            Law::ParamsTokens => &["params", "tokens"],
+            Law::WidthDepthTokens => &["width", "depth", "tokens"],
+            Law::WidthDepthParamsTokens => &["width", "depth", "params", "tokens"],
+        }
+    }
+
+    fn values(self, r: &Row, non_embedding: bool) -> Vec<f64> {
+        let params = if non_embedding { r.non_embedding_params } else { r.params };
+        match self {
+            Law::ParamsTokens => vec![params, r.tokens],
+            Law::WidthDepthTokens => vec![r.width, r.depth, r.tokens],
+            Law::WidthDepthParamsTokens => vec![r.width, r.depth, params, r.tokens],
+        }
+    }
+}
+
+/// One evaluated checkpoint.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub run_name: String,
+    pub width: f64,
+    pub depth: f64,
+    pub params: f64,
+    pub non_embedding_params: f64,
+    pub tokens: f64,
+    pub loss: f64,
+    pub flops: f64,
+}
+
+/// Rows of a results file: moegrad's `results.jsonl` or the Gemstones release (whose
+/// `params_active_precise` counts every parameter).
+pub fn read_rows(path: &std::path::Path) -> Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let num = |k: &str| v[k].as_f64().with_context(|| format!("{}:{}: missing number {k:?}", path.display(), i + 1));
+        let params = num("params_active_precise")?;
+        let tokens = num("tokens")?;
+        rows.push(Row {
+            run_name: v["run_name"].as_str().unwrap_or_default().to_string(),
+            width: num("width")?,
+            depth: num("depth")?,
+            params,
+            non_embedding_params: v["non_embedding_params"].as_f64().unwrap_or(f64::NAN),
+            tokens,
+            loss: num("final_loss")?,
+            flops: v["flops"].as_f64().unwrap_or(6.0 * params * tokens),
+        });
+    }
+    if rows.is_empty() {
+        bail!("{} has no rows", path.display());
+    }
+    Ok(rows)
+}
+
+/// A fitted law, in the Gemstones layout.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fit {
+    pub law: &'static str,
+    pub exponents: Vec<f64>,
+    pub coefficients: Vec<f64>,
+    pub irreducible_error: f64,
+    pub objective: f64,
+}
+
+impl Fit {
+    fn from_theta(law: Law, theta: &[f64], objective: f64) -> Fit {
+        let k = law.variables().len();
+        Fit { law: law.gemstones_name(), coefficients: theta[..k].to_vec(), exponents: theta[k..2 * k].to_vec(), irreducible_error: theta[2 * k], objective }
+    }
+
+    fn theta(&self) -> Vec<f64> {
+        self.coefficients.iter().chain(&self.exponents).copied().chain([self.irreducible_error]).collect()
+    }
+
+    /// Predicted loss for variable values (in the law's order).
+    pub fn predict(&self, values: &[f64]) -> f64 {
+        let logs: Vec<f64> = values.iter().map(|v| v.ln()).collect();
+        log_predict(&self.theta(), &logs).0.exp()
+    }
+}
+
+/// (log L, d log L / d theta) for theta = [c, x, e] at log-variables `logs`.
+fn log_predict(theta: &[f64], logs: &[f64]) -> (f64, Vec<f64>) {
+    let k = logs.len();
+    let terms: Vec<f64> = (0..k).map(|j| theta[j] - theta[k + j] * logs[j]).chain([theta[2 * k]]).collect();
+    let m = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = terms.iter().map(|t| (t - m).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut grad = vec![0.0; 2 * k + 1];
+    for j in 0..k {
+        grad[j] = weights[j] / total;
+        grad[k + j] = -weights[j] / total * logs[j];
+    }
+    grad[2 * k] = weights[k] / total;
+    (m + total.ln(), grad)
+}
+
+fn huber(delta: f64, r: f64) -> (f64, f64) {
+    if r.abs() <= delta {
+        (0.5 * r * r, r)
+    } else {
+        (delta * (r.abs() - 0.5 * delta), delta * r.signum())
+    }
+}
+
+/// The fitting objective over prepared rows (log-variables, log loss).
+struct Objective<'a> {
+    data: &'a [(Vec<f64>, f64)],
+    delta: f64,
+}
+
+impl Objective<'_> {
+    fn eval(&self, theta: &[f64]) -> (f64, Vec<f64>) {
+        let mut value = 0.0;
+        let mut grad = vec![0.0; theta.len()];
+        for (logs, log_loss) in self.data {
+            let (pred, dpred) = log_predict(theta, logs);
+            let (h, dh) = huber(self.delta, log_loss - pred);
+            value += h;
+            grad.iter_mut().zip(&dpred).for_each(|(g, d)| *g -= dh * d);
+        }
+        (value, grad)
+    }
+}
+
+impl CostFunction for Objective<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, p: &Vec<f64>) -> Result<f64, argmin::core::Error> {
+        Ok(self.eval(p).0)
+    }
+}
+
+impl Gradient for Objective<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, p: &Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> {
+        Ok(self.eval(p).1)
+    }
+}
+
+/// L-BFGS from one start: (best theta, objective), or None if it failed.
+fn minimise(objective: &Objective, start: Vec<f64>, max_iters: u64) -> Option<(Vec<f64>, f64)> {
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10).with_tolerance_cost(1e-14).ok()?.with_tolerance_grad(1e-12).ok()?;
+    let result = Executor::new(Objective { data: objective.data, delta: objective.delta }, solver).configure(|s| s.param(start).max_iters(max_iters)).run().ok()?;
+    let state = result.state();
+    let best = state.get_best_param()?.clone();
+    let cost = state.get_best_cost();
+    cost.is_finite().then_some((best, cost))
+}
+
+/// Starting points: every combination of these values, or a fixed random sample of them
+/// when there are more than `max_starts`.
+#[derive(Clone, Debug)]
+pub struct StartGrid {
+    pub exponents: Vec<f64>,
+    pub coefficients: Vec<f64>,
+    pub irreducible: Vec<f64>,
+    pub max_starts: usize,
+}
+
+impl StartGrid {
+    /// The Gemstones grid: exponents {0, .5, 1, 1.5, 2}, coefficients {0, 5, ..., 25},
+    /// e in {-1, -.5, 0, .5, 1}. Every combination for two variables.
+    pub fn gemstones() -> Self {
+        StartGrid {
+            exponents: vec![0.0, 0.5, 1.0, 1.5, 2.0],
+            coefficients: vec![0.0, 5.0, 10.0, 15.0, 20.0, 25.0],
+            irreducible: vec![-1.0, -0.5, 0.0, 0.5, 1.0],
+            max_starts: usize::MAX,
+        }
+    }
+
+    /// The Gemstones grid, sampled down to `max_starts` points (three and four variables
+    /// have 10^5 and 4 x 10^6 combinations).
+    pub fn sampled(max_starts: usize) -> Self {
+        StartGrid { max_starts, ..StartGrid::gemstones() }
+    }
+
+    /// The default for a law: the whole grid for two variables, 4000 of its points beyond.
+    pub fn for_law(law: Law) -> Self {
+        if law.variables().len() == 2 {
+            StartGrid::gemstones()
+        } else {
+            StartGrid::sampled(4000)
+        }
+    }
+
+    /// The grid point with index `i` (mixed radix over the 2k + 1 coordinates).
+    fn point(&self, k: usize, mut i: usize) -> Vec<f64> {
+        let mut p = Vec::with_capacity(2 * k + 1);
+        for axis in (0..k).map(|_| &self.coefficients).chain((0..k).map(|_| &self.exponents)).chain([&self.irreducible]) {
+            p.push(axis[i % axis.len()]);
+            i /= axis.len();
+        }
+        p
+    }
+
+    fn starts(&self, k: usize) -> Vec<Vec<f64>> {
+        let total = self.coefficients.len().pow(k as u32) * self.exponents.len().pow(k as u32) * self.irreducible.len();
+        if total <= self.max_starts {
+            return (0..total).map(|i| self.point(k, i)).collect();
+        }
+        let mut rng = StdRng::seed_from_u64(0x9e37);
+        let mut picked: Vec<usize> = rand::seq::index::sample(&mut rng, total, self.max_starts).into_vec();
+        picked.sort_unstable();
+        picked.into_iter().map(|i| self.point(k, i)).collect()
+    }
+}
+
+fn prepare(rows: &[Row], law: Law, non_embedding: bool) -> Result<Vec<(Vec<f64>, f64)>> {
+    rows.iter()
+        .map(|r| {
+            let v = law.values(r, non_embedding);
+            if v.iter().any(|x| !(x.is_finite() && *x > 0.0)) || !(r.loss > 0.0) {
+                bail!("row {} ({}) has a missing or non-positive variable for {:?}", r.run_name, r.tokens, law);
+            }
+            Ok((v.iter().map(|x| x.ln()).collect(), r.loss.ln()))
+        })
+        .collect()
+}
+
+/// L-BFGS iterations from each start of the grid, and for polishing the best of them.
+const SCOUT_ITERS: u64 = 60;
+const POLISH_ITERS: u64 = 3000;
+const POLISHED: usize = 8;
+
+/// Fits `law` to `rows` from every start of `grid`, keeping the best. Each start gets a
+/// short L-BFGS run; the best few are then run to convergence (with a Huber delta this
+/// small the objective is nearly L1, and short runs stall short of the minimum).
+pub fn fit(rows: &[Row], law: Law, delta: f64, grid: &StartGrid, non_embedding: bool) -> Result<Fit> {
+    let data = prepare(rows, law, non_embedding)?;
+    let objective = Objective { data: &data, delta };
+    let mut scouts: Vec<(Vec<f64>, f64)> = grid.starts(law.variables().len()).into_par_iter().filter_map(|start| minimise(&objective, start, SCOUT_ITERS)).collect();
+    scouts.sort_by(|a, b| a.1.total_cmp(&b.1));
+    scouts.truncate(POLISHED);
+    let best = scouts
+        .into_par_iter()
+        .filter_map(|(theta, cost)| {
+            let polished = minimise(&objective, theta.clone(), POLISH_ITERS);
+            Some(polished.filter(|p| p.1 <= cost).unwrap_or((theta, cost)))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .context("every L-BFGS start failed")?;
+    Ok(Fit::from_theta(law, &best.0, best.1))
+}
+
+/// The objective of a given law (e.g. a published one) on `rows`.
+pub fn objective_of(rows: &[Row], law: Law, delta: f64, fit: &Fit, non_embedding: bool) -> Result<f64> {
+    let data = prepare(rows, law, non_embedding)?;
+    Ok(Objective { data: &data, delta }.eval(&fit.theta()).0)
+}
+
+/// 2.5 and 97.5 percentiles of every fitted quantity over bootstrap resamples of the rows,
+/// each refitted from the full fit's solution.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bootstrap {
+    pub samples: usize,
+    pub exponents: Vec<(f64, f64)>,
+    pub coefficients: Vec<(f64, f64)>,
+    pub irreducible_error: (f64, f64),
+}
+
+pub fn bootstrap(rows: &[Row], law: Law, delta: f64, best: &Fit, samples: usize, seed: u64, non_embedding: bool) -> Result<Bootstrap> {
+    let data = prepare(rows, law, non_embedding)?;
+    let thetas: Vec<Vec<f64>> = (0..samples)
+        .into_par_iter()
+        .filter_map(|b| {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(b as u64));
+            let resampled: Vec<(Vec<f64>, f64)> = (0..data.len()).map(|_| data[rng.random_range(0..data.len())].clone()).collect();
+            minimise(&Objective { data: &resampled, delta }, best.theta(), 200).map(|(t, _)| t)
+        })
+        .collect();
+    if thetas.is_empty() {
+        bail!("every bootstrap refit failed");
+    }
+    let interval = |i: usize| {
+        let mut v: Vec<f64> = thetas.iter().map(|t| t[i]).collect();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (at(0.025), at(0.975))
+    };
+    let k = law.variables().len();
+    Ok(Bootstrap {
+        samples: thetas.len(),
+        coefficients: (0..k).map(interval).collect(),
+        exponents: (k..2 * k).map(interval).collect(),
+        irreducible_error: interval(2 * k),
+    })
+}
+
+/// The compute-optimal split of a FLOP budget C = 6 N D under a params-tokens law.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComputeOptimal {
+    pub flops: f64,
+    pub params: f64,
+    pub tokens: f64,
+    pub loss: f64,
+}
+
+pub fn compute_optimal(fit: &Fit, flops: f64) -> ComputeOptimal {
+    let loss = |log_n: f64| fit.predict(&[log_n.exp(), flops / (6.0 * log_n.exp())]);
+    // The loss is unimodal in log N: golden-section search between 1 and C/6 parameters.
+    let (mut lo, mut hi) = (0.0f64, (flops / 6.0).ln());
+    let phi = 0.5 * (5f64.sqrt() - 1.0);
+    for _ in 0..200 {
+        let (a, b) = (hi - phi * (hi - lo), lo + phi * (hi - lo));
+        if loss(a) < loss(b) {
+            hi = b;
+        } else {
+            lo = a;
+        }
+    }
+    let n = (0.5 * (lo + hi)).exp();
+    ComputeOptimal { flops, params: n, tokens: flops / (6.0 * n), loss: loss(n.ln()) }
+}
+
+/// Approach 1: the compute-optimal frontier and power laws `N_opt = a C^alpha`,
+/// `D_opt = b C^beta` fitted to it (least squares in log space).
+#[derive(Clone, Debug, Serialize)]
+pub struct Frontier {
+    /// Indices of the rows on the lower convex hull of (log FLOPs, loss), by FLOPs.
+    pub hull: Vec<usize>,
+    /// The hull points where loss still falls: the compute-optimal checkpoints.
+    pub optimal: Vec<usize>,
+    pub params_exponent: f64,
+    pub params_coefficient: f64,
+    pub tokens_exponent: f64,
+    pub tokens_coefficient: f64,
+}
+
+fn line_fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (slope, my - slope * mx)
+}
+
+pub fn frontier(rows: &[Row]) -> Frontier {
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].flops > 0.0).collect();
+    order.sort_by(|&a, &b| rows[a].flops.total_cmp(&rows[b].flops).then(rows[a].loss.total_cmp(&rows[b].loss)));
+    let point = |i: usize| (rows[i].flops.ln(), rows[i].loss);
+    let mut hull: Vec<usize> = Vec::new();
+    for i in order {
+        while hull.len() >= 2 {
+            let (o, a, b) = (point(hull[hull.len() - 2]), point(hull[hull.len() - 1]), point(i));
+            let cross = (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0);
+            if cross <= 0.0 {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(i);
+    }
+    let mut optimal = Vec::new();
+    for &i in &hull {
+        if optimal.last().is_none_or(|&j: &usize| rows[i].loss < rows[j].loss) {
+            optimal.push(i);
+        }
+    }
+    let fit_of = |f: &dyn Fn(&Row) -> f64| line_fit(&optimal.iter().map(|&i| (rows[i].flops.ln(), f(&rows[i]).ln())).collect::<Vec<_>>());
+    let (pe, pc) = fit_of(&|r| r.params);
+    let (te, tc) = fit_of(&|r| r.tokens);
+    Frontier { hull, optimal, params_exponent: pe, params_coefficient: pc.exp(), tokens_exponent: te, tokens_coefficient: tc.exp() }
+}

@@ -1,0 +1,66 @@
+//! The bundled tiny sweep end to end on lavapipe: plan, two shards (one interrupted and
+//! resumed), merged results in the Gemstones columns, a fit and the plots.
+
+use std::path::PathBuf;
+
+use moegrad::fit::{fit, read_rows, Law, StartGrid};
+use moegrad::sweep::{finished, run_sweep, slurm_script, write_results, Sweep};
+
+use crate::common::device;
+
+fn config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sweeps/tiny.toml")
+}
+
+#[test]
+fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
+    let sweep = Sweep::load(&config()).unwrap();
+    let runs = sweep.plan().unwrap();
+    assert_eq!(runs.len(), 12, "3 widths x 2 depths x 2 kinds");
+    assert!(runs.iter().all(|r| r.config.model.heads * 16 == r.width && r.accounting.params > 0));
+    let out = std::env::temp_dir().join(format!("moegrad-test-{}-sweep", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+
+    // Shard 0 is interrupted in its first run, then resumed; shard 1 runs after.
+    run_sweep(&device(), &runs, &out, (0, 2), true, Some(30)).unwrap();
+    assert!(!finished(&out, &runs[0]));
+    run_sweep(&device(), &runs, &out, (0, 2), true, None).unwrap();
+    assert!(runs.iter().step_by(2).all(|r| finished(&out, r)) && !finished(&out, &runs[1]));
+    run_sweep(&device(), &runs, &out, (1, 2), true, None).unwrap();
+    assert!(runs.iter().all(|r| finished(&out, r)));
+    // A finished sweep is skipped entirely.
+    let ckpt = out.join("runs").join(&runs[0].name).join("checkpoint.safetensors");
+    let before = std::fs::metadata(&ckpt).unwrap().modified().unwrap();
+    run_sweep(&device(), &runs, &out, (0, 1), true, None).unwrap();
+    assert_eq!(std::fs::metadata(&ckpt).unwrap().modified().unwrap(), before);
+
+    let count = write_results(&runs, &out).unwrap();
+    assert_eq!(count, 12 * 4, "evaluations at steps 20, 40, 60, 80 of every run");
+    let first: serde_json::Value = serde_json::from_str(std::fs::read_to_string(out.join("results.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    for key in ["run_name", "width", "depth", "params_active_precise", "tokens", "step", "final_loss", "ffn", "lr", "flops", "wall_seconds"] {
+        assert!(!first[key].is_null(), "results row lacks {key}: {first}");
+    }
+    let rows = read_rows(&out.join("results.jsonl")).unwrap();
+    let law = fit(&rows, Law::ParamsTokens, 1e-3, &StartGrid::gemstones(), false).unwrap();
+    assert!(law.objective.is_finite());
+    moegrad::sweep_report::write_plots(&out.join("plots"), &rows, Some((&law, Law::ParamsTokens))).unwrap();
+    for plot in ["loss_vs_tokens", "loss_vs_flops", "isoflop", "fit", "width_depth", "ffn_kinds"] {
+        for ext in ["png", "svg"] {
+            assert!(out.join("plots").join(format!("{plot}.{ext}")).exists(), "{plot}.{ext} missing");
+        }
+    }
+    assert!(slurm_script(&config(), &out, 3).contains("--array=0-2"));
+}
+
+#[test]
+fn widths_that_do_not_divide_into_heads_are_refused_up_front() {
+    let dir = std::env::temp_dir().join(format!("moegrad-test-{}-badsweep", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[sweep]\nwidths = [16, 40]\ndepths = [1]\nhead_dim = 16\ntokens = 1000\n").unwrap();
+    let err = Sweep::load(&path).unwrap().plan().err().unwrap().to_string();
+    assert!(err.contains("width 40") && err.contains("sweep.head_dim"), "{err}");
+    std::fs::write(&path, "[sweep]\nwidths = [16]\ndepths = [1]\nheads = 2\n").unwrap();
+    let err = Sweep::load(&path).err().unwrap().to_string();
+    assert!(err.contains("heads"), "{err}");
+}
