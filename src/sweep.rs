@@ -133,14 +133,14 @@ impl Sweep {
 /// The plan as a table.
 pub fn plan_table(runs: &[PlannedRun]) -> String {
     let mut out = format!(
-        "{:<28} {:>6} {:>5} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>8}\n",
-        "run", "width", "depth", "ffn", "params", "non-embed", "active", "FLOPs/token", "total FLOPs", "steps"
+        "{:<28} {:>6} {:>5} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>8}\n",
+        "run", "width", "depth", "ffn", "params", "non-embed", "active", "FLOPs/token", "6N/token", "total FLOPs", "steps"
     );
     for r in runs {
         let a = &r.accounting;
         out += &format!(
-            "{:<28} {:>6} {:>5} {:>8} {:>12} {:>12} {:>12} {:>12.4e} {:>12.4e} {:>8}\n",
-            r.name, r.width, r.depth, r.ffn.name(), a.params, a.non_embedding_params, a.active_params, a.flops_per_token, r.total_flops(), r.config.train.steps
+            "{:<28} {:>6} {:>5} {:>8} {:>12} {:>12} {:>12} {:>12.4e} {:>12.4e} {:>12.4e} {:>8}\n",
+            r.name, r.width, r.depth, r.ffn.name(), a.params, a.non_embedding_params, a.active_params, a.flops_per_token, a.flops_per_token_6n, r.total_flops(), r.config.train.steps
         );
     }
     out

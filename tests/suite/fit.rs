@@ -51,7 +51,7 @@ fn check_reproduces(law: Law, rows_file: &str, fit_file: &str, grid: &StartGrid,
 
 #[test]
 fn reproduces_the_published_params_tokens_fits() {
-    for (rows, fit) in [("losses_hot.jsonl", "fit_delta1e-4_parameters_hot.json"), ("losses_cool_end.jsonl", "fit_delta1e-4_parameters_cool_end.json"), ("losses_hot_100b+.jsonl", "fit_delta1e-4_parameters_hot_100b+.json")] {
+    for (rows, fit) in [("losses_hot.jsonl", "fit_delta1e-4_parameters_hot.json"), ("losses_cool_end.jsonl", "fit_delta1e-4_parameters_cool_end.json"), ("losses_hot_100b+.jsonl", "fit_delta1e-4_parameters_hot_100b+.json"), ("losses_lr_ablation_hot.jsonl", "fit_delta1e-4_parameters_lr_ablation_hot.json")] {
         check_reproduces(Law::ParamsTokens, rows, fit, &StartGrid::gemstones(), 1.0);
     }
 }
