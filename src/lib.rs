@@ -19,6 +19,7 @@
 //! backward rules and CPU references) and [`models`].
 
 pub mod accounting;
+pub mod bench;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

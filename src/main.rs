@@ -123,6 +123,19 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Benchmark suites, timed with GPU timestamp queries: `pytorch` (the workloads of the
+    /// PyTorch comparison; see benches/pytorch_reference.py) or `kernels`.
+    Bench {
+        #[arg(long, default_value = "pytorch")]
+        suite: String,
+        /// gpu (the H100-sized shapes) or tiny; default: tiny on CPU adapters, else gpu.
+        #[arg(long)]
+        scale: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Fit a scaling law to results (a sweep's results.jsonl or the Gemstones rows).
     Fit {
         results: PathBuf,
@@ -381,6 +394,35 @@ fn run_sweep_command(action: SweepAction, config: PathBuf, out: Option<PathBuf>,
     }
 }
 
+fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool) -> Result<()> {
+    use moegrad::bench::{run, Scale};
+    let device = Device::new()?;
+    let scale = match scale.as_deref() {
+        Some("gpu") => Scale::Gpu,
+        Some("tiny") => Scale::Tiny,
+        Some(other) => anyhow::bail!("--scale {other:?}: expected gpu or tiny"),
+        None if device.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu => Scale::Tiny,
+        None => Scale::Gpu,
+    };
+    let report = run(&device, &suite, scale, iters, 0)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!("{} on {} ({:?} shapes; timer: {})", report.suite, report.device, scale, report.results.first().map_or("-", |r| r.timer));
+    for r in &report.results {
+        let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
+        println!("  {:<52} {:>10.3} ms  {:>12.3} {}{peak}", r.key, r.ms, r.value, r.unit);
+    }
+    if let Some(c) = &report.counters {
+        println!(
+            "  training step: {} buffers created after warm-up, {:.1} submissions and {:.0} dispatches per step",
+            c.buffers_created_after_warmup, c.submissions_per_step, c.dispatches_per_step
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     if let Err(e) = run(Cli::parse().command) {
         eprintln!("error: {e:#}");
@@ -400,6 +442,7 @@ fn run(command: Command) -> Result<()> {
         Command::Sweep { action, config, out, shard, emit, shards, law, stop_after, quiet } => {
             run_sweep_command(action, config, out, shard, emit, shards, law, stop_after, quiet)
         }
+        Command::Bench { suite, scale, iters, json } => run_bench(suite, scale, iters, json),
         Command::Fit { results, law, delta, no_embeddings, bootstrap, budget, json } => run_fit(results, law, delta, no_embeddings, bootstrap, budget, json),
         Command::Demo { steps, seed, lr } => demo(steps, seed, lr),
     }

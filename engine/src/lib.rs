@@ -6,6 +6,7 @@
 mod device;
 mod dtype;
 mod error;
+mod gpu_timer;
 mod launch;
 mod pipeline;
 mod pool;

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::device::DeviceInner;
+use crate::gpu_timer::PassTimestamps;
 
 /// Bytes in one parameter slot: the largest uniform struct a kernel may declare, and the
 /// offset alignment every adapter accepts.
@@ -29,6 +30,8 @@ pub(crate) struct Recorder {
     pub submissions: usize,
     pub dispatches: usize,
     pub read_backs: usize,
+    /// While `Device::time_gpu` measures: the timestamp queries of each compute pass.
+    pub timestamps: Option<PassTimestamps>,
 }
 
 impl Recorder {
@@ -40,7 +43,7 @@ impl Recorder {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Recorder { commands: Vec::new(), params: Vec::new(), arena, slot, submissions: 0, dispatches: 0, read_backs: 0 }
+        Recorder { commands: Vec::new(), params: Vec::new(), arena, slot, submissions: 0, dispatches: 0, read_backs: 0, timestamps: None }
     }
 
     /// Reserves a parameter slot (flushing first when the arena is full) and returns its
@@ -76,7 +79,8 @@ impl Recorder {
         while let Some(command) = commands.next() {
             match command {
                 Command::Dispatch { pipeline, bind_group, groups } => {
-                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    let timestamp_writes = self.timestamps.as_mut().map(|t| t.next_pass(&device.device));
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
                     pass.set_pipeline(&pipeline);
                     pass.set_bind_group(0, &bind_group, &[]);
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);

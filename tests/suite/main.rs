@@ -2,6 +2,7 @@
 
 mod accounting;
 mod autodiff;
+mod bench;
 mod common;
 mod device;
 mod elementwise;

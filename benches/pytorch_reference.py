@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""The workloads of `moegrad bench --suite pytorch`, in PyTorch eager, printing the same
+JSON keys, so that one command on a GPU machine gives the side-by-side table:
+
+    python3 benches/pytorch_reference.py --json > torch.json
+    moegrad bench --suite pytorch --json > moegrad.json
+
+Times are CUDA-event medians over --iters runs after one warm-up. fp32 matmuls run without
+TF32 unless --tf32; `matmul_4096_fp16` (no moegrad counterpart yet) is the tensor-core
+reference. --scale tiny and --device cpu give the small shapes for a quick check.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def timed(fn, iters, device):
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def result(key, seconds, value, unit, timer):
+    return {"key": key, "ms": seconds * 1e3, "value": value, "unit": unit, "peak_fraction": None, "timer": timer}
+
+
+class MoE(torch.nn.Module):
+    """TopK MoE: softmax router without bias, top-k experts weighted by their
+    probabilities, GELU expert MLPs; tokens grouped by expert with one sort."""
+
+    def __init__(self, d, f, experts, k):
+        super().__init__()
+        self.k, self.experts = k, experts
+        self.router = torch.nn.Parameter(torch.randn(d, experts) * 0.02)
+        self.w_in = torch.nn.Parameter(torch.randn(experts, d, f) * 0.02)
+        self.w_out = torch.nn.Parameter(torch.randn(experts, f, d) * 0.02)
+
+    def forward(self, x):
+        probs = (x @ self.router).softmax(-1)
+        weights, idx = probs.topk(self.k, dim=-1)
+        flat = idx.reshape(-1)
+        order = flat.argsort(stable=True)
+        counts = torch.bincount(flat, minlength=self.experts).tolist()
+        xs = x[order // self.k]
+        outs, start = [], 0
+        for e, n in enumerate(counts):
+            h = F.gelu(xs[start:start + n] @ self.w_in[e], approximate="tanh")
+            outs.append(h @ self.w_out[e])
+            start += n
+        ys = torch.cat(outs) * weights.reshape(-1)[order, None]
+        return torch.zeros_like(x).index_add_(0, order // self.k, ys)
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d, heads, f, experts, k):
+        super().__init__()
+        self.heads = heads
+        self.n1, self.n2 = torch.nn.RMSNorm(d), torch.nn.RMSNorm(d)
+        self.qkv = torch.nn.Linear(d, 3 * d, bias=False)
+        self.out = torch.nn.Linear(d, d, bias=False)
+        self.moe = MoE(d, f, experts, k)
+
+    def forward(self, x, cos, sin):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.n1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+
+        def rope(z):
+            a, c = z.chunk(2, dim=-1)
+            return torch.cat([a * cos - c * sin, a * sin + c * cos], dim=-1)
+
+        y = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+        x = x + self.out(y.transpose(1, 2).reshape(b, t, d))
+        return x + self.moe(self.n2(x).reshape(b * t, d)).view(b, t, d)
+
+
+class LM(torch.nn.Module):
+    def __init__(self, vocab, d, layers, heads, context, f, experts, k):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, d)
+        self.blocks = torch.nn.ModuleList(Block(d, heads, f, experts, k) for _ in range(layers))
+        self.norm = torch.nn.RMSNorm(d)
+        hd = d // heads
+        angles = torch.arange(context)[:, None] * 10000.0 ** (-2 * torch.arange(hd // 2) / hd)
+        self.register_buffer("cos", angles.cos())
+        self.register_buffer("sin", angles.sin())
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        for blk in self.blocks:
+            x = blk(x, self.cos[: ids.shape[1]], self.sin[: ids.shape[1]])
+        return self.norm(x) @ self.embed.weight.T  # tied output projection
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", choices=["gpu", "tiny"], default="gpu")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    dev, gpu, iters = args.device, args.scale == "gpu", args.iters
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    timer = "gpu" if dev == "cuda" else "wall"
+    torch.manual_seed(0)
+    results = []
+
+    n = 4096 if gpu else 256
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    s = timed(lambda: a @ b, iters, dev)
+    results.append(result(f"matmul_{n}_fp32", s, 2 * n**3 / s / 1e12, "TFLOP/s", timer))
+    if dev == "cuda":
+        ah, bh = a.half(), b.half()
+        s = timed(lambda: ah @ bh, iters, dev)
+        results.append(result(f"matmul_{n}_fp16", s, 2 * n**3 / s / 1e12, "TFLOP/s", timer))
+
+    rows, cols = (16384, 4096) if gpu else (512, 1024)
+    x = torch.randn(rows, cols, device=dev)
+    for name, fn in [("softmax", lambda: x.softmax(-1)), ("log_softmax", lambda: x.log_softmax(-1))]:
+        s = timed(fn, iters, dev)
+        results.append(result(f"{name}_{rows}x{cols}", s, 8 * rows * cols / s / 1e12, "TB/s", timer))
+
+    tokens = 65536 if gpu else 4096
+    logits = torch.randn(tokens, 64, device=dev)
+    s = timed(lambda: logits.softmax(-1).topk(2, dim=-1), iters, dev)
+    results.append(result(f"router_softmax_top2_{tokens}x64", s, s * 1e6, "us", timer))
+
+    t, d, f = (16384, 1024, 2048) if gpu else (512, 64, 128)
+    moe = MoE(d, f, 8, 2).to(dev)
+    xm = torch.randn(t, d, device=dev, requires_grad=True)
+    seed = torch.randn(t, d, device=dev)
+
+    def moe_step():
+        moe(xm).backward(seed)
+        moe.zero_grad(set_to_none=True)
+        xm.grad = None
+
+    s = timed(moe_step, iters, dev)
+    results.append(result(f"moe_layer_fwd_bwd_T{t}_d{d}_f{f}_E8_k2", s, 12 * t * 2 * d * f / s / 1e12, "TFLOP/s", timer))
+
+    d, layers, batch, context, vocab = (512, 8, 16, 512, 50304) if gpu else (64, 2, 4, 64, 512)
+    model = LM(vocab, d, layers, d // 64, context, 2 * d, 8, 2).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    ids = torch.randint(0, vocab, (batch, context + 1), device=dev)
+
+    def lm_step():
+        loss = F.cross_entropy(model(ids[:, :-1]).reshape(-1, vocab), ids[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    s = timed(lm_step, iters, dev)
+    results.append(result(f"moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}", s, batch * context / s, "tokens/s", timer))
+
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    report = {"suite": "pytorch", "device": f"PyTorch {torch.__version__} on {name}", "results": results, "counters": None}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for r in results:
+            print(f"  {r['key']:<52} {r['ms']:>10.3f} ms  {r['value']:>12.3f} {r['unit']}")
+
+
+if __name__ == "__main__":
+    main()

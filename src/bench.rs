@@ -1,0 +1,233 @@
+//! `moegrad bench`: the workloads of the PyTorch comparison (and a per-kernel set), timed
+//! with GPU timestamp queries where the adapter has them (wall clock with a full wait
+//! otherwise), reported as throughput and, for known GPUs, as a fraction of peak.
+//! `benches/pytorch_reference.py` prints the same keys for PyTorch on the same GPU.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use moegrad_engine::{no_grad, Device, Tensor};
+use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, Transformer};
+use moegrad_ops::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// Problem sizes: `Gpu` is the H100 table, `Tiny` the same workloads for lavapipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    Gpu,
+    Tiny,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub key: String,
+    /// Median time of one iteration, milliseconds.
+    pub ms: f64,
+    pub value: f64,
+    pub unit: &'static str,
+    /// Share of the adapter's peak for this kind of work, when the peak is known.
+    pub peak_fraction: Option<f64>,
+    /// "gpu" (timestamp queries) or "wall".
+    pub timer: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepCounters {
+    /// wgpu buffers created by training steps after the first (0 when the pool works).
+    pub buffers_created_after_warmup: usize,
+    pub submissions_per_step: f64,
+    pub dispatches_per_step: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub suite: String,
+    pub device: String,
+    pub results: Vec<BenchResult>,
+    pub counters: Option<StepCounters>,
+}
+
+/// (fp32 FLOP/s, bytes/s) peaks of adapters we know.
+fn peaks(device: &Device) -> Option<(f64, f64)> {
+    let name = device.name().to_lowercase();
+    if name.contains("h100") {
+        Some((67e12, 3.35e12))
+    } else if name.contains("h200") {
+        Some((67e12, 4.8e12))
+    } else {
+        None
+    }
+}
+
+enum Work {
+    Flops(f64),
+    Bytes(f64),
+    Tokens(f64),
+    Latency,
+}
+
+struct Runner {
+    device: Device,
+    iters: usize,
+    results: Vec<BenchResult>,
+}
+
+impl Runner {
+    /// Median time of `f` over `iters` runs after one warm-up run.
+    fn time(&self, f: &dyn Fn()) -> (Duration, &'static str) {
+        f();
+        self.device.synchronize();
+        let mut times: Vec<(Duration, &'static str)> = (0..self.iters)
+            .map(|_| match self.device.time_gpu(f) {
+                ((), Some(t)) => (t, "gpu"),
+                ((), None) => {
+                    let start = Instant::now();
+                    f();
+                    self.device.synchronize();
+                    (start.elapsed(), "wall")
+                }
+            })
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    }
+
+    fn run(&mut self, key: &str, work: Work, f: &dyn Fn()) {
+        let (t, timer) = self.time(f);
+        let s = t.as_secs_f64().max(1e-12);
+        let peak = peaks(&self.device);
+        let (value, unit, peak_fraction) = match work {
+            Work::Flops(n) => (n / s / 1e12, "TFLOP/s", peak.map(|p| n / s / p.0)),
+            Work::Bytes(n) => (n / s / 1e12, "TB/s", peak.map(|p| n / s / p.1)),
+            Work::Tokens(n) => (n / s, "tokens/s", None),
+            Work::Latency => (s * 1e6, "us", None),
+        };
+        self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, value, unit, peak_fraction, timer });
+    }
+}
+
+fn randn(dev: &Device, shape: &[usize], rng: &mut StdRng) -> Result<Tensor> {
+    Ok(Tensor::randn(dev, shape, 1.0, rng)?)
+}
+
+/// The workloads of the PyTorch table.
+fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<StepCounters> {
+    let dev = r.device.clone();
+    let n = if scale == Scale::Gpu { 4096 } else { 256 };
+    let (a, b) = (randn(&dev, &[n, n], rng)?, randn(&dev, &[n, n], rng)?);
+    r.run(&format!("matmul_{n}_fp32"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(matmul(&a, &b)));
+
+    let (rows, cols) = if scale == Scale::Gpu { (16384, 4096) } else { (512, 1024) };
+    let x = randn(&dev, &[rows, cols], rng)?;
+    r.run(&format!("softmax_{rows}x{cols}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(softmax(&x)));
+    r.run(&format!("log_softmax_{rows}x{cols}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(log_softmax(&x)));
+
+    let tokens = if scale == Scale::Gpu { 65536 } else { 4096 };
+    let logits = randn(&dev, &[tokens, 64], rng)?;
+    r.run(&format!("router_softmax_top2_{tokens}x64"), Work::Latency, &|| drop(route(&logits, 2, false)));
+
+    let (t, d, f) = if scale == Scale::Gpu { (16384, 1024, 2048) } else { (512, 64, 128) };
+    let cfg = MoeConfig { experts: 8, top_k: 2, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
+    let moe = MoeFfn::new(&dev, FfnKind::Topk, d, f, &cfg, 0.02, rng)?;
+    let x = randn(&dev, &[t, d], rng)?.requires_grad();
+    let seed = randn(&dev, &[t, d], rng)?;
+    let moe_flops = 3.0 * 2.0 * 2.0 * (t * 2 * d * f) as f64; // two grouped matmuls, forward + 2x backward
+    r.run(&format!("moe_layer_fwd_bwd_T{t}_d{d}_f{f}_E8_k2"), Work::Flops(moe_flops), &|| {
+        moe.forward(&x, true).0.backward_with(&seed);
+        moe.parameters().iter().for_each(|(_, p)| p.zero_grad());
+        x.zero_grad();
+    });
+
+    let (d, layers, batch, context, vocab) = if scale == Scale::Gpu { (512, 8, 16, 512, 50304) } else { (64, 2, 4, 64, 512) };
+    let model_cfg = ModelConfig {
+        vocab_size: vocab,
+        d_model: d,
+        layers,
+        heads: d / 64,
+        context,
+        ffn: FfnKind::Topk,
+        moe: MoeConfig { experts: 8, top_k: 2, expert_hidden: 2 * d, ..MoeConfig::default() },
+        ..ModelConfig::default()
+    };
+    let model = Transformer::new(&dev, &model_cfg, rng)?;
+    let mut opt = AdamW::new(model.parameters(), AdamWConfig::default())?;
+    let ids: Vec<u32> = (0..batch * (context + 1)).map(|_| rng.random_range(0..vocab as u32)).collect();
+    let inputs = Tensor::from_u32(&dev, &ids[..batch * context], &[batch, context])?;
+    let targets = Tensor::from_u32(&dev, &ids[batch..batch + batch * context], &[batch * context])?;
+    let opt = std::cell::RefCell::new(&mut opt);
+    let step = || {
+        let out = model.forward(&inputs, true);
+        let loss = cross_entropy(&out.logits, &targets, CrossEntropyOptions::default());
+        match out.aux_loss() {
+            Some(aux) => loss.add(&aux).backward(),
+            None => loss.backward(),
+        }
+        clip_grad_norm(opt.borrow().parameters(), 1.0);
+        opt.borrow_mut().step();
+        opt.borrow().zero_grad();
+        model.commit_defaults();
+    };
+    step();
+    dev.synchronize();
+    let before = dev.stats();
+    r.run(&format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}"), Work::Tokens((batch * context) as f64), &step);
+    let after = dev.stats();
+    let steps = (r.iters + 1) as f64;
+    Ok(StepCounters {
+        buffers_created_after_warmup: after.buffers_created - before.buffers_created,
+        submissions_per_step: (after.submissions - before.submissions) as f64 / steps,
+        dispatches_per_step: (after.dispatches - before.dispatches) as f64 / steps,
+    })
+}
+
+/// One forward run of every kernel family.
+fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
+    let dev = r.device.clone();
+    let n = if scale == Scale::Gpu { 2048 } else { 256 };
+    let (a, b) = (randn(&dev, &[n, n], rng)?, randn(&dev, &[n, n], rng)?);
+    for (ta, tb, name) in [(false, false, "nn"), (false, true, "nt"), (true, false, "tn")] {
+        r.run(&format!("matmul_{name}_{n}"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(matmul_t(&a, &b, ta, tb)));
+    }
+    let len = if scale == Scale::Gpu { 1 << 26 } else { 1 << 18 };
+    let (x, y) = (randn(&dev, &[len], rng)?, randn(&dev, &[len], rng)?);
+    r.run("add", Work::Bytes(12.0 * len as f64), &|| drop(x.add(&y)));
+    r.run("gelu", Work::Bytes(8.0 * len as f64), &|| drop(x.gelu()));
+    r.run("sum_all", Work::Bytes(4.0 * len as f64), &|| drop(x.sum_all()));
+    let (rows, cols) = if scale == Scale::Gpu { (16384, 4096) } else { (512, 1024) };
+    let s = randn(&dev, &[rows, cols], rng)?;
+    let w = randn(&dev, &[cols], rng)?;
+    r.run("stablemax", Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(stablemax(&s)));
+    r.run("rms_norm", Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(rms_norm(&s, &w, 1e-5)));
+    let targets = Tensor::from_u32(&dev, &(0..rows as u32).map(|i| i % cols as u32).collect::<Vec<_>>(), &[rows])?;
+    r.run("cross_entropy", Work::Bytes(4.0 * (rows * cols) as f64), &|| drop(cross_entropy(&s, &targets, CrossEntropyOptions::default())));
+    let tokens = if scale == Scale::Gpu { 65536 } else { 4096 };
+    let logits = randn(&dev, &[tokens, 64], rng)?;
+    let routed = route(&logits, 2, false);
+    r.run("permute", Work::Tokens((tokens * 2) as f64), &|| drop(plan_routing(&routed.indices, 64)));
+    let plan = plan_routing(&routed.indices, 64);
+    let d = if scale == Scale::Gpu { 1024 } else { 64 };
+    let h = randn(&dev, &[tokens, d], rng)?;
+    r.run("gather_slots", Work::Bytes(16.0 * (tokens * d) as f64), &|| drop(gather_slots(&h, &plan)));
+    let rows_sorted = randn(&dev, &[tokens * 2, d], rng)?;
+    r.run("combine_slots", Work::Bytes(12.0 * (tokens * d) as f64), &|| drop(combine_slots(&rows_sorted, &routed.weights, &plan)));
+    let ew = randn(&dev, &[64, d, d], rng)?;
+    r.run("grouped_matmul", Work::Flops(2.0 * (tokens * 2 * d * d) as f64), &|| drop(grouped_matmul(&rows_sorted, &ew, &plan.offsets)));
+    Ok(())
+}
+
+pub fn run(device: &Device, suite: &str, scale: Scale, iters: usize, seed: u64) -> Result<Report> {
+    let mut runner = Runner { device: device.clone(), iters: iters.max(1), results: Vec::new() };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let counters = no_grad(|| -> Result<Option<StepCounters>> {
+        match suite {
+            "pytorch" => Ok(None),
+            "kernels" => kernels_suite(&mut runner, scale, &mut rng).map(|_| None),
+            other => anyhow::bail!("--suite {other:?}: expected pytorch or kernels"),
+        }
+    })?;
+    // The training workloads need gradients, so they run outside no_grad.
+    let counters = if suite == "pytorch" { Some(pytorch_suite(&mut runner, scale, &mut rng)?) } else { counters };
+    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters })
+}
