@@ -3,10 +3,13 @@
 // sum). Logits are scaled by 1/temperature first. One pass over the row finds the max and
 // the sum together (the sum is rescaled whenever the max grows); a second pass writes.
 // MASK defines `allowed(row, j)`; masked entries get exactly 0 (log-softmax: the most
-// negative f32), and a fully masked row gives zeros, never NaN.
+// negative f32), and a fully masked row gives zeros, never NaN. When a row fits in
+// CACHE values per thread, the first pass keeps the logits in registers and the second
+// reads them there: one read of the row instead of two.
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
+const CACHE: u32 = {{CACHE}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
 
 struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 }
@@ -16,6 +19,25 @@ struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 {{MASK}}
+
+var<private> cached: array<f32, max(CACHE, 1u)>;
+
+// Logit j of the row (scaled), read from memory and kept as this thread's i-th value.
+fn load_logit(idx: u32, i: u32) -> f32 {
+    let z = x[idx] * p.inv_temp;
+    if CACHE > 0u {
+        cached[i] = z;
+    }
+    return z;
+}
+
+// The same logit in the second pass: from registers when cached.
+fn reload_logit(idx: u32, i: u32) -> f32 {
+    if CACHE > 0u {
+        return cached[i];
+    }
+    return x[idx] * p.inv_temp;
+}
 
 fn stable_s(z: f32) -> f32 {
     return select(1.0 / (1.0 - z), z + 1.0, z >= 0.0);
@@ -29,9 +51,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let base = row * p.n;
     var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
+    var i = 0u;
     for (var j = lid; j < p.n; j += WG) {
+        let z = load_logit(base + j, i);
+        i++;
         if allowed(row, j) {
-            let z = x[base + j] * p.inv_temp;
             if MODE == 2u {
                 acc.y += stable_s(z);
             } else {
@@ -42,10 +66,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let row_stats = workgroup_max_sum(lid, acc);
     let m = row_stats.x;
     let s = row_stats.y;
+    i = 0u;
     for (var j = lid; j < p.n; j += WG) {
         var out = select(0.0, MOST_NEGATIVE, MODE == 1u);
+        let z = reload_logit(base + j, i);
+        i++;
         if allowed(row, j) {
-            let z = x[base + j] * p.inv_temp;
             if MODE == 0u {
                 out = exp(z - m) / s;
             } else if MODE == 1u {

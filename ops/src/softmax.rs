@@ -87,6 +87,19 @@ fn workgroup_size(n: usize) -> u32 {
     n.next_power_of_two().clamp(32, 256) as u32
 }
 
+/// Most values per thread the forward kernel keeps in registers.
+const MAX_CACHED: usize = 16;
+
+/// Values per thread cached by the forward kernel for rows of `n` (0: rows too long).
+fn cached_per_thread(n: usize, wg: u32) -> usize {
+    let per_thread = n.div_ceil(wg as usize);
+    if per_thread <= MAX_CACHED {
+        per_thread.max(1)
+    } else {
+        0
+    }
+}
+
 /// (rows, n, mask_rows, causal_t) after checking the options against `x`.
 fn layout(op: &str, x: &Tensor, mask: &Mask) -> (usize, usize, usize, usize) {
     assert!(x.rank() >= 1, "{op}: needs at least one dimension, got a scalar");
@@ -128,9 +141,12 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
                  fn allowed(row: u32, j: u32) -> bool { return mask[(row % p.mask_rows) * p.n + j] != 0.0; }",
             ),
         };
-        let key = format!("softmax/{op}/{mask_key}/{wg}");
+        let cache = cached_per_thread(n, wg);
+        let key = format!("softmax/{op}/{mask_key}/{wg}/{cache}");
         let pipeline = dev.pipeline(&key, "main", || {
-            with_workgroup_reduce(render_template(SHADER, &[("WG", &wg.to_string()), ("MODE", &opts.kind.mode().to_string()), ("MASK", mask_code)]))
+            let values = [("WG", wg.to_string()), ("MODE", opts.kind.mode().to_string()), ("MASK", mask_code.to_string()), ("CACHE", cache.to_string())];
+            let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            with_workgroup_reduce(render_template(SHADER, &values))
         });
         let params = [rows as u32, n as u32, inv_temp.to_bits(), mask_rows as u32, causal_t as u32];
         match &opts.mask {
