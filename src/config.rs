@@ -98,17 +98,13 @@ impl Default for TrainConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct RunConfig {
     pub model: ModelConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
 }
 
-impl Default for RunConfig {
-    fn default() -> Self {
-        RunConfig { model: ModelConfig::default(), data: DataConfig::default(), train: TrainConfig::default() }
-    }
-}
 
 /// Sets `dotted.key` in a TOML table to `raw`, read as a TOML value (a bare word is a string).
 fn set_key(root: &mut toml::Table, key: &str, raw: &str) -> Result<()> {

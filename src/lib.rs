@@ -17,6 +17,8 @@
 //!
 //! The crates behind the facade: [`engine`] (device, tensors, tape), [`ops`] (kernels with
 //! backward rules and CPU references) and [`models`].
+// `!(x > 0.0)` rejects NaN as well as non-positive values: the negation is deliberate.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod accounting;
 pub mod bench;

@@ -64,7 +64,7 @@ impl AdapterSummary {
             subgroups: f.contains(wgpu::Features::SUBGROUP),
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             cooperative_matrix: f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
-            max_storage_binding: l.max_storage_buffer_binding_size as u64,
+            max_storage_binding: l.max_storage_buffer_binding_size,
             max_buffer: l.max_buffer_size,
             max_workgroup_storage: l.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
@@ -198,7 +198,7 @@ impl Device {
 
     /// The largest tensor, in bytes, that one kernel can bind.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.0.limits.max_storage_buffer_binding_size as u64).min(self.0.limits.max_buffer_size)
+        self.0.limits.max_storage_buffer_binding_size.min(self.0.limits.max_buffer_size)
     }
 
     /// Counters for checking that steady-state work allocates and compiles nothing new.

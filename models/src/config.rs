@@ -189,10 +189,10 @@ impl ModelConfig {
                 return Err(format!("{key} must be positive"));
             }
         }
-        if self.head_dim == 0 && self.d_model % self.heads != 0 {
+        if self.head_dim == 0 && !self.d_model.is_multiple_of(self.heads) {
             return Err(format!("model.heads = {} does not divide model.d_model = {} (set model.head_dim, or change either)", self.heads, self.d_model));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(format!("model.head_dim = {} must be even for rotary positions", self.head_dim()));
         }
         if !self.ffn_layers.is_empty() && self.ffn_layers.len() != self.layers {

@@ -23,7 +23,7 @@ fn angles(positions: usize, head_dim: usize, base: f64) -> Vec<f64> {
 
 impl RopeTable {
     pub fn new(device: &Device, positions: usize, head_dim: usize, base: f64) -> Result<Self> {
-        assert!(head_dim % 2 == 0 && head_dim > 0, "rope: head_dim {head_dim} must be even");
+        assert!(head_dim.is_multiple_of(2) && head_dim > 0, "rope: head_dim {head_dim} must be even");
         let a = angles(positions, head_dim, base);
         let cos: Vec<f32> = a.iter().map(|v| v.cos() as f32).collect();
         let sin: Vec<f32> = a.iter().map(|v| v.sin() as f32).collect();

@@ -13,7 +13,7 @@ fn adapter_is_chosen_by_name_or_refused_with_the_list() {
     let name = device().name().to_string();
     let part = &name[..name.len().min(6)];
     assert_eq!(Device::with_adapter(Some(&part.to_uppercase())).unwrap().name(), name);
-    let err = Device::with_adapter(Some("no-such-gpu")).err().expect("a bogus name must be refused");
+    let err = Device::with_adapter(Some("no-such-gpu")).expect_err("a bogus name must be refused");
     assert!(matches!(err, Error::AdapterNotFound { .. }));
     let msg = err.to_string();
     assert!(msg.contains("no-such-gpu") && msg.contains(&name), "{msg}");
@@ -23,7 +23,7 @@ fn adapter_is_chosen_by_name_or_refused_with_the_list() {
 fn device_uses_the_adapters_own_limits() {
     let dev = device();
     let listed = Device::adapters().into_iter().find(|a| a.name == dev.name()).unwrap();
-    assert_eq!(dev.limits().max_storage_buffer_binding_size as u64, listed.max_storage_binding);
+    assert_eq!(dev.limits().max_storage_buffer_binding_size, listed.max_storage_binding);
 }
 
 #[test]

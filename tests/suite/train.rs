@@ -108,7 +108,7 @@ fn corrupt_truncated_and_mismatched_checkpoints_are_refused_clearly() {
 fn config_errors_name_the_key() {
     let err = |sets: &[&str]| {
         let r = RunConfig::load(None, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).and_then(|c| c.validate().map(|_| c));
-        r.err().expect("must be refused").to_string()
+        r.expect_err("must be refused").to_string()
     };
     let e = err(&["model.dmodel=64"]);
     assert!(e.contains("model") && e.contains("dmodel"), "{e}");
