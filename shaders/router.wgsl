@@ -13,9 +13,6 @@ struct Params { tokens: u32, experts: u32, k: u32 }
 @group(0) @binding(3) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> indices: array<u32>;
 
-fn ranks_above(v: f32, i: u32, w: f32, j: u32) -> bool {
-    return v > w || (v == w && i < j);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -10,10 +10,6 @@ struct Params { rows: u32, n: u32, k: u32 }
 @group(0) @binding(2) var<storage, read_write> values: array<f32>;
 @group(0) @binding(3) var<storage, read_write> indices: array<u32>;
 
-// (v, i) ranks above (w, j): larger value, or equal value and lower index.
-fn ranks_above(v: f32, i: u32, w: f32, j: u32) -> bool {
-    return v > w || (v == w && i < j);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -8,6 +8,7 @@ use moegrad_engine::{grid, record_multi, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
 use crate::topk::{topk_reference, MAX_K, MAX_ROW};
+use crate::wgsl_library::with_ranking;
 
 const SHADER: &str = include_str!("../../shaders/router.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/router_backward.wgsl");
@@ -43,7 +44,7 @@ pub fn route(logits: &Tensor, k: usize, renormalize: bool) -> RouterOutput {
     let indices = alloc(&[tokens, k], DType::U32);
     let params = [tokens, experts, k].map(|v| v as u32);
     if tokens > 0 {
-        let pipeline = dev.pipeline(&format!("router/{renormalize}"), "main", || render_template(SHADER, &[("RENORMALIZE", flag(renormalize))]));
+        let pipeline = dev.pipeline(&format!("router/{renormalize}"), "main", || with_ranking(render_template(SHADER, &[("RENORMALIZE", flag(renormalize))])));
         dev.launch(&pipeline, &params, &[logits, &probs, &weights, &indices], grid(tokens.div_ceil(64)));
     }
     let (sp, sw, si) = (probs.clone(), weights.clone(), indices.clone());

@@ -5,6 +5,7 @@
 use moegrad_engine::{grid, record, DType, Tensor};
 
 use crate::host::HostTensor;
+use crate::wgsl_library::with_ranking;
 
 const SHADER: &str = include_str!("../../shaders/topk.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/topk_backward.wgsl");
@@ -28,7 +29,7 @@ pub fn topk(x: &Tensor, k: usize) -> (Tensor, Tensor) {
     let indices = Tensor::empty(dev, &shape, DType::U32).unwrap_or_else(|e| panic!("topk: {e}"));
     let params = [rows, n, k].map(|v| v as u32);
     if rows > 0 {
-        let pipeline = dev.pipeline("topk", "main", || SHADER.to_string());
+        let pipeline = dev.pipeline("topk", "main", || with_ranking(SHADER.to_string()));
         dev.launch(&pipeline, &params, &[x, &values, &indices], grid(rows.div_ceil(64)));
     }
     let (saved_indices, x_shape) = (indices.clone(), x.shape().to_vec());
