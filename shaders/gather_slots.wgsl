@@ -1,7 +1,5 @@
-// Moving rows between token order and expert order.
-//   gather:   dst[pos, :] = src[token of sorted_slots[pos], :] (each token appears k times);
-//   backward: dst[t, :] = sum over t's k slots of src[slot_positions[slot], :], in slot
-//             order: the inverse permutation makes the scatter-add deterministic.
+// Rows from token order to expert order: dst[pos, :] = src[token of sorted_slots[pos], :]
+// (each token appears k times). Its backward is the combine kernel with unit weights.
 
 struct Params { total: u32, d: u32, k: u32 }
 
@@ -18,19 +16,4 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     let pos = i / p.d;
     dst[i] = src[(index[pos] / p.k) * p.d + i % p.d];
-}
-
-@compute @workgroup_size(256)
-fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if i >= p.total {
-        return;
-    }
-    let t = i / p.d;
-    let c = i % p.d;
-    var acc = 0.0;
-    for (var j = 0u; j < p.k; j++) {
-        acc += src[index[t * p.k + j] * p.d + c];
-    }
-    dst[i] = acc;
 }

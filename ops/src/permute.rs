@@ -72,14 +72,9 @@ pub fn gather_slots(x: &Tensor, routing: &Routing) -> Tensor {
     }
     let r = routing.clone();
     record("gather_slots", out, &[x], move |g| {
-        let dev = g.device();
-        let dx = Tensor::empty(dev, &[r.tokens, d], DType::F32).unwrap_or_else(|e| panic!("gather_slots backward: {e}"));
-        if dx.numel() > 0 {
-            let pipeline = dev.pipeline("gather_slots_backward", "backward", || GATHER_SHADER.to_string());
-            let params = [dx.numel(), d, r.k].map(|v| v as u32);
-            dev.launch(&pipeline, &params, &[g, &r.slot_positions, &dx], grid(dx.numel().div_ceil(256)));
-        }
-        vec![Some(dx)]
+        // Summing each token's k rows back is the weighted combine with unit weights.
+        let ones = Tensor::ones(g.device(), &[r.tokens, r.k]).unwrap_or_else(|e| panic!("gather_slots backward: {e}"));
+        vec![Some(combine_forward(g, &ones, &r))]
     })
 }
 
@@ -90,13 +85,7 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
     assert!(rows.rank() == 2 && rows.shape()[0] == t * k, "combine_slots: rows {:?} must be [{}, d]", rows.shape(), t * k);
     assert_eq!(weights.shape(), &[t, k], "combine_slots: weights {:?} must be [{t}, {k}]", weights.shape());
     let d = rows.shape()[1];
-    let dev = rows.device();
-    let out = Tensor::empty(dev, &[t, d], DType::F32).unwrap_or_else(|e| panic!("combine_slots: {e}"));
-    if out.numel() > 0 {
-        let pipeline = dev.pipeline("combine", "combine", || COMBINE_SHADER.to_string());
-        let params = [out.numel(), d, k].map(|v| v as u32);
-        dev.launch(&pipeline, &params, &[rows, weights, &routing.slot_positions, &out], grid(out.numel().div_ceil(256)));
-    }
+    let out = combine_forward(rows, weights, routing);
     let (r, saved_rows, saved_weights) = (routing.clone(), rows.clone(), weights.clone());
     let (need_rows, need_weights) = (rows.is_tracked(), weights.is_tracked());
     record("combine_slots", out, &[rows, weights], move |g| {
@@ -118,6 +107,19 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
         });
         vec![drows, dweights]
     })
+}
+
+/// The combine kernel alone (not recorded): `y[t] = sum_j weights[t, j] * rows[pos(t, j)]`.
+fn combine_forward(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tensor {
+    let (t, k, d) = (routing.tokens, routing.k, rows.shape()[1]);
+    let dev = rows.device();
+    let out = Tensor::empty(dev, &[t, d], DType::F32).unwrap_or_else(|e| panic!("combine_slots: {e}"));
+    if out.numel() > 0 {
+        let pipeline = dev.pipeline("combine", "combine", || COMBINE_SHADER.to_string());
+        let params = [out.numel(), d, k].map(|v| v as u32);
+        dev.launch(&pipeline, &params, &[rows, weights, &routing.slot_positions, &out], grid(out.numel().div_ceil(256)));
+    }
+    out
 }
 
 /// CPU reference of `plan_routing`: (counts, offsets, sorted_slots, slot_positions).

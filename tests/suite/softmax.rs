@@ -78,6 +78,18 @@ fn rows_of_sixty_five_thousand() {
     }
 }
 
+/// Cross-entropy of `logits` against `targets`: value and gradient against the reference.
+fn check_cross_entropy(logits: HostTensor, targets: &[u32], opts: CrossEntropyOptions) {
+    let t = Tensor::from_u32(&device(), targets, &[targets.len()]).unwrap();
+    check_op(
+        "cross_entropy",
+        &[logits],
+        |l| cross_entropy(&l[0], &t, opts),
+        |h| HostTensor::new(&[], vec![cross_entropy_reference(&h[0], targets, opts)]),
+        TOL,
+    );
+}
+
 #[test]
 fn cross_entropy_with_ignore_index_and_z_loss() {
     let mut r = rng(54);
@@ -85,15 +97,7 @@ fn cross_entropy_with_ignore_index_and_z_loss() {
         for z_coef in [0.0, 0.1] {
             let opts = CrossEntropyOptions { ignore_index: 3, z_coef };
             let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).chain([3]).take(rows).collect();
-            let t = Tensor::from_u32(&device(), &targets, &[rows]).unwrap();
-            let x = host(&mut r, &[rows, v], -5.0, 5.0);
-            check_op(
-                "cross_entropy",
-                &[x],
-                |l| cross_entropy(&l[0], &t, opts),
-                |h| HostTensor::new(&[], vec![cross_entropy_reference(&h[0], &targets, opts)]),
-                TOL,
-            );
+            check_cross_entropy(host(&mut r, &[rows, v], -5.0, 5.0), &targets, opts);
         }
     }
 }
@@ -103,16 +107,7 @@ fn cross_entropy_over_a_fifty_thousand_vocabulary() {
     let mut r = rng(55);
     let (rows, v) = (3, 50_257);
     let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).collect();
-    let t = Tensor::from_u32(&device(), &targets, &[rows]).unwrap();
-    let x = host(&mut r, &[rows, v], -10.0, 10.0);
-    let opts = CrossEntropyOptions::default();
-    check_op(
-        "cross_entropy",
-        &[x],
-        |l| cross_entropy(&l[0], &t, opts),
-        |h| HostTensor::new(&[], vec![cross_entropy_reference(&h[0], &targets, opts)]),
-        TOL,
-    );
+    check_cross_entropy(host(&mut r, &[rows, v], -10.0, 10.0), &targets, CrossEntropyOptions::default());
 }
 
 #[test]
