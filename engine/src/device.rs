@@ -29,6 +29,10 @@ pub(crate) struct DeviceInner {
     pub pool: BufferPool,
     pub pipelines: PipelineCache,
     pub recorder: Mutex<Recorder>,
+    /// Tile shapes the adapter's cooperative-matrix (tensor-core) units support.
+    pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
+    /// Results of one-time checks of fast paths (see `Device::verified`).
+    pub verdicts: Mutex<std::collections::HashMap<&'static str, bool>>,
 }
 
 /// What `moegrad devices` prints about one adapter.
@@ -153,14 +157,26 @@ impl Device {
 
     fn open(adapter: wgpu::Adapter) -> Result<Device> {
         let info = adapter.get_info();
-        let features = adapter.features() & OPTIONAL_FEATURES;
+        let mut features = adapter.features() & OPTIONAL_FEATURES;
+        // Tensor cores are an experimental wgpu feature: opted into only where they exist,
+        // and used only by kernels that check their tile shape against the adapter's list.
+        let cooperative = adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        let experimental_features = if cooperative {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: the only experimental feature enabled is cooperative matrices, whose
+            // kernels are checked against the CPU reference on first use (ops::matmul_kernel).
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        let cooperative_matrices = if cooperative { adapter.cooperative_matrix_properties() } else { Vec::new() };
         // The adapter's own limits, not wgpu's defaults (which cap a binding at 128 MiB).
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("moegrad"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -176,6 +192,8 @@ impl Device {
             pool: BufferPool::default(),
             pipelines: PipelineCache::default(),
             recorder: Mutex::new(recorder),
+            cooperative_matrices,
+            verdicts: Mutex::default(),
         })))
     }
 
@@ -194,6 +212,29 @@ impl Device {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.0.limits
+    }
+
+    /// Whether the adapter multiplies 16x16x16 f16 tiles into f32 accumulators on
+    /// 32-lane subgroups: the one cooperative-matrix shape moegrad's kernels use.
+    pub fn has_tensor_cores_f16(&self) -> bool {
+        use wgpu::CooperativeScalarType as S;
+        let info = &self.0.info;
+        let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        self.0.features.contains(needed)
+            && info.subgroup_min_size == 32
+            && info.subgroup_max_size == 32
+            && self.0.cooperative_matrices.iter().any(|p| (p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type) == (16, 16, 16, S::F16, S::F32))
+    }
+
+    /// The verdict of `check` for `key`, computed on first use and remembered for the
+    /// device's life: how a fast path that CI cannot exercise proves itself on the
+    /// hardware before it is trusted.
+    pub fn verified(&self, key: &'static str, check: impl FnOnce() -> bool) -> bool {
+        if let Some(&v) = self.0.verdicts.lock().unwrap().get(key) {
+            return v;
+        }
+        let verdict = check();
+        *self.0.verdicts.lock().unwrap().entry(key).or_insert(verdict)
     }
 
     /// The largest tensor, in bytes, that one kernel can bind.

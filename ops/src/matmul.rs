@@ -1,17 +1,16 @@
 //! Matrix multiplication: 2-D and batched, either operand transposed, any sizes, and the
 //! grouped (per-expert) matmul of MoE layers, all from one kernel template
 //! (`shaders/matmul.wgsl`). A 2-D right operand is shared across a batched left one, the
-//! `x @ W` of every linear layer.
+//! `x @ W` of every linear layer. Products run at the thread's `matmul_precision()`; which
+//! kernel runs them is `matmul_kernel`'s business.
 
 use moegrad_engine::shape::numel;
-use moegrad_engine::{record, render_template, DType, Tensor, MAX_GROUPS_PER_DIM};
+use moegrad_engine::{record, DType, Tensor};
 
 use crate::host::HostTensor;
 use crate::layout::reshape;
+use crate::matmul_kernel::{launch, matmul_precision, Grouping, Precision};
 use crate::reduce::{reduce, ReduceOp};
-
-const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
-const TILE: usize = 64;
 
 /// (rows, cols) of `op(x)` for the last two dimensions.
 fn op_dims(x: &[usize], transposed: bool) -> (usize, usize) {
@@ -31,6 +30,11 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
 /// `op(a) @ op(b)` where `op` transposes the last two dimensions when its flag is set.
 /// Batch dimensions must be equal, or one operand must be 2-D (shared by the batch).
 pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Tensor {
+    matmul_at(a, b, trans_a, trans_b, matmul_precision())
+}
+
+/// `matmul_t` at an explicit precision (the backward pass reuses its forward's).
+fn matmul_at(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, precision: Precision) -> Tensor {
     let t = |on: bool| if on { "ᵀ" } else { "" };
     assert!(a.rank() >= 2 && b.rank() >= 2, "matmul: operands need at least 2 dimensions, got {:?} and {:?}", a.shape(), b.shape());
     assert!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "matmul: expects f32 tensors, got {:?} and {:?}", a.dtype(), b.dtype());
@@ -50,96 +54,28 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Tensor 
         let flat = reshape(a, &[numel(batch_a) * m, ka]);
         let mut shape = batch_a.to_vec();
         shape.extend([m, n]);
-        return reshape(&matmul_t(&flat, b, false, trans_b), &shape);
+        return reshape(&matmul_at(&flat, b, false, trans_b, precision), &shape);
     }
     let batch_shape = if batch_a.is_empty() { batch_b } else { batch_a };
     let batch = numel(batch_shape);
     let mut shape = batch_shape.to_vec();
     shape.extend([m, n]);
     let stride = |batch_dims: &[usize], x: &Tensor| if batch_dims.is_empty() { 0 } else { x.shape()[x.rank() - 2] * x.shape()[x.rank() - 1] };
-    let out = launch(Grouping::Batched { batch, stride_a: stride(batch_a, a), stride_b: stride(batch_b, b) }, a, b, trans_a, trans_b, [m, n, ka], &shape);
+    let out = launch(Grouping::Batched { batch, stride_a: stride(batch_a, a), stride_b: stride(batch_b, b) }, a, b, trans_a, trans_b, [m, n, ka], &shape, precision);
     let (sa, sb) = (a.clone(), b.clone());
     let (need_a, need_b) = (a.is_tracked(), b.is_tracked());
     record("matmul", out, &[a, b], move |g| {
         // C = op(A) op(B): dop(A) = dC op(B)ᵀ, dop(B) = op(A)ᵀ dC, transposed back as needed.
         let da = need_a.then(|| {
-            let d = if trans_a { matmul_t(&sb, g, trans_b, true) } else { matmul_t(g, &sb, false, !trans_b) };
+            let d = if trans_a { matmul_at(&sb, g, trans_b, true, precision) } else { matmul_at(g, &sb, false, !trans_b, precision) };
             sum_batch(d, sa.shape())
         });
         let db = need_b.then(|| {
-            let d = if trans_b { matmul_t(g, &sa, true, trans_a) } else { matmul_t(&sa, g, !trans_a, false) };
+            let d = if trans_b { matmul_at(g, &sa, true, trans_a, precision) } else { matmul_at(&sa, g, !trans_a, false, precision) };
             sum_batch(d, sb.shape())
         });
         vec![da, db]
     })
-}
-
-/// How the matrices of one dispatch (workgroup z) are laid out.
-enum Grouping<'a> {
-    /// `batch` independent products; a stride of 0 shares that operand.
-    Batched { batch: usize, stride_a: usize, stride_b: usize },
-    /// Expert z multiplies rows `offsets[z]..offsets[z+1]` by its own B (stride `stride_b`).
-    Rows { offsets: &'a Tensor, experts: usize, stride_b: usize },
-    /// Expert z's product runs over depth `offsets[z]..offsets[z+1]` into its own C.
-    Depth { offsets: &'a Tensor, experts: usize },
-}
-
-impl Grouping<'_> {
-    fn key(&self) -> &'static str {
-        match self {
-            Grouping::Batched { .. } => "batched",
-            Grouping::Rows { .. } => "rows",
-            Grouping::Depth { .. } => "depth",
-        }
-    }
-
-    /// WGSL for `ranges(z)`.
-    fn wgsl(&self) -> &'static str {
-        match self {
-            Grouping::Batched { .. } => {
-                "fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n); }"
-            }
-            Grouping::Rows { .. } => {
-                "@group(0) @binding(4) var<storage, read> offsets: array<u32>;\n\
-                 fn ranges(z: u32) -> Ranges { return Ranges(offsets[z], offsets[z + 1u], 0u, p.k, 0u, z * p.batch_stride_b, 0u); }"
-            }
-            Grouping::Depth { .. } => {
-                "@group(0) @binding(4) var<storage, read> offsets: array<u32>;\n\
-                 fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n); }"
-            }
-        }
-    }
-}
-
-/// Records one matmul dispatch of `op(a) @ op(b)` (`[m, n, k]`) into a new `out_shape` tensor.
-fn launch(grouping: Grouping, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, [m, n, k]: [usize; 3], out_shape: &[usize]) -> Tensor {
-    let dev = a.device();
-    // Without depth the product is all zeros, and an expert may own no depth at all.
-    let zero_fill = k == 0 || matches!(grouping, Grouping::Depth { .. });
-    let out = if zero_fill { Tensor::zeros(dev, out_shape) } else { Tensor::empty(dev, out_shape, DType::F32) };
-    let out = out.unwrap_or_else(|e| panic!("matmul: {e}"));
-    if out.numel() == 0 || k == 0 {
-        return out;
-    }
-    let (z, stride_a, stride_b) = match grouping {
-        Grouping::Batched { batch, stride_a, stride_b } => (batch, stride_a, stride_b),
-        Grouping::Rows { experts, stride_b, .. } => (experts, 0, stride_b),
-        Grouping::Depth { experts, .. } => (experts, 0, 0),
-    };
-    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), z];
-    assert!(groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM as usize), "matmul: output {out_shape:?} needs too many workgroups");
-    let params = [m, n, k, stride_a, stride_b].map(|v| v as u32);
-    let key = format!("matmul/{}/{}{}", grouping.key(), u8::from(trans_a), u8::from(trans_b));
-    let flag = |t: bool| if t { "true" } else { "false" };
-    let pipeline = dev.pipeline(&key, "main", || {
-        render_template(SHADER, &[("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b)), ("GROUPING", grouping.wgsl())])
-    });
-    let groups = groups.map(|g| g as u32);
-    match grouping {
-        Grouping::Batched { .. } => dev.launch(&pipeline, &params, &[a, b, &out], groups),
-        Grouping::Rows { offsets, .. } | Grouping::Depth { offsets, .. } => dev.launch(&pipeline, &params, &[a, b, &out, offsets], groups),
-    }
-    out
 }
 
 /// The MoE expert matmul: `x` `[N, in]` holds each expert's rows contiguously (rows
@@ -153,12 +89,13 @@ pub fn grouped_matmul(x: &Tensor, w: &Tensor, offsets: &Tensor) -> Tensor {
     assert_eq!(x.shape()[1], inputs, "grouped_matmul: x {:?} and w {:?} disagree on the input width", x.shape(), w.shape());
     assert!(offsets.dtype() == DType::U32 && offsets.shape() == [experts + 1], "grouped_matmul: offsets must be u32 [{}], got {:?} {:?}", experts + 1, offsets.dtype(), offsets.shape());
     let rows = x.shape()[0];
-    let out = launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, false, false, [rows, outputs, inputs], &[rows, outputs]);
+    let precision = matmul_precision();
+    let out = launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, false, false, [rows, outputs, inputs], &[rows, outputs], precision);
     let (sx, sw, so) = (x.clone(), w.clone(), offsets.clone());
     let (need_x, need_w) = (x.is_tracked(), w.is_tracked());
     record("grouped_matmul", out, &[x, w], move |g| {
-        let dx = need_x.then(|| launch(Grouping::Rows { offsets: &so, experts, stride_b: inputs * outputs }, g, &sw, false, true, [rows, inputs, outputs], &[rows, inputs]));
-        let dw = need_w.then(|| launch(Grouping::Depth { offsets: &so, experts }, &sx, g, true, false, [inputs, outputs, rows], &[experts, inputs, outputs]));
+        let dx = need_x.then(|| launch(Grouping::Rows { offsets: &so, experts, stride_b: inputs * outputs }, g, &sw, false, true, [rows, inputs, outputs], &[rows, inputs], precision));
+        let dw = need_w.then(|| launch(Grouping::Depth { offsets: &so, experts }, &sx, g, true, false, [inputs, outputs, rows], &[experts, inputs, outputs], precision));
         vec![dx, dw]
     })
 }

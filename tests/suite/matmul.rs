@@ -1,7 +1,9 @@
 //! Matmul: 2-D and batched, every transpose combination, odd sizes.
 
 use moegrad::ops::matmul::matmul_reference;
-use moegrad::ops::{matmul_t, HostTensor};
+use moegrad::ops::{matmul_t, with_matmul_tiles, HostTensor, Tiles};
+
+use rand::Rng;
 
 use crate::common::{check_op, dim, host, rng, upload, Tolerance};
 
@@ -91,5 +93,41 @@ fn grouped_matmul_per_expert_blocks_and_gradients() {
             |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
             TOL,
         );
+    }
+}
+
+/// Each entry of the per-device tile table, whichever the adapter would pick: sizes that
+/// are multiples of 4 take the vector-load path, odd ones the scalar one, and each spans
+/// several tiles of the largest shape in some direction.
+#[test]
+fn every_tile_shape_with_vector_and_scalar_loads() {
+    let mut r = rng(24);
+    for tiles in Tiles::ALL {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let multiple_of_4 = r.random_bool(0.5);
+                let size = |r: &mut rand::rngs::StdRng| if multiple_of_4 { 4 * dim(r, 40) } else { dim(r, 150) | 1 };
+                let (m, k, n) = (size(&mut r), size(&mut r), size(&mut r));
+                let a = host(&mut r, &operand(&[2], m, k, ta), -1.0, 1.0);
+                let b = host(&mut r, &operand(&[], k, n, tb), -1.0, 1.0);
+                with_matmul_tiles(tiles, || {
+                    check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL)
+                });
+            }
+        }
+        let (rows, experts, inputs, outputs) = (4 * dim(&mut r, 40), 3, 4 * dim(&mut r, 20), dim(&mut r, 70));
+        let offsets = random_offsets(&mut r, rows, experts);
+        let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &offsets, &[experts + 1]).unwrap();
+        let x = host(&mut r, &[rows, inputs], -1.0, 1.0);
+        let w = host(&mut r, &[experts, inputs, outputs], -1.0, 1.0);
+        with_matmul_tiles(tiles, || {
+            check_op(
+                "grouped_matmul",
+                &[x, w],
+                |t| moegrad::ops::grouped_matmul(&t[0], &t[1], &off_t),
+                |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
+                TOL,
+            )
+        });
     }
 }

@@ -1,0 +1,489 @@
+//! How a matmul runs: the kernel variant (register tiles, or tensor cores), its tile shape,
+//! its load width and its precision, chosen per call from the adapter and the shapes. All
+//! variants come from `shaders/matmul_tiles.wgsl` (operands, grouping, staging) plus one
+//! main: `shaders/matmul.wgsl` (portable) or `shaders/matmul_coop.wgsl` (cooperative
+//! matrices). `matmul.rs` holds the ops built on it.
+
+use std::cell::Cell;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use moegrad_engine::{render_template, wgpu, DType, Device, Tensor, MAX_GROUPS_PER_DIM};
+
+const TILES_SHADER: &str = include_str!("../../shaders/matmul_tiles.wgsl");
+const REGISTER_SHADER: &str = include_str!("../../shaders/matmul.wgsl");
+const COOP_SHADER: &str = include_str!("../../shaders/matmul_coop.wgsl");
+
+/// Environment variable that forces one register tile shape, e.g. `128x128x8/8x8`: how the
+/// per-device table below is tuned with `moegrad bench`.
+pub const TILES_ENV: &str = "MOEGRAD_MATMUL_TILES";
+
+/// The arithmetic of matmul products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 operands and sums.
+    #[default]
+    F32,
+    /// Operands rounded to f16, sums in f32: mixed precision, on tensor cores where the
+    /// adapter has them. Rounding is the same on every path, so results agree.
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(format!("unknown precision {other:?}: expected \"f32\" or \"f16\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+thread_local! {
+    static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
+    static TILES_OVERRIDE: Cell<Option<Tiles>> = const { Cell::new(None) };
+}
+
+/// The precision of matmuls recorded from now on by this thread (training sets it per
+/// run; a backward pass uses the precision its forward pass was recorded with).
+pub fn set_matmul_precision(precision: Precision) {
+    PRECISION.with(|p| p.set(precision));
+}
+
+pub fn matmul_precision() -> Precision {
+    PRECISION.with(Cell::get)
+}
+
+/// Runs `f` with matmuls at `precision`, restoring the previous setting afterwards.
+pub fn with_matmul_precision<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    let before = matmul_precision();
+    set_matmul_precision(precision);
+    let out = f();
+    set_matmul_precision(before);
+    out
+}
+
+/// Runs `f` with every portable matmul on this thread using `tiles`: for tests that
+/// cover each table entry on any device, and for tuning.
+pub fn with_matmul_tiles<R>(tiles: Tiles, f: impl FnOnce() -> R) -> R {
+    let before = TILES_OVERRIDE.with(|t| t.replace(Some(tiles)));
+    let out = f();
+    TILES_OVERRIDE.with(|t| t.set(before));
+    out
+}
+
+/// A register-tiled kernel's shape: a `bm x bn` output tile per workgroup, `bk`-deep
+/// slices in workgroup memory, a `tm x tn` block per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiles {
+    pub bm: usize,
+    pub bn: usize,
+    pub bk: usize,
+    pub tm: usize,
+    pub tn: usize,
+}
+
+impl Tiles {
+    /// Many small tiles, for outputs too small to fill a GPU with bigger ones.
+    pub const SMALL: Tiles = Tiles { bm: 32, bn: 32, bk: 8, tm: 2, tn: 2 };
+    pub const MEDIUM: Tiles = Tiles { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
+    /// 8x8 per thread: 64 multiply-adds per 16 workgroup-memory reads.
+    pub const LARGE: Tiles = Tiles { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 };
+    pub const ALL: [Tiles; 3] = [Tiles::SMALL, Tiles::MEDIUM, Tiles::LARGE];
+
+    fn threads(&self) -> usize {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+
+    /// The table: the largest tiles that still give the GPU a few workgroups per core;
+    /// on a CPU adapter (lavapipe) workgroups run one per core thread and MEDIUM is best.
+    fn for_device(dev: &Device, m: usize, n: usize, matrices: usize) -> Tiles {
+        if let Some(t) = TILES_OVERRIDE.with(Cell::get).or_else(env_tiles) {
+            return t;
+        }
+        if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            return Tiles::MEDIUM;
+        }
+        let workgroups = |t: Tiles| m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices;
+        if workgroups(Tiles::LARGE) >= 256 {
+            Tiles::LARGE
+        } else if workgroups(Tiles::MEDIUM) >= 128 {
+            Tiles::MEDIUM
+        } else {
+            Tiles::SMALL
+        }
+    }
+}
+
+impl std::fmt::Display for Tiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}/{}x{}", self.bm, self.bn, self.bk, self.tm, self.tn)
+    }
+}
+
+impl FromStr for Tiles {
+    type Err = String;
+
+    /// `BMxBNxBK/TMxTN`, checked for shapes the kernel supports.
+    fn from_str(s: &str) -> Result<Tiles, String> {
+        let bad = || format!("matmul tiles {s:?}: expected BMxBNxBK/TMxTN, e.g. 128x128x8/8x8");
+        let (tile, thread) = s.split_once('/').ok_or_else(bad)?;
+        let nums = |part: &str| part.split('x').map(|v| v.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
+        let (tile, thread) = (nums(tile).map_err(|_| bad())?, nums(thread).map_err(|_| bad())?);
+        let (&[bm, bn, bk], &[tm, tn]) = (&tile[..], &thread[..]) else { return Err(bad()) };
+        let t = Tiles { bm, bn, bk, tm, tn };
+        let ok = [bm, bn, bk, tm, tn].iter().all(|&v| v > 0)
+            && bm % tm == 0
+            && bn % tn == 0
+            && bm % 4 == 0
+            && bn % 4 == 0
+            && bk % 4 == 0
+            && (1..=1024).contains(&t.threads());
+        if ok {
+            Ok(t)
+        } else {
+            Err(format!("matmul tiles {s:?}: tiles and blocks must divide, BM, BN and BK be multiples of 4, and 1..1024 threads"))
+        }
+    }
+}
+
+fn env_tiles() -> Option<Tiles> {
+    static PARSED: OnceLock<Option<Tiles>> = OnceLock::new();
+    *PARSED.get_or_init(|| {
+        let value = std::env::var(TILES_ENV).ok().filter(|v| !v.is_empty())?;
+        Some(value.parse().unwrap_or_else(|e| panic!("{TILES_ENV}: {e}")))
+    })
+}
+
+/// The cooperative kernel's fixed shape: four 32-lane subgroups, each owning a 32x32
+/// quadrant (2x2 matrices of 16x16) of a 64x64 tile, 32-deep slices.
+const COOP_TILES: Tiles = Tiles { bm: 64, bn: 64, bk: 32, tm: 0, tn: 0 };
+const COOP_THREADS: usize = 128;
+
+const BATCHED_RANGES: &str =
+    "fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n); }";
+const ROWS_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
+fn ranges(z: u32) -> Ranges { return Ranges(offsets[z], offsets[z + 1u], 0u, p.k, 0u, z * p.batch_stride_b, 0u); }";
+const DEPTH_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
+fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n); }";
+
+/// How the matrices of one dispatch (workgroup z) are laid out.
+pub(crate) enum Grouping<'a> {
+    /// `batch` independent products; a stride of 0 shares that operand.
+    Batched { batch: usize, stride_a: usize, stride_b: usize },
+    /// Expert z multiplies rows `offsets[z]..offsets[z+1]` by its own B (stride `stride_b`).
+    Rows { offsets: &'a Tensor, experts: usize, stride_b: usize },
+    /// Expert z's product runs over depth `offsets[z]..offsets[z+1]` into its own C.
+    Depth { offsets: &'a Tensor, experts: usize },
+}
+
+impl Grouping<'_> {
+    fn key(&self) -> &'static str {
+        match self {
+            Grouping::Batched { .. } => "batched",
+            Grouping::Rows { .. } => "rows",
+            Grouping::Depth { .. } => "depth",
+        }
+    }
+
+    /// WGSL for `ranges(z)`.
+    fn wgsl(&self) -> &'static str {
+        match self {
+            Grouping::Batched { .. } => BATCHED_RANGES,
+            Grouping::Rows { .. } => ROWS_RANGES,
+            Grouping::Depth { .. } => DEPTH_RANGES,
+        }
+    }
+
+    /// Whether the grouping splits rows (`m`) or depth (`k`) at arbitrary offsets, which
+    /// rules out vector loads along that dimension.
+    fn splits(&self) -> (bool, bool) {
+        (matches!(self, Grouping::Rows { .. }), matches!(self, Grouping::Depth { .. }))
+    }
+}
+
+/// One fully specified kernel variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Variant {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// Register tiles, or `None` for the cooperative-matrix kernel.
+    pub tiles: Option<Tiles>,
+    pub precision: Precision,
+    /// f16 workgroup tiles (needs SHADER_F16); otherwise f32 tiles, rounded when F16.
+    pub f16_tiles: bool,
+    pub vec_a: usize,
+    pub vec_b: usize,
+}
+
+impl Variant {
+    fn tiles(&self) -> Tiles {
+        self.tiles.unwrap_or(COOP_TILES)
+    }
+
+    fn threads(&self) -> usize {
+        self.tiles.map_or(COOP_THREADS, |t| t.threads())
+    }
+
+    fn key(&self, grouping: &str) -> String {
+        let kernel = self.tiles.map_or("coop".to_string(), |t| t.to_string());
+        format!("matmul/{grouping}/{}{}/{kernel}/{:?}/{}/v{}{}", u8::from(self.trans_a), u8::from(self.trans_b), self.precision, self.f16_tiles, self.vec_a, self.vec_b)
+    }
+
+    /// The WGSL of this variant with `grouping`'s `ranges`.
+    pub fn source(&self, grouping_wgsl: &str) -> String {
+        let t = self.tiles();
+        let flag = |on: bool| if on { "true" } else { "false" };
+        let elem = |v: usize| if v == 4 { "vec4<f32>" } else { "f32" };
+        let read = |name: &str, v: usize| if v == 4 { format!("return {name}[i / 4u];") } else { format!("return vec4({name}[i], 0.0, 0.0, 0.0);") };
+        let mut enable = String::new();
+        if self.f16_tiles {
+            enable.push_str("enable f16;\n");
+        }
+        if self.tiles.is_none() {
+            enable.push_str("enable wgpu_cooperative_matrix;\n");
+        }
+        let to_tile = match (self.f16_tiles, self.precision) {
+            (true, _) => "return f16(x);",
+            (false, Precision::F16) => "return unpack2x16float(pack2x16float(vec2(x, 0.0))).x;",
+            (false, Precision::F32) => "return x;",
+        };
+        let main = if self.tiles.is_some() { REGISTER_SHADER } else { COOP_SHADER };
+        let template = format!("{TILES_SHADER}\n{main}");
+        let (bm, bn, bk, tm, tn, threads) = (t.bm.to_string(), t.bn.to_string(), t.bk.to_string(), t.tm.to_string(), t.tn.to_string(), self.threads().to_string());
+        let (read_a, read_b) = (read("a", self.vec_a), read("b", self.vec_b));
+        let mut values = vec![
+            ("ENABLE", enable.as_str()),
+            ("TRANS_A", flag(self.trans_a)),
+            ("TRANS_B", flag(self.trans_b)),
+            ("BM", &bm),
+            ("BN", &bn),
+            ("BK", &bk),
+            ("THREADS", &threads),
+            ("VEC_A", if self.vec_a == 4 { "4" } else { "1" }),
+            ("VEC_B", if self.vec_b == 4 { "4" } else { "1" }),
+            ("A_ELEM", elem(self.vec_a)),
+            ("B_ELEM", elem(self.vec_b)),
+            ("TILE_T", if self.f16_tiles { "f16" } else { "f32" }),
+            ("TO_TILE", to_tile),
+            ("READ_A", &read_a),
+            ("READ_B", &read_b),
+            ("GROUPING", grouping_wgsl),
+        ];
+        if self.tiles.is_some() {
+            values.extend([("TM", tm.as_str()), ("TN", tn.as_str())]);
+        }
+        render_template(&template, &values)
+    }
+}
+
+/// Loads of 4 elements where the operand's contiguous dimension allows them.
+fn vector_width(contiguous_len: usize, split_at_any_offset: bool) -> usize {
+    if contiguous_len % 4 == 0 && !split_at_any_offset {
+        4
+    } else {
+        1
+    }
+}
+
+/// Whether the tensor-core kernel computes what the portable one does on this device,
+/// checked once on an odd-sized product. An adapter that advertises the feature but gets
+/// it wrong falls back, with a warning, instead of training on wrong numbers.
+fn tensor_cores_verified(dev: &Device) -> bool {
+    dev.verified("matmul/cooperative-f16", || {
+        let (m, n, k) = (70, 45, 100);
+        let values = |len: usize, seed: usize| (0..len).map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0) - 1.0).collect::<Vec<_>>();
+        let upload = |len, seed| Tensor::from_slice(dev, &values(len, seed), &[len]).expect("matmul self-check upload");
+        let (a, b) = (upload(m * k, 1), upload(k * n, 2));
+        let run = |tiles: Option<Tiles>| {
+            let variant = Variant { trans_a: false, trans_b: false, tiles, precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
+            launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, &a, &b, [m, n, k], &[m, n]).to_vec().expect("matmul self-check read-back")
+        };
+        let (coop, portable) = (run(None), run(Some(Tiles::SMALL)));
+        let worst = coop.iter().zip(&portable).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let ok = worst <= 1e-3;
+        if !ok {
+            eprintln!("moegrad: {} advertises f16 cooperative matrices, but they differ from the portable kernel by {worst}; using the portable kernel", dev.name());
+        }
+        ok
+    })
+}
+
+/// The variant for `op(a) @ op(b)` at `precision` on `a`'s device.
+fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, k]: [usize; 3], precision: Precision) -> Variant {
+    let dev = a.device();
+    let (split_m, split_k) = grouping.splits();
+    let vec_a = vector_width(if trans_a { m } else { k }, if trans_a { split_m } else { split_k });
+    let vec_b = vector_width(if trans_b { k } else { n }, trans_b && split_k);
+    let f16 = precision == Precision::F16;
+    let f16_tiles = f16 && dev.features().contains(wgpu::Features::SHADER_F16);
+    let coop = f16 && TILES_OVERRIDE.with(Cell::get).is_none() && dev.has_tensor_cores_f16() && tensor_cores_verified(dev);
+    let matrices = match grouping {
+        Grouping::Batched { batch, .. } => *batch,
+        Grouping::Rows { experts, .. } | Grouping::Depth { experts, .. } => *experts,
+    };
+    let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices));
+    Variant { trans_a, trans_b, tiles, precision, f16_tiles: f16_tiles || coop, vec_a, vec_b }
+}
+
+/// Records one matmul dispatch of `op(a) @ op(b)` (`[m, n, k]`) into a new `out_shape`
+/// tensor, with the best variant for the device.
+pub(crate) fn launch(grouping: Grouping, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, dims: [usize; 3], out_shape: &[usize], precision: Precision) -> Tensor {
+    let variant = choose(&grouping, a, trans_a, trans_b, dims, precision);
+    launch_variant(variant, grouping, a, b, dims, out_shape)
+}
+
+fn launch_variant(variant: Variant, grouping: Grouping, a: &Tensor, b: &Tensor, [m, n, k]: [usize; 3], out_shape: &[usize]) -> Tensor {
+    let dev = a.device();
+    assert!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "matmul: expects f32 tensors, got {:?} and {:?}", a.dtype(), b.dtype());
+    // Without depth the product is all zeros, and an expert may own no depth at all.
+    let zero_fill = k == 0 || matches!(grouping, Grouping::Depth { .. });
+    let out = if zero_fill { Tensor::zeros(dev, out_shape) } else { Tensor::empty(dev, out_shape, DType::F32) };
+    let out = out.unwrap_or_else(|e| panic!("matmul: {e}"));
+    if out.numel() == 0 || k == 0 {
+        return out;
+    }
+    let (z, stride_a, stride_b) = match grouping {
+        Grouping::Batched { batch, stride_a, stride_b } => (batch, stride_a, stride_b),
+        Grouping::Rows { experts, stride_b, .. } => (experts, 0, stride_b),
+        Grouping::Depth { experts, .. } => (experts, 0, 0),
+    };
+    let t = variant.tiles();
+    let groups = [n.div_ceil(t.bn), m.div_ceil(t.bm), z];
+    assert!(groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM as usize), "matmul: output {out_shape:?} needs too many workgroups");
+    let params = [m, n, k, stride_a, stride_b].map(|v| v as u32);
+    let pipeline = dev.pipeline(&variant.key(grouping.key()), "main", || variant.source(grouping.wgsl()));
+    let groups = groups.map(|g| g as u32);
+    match grouping {
+        Grouping::Batched { .. } => dev.launch(&pipeline, &params, &[a, b, &out], groups),
+        Grouping::Rows { offsets, .. } | Grouping::Depth { offsets, .. } => dev.launch(&pipeline, &params, &[a, b, &out, offsets], groups),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The WGSL of every variant, the cooperative-matrix ones included, parsed, validated
+    //! and translated to SPIR-V by naga: CI's adapter cannot run tensor-core kernels, so
+    //! this is where a mistake in them shows up before a GPU sees them.
+
+    use super::*;
+
+    /// Every variant's source.
+    fn all_sources() -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, grouping) in [("batched", BATCHED_RANGES), ("rows", ROWS_RANGES), ("depth", DEPTH_RANGES)] {
+            for trans_a in [false, true] {
+                for trans_b in [false, true] {
+                    for vec in [1, 4] {
+                        let v = Variant { trans_a, trans_b, tiles: None, precision: Precision::F16, f16_tiles: true, vec_a: vec, vec_b: vec };
+                        out.push((v.key(name), v.source(grouping)));
+                        for tiles in Tiles::ALL {
+                            for (precision, f16_tiles) in [(Precision::F32, false), (Precision::F16, false), (Precision::F16, true)] {
+                                let v = Variant { tiles: Some(tiles), precision, f16_tiles, ..v };
+                                out.push((v.key(name), v.source(grouping)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_variant_validates_and_translates_to_spirv() {
+        let sources = all_sources();
+        assert_eq!(sources.len(), 3 * 4 * 2 * (1 + 3 * 3));
+        for (key, source) in sources {
+            let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{key}: {}", e.emit_to_string(&source)));
+            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{key}: {}", e.emit_to_string(&source)));
+            let pipeline = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+            let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), Some(&pipeline))
+                .unwrap_or_else(|e| panic!("{key}: SPIR-V: {e}"));
+            assert!(words.len() > 100, "{key}: SPIR-V suspiciously short");
+        }
+    }
+
+    #[test]
+    fn tile_shapes_parse_and_bad_ones_are_named() {
+        assert_eq!("128x128x8/8x8".parse::<Tiles>(), Ok(Tiles::LARGE));
+        assert_eq!(Tiles::MEDIUM.to_string().parse::<Tiles>(), Ok(Tiles::MEDIUM));
+        let err = "64x64/4x4".parse::<Tiles>().unwrap_err();
+        assert!(err.contains("64x64/4x4") && err.contains("BMxBNxBK"), "{err}");
+        let err = "64x64x16/3x4".parse::<Tiles>().unwrap_err();
+        assert!(err.contains("must divide"), "{err}");
+        assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+        assert!("bf16".parse::<Precision>().unwrap_err().contains("\"bf16\""));
+    }
+
+    /// `op(a) @ op(b)` in f64, with operands rounded to f16 first when `f16`.
+    fn reference(a: &[f32], b: &[f32], [m, n, k]: [usize; 3], trans_a: bool, trans_b: bool, f16: bool) -> Vec<f64> {
+        let round = |x: f32| if f16 { half::f16::from_f32(x).to_f64() } else { x as f64 };
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|p| {
+                        let x = if trans_a { a[p * m + i] } else { a[i * k + p] };
+                        let y = if trans_b { b[j * k + p] } else { b[p * n + j] };
+                        round(x) * round(y)
+                    })
+                    .sum();
+            }
+        }
+        out
+    }
+
+    fn max_diff(got: &[f32], want: &[f64]) -> f64 {
+        got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
+    }
+
+    /// Mixed precision on every path this device has: f32 tiles rounded through
+    /// pack2x16float, f16 tiles, and tensor cores (skipped, with a note, where absent).
+    /// Each must agree with f16-rounded operands summed exactly, and differ measurably
+    /// from the f32 product, which shows that the rounding happens at all.
+    #[test]
+    fn f16_paths_round_operands_and_sum_in_f32() {
+        let dev = Device::new().expect("tests need a GPU adapter (lavapipe will do)");
+        let dims = [37, 29, 67];
+        let [m, n, k] = dims;
+        let values = |len: usize, seed: f32| (0..len).map(|i| ((i as f32 * 0.7548 + seed).sin() * 43758.547).fract()).collect::<Vec<f32>>();
+        let mut paths: Vec<(Option<Tiles>, bool)> = Tiles::ALL.iter().map(|&t| (Some(t), false)).collect();
+        if dev.features().contains(wgpu::Features::SHADER_F16) {
+            paths.extend(Tiles::ALL.iter().map(|&t| (Some(t), true)));
+        }
+        if dev.has_tensor_cores_f16() {
+            paths.push((None, true));
+        } else {
+            eprintln!("skipped: {} has no f16 cooperative matrices; the tensor-core kernel is only validated by naga here", dev.name());
+        }
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (a_host, b_host) = (values(m * k, 1.0), values(k * n, 2.0));
+            let a = Tensor::from_slice(&dev, &a_host, &[m * k]).unwrap();
+            let b = Tensor::from_slice(&dev, &b_host, &[k * n]).unwrap();
+            let want16 = reference(&a_host, &b_host, dims, trans_a, trans_b, true);
+            let want32 = reference(&a_host, &b_host, dims, trans_a, trans_b, false);
+            for &(tiles, f16_tiles) in &paths {
+                let variant = Variant { trans_a, trans_b, tiles, precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
+                let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, &a, &b, dims, &[m, n]).to_vec().unwrap();
+                let (err16, err32) = (max_diff(&got, &want16), max_diff(&got, &want32));
+                assert!(err16 < 2e-5, "{variant:?}: {err16} from the f16-rounded reference");
+                assert!(err32 > 5e-4, "{variant:?}: only {err32} from the f32 product: operands were not rounded");
+            }
+        }
+    }
+}
