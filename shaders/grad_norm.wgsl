@@ -1,13 +1,14 @@
-// Global gradient norm and clipping, all on the GPU (no read-back).
+// Global gradient norm and clipping, all on the GPU (no read-back). Gradients may hold
+// 1 / unscale times the true ones (loss scaling); the norm reported is the true one.
 //   partial_squares: each workgroup sums the squares of its chunk of one gradient into
 //                    partials[first + workgroup];
 //   finish:          one workgroup adds the partials in a fixed order (deterministic) into
-//                    out[0] = norm and out[1] = min(1, max_norm / (norm + 1e-6));
+//                    out[0] = norm and out[1] = min(1, max_norm / (norm + 1e-6)) * unscale;
 //   scale:           dst = src * out[1].
 
 const WG: u32 = 256u;
 
-struct Params { n: u32, first: u32, chunk: u32, max_norm: f32 }
+struct Params { n: u32, first: u32, chunk: u32, max_norm: f32, unscale: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -38,9 +39,9 @@ fn finish(@builtin(local_invocation_index) lid: u32) {
     }
     let total = workgroup_sum(lid, acc);
     if lid == 0u {
-        let norm = sqrt(total);
+        let norm = sqrt(total) * p.unscale;
         out[0] = norm;
-        out[1] = min(1.0, p.max_norm / (norm + 1e-6));
+        out[1] = min(1.0, p.max_norm / (norm + 1e-6)) * p.unscale;
     }
 }
 

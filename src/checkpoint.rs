@@ -15,6 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
+use crate::loss_scale::LossScaler;
 use crate::tokenizer::Tokenizer;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -36,6 +37,9 @@ pub struct CheckpointMeta {
     /// Training wall time so far, over all resumes (seconds).
     #[serde(default)]
     pub wall_seconds: f64,
+    /// The loss scaler's state (f16 runs), so that a resumed run scales as it would have.
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
 }
 
 /// A checkpoint read from disk, its tensors still on the host.

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use moegrad_models::ModelConfig;
+use moegrad_ops::Precision;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +70,12 @@ pub struct TrainConfig {
     /// Checkpoint every this many steps (and at the end); 0 only at the end.
     pub checkpoint_every: u64,
     pub seed: u64,
+    /// "f32", or "f16": matmul operands in f16 with f32 sums (tensor cores where the
+    /// adapter has them), f32 master weights and optimizer state, dynamic loss scaling.
+    pub precision: Precision,
+    /// f16 only: the initial loss scale, and how many good steps double it.
+    pub loss_scale: f32,
+    pub loss_scale_growth_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -92,6 +99,9 @@ impl Default for TrainConfig {
             log_every: 10,
             checkpoint_every: 100,
             seed: 0,
+            precision: Precision::F32,
+            loss_scale: 65536.0,
+            loss_scale_growth_every: 200,
         }
     }
 }
@@ -196,6 +206,9 @@ impl RunConfig {
         }
         if t.clip < 0.0 {
             bail!("config: train.clip = {} must be 0 (off) or positive", t.clip);
+        }
+        if !(t.loss_scale > 0.0 && t.loss_scale.is_finite()) || t.loss_scale_growth_every == 0 {
+            bail!("config: train.loss_scale = {} must be positive and finite, train.loss_scale_growth_every = {} positive", t.loss_scale, t.loss_scale_growth_every);
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod data;
 pub mod demo;
 pub mod fit;
+pub mod loss_scale;
 pub mod plot;
 pub mod sample;
 pub mod schedule;

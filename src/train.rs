@@ -1,6 +1,7 @@
 //! The training loop, flat as in llm.c and nanoGPT: for each step, micro-batches forward
 //! and backward, clip, AdamW, commit the Default-MoE vectors, then log, evaluate and
-//! checkpoint on their intervals. A step reads back one scalar (the loss, to stop on NaN);
+//! checkpoint on their intervals. A step reads back one scalar (the loss, to stop on NaN;
+//! f16 runs read a second, the gradient norm, to skip a step that overflowed);
 //! everything else stays on the GPU until a log line needs it.
 
 use std::io::Write;
@@ -11,11 +12,12 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use moegrad_engine::{no_grad, Device, Tensor};
 use moegrad_models::Transformer;
-use moegrad_ops::{clip_grad_norm, cross_entropy, AdamW, AdamWConfig, CrossEntropyOptions, TensorOps};
+use moegrad_ops::{clip_grad_norm_scaled, cross_entropy, with_matmul_precision, Precision, AdamW, AdamWConfig, CrossEntropyOptions, TensorOps};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
+use crate::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
 use crate::config::{RunConfig, TokenizerKind};
 use crate::data::{eval_batch, load_text, train_batch, Corpus};
@@ -34,6 +36,7 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
 }
 
+#[derive(Clone, Debug)]
 pub struct TrainSummary {
     pub steps: u64,
     pub final_train_loss: f32,
@@ -81,6 +84,10 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
 }
 
 pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
+    with_matmul_precision(opts.config.train.precision, || run(device, opts))
+}
+
+fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     let TrainOptions { mut config, out, resume, quiet, stop_after } = opts;
     config.validate()?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create output folder {}", out.display()))?;
@@ -112,10 +119,15 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     let adam = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
     let mut opt = AdamW::new(model.parameters(), adam)?;
     let (mut step, mut tokens_seen, mut wall_before) = (0, 0, 0.0);
+    let mixed = t.precision == Precision::F16;
+    let mut scaler = mixed.then(|| LossScaler::new(t.loss_scale, t.loss_scale_growth_every));
     let metrics_path = out.join("metrics.jsonl");
     if let Some(c) = &resumed {
         c.restore(device, &model, Some(&mut opt))?;
         (step, tokens_seen, wall_before) = (c.meta.step, c.meta.tokens_seen, c.meta.wall_seconds);
+        if mixed {
+            scaler = c.meta.loss_scaler.clone().or(scaler);
+        }
         truncate_metrics(&metrics_path, step)?;
     } else {
         let _ = std::fs::remove_file(&metrics_path);
@@ -141,6 +153,7 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         let lr = learning_rate(&t, step);
         let mut loss_sum: Option<Tensor> = None;
         let mut output_stats = None;
+        let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
         for micro in 0..t.grad_accum {
             let b = train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro)?;
             let out = model.forward(&b.inputs, true);
@@ -149,15 +162,25 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 Some(aux) => ce.add(&aux),
                 None => ce.clone(),
             };
-            total.mul_scalar(1.0 / t.grad_accum as f32).backward();
+            total.mul_scalar(loss_scale / t.grad_accum as f32).backward();
             loss_sum = Some(no_grad(|| match loss_sum.take() {
                 Some(s) => s.add(&ce),
                 None => ce,
             }));
             output_stats = Some(out.moe);
         }
-        let grad_norm = clip_grad_norm(opt.parameters(), if t.clip > 0.0 { t.clip } else { f32::INFINITY });
-        opt.step_with_lr(lr);
+        let grad_norm = clip_grad_norm_scaled(opt.parameters(), if t.clip > 0.0 { t.clip } else { f32::INFINITY }, loss_scale);
+        // f16: one more scalar read-back, to skip a step whose scaled gradients overflowed.
+        let apply = match (&mut scaler, &grad_norm) {
+            (Some(s), Some(norm)) => s.update(norm.to_vec()?[0]),
+            _ => true,
+        };
+        if apply {
+            opt.step_with_lr(lr);
+        } else if scaler.as_ref().is_some_and(LossScaler::stuck) {
+            bar.abandon();
+            bail!("f16 gradients overflowed {MAX_SKIPPED_IN_A_ROW} steps in a row (loss scale now {}); stopping at step {step}. Try train.precision = \"f32\" or a lower train.lr.", loss_scale / 2.0);
+        }
         opt.zero_grad();
         model.commit_defaults();
         tokens_seen += tokens_per_step;
@@ -183,6 +206,10 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
             let mut line = json!({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "wall_s": wall_s});
             if let Some(g) = &grad_norm {
                 line["grad_norm"] = json!(g.to_vec()?[0]);
+            }
+            if let Some(s) = &scaler {
+                line["loss_scale"] = json!(s.scale);
+                line["skipped_steps"] = json!(s.skipped);
             }
             let layers = output_stats.iter().flatten().enumerate().map(|(i, s)| {
                 Ok(json!({
@@ -220,6 +247,7 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 tokens_seen,
                 eval_loss: eval_now.then_some(final_eval_loss),
                 wall_seconds: wall_before + started.elapsed().as_secs_f64(),
+                loss_scaler: scaler.clone(),
             };
             checkpoint::save(&ckpt_path, &meta, &model, &opt)?;
             last_checkpoint = Some(step);

@@ -15,6 +15,15 @@ const CHUNK: usize = 16_384;
 /// gradient is replaced by its scaled copy (copies, because two parameters may share one
 /// gradient tensor). Parameters without a gradient are skipped.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Option<Tensor> {
+    clip_grad_norm_scaled(params, max_norm, 1.0)
+}
+
+/// `clip_grad_norm` for gradients that hold `grad_scale` times the true ones (loss
+/// scaling): the norm is the true one, and the gradients are unscaled in the same pass
+/// that clips them. A non-finite norm means the scaled gradients overflowed.
+pub fn clip_grad_norm_scaled(params: &[Tensor], max_norm: f32, grad_scale: f32) -> Option<Tensor> {
+    assert!(grad_scale > 0.0 && grad_scale.is_finite(), "clip_grad_norm: gradient scale must be positive and finite, got {grad_scale}");
+    let unscale = (1.0 / grad_scale).to_bits();
     let grads: Vec<(&Tensor, Tensor)> = params.iter().filter_map(|p| p.grad().map(|g| (p, g))).collect();
     let dev = grads.first()?.1.device().clone();
     no_grad(|| {
@@ -26,14 +35,14 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Option<Tensor> {
         let mut first = 0;
         for ((_, g), &n) in grads.iter().zip(&chunks) {
             if g.numel() > 0 {
-                let params = [g.numel() as u32, first as u32, CHUNK as u32, max_norm.to_bits()];
+                let params = [g.numel() as u32, first as u32, CHUNK as u32, max_norm.to_bits(), unscale];
                 dev.launch_bound(&partial, &params, &[(1, g), (2, &partials)], [n as u32, 1, 1]);
             }
             first += n;
         }
         let finish = dev.pipeline("grad_norm/finish", "finish", || with_workgroup_reduce(SHADER.to_string()));
-        dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits()], &[(2, &partials), (3, &out)], [1, 1, 1]);
-        if max_norm.is_finite() {
+        dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits(), unscale], &[(2, &partials), (3, &out)], [1, 1, 1]);
+        if max_norm.is_finite() || grad_scale != 1.0 {
             let scale = dev.pipeline("grad_norm/scale", "scale", || with_workgroup_reduce(SHADER.to_string()));
             for (p, g) in &grads {
                 if g.numel() == 0 {

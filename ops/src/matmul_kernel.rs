@@ -19,7 +19,8 @@ const COOP_SHADER: &str = include_str!("../../shaders/matmul_coop.wgsl");
 pub const TILES_ENV: &str = "MOEGRAD_MATMUL_TILES";
 
 /// The arithmetic of matmul products.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 operands and sums.
     #[default]

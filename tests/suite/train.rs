@@ -51,11 +51,45 @@ fn a_tiny_run_lowers_the_eval_loss_well_below_its_start() {
     assert!(moe["router_entropy"].as_f64().unwrap() > 0.0 && !moe["aux_loss"].is_null() && !moe["z_loss"].is_null());
 }
 
+/// Mixed precision (f16 matmul operands, f32 sums and master weights, loss scaling)
+/// learns as well as f32 from the same start.
+#[test]
+fn f16_mixed_precision_trains_as_well_as_f32() {
+    let mut finals = Vec::new();
+    for precision in ["f32", "f16"] {
+        let out = scratch(&format!("precision-{precision}"));
+        let s = run(tiny(&["train.steps=40", &format!("train.precision=\"{precision}\"")]), &out, false, None).unwrap();
+        assert!(s.final_eval_loss < s.initial_eval_loss - 1.0, "{precision}: eval loss {} -> {}", s.initial_eval_loss, s.final_eval_loss);
+        finals.push(s.final_eval_loss);
+    }
+    assert!((finals[1] - finals[0]).abs() < 0.03 * finals[0], "f16 ends at {}, f32 at {}", finals[1], finals[0]);
+}
+
+/// Too high a loss scale overflows the f16 gradients: those steps are skipped and the
+/// scale halves until training proceeds; a scale that never recovers stops the run.
+#[test]
+fn f16_overflow_skips_steps_and_halves_the_loss_scale() {
+    let out = scratch("overflow");
+    let s = run(tiny(&["train.steps=30", "train.precision=\"f16\"", "train.loss_scale=1.7e10"]), &out, false, None).unwrap();
+    let meta = Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta;
+    let scaler = meta.loss_scaler.expect("f16 checkpoints keep the loss scaler");
+    assert!(scaler.skipped >= 3 && scaler.scale < 1.7e10 / 4.0, "{scaler:?}");
+    assert!(s.final_eval_loss < s.initial_eval_loss - 0.5, "eval loss {} -> {} with {} skipped steps", s.initial_eval_loss, s.final_eval_loss, scaler.skipped);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"loss_scale\"") && metrics.contains("\"skipped_steps\""), "{metrics}");
+
+    let stuck = scratch("overflow-stuck");
+    let err = run(tiny(&["train.steps=40", "train.precision=\"f16\"", "train.loss_scale=3e38"]), &stuck, false, None).unwrap_err().to_string();
+    assert!(err.contains("overflowed") && err.contains("train.precision"), "{err}");
+}
+
 #[test]
 fn resuming_gives_the_weights_of_an_uninterrupted_run() {
-    for ffn in ["\"default\"", "\"dense\""] {
-        let cfg = tiny(&["train.steps=6", "train.checkpoint_every=0", &format!("model.ffn={ffn}"), "train.grad_accum=2"]);
-        let (straight, split) = (scratch(&format!("straight-{ffn}")), scratch(&format!("split-{ffn}")));
+    // The f16 run's loss scale doubles every 2 steps, so its scaler state must resume too.
+    for (ffn, precision) in [("\"default\"", "f32"), ("\"dense\"", "f32"), ("\"default\"", "f16")] {
+        let sets = [&format!("model.ffn={ffn}"), &format!("train.precision=\"{precision}\""), "train.loss_scale_growth_every=2"];
+        let cfg = tiny(&[&["train.steps=6", "train.checkpoint_every=0", "train.grad_accum=2"][..], &sets[..]].concat());
+        let (straight, split) = (scratch(&format!("straight-{ffn}-{precision}")), scratch(&format!("split-{ffn}-{precision}")));
         run(cfg.clone(), &straight, false, None).unwrap();
         run(cfg.clone(), &split, false, Some(3)).unwrap();
         assert_eq!(Checkpoint::load(&split.join(CHECKPOINT_FILE)).unwrap().meta.step, 3);
@@ -64,6 +98,7 @@ fn resuming_gives_the_weights_of_an_uninterrupted_run() {
         let b = Checkpoint::load(&split.join(CHECKPOINT_FILE)).unwrap();
         assert_eq!(a.names(), b.names());
         assert_eq!(b.meta.step, 6);
+        assert_eq!(a.meta.loss_scaler, b.meta.loss_scaler);
         for name in a.names() {
             for (x, y) in a.values(name).unwrap().iter().zip(b.values(name).unwrap()) {
                 assert!((x - y).abs() <= 1e-5, "{ffn} {name}: {x} straight vs {y} resumed");
@@ -122,6 +157,10 @@ fn config_errors_name_the_key() {
     assert!(e.contains("train.warmup"), "{e}");
     let e = err(&["model.ffn=\"sparse\""]);
     assert!(e.contains("model.ffn"), "{e}");
+    let e = err(&["train.precision=\"bf16\""]);
+    assert!(e.contains("train.precision") && e.contains("f16"), "{e}");
+    let e = err(&["train.loss_scale=0"]);
+    assert!(e.contains("train.loss_scale"), "{e}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use moegrad::ops::norm::norm_reference;
 use moegrad::ops::optim::adamw_reference;
 use moegrad::ops::rope::rope_reference;
 use moegrad::ops::swiglu::swiglu_reference;
-use moegrad::ops::{attention, clip_grad_norm, layer_norm, rms_norm, rope, swiglu, AdamW, AdamWConfig, NormKind, RopeTable};
+use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, layer_norm, rms_norm, rope, swiglu, AdamW, AdamWConfig, NormKind, RopeTable};
 use moegrad::prelude::*;
 
 use crate::common::{assert_close, check_op, device, dim, host, rng, upload, TOL};
@@ -108,4 +108,27 @@ fn gradient_norm_and_clipping() {
     }
     let unclipped = clip_grad_norm(&[c.clone()], f32::INFINITY).unwrap().to_vec().unwrap();
     assert_eq!(unclipped[1], 1.0);
+}
+
+/// Loss scaling: gradients that hold `scale` times the true ones come out unscaled (and
+/// clipped by the true norm); an overflowed gradient makes the norm non-finite.
+#[test]
+fn loss_scaled_gradients_are_unscaled_then_clipped() {
+    let mut r = rng(76);
+    let true_grad = host(&mut r, &[5_000], -1.0, 1.0);
+    let norm: f64 = true_grad.data.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let scale = 1024.0f32;
+    for max_norm in [f32::INFINITY, 2.0] {
+        let p = upload(&host(&mut r, &[5_000], -1.0, 1.0)).requires_grad();
+        p.set_grad(upload(&true_grad.map(|v| v * scale as f64)));
+        let out = clip_grad_norm_scaled(&[p.clone()], max_norm, scale).unwrap().to_vec().unwrap();
+        assert!((out[0] as f64 - norm).abs() < 1e-4 * norm, "true norm {norm}, got {}", out[0]);
+        let clip = (max_norm as f64 / (norm + 1e-6)).min(1.0);
+        let want: Vec<f64> = true_grad.data.iter().map(|v| v * clip).collect();
+        assert_close("unscaled gradient", &p.grad().unwrap().to_vec().unwrap(), &want, 1e-5);
+    }
+    let p = upload(&host(&mut r, &[3], -1.0, 1.0)).requires_grad();
+    p.set_grad(Tensor::from_slice(&device(), &[1.0, f32::INFINITY, 0.0], &[3]).unwrap());
+    let out = clip_grad_norm_scaled(&[p], 1.0, scale).unwrap().to_vec().unwrap();
+    assert!(!out[0].is_finite(), "an overflowed gradient must show in the norm, got {}", out[0]);
 }
