@@ -6,8 +6,10 @@ JSON keys, so that one command on a GPU machine gives the side-by-side table:
     moegrad bench --suite pytorch --json > moegrad.json
 
 Times are CUDA-event medians over --iters runs after one warm-up. fp32 matmuls run without
-TF32 unless --tf32; `matmul_4096_fp16` (no moegrad counterpart yet) is the tensor-core
-reference. --scale tiny and --device cpu give the small shapes for a quick check.
+TF32 unless --tf32. The `_fp16`/`_f16` keys are the mixed-precision references: f16
+tensors for the matmul, autocast with a GradScaler for the LM step (moegrad's
+`train.precision = "f16"`). --scale tiny and --device cpu give the small shapes for a quick
+check.
 """
 import argparse
 import json
@@ -169,8 +171,24 @@ def main():
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    lm_key = f"moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}"
     s = timed(lm_step, iters, dev)
-    results.append(result(f"moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}", s, batch * context / s, "tokens/s", timer))
+    results.append(result(lm_key, s, batch * context / s, "tokens/s", timer))
+    if dev == "cuda":
+        scaler = torch.amp.GradScaler("cuda")
+
+        def lm_step_f16():
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = F.cross_entropy(model(ids[:, :-1]).reshape(-1, vocab).float(), ids[:, 1:].reshape(-1))
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+
+        s = timed(lm_step_f16, iters, dev)
+        results.append(result(lm_key + "_f16", s, batch * context / s, "tokens/s", timer))
 
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     report = {"suite": "pytorch", "device": f"PyTorch {torch.__version__} on {name}", "results": results, "counters": None}

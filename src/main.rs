@@ -409,7 +409,7 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool) -> 
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    println!("{} on {} ({:?} shapes; timer: {})", report.suite, report.device, scale, report.results.first().map_or("-", |r| r.timer));
+    println!("{} on {} ({:?} shapes; timer: {}; f16 matmuls: {})", report.suite, report.device, scale, report.results.first().map_or("-", |r| r.timer), report.f16_matmul);
     for r in &report.results {
         let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
         println!("  {:<52} {:>10.3} ms  {:>12.3} {}{peak}", r.key, r.ms, r.value, r.unit);

@@ -321,6 +321,17 @@ fn tensor_cores_verified(dev: &Device) -> bool {
     })
 }
 
+/// Which kernel runs f16 matmuls on `dev`, in words (for benchmark reports).
+pub fn f16_matmul_kernel(dev: &Device) -> &'static str {
+    if dev.has_tensor_cores_f16() && tensor_cores_verified(dev) {
+        "tensor cores (cooperative matrices)"
+    } else if dev.features().contains(wgpu::Features::SHADER_F16) {
+        "register tiles, f16 in workgroup memory"
+    } else {
+        "register tiles, operands rounded to f16"
+    }
+}
+
 /// The variant for `op(a) @ op(b)` at `precision` on `a`'s device.
 fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, k]: [usize; 3], precision: Precision) -> Variant {
     let dev = a.device();

@@ -27,9 +27,10 @@ fn suites_report_every_workload_and_the_step_counters() {
     // A device of its own: other tests' work would move the counters.
     let pytorch = run(&Device::new().unwrap(), "pytorch", Scale::Tiny, 1, 0).unwrap();
     let keys: Vec<&str> = pytorch.results.iter().map(|r| r.key.as_str()).collect();
-    for prefix in ["matmul_256_fp32", "softmax_", "log_softmax_", "router_softmax_top2_", "moe_layer_fwd_bwd_", "moe_lm_train_step_"] {
+    for prefix in ["matmul_256_fp32", "matmul_256_fp16", "softmax_", "log_softmax_", "router_softmax_top2_", "moe_layer_fwd_bwd_", "moe_lm_train_step_"] {
         assert!(keys.iter().any(|k| k.starts_with(prefix)), "{prefix} missing from {keys:?}");
     }
+    assert!(keys.iter().any(|k| k.starts_with("moe_lm_train_step_") && k.ends_with("_f16")), "no f16 training step in {keys:?}");
     assert!(kernels.results.iter().chain(&pytorch.results).all(|r| r.value > 0.0 && r.ms > 0.0));
     let c = pytorch.counters.unwrap();
     assert_eq!(c.buffers_created_after_warmup, 0, "a training step must not create buffers");
