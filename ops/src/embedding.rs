@@ -2,12 +2,15 @@
 //! Its backward is a deterministic scatter-add into the table's gradient
 //! (`shaders/embedding_backward.wgsl`).
 
-use moegrad_engine::{grid, record, DType, Tensor};
+use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
 
 const GATHER_SHADER: &str = include_str!("../../shaders/gather_rows.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/embedding_backward.wgsl");
+/// Table rows per backward workgroup: enough workgroups to fill a GPU at vocabulary
+/// sizes, few enough that re-reading the ids stays cheap.
+const BACKWARD_ROWS: usize = 64;
 
 /// `table[ids]`: for ids of shape `[...]` and a `[rows, d]` table, a `[..., d]` tensor.
 /// Ids past the table give zero rows (check ids on the host when they come from users).
@@ -33,9 +36,9 @@ fn embedding_backward(g: &Tensor, ids: &Tensor, rows: usize, d: usize) -> Tensor
     let dev = g.device();
     let dtable = Tensor::zeros(dev, &[rows, d]).unwrap_or_else(|e| panic!("embedding backward: {e}"));
     if ids.numel() > 0 && d > 0 {
-        let pipeline = dev.pipeline("embedding_backward", "main", || BACKWARD_SHADER.to_string());
+        let pipeline = dev.pipeline("embedding_backward", "main", || render_template(BACKWARD_SHADER, &[("ROWS", &BACKWARD_ROWS.to_string())]));
         let params = [ids.numel(), d, rows].map(|v| v as u32);
-        dev.launch(&pipeline, &params, &[g, ids, &dtable], grid(rows));
+        dev.launch(&pipeline, &params, &[g, ids, &dtable], grid(rows.div_ceil(BACKWARD_ROWS)));
     }
     dtable
 }
