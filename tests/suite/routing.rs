@@ -34,7 +34,7 @@ fn topk_ties_go_to_the_lower_index() {
 #[test]
 fn router_matches_reference_with_and_without_renormalisation() {
     let mut r = rng(61);
-    for (tokens, experts, k) in [(1, 1, 1), (7, 8, 2), (33, 64, 8), (65, 256, 4), (5, 3, 3)] {
+    for (tokens, experts, k) in [(1, 1, 1), (7, 8, 2), (33, 64, 8), (130, 17, 2), (65, 256, 4), (5, 3, 3)] {
         for renormalize in [false, true] {
             let logits = host(&mut r, &[tokens, experts], -3.0, 3.0);
             let out = route(&upload(&logits), k, renormalize);
