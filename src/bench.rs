@@ -205,6 +205,10 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     for (ta, tb, name) in [(false, false, "nn"), (false, true, "nt"), (true, false, "tn")] {
         r.run(&format!("matmul_{name}_{n}"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(matmul_t(&a, &b, ta, tb)));
     }
+    // Each entry of the register-tile table, for tuning `Tiles::for_device` on this adapter.
+    for tiles in Tiles::ALL {
+        r.run(&format!("matmul_{n}_tiles_{tiles}"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(with_matmul_tiles(tiles, || matmul(&a, &b))));
+    }
     let len = if scale == Scale::Gpu { 1 << 26 } else { 1 << 18 };
     let (x, y) = (randn(&dev, &[len], rng)?, randn(&dev, &[len], rng)?);
     r.run("add", Work::Bytes(12.0 * len as f64), &|| drop(x.add(&y)));

@@ -39,6 +39,20 @@ impl Device {
     /// The pipeline for entry point `entry` of the shader that `source` builds, compiled on
     /// first use. `key` must identify the variant uniquely (e.g. "unary/exp/forward").
     pub fn pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> Arc<wgpu::ComputePipeline> {
+        self.cached_pipeline(key, entry, source, wgpu::ShaderRuntimeChecks::checked())
+    }
+
+    /// `pipeline` without the bounds checks and loop guards naga adds to every access and
+    /// loop, which cost hot loops dearly.
+    ///
+    /// # Safety
+    /// Every index of the kernel must be in bounds by construction (and tested on odd
+    /// shapes) and every loop must end: an out-of-bounds access is undefined behaviour.
+    pub unsafe fn pipeline_unchecked(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> Arc<wgpu::ComputePipeline> {
+        self.cached_pipeline(key, entry, source, wgpu::ShaderRuntimeChecks::unchecked())
+    }
+
+    fn cached_pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String, checks: wgpu::ShaderRuntimeChecks) -> Arc<wgpu::ComputePipeline> {
         let cache = &self.0.pipelines;
         if let Some(p) = cache.pipelines.lock().unwrap().get(key) {
             return p.clone();
@@ -46,10 +60,10 @@ impl Device {
         let source = source();
         let device = &self.0.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(key), source: wgpu::ShaderSource::Wgsl(source.into()) };
+        // SAFETY: with checks on this is `create_shader_module`; without, `pipeline_unchecked`'s
+        // caller has promised in-bounds indices and finite loops.
+        let module = unsafe { device.create_shader_module_trusted(desc, checks) };
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key),
             layout: None,

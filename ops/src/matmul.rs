@@ -61,7 +61,7 @@ fn matmul_at(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, precision: Pr
     let mut shape = batch_shape.to_vec();
     shape.extend([m, n]);
     let stride = |batch_dims: &[usize], x: &Tensor| if batch_dims.is_empty() { 0 } else { x.shape()[x.rank() - 2] * x.shape()[x.rank() - 1] };
-    let out = launch(Grouping::Batched { batch, stride_a: stride(batch_a, a), stride_b: stride(batch_b, b) }, a, b, trans_a, trans_b, [m, n, ka], &shape, precision);
+    let out = launch(Grouping::Batched { batch, stride_a: stride(batch_a, a), stride_b: stride(batch_b, b) }, a, b, [trans_a, trans_b], [m, n, ka], &shape, precision);
     let (sa, sb) = (a.clone(), b.clone());
     let (need_a, need_b) = (a.is_tracked(), b.is_tracked());
     record("matmul", out, &[a, b], move |g| {
@@ -90,12 +90,12 @@ pub fn grouped_matmul(x: &Tensor, w: &Tensor, offsets: &Tensor) -> Tensor {
     assert!(offsets.dtype() == DType::U32 && offsets.shape() == [experts + 1], "grouped_matmul: offsets must be u32 [{}], got {:?} {:?}", experts + 1, offsets.dtype(), offsets.shape());
     let rows = x.shape()[0];
     let precision = matmul_precision();
-    let out = launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, false, false, [rows, outputs, inputs], &[rows, outputs], precision);
+    let out = launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, [false, false], [rows, outputs, inputs], &[rows, outputs], precision);
     let (sx, sw, so) = (x.clone(), w.clone(), offsets.clone());
     let (need_x, need_w) = (x.is_tracked(), w.is_tracked());
     record("grouped_matmul", out, &[x, w], move |g| {
-        let dx = need_x.then(|| launch(Grouping::Rows { offsets: &so, experts, stride_b: inputs * outputs }, g, &sw, false, true, [rows, inputs, outputs], &[rows, inputs], precision));
-        let dw = need_w.then(|| launch(Grouping::Depth { offsets: &so, experts }, &sx, g, true, false, [inputs, outputs, rows], &[experts, inputs, outputs], precision));
+        let dx = need_x.then(|| launch(Grouping::Rows { offsets: &so, experts, stride_b: inputs * outputs }, g, &sw, [false, true], [rows, inputs, outputs], &[rows, inputs], precision));
+        let dw = need_w.then(|| launch(Grouping::Depth { offsets: &so, experts }, &sx, g, [true, false], [inputs, outputs, rows], &[experts, inputs, outputs], precision));
         vec![dx, dw]
     })
 }

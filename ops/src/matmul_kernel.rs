@@ -107,16 +107,18 @@ impl Tiles {
         (self.bm / self.tm) * (self.bn / self.tn)
     }
 
-    /// The table: the largest tiles that still give the GPU a few workgroups per core;
-    /// on a CPU adapter (lavapipe) workgroups run one per core thread and MEDIUM is best.
+    /// The table: the largest tiles that still give every core a few workgroups. On a CPU
+    /// adapter (lavapipe, where a workgroup runs on one core thread) LARGE measured 3x
+    /// MEDIUM at 256^3 (`moegrad bench --suite kernels`, 2 cores); the GPU entries await
+    /// the same measurement on the GPU.
     fn for_device(dev: &Device, m: usize, n: usize, matrices: usize) -> Tiles {
         if let Some(t) = TILES_OVERRIDE.with(Cell::get).or_else(env_tiles) {
             return t;
         }
-        if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
-            return Tiles::MEDIUM;
-        }
         let workgroups = |t: Tiles| m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices;
+        if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            return if workgroups(Tiles::LARGE) >= 4 { Tiles::LARGE } else { Tiles::MEDIUM };
+        }
         if workgroups(Tiles::LARGE) >= 256 {
             Tiles::LARGE
         } else if workgroups(Tiles::MEDIUM) >= 128 {
@@ -291,7 +293,7 @@ impl Variant {
 
 /// Loads of 4 elements where the operand's contiguous dimension allows them.
 fn vector_width(contiguous_len: usize, split_at_any_offset: bool) -> usize {
-    if contiguous_len % 4 == 0 && !split_at_any_offset {
+    if contiguous_len.is_multiple_of(4) && !split_at_any_offset {
         4
     } else {
         1
@@ -351,7 +353,8 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
 
 /// Records one matmul dispatch of `op(a) @ op(b)` (`[m, n, k]`) into a new `out_shape`
 /// tensor, with the best variant for the device.
-pub(crate) fn launch(grouping: Grouping, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, dims: [usize; 3], out_shape: &[usize], precision: Precision) -> Tensor {
+/// `transposed` says which of `a` and `b` enter as their transpose.
+pub(crate) fn launch(grouping: Grouping, a: &Tensor, b: &Tensor, [trans_a, trans_b]: [bool; 2], dims: [usize; 3], out_shape: &[usize], precision: Precision) -> Tensor {
     let variant = choose(&grouping, a, trans_a, trans_b, dims, precision);
     launch_variant(variant, grouping, a, b, dims, out_shape)
 }
@@ -375,7 +378,10 @@ fn launch_variant(variant: Variant, grouping: Grouping, a: &Tensor, b: &Tensor, 
     let groups = [n.div_ceil(t.bn), m.div_ceil(t.bm), z];
     assert!(groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM as usize), "matmul: output {out_shape:?} needs too many workgroups");
     let params = [m, n, k, stride_a, stride_b].map(|v| v as u32);
-    let pipeline = dev.pipeline(&variant.key(grouping.key()), "main", || variant.source(grouping.wgsl()));
+    // SAFETY: every global access of the matmul kernels is guarded by an explicit bounds
+    // check, and every workgroup-memory index is below its tile's size by construction
+    // (k < BK, m < BM, n < BN); tests cover every variant on odd and vector-width shapes.
+    let pipeline = unsafe { dev.pipeline_unchecked(&variant.key(grouping.key()), "main", || variant.source(grouping.wgsl())) };
     let groups = groups.map(|g| g as u32);
     match grouping {
         Grouping::Batched { .. } => dev.launch(&pipeline, &params, &[a, b, &out], groups),

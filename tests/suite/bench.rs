@@ -23,7 +23,7 @@ fn gpu_timer_measures_recorded_work() {
 #[test]
 fn suites_report_every_workload_and_the_step_counters() {
     let kernels = run(&device(), "kernels", Scale::Tiny, 1, 0).unwrap();
-    assert_eq!(kernels.results.len(), 13);
+    assert_eq!(kernels.results.len(), 16);
     // A device of its own: other tests' work would move the counters.
     let pytorch = run(&Device::new().unwrap(), "pytorch", Scale::Tiny, 1, 0).unwrap();
     let keys: Vec<&str> = pytorch.results.iter().map(|r| r.key.as_str()).collect();
