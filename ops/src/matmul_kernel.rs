@@ -169,10 +169,10 @@ fn env_tiles() -> Option<Tiles> {
     })
 }
 
-/// The cooperative kernel's fixed shape: four 32-lane subgroups, each owning a 32x32
-/// quadrant (2x2 matrices of 16x16) of a 64x64 tile, 32-deep slices.
-const COOP_TILES: Tiles = Tiles { bm: 64, bn: 64, bk: 32, tm: 0, tn: 0 };
-const COOP_THREADS: usize = 128;
+/// The cooperative kernel's fixed shape: eight 32-lane subgroups, each owning 32x64
+/// (2x4 matrices of 16x16) of a 128x128 tile, 32-deep slices.
+const COOP_TILES: Tiles = Tiles { bm: 128, bn: 128, bk: 32, tm: 0, tn: 0 };
+const COOP_THREADS: usize = 256;
 
 const BATCHED_RANGES: &str =
     "fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n); }";
@@ -301,11 +301,12 @@ fn vector_width(contiguous_len: usize, split_at_any_offset: bool) -> usize {
 }
 
 /// Whether the tensor-core kernel computes what the portable one does on this device,
-/// checked once on an odd-sized product. An adapter that advertises the feature but gets
+/// checked once on a product with a whole interior tile (stored directly) and edge tiles
+/// (stored through staging). An adapter that advertises the feature but gets
 /// it wrong falls back, with a warning, instead of training on wrong numbers.
 fn tensor_cores_verified(dev: &Device) -> bool {
     dev.verified("matmul/cooperative-f16", || {
-        let (m, n, k) = (70, 45, 100);
+        let (m, n, k) = (200, 136, 100);
         let values = |len: usize, seed: usize| (0..len).map(|i| (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0) - 1.0).collect::<Vec<_>>();
         let upload = |len, seed| Tensor::from_slice(dev, &values(len, seed), &[len]).expect("matmul self-check upload");
         let (a, b) = (upload(m * k, 1), upload(k * n, 2));
@@ -477,7 +478,8 @@ mod tests {
     #[test]
     fn f16_paths_round_operands_and_sum_in_f32() {
         let dev = Device::new().expect("tests need a GPU adapter (lavapipe will do)");
-        let dims = [37, 29, 67];
+        // 150 x 136: a whole 128 x 128 tile and edge tiles, for every kernel's store paths.
+        let dims = [150, 136, 67];
         let [m, n, k] = dims;
         let values = |len: usize, seed: f32| (0..len).map(|i| ((i as f32 * 0.7548 + seed).sin() * 43758.547).fract()).collect::<Vec<f32>>();
         let mut paths: Vec<(Option<Tiles>, bool)> = Tiles::ALL.iter().map(|&t| (Some(t), false)).collect();
