@@ -237,6 +237,9 @@ fn run_train(config: Option<PathBuf>, mut overrides: Vec<String>, data: Option<S
     let device = Device::new()?;
     if !quiet {
         println!("device: {}  model: {} layers x d={} ({})  out: {}", device.name(), config.model.layers, config.model.d_model, config.model.ffn.name(), out.display());
+        if config.train.precision == moegrad::ops::Precision::F16 {
+            println!("precision: f16 matmuls on {}, loss scale {}", moegrad::ops::f16_matmul_kernel(&device), config.train.loss_scale);
+        }
     }
     let s = train(&device, TrainOptions { config, out, resume, quiet, stop_after })?;
     println!("done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4})", s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss);
