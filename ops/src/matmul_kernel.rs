@@ -30,27 +30,6 @@ pub enum Precision {
     F16,
 }
 
-impl FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Precision, String> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            other => Err(format!("unknown precision {other:?}: expected \"f32\" or \"f16\"")),
-        }
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-        })
-    }
-}
-
 thread_local! {
     static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
     static TILES_OVERRIDE: Cell<Option<Tiles>> = const { Cell::new(None) };
@@ -445,8 +424,6 @@ mod tests {
         assert!(err.contains("64x64/4x4") && err.contains("BMxBNxBK"), "{err}");
         let err = "64x64x16/3x4".parse::<Tiles>().unwrap_err();
         assert!(err.contains("must divide"), "{err}");
-        assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
-        assert!("bf16".parse::<Precision>().unwrap_err().contains("\"bf16\""));
     }
 
     /// `op(a) @ op(b)` in f64, with operands rounded to f16 first when `f16`.
