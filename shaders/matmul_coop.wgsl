@@ -11,12 +11,22 @@ const QM: u32 = 2u; // 16 x 16 matrices per subgroup, down
 const QN: u32 = 4u; // and across
 const SUBGROUP: u32 = 32u;
 
+var<workgroup> a_tile: array<f16, BK * AS>;
+var<workgroup> b_tile: array<f16, BK * BS>;
 var<workgroup> staging: array<f32, (THREADS / SUBGROUP) * 256u>;
+
+fn put_a(i: u32, x: f16) {
+    a_tile[i] = x;
+}
+
+fn put_b(i: u32, x: f16) {
+    b_tile[i] = x;
+}
 
 @compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32, @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) lane: u32) {
-    let rg = ranges(wid.z);
-    let row0 = rg.m_begin + wid.y * BM;
+    let rg = ranges(wid);
+    let row0 = rg.m_begin + rg.tile * BM;
     // A tile past its group's rows (grouped dispatches cover the worst case) skips the
     // depth loop rather than returning: cooperative operations need uniform control flow.
     let k_stop = select(rg.k_begin, rg.k_end, row0 < rg.m_end);

@@ -2,13 +2,16 @@
 // What every matmul kernel shares: the operands, how the matrices of one dispatch are laid
 // out (workgroup z picks one), and staging one BK-deep slice of op(A) and op(B) in
 // workgroup memory. C = op(A) * op(B), op = identity or transpose (TRANS_A, TRANS_B).
-// GROUPING defines `ranges(z)`: which rows and which depth (K) matrix z covers, and where
-// its operands start:
-//   plain batches: all rows and depth, per-batch offsets (stride 0 shares an operand);
-//   rows grouped by expert (MoE forward, input gradient): rows offsets[z]..offsets[z+1]
-//     of A and C, expert z's own B;
-//   depth grouped by expert (MoE weight gradient): K runs over expert z's rows only and C
-//     is expert z's own matrix.
+// GROUPING defines `ranges(wid)`: which matrix workgroup `wid` works on, the rows and the
+// depth (K) that matrix covers, where its operands start, and which tile of its rows
+// (`tile`, counted from `m_begin`) is the workgroup's:
+//   plain batches (matrix wid.z): all rows and depth, per-batch offsets (stride 0 shares
+//     an operand);
+//   rows grouped by expert (MoE forward, input gradient): rows offsets[e]..offsets[e+1] of
+//     A and C, expert e's own B; the row tiles of all experts are numbered in one run
+//     along wid.y, so the dispatch needs only rows/BM + experts of them;
+//   depth grouped by expert (MoE weight gradient, matrix wid.z): K runs over expert z's
+//     rows only and C is expert z's own matrix.
 // Edge tiles stage zeros, so any M, N, K work.
 
 const TRANS_A: bool = {{TRANS_A}};
@@ -26,9 +29,9 @@ const VB: u32 = {{VEC_B}}u;
 const AS: u32 = BM + 8u;
 const BS: u32 = BN + 8u;
 
-struct Params { m: u32, n: u32, k: u32, batch_stride_a: u32, batch_stride_b: u32 }
+struct Params { m: u32, n: u32, k: u32, batch_stride_a: u32, batch_stride_b: u32, experts: u32 }
 
-struct Ranges { m_begin: u32, m_end: u32, k_begin: u32, k_end: u32, a_off: u32, b_off: u32, c_off: u32 }
+struct Ranges { m_begin: u32, m_end: u32, k_begin: u32, k_end: u32, a_off: u32, b_off: u32, c_off: u32, tile: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<{{A_ELEM}}>;
@@ -37,9 +40,9 @@ struct Ranges { m_begin: u32, m_end: u32, k_begin: u32, k_end: u32, a_off: u32, 
 
 {{GROUPING}}
 
-// Staged slices, K-major: a_tile[k * AS + m] = op(A)[m, k], b_tile[k * BS + n] = op(B)[k, n].
-var<workgroup> a_tile: array<{{TILE_T}}, BK * AS>;
-var<workgroup> b_tile: array<{{TILE_T}}, BK * BS>;
+// The staged slices are K-major: element (m, k) of op(A) at index k * AS + m of the A
+// tile, element (k, n) of op(B) at k * BS + n of the B tile. Each main kernel declares the
+// tiles in the layout its inner loop reads and stores into them with put_a and put_b.
 
 // How a value enters a tile: as is, or rounded to f16 for mixed precision.
 fn to_tile(x: f32) -> {{TILE_T}} {
@@ -71,7 +74,7 @@ fn stage_tiles(rg: Ranges, row0: u32, col0: u32, k0: u32, tid: u32) {
             v = read_a(rg.a_off + select(gm * p.k + gk, gk * p.m + gm, TRANS_A));
         }
         for (var i = 0u; i < VA; i++) {
-            if TRANS_A { a_tile[kk * AS + mm + i] = to_tile(v[i]); } else { a_tile[(kk + i) * AS + mm] = to_tile(v[i]); }
+            put_a(select((kk + i) * AS + mm, kk * AS + mm + i, TRANS_A), to_tile(v[i]));
         }
     }
     let b_line = select(BN, BK, TRANS_B) / VB;
@@ -87,7 +90,7 @@ fn stage_tiles(rg: Ranges, row0: u32, col0: u32, k0: u32, tid: u32) {
             v = read_b(rg.b_off + select(gk * p.n + gn, gn * p.k + gk, TRANS_B));
         }
         for (var i = 0u; i < VB; i++) {
-            if TRANS_B { b_tile[(kk + i) * BS + nn] = to_tile(v[i]); } else { b_tile[kk * BS + nn + i] = to_tile(v[i]); }
+            put_b(select(kk * BS + nn + i, (kk + i) * BS + nn, TRANS_B), to_tile(v[i]));
         }
     }
 }

@@ -76,7 +76,7 @@ pub struct Tiles {
 
 impl Tiles {
     /// Many small tiles, for outputs too small to fill a GPU with bigger ones.
-    pub const SMALL: Tiles = Tiles { bm: 32, bn: 32, bk: 8, tm: 2, tn: 2 };
+    pub const SMALL: Tiles = Tiles { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4 };
     pub const MEDIUM: Tiles = Tiles { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
     /// 8x8 per thread: 64 multiply-adds per 16 workgroup-memory reads.
     pub const LARGE: Tiles = Tiles { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 };
@@ -128,14 +128,12 @@ impl FromStr for Tiles {
         let ok = [bm, bn, bk, tm, tn].iter().all(|&v| v > 0)
             && bm % tm == 0
             && bn % tn == 0
-            && bm % 4 == 0
-            && bn % 4 == 0
-            && bk % 4 == 0
+            && [bk, tm, tn].iter().all(|v| v % 4 == 0)
             && (1..=1024).contains(&t.threads());
         if ok {
             Ok(t)
         } else {
-            Err(format!("matmul tiles {s:?}: tiles and blocks must divide, BM, BN and BK be multiples of 4, and 1..1024 threads"))
+            Err(format!("matmul tiles {s:?}: blocks must divide tiles, BK, TM and TN be multiples of 4, and 1..1024 threads"))
         }
     }
 }
@@ -154,11 +152,23 @@ const COOP_TILES: Tiles = Tiles { bm: 128, bn: 128, bk: 32, tm: 0, tn: 0 };
 const COOP_THREADS: usize = 256;
 
 const BATCHED_RANGES: &str =
-    "fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n); }";
+    "fn ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n, wid.y); }";
+/// Row tile `wid.y` of the run over all experts: expert e has ceil(rows_e / BM) of them.
+/// A workgroup past the last one gets an empty range.
 const ROWS_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
-fn ranges(z: u32) -> Ranges { return Ranges(offsets[z], offsets[z + 1u], 0u, p.k, 0u, z * p.batch_stride_b, 0u); }";
+fn ranges(wid: vec3<u32>) -> Ranges {
+    var t = wid.y;
+    for (var e = 0u; e < p.experts; e++) {
+        let tiles = (offsets[e + 1u] - offsets[e] + BM - 1u) / BM;
+        if t < tiles {
+            return Ranges(offsets[e], offsets[e + 1u], 0u, p.k, 0u, e * p.batch_stride_b, 0u, t);
+        }
+        t -= tiles;
+    }
+    return Ranges(0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
+}";
 const DEPTH_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
-fn ranges(z: u32) -> Ranges { return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n); }";
+fn ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n, wid.y); }";
 
 /// How the matrices of one dispatch (workgroup z) are laid out.
 pub(crate) enum Grouping<'a> {
@@ -323,9 +333,11 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
     let f16 = precision == Precision::F16;
     let f16_tiles = f16 && dev.features().contains(wgpu::Features::SHADER_F16);
     let coop = f16 && TILES_OVERRIDE.with(Cell::get).is_none() && dev.has_tensor_cores_f16() && tensor_cores_verified(dev);
+    // Products that tile independently: grouped rows share one run of row tiles.
     let matrices = match grouping {
         Grouping::Batched { batch, .. } => *batch,
-        Grouping::Rows { experts, .. } | Grouping::Depth { experts, .. } => *experts,
+        Grouping::Rows { .. } => 1,
+        Grouping::Depth { experts, .. } => *experts,
     };
     let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices));
     Variant { trans_a, trans_b, tiles, precision, f16_tiles: f16_tiles || coop, vec_a, vec_b }
@@ -349,15 +361,16 @@ fn launch_variant(variant: Variant, grouping: Grouping, a: &Tensor, b: &Tensor, 
     if out.numel() == 0 || k == 0 {
         return out;
     }
-    let (z, stride_a, stride_b) = match grouping {
-        Grouping::Batched { batch, stride_a, stride_b } => (batch, stride_a, stride_b),
-        Grouping::Rows { experts, stride_b, .. } => (experts, 0, stride_b),
-        Grouping::Depth { experts, .. } => (experts, 0, 0),
-    };
     let t = variant.tiles();
-    let groups = [n.div_ceil(t.bn), m.div_ceil(t.bm), z];
+    // [column tiles, row tiles, matrices]; grouped rows number the row tiles of all
+    // experts in one run, at most rows/BM + experts of them.
+    let (groups, stride_a, stride_b, experts) = match grouping {
+        Grouping::Batched { batch, stride_a, stride_b } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), batch], stride_a, stride_b, 0),
+        Grouping::Rows { experts, stride_b, .. } => ([n.div_ceil(t.bn), m.div_ceil(t.bm) + experts, 1], 0, stride_b, experts),
+        Grouping::Depth { experts, .. } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), experts], 0, 0, experts),
+    };
     assert!(groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM as usize), "matmul: output {out_shape:?} needs too many workgroups");
-    let params = [m, n, k, stride_a, stride_b].map(|v| v as u32);
+    let params = [m, n, k, stride_a, stride_b, experts].map(|v| v as u32);
     // SAFETY: every global access of the matmul kernels is guarded by an explicit bounds
     // check, and every workgroup-memory index is below its tile's size by construction
     // (k < BK, m < BM, n < BN); tests cover every variant on odd and vector-width shapes.
@@ -422,8 +435,8 @@ mod tests {
         assert_eq!(Tiles::MEDIUM.to_string().parse::<Tiles>(), Ok(Tiles::MEDIUM));
         let err = "64x64/4x4".parse::<Tiles>().unwrap_err();
         assert!(err.contains("64x64/4x4") && err.contains("BMxBNxBK"), "{err}");
-        let err = "64x64x16/3x4".parse::<Tiles>().unwrap_err();
-        assert!(err.contains("must divide"), "{err}");
+        let err = "64x64x16/2x4".parse::<Tiles>().unwrap_err();
+        assert!(err.contains("multiples of 4"), "{err}");
     }
 
     /// `op(a) @ op(b)` in f64, with operands rounded to f16 first when `f16`.
