@@ -1,8 +1,9 @@
 //! The training loop, flat as in llm.c and nanoGPT: for each step, micro-batches forward
 //! and backward, clip, AdamW, commit the Default-MoE vectors, then log, evaluate and
-//! checkpoint on their intervals. A step reads back one scalar (the loss, to stop on NaN;
-//! f16 runs read a second, the gradient norm, to skip a step that overflowed);
-//! everything else stays on the GPU until a log line needs it.
+//! checkpoint on their intervals. A step reads back one scalar, the loss, to stop on NaN,
+//! and checks it during the next step so that the GPU never waits for the host (f16 runs
+//! also read the gradient norm, to skip a step that overflowed); everything else stays on
+//! the GPU until a log line needs it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use moegrad_engine::{no_grad, Device, Tensor};
+use moegrad_engine::{no_grad, Device, PendingRead, Tensor};
 use moegrad_models::Transformer;
 use moegrad_ops::{clip_grad_norm_scaled, cross_entropy, with_matmul_precision, Precision, AdamW, AdamWConfig, CrossEntropyOptions, TensorOps};
 use rand::rngs::StdRng;
@@ -83,6 +84,20 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     Ok(())
 }
 
+/// Stops the run on a NaN or infinite loss, saying which checkpoint survives. Checkpoints
+/// are written only after their step's loss has been checked, so the last one is good.
+fn check_finite(loss: f32, step: u64, last_checkpoint: Option<u64>, ckpt_path: &Path, bar: &ProgressBar) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    bar.abandon();
+    let kept = match last_checkpoint {
+        Some(s) => format!("the last good checkpoint (step {s}) is kept at {}", ckpt_path.display()),
+        None => "no checkpoint had been written yet".to_string(),
+    };
+    bail!("training loss became {loss} at step {step}; stopping ({kept}). Try a lower train.lr or train.clip.");
+}
+
 pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     with_matmul_precision(opts.config.train.precision, || run(device, opts))
 }
@@ -147,6 +162,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     let mut window = (Instant::now(), 0u64);
     let started = Instant::now();
     let mut last_checkpoint = resumed.as_ref().map(|c| c.meta.step);
+    let mut pending_loss: Option<(u64, PendingRead)> = None;
 
     while step < t.steps {
         step += 1;
@@ -186,19 +202,25 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         tokens_seen += tokens_per_step;
         window.1 += tokens_per_step;
 
-        let train_loss = loss_sum.expect("at least one micro-batch").item()? / t.grad_accum as f32;
-        if !train_loss.is_finite() {
-            bar.abandon();
-            let kept = match last_checkpoint {
-                Some(s) => format!("the last good checkpoint (step {s}) is kept at {}", ckpt_path.display()),
-                None => "no checkpoint had been written yet".to_string(),
-            };
-            bail!("training loss became {train_loss} at step {step}; stopping ({kept}). Try a lower train.lr or train.clip.");
+        // The loss is read back in the background: the previous step's is checked now,
+        // while the GPU runs this one; a step that logs or checkpoints waits for its own.
+        let loss_read = loss_sum.expect("at least one micro-batch").read_later();
+        if let Some((at, previous)) = pending_loss.take() {
+            check_finite(previous.wait()?[0] / t.grad_accum as f32, at, last_checkpoint, &ckpt_path, &bar)?;
         }
-        final_train_loss = train_loss;
-
         let log_now = step % t.log_every == 0 || step == t.steps;
         let eval_now = (t.eval_every > 0 && step % t.eval_every == 0) || step == t.steps;
+        let stopping = stop_after.is_some_and(|s| step >= s);
+        let checkpoint_now = (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == t.steps || stopping;
+        let mut train_loss = f32::NAN;
+        if log_now || eval_now || checkpoint_now {
+            train_loss = loss_read.wait()?[0] / t.grad_accum as f32;
+            check_finite(train_loss, step, last_checkpoint, &ckpt_path, &bar)?;
+            final_train_loss = train_loss;
+        } else {
+            pending_loss = Some((step, loss_read));
+        }
+
         if log_now || eval_now {
             let tokens_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64();
             window = (Instant::now(), 0);
@@ -237,8 +259,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 println!("step {step:>6}/{}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s", t.steps);
             }
         }
-        let stopping = stop_after.is_some_and(|s| step >= s);
-        if (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == t.steps || stopping {
+        if checkpoint_now {
             let meta = CheckpointMeta {
                 format: 1,
                 config: config.clone(),

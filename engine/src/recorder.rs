@@ -66,10 +66,11 @@ impl Recorder {
         self.commands.push(command);
     }
 
-    /// Encodes everything recorded, consecutive dispatches in one compute pass, and submits.
-    pub fn flush(&mut self, device: &DeviceInner) {
+    /// Encodes everything recorded, consecutive dispatches in one compute pass, and submits;
+    /// returns the submission (`None` when there was nothing to submit).
+    pub fn flush(&mut self, device: &DeviceInner) -> Option<wgpu::SubmissionIndex> {
         if self.commands.is_empty() {
-            return;
+            return None;
         }
         if !self.params.is_empty() {
             device.queue.write_buffer(&self.arena, 0, &self.params);
@@ -97,8 +98,9 @@ impl Recorder {
                 Command::Copy { src, dst, size } => encoder.copy_buffer_to_buffer(&src, 0, &dst, 0, size),
             }
         }
-        device.queue.submit([encoder.finish()]);
+        let submission = device.queue.submit([encoder.finish()]);
         self.params.clear();
         self.submissions += 1;
+        Some(submission)
     }
 }

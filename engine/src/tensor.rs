@@ -238,46 +238,22 @@ impl Tensor {
         }
     }
 
-    /// Copies the data to the host. The only place (with `item`) that waits for the GPU.
+    /// Copies the data to the host. The only place (with `item` and `read_later`) that
+    /// waits for the GPU.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.expect_dtype(DType::F32)?;
-        Ok(bytemuck::cast_slice(&self.read_bytes()?).to_vec())
+        self.read_later().wait()
     }
 
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         self.expect_dtype(DType::U32)?;
-        Ok(bytemuck::cast_slice(&self.read_bytes()?).to_vec())
+        Ok(bytemuck::cast_slice(&self.read_later().wait_bytes()?).to_vec())
     }
 
     /// The value of a one-element tensor (a loss).
     pub fn item(&self) -> Result<f32> {
         assert_eq!(self.numel(), 1, "item: tensor of shape {:?} is not a scalar", self.shape());
         Ok(self.to_vec()?[0])
-    }
-
-    fn read_bytes(&self) -> Result<Vec<u8>> {
-        let bytes = self.byte_len();
-        if bytes == 0 {
-            return Ok(Vec::new());
-        }
-        let dev = &self.0.device.0;
-        let staging = PooledBuffer::new(dev, bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        {
-            let mut rec = dev.recorder.lock().unwrap();
-            rec.push(Command::Copy { src: self.buffer().clone(), dst: staging.buffer().clone(), size: bytes });
-            rec.flush(dev);
-            rec.read_backs += 1;
-        }
-        let slice = staging.buffer().slice(0..bytes);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        dev.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::ReadBack(e.to_string()))?;
-        rx.recv().map_err(|e| Error::ReadBack(e.to_string()))?.map_err(|e| Error::ReadBack(e.to_string()))?;
-        let data = slice.get_mapped_range().map_err(|e| Error::ReadBack(e.to_string()))?.to_vec();
-        staging.buffer().unmap();
-        Ok(data)
     }
 }
 

@@ -72,6 +72,24 @@ fn ops_are_batched_until_a_read_back() {
     assert!((v[999] as f64 - expected).abs() < 1e-3 * expected, "{} vs {expected}", v[999]);
 }
 
+/// A deferred read-back sees the tensor as it was when the read was recorded, however much
+/// work (here an in-place overwrite) is recorded and submitted before it is waited for.
+#[test]
+fn a_deferred_read_back_sees_the_tensor_when_it_was_requested() {
+    let dev = Device::new().unwrap();
+    let x = Tensor::from_slice(&dev, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    let doubled = x.mul_scalar(2.0);
+    let before = dev.stats();
+    let pending = doubled.read_later();
+    assert_eq!(dev.stats().submissions, before.submissions + 1, "read_later submits without waiting");
+    doubled.write(&[7.0, 8.0, 9.0]).unwrap();
+    let later = doubled.add(&x);
+    dev.flush();
+    assert_eq!(pending.wait().unwrap(), vec![2.0, 4.0, 6.0]);
+    assert_eq!(later.to_vec().unwrap(), vec![8.0, 10.0, 12.0]);
+    assert_eq!(dev.stats().read_backs, before.read_backs + 2);
+}
+
 #[test]
 fn tensors_beyond_the_binding_limit_get_a_clear_error() {
     let dev = device();

@@ -1,0 +1,62 @@
+//! Read-backs: copying a tensor to the host. The copy is recorded after the work that
+//! produces the tensor and submitted with it at once; waiting is separate, so a training
+//! loop can record its next step while the GPU finishes this one and only then look at
+//! this step's loss.
+
+use crate::error::{Error, Result};
+use crate::pool::PooledBuffer;
+use crate::recorder::Command;
+use crate::tensor::Tensor;
+
+/// A read-back on its way: `wait` blocks until the work before it is done.
+#[must_use = "a read-back does nothing until it is waited for"]
+pub struct PendingRead {
+    staging: Option<PooledBuffer>,
+    bytes: u64,
+    submission: Option<wgpu::SubmissionIndex>,
+    device: crate::Device,
+}
+
+impl Tensor {
+    /// Submits everything recorded so far plus a copy of this tensor, without waiting.
+    pub fn read_later(&self) -> PendingRead {
+        let bytes = self.byte_len();
+        let device = self.device().clone();
+        if bytes == 0 {
+            return PendingRead { staging: None, bytes, submission: None, device };
+        }
+        let dev = &device.0;
+        let staging = PooledBuffer::new(dev, bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let submission = {
+            let mut rec = dev.recorder.lock().unwrap();
+            rec.push(Command::Copy { src: self.buffer().clone(), dst: staging.buffer().clone(), size: bytes });
+            rec.read_backs += 1;
+            rec.flush(dev)
+        };
+        PendingRead { staging: Some(staging), bytes, submission, device }
+    }
+}
+
+impl PendingRead {
+    /// The f32 values, once the GPU has produced them.
+    pub fn wait(self) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&self.wait_bytes()?).to_vec())
+    }
+
+    /// The raw bytes, once the GPU has produced them. Waits for this read's submission
+    /// only, not for work submitted after it.
+    pub fn wait_bytes(self) -> Result<Vec<u8>> {
+        let Some(staging) = self.staging else { return Ok(Vec::new()) };
+        let slice = staging.buffer().slice(0..self.bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let poll = wgpu::PollType::Wait { submission_index: self.submission, timeout: None };
+        self.device.0.device.poll(poll).map_err(|e| Error::ReadBack(e.to_string()))?;
+        rx.recv().map_err(|e| Error::ReadBack(e.to_string()))?.map_err(|e| Error::ReadBack(e.to_string()))?;
+        let data = slice.get_mapped_range().map_err(|e| Error::ReadBack(e.to_string()))?.to_vec();
+        staging.buffer().unmap();
+        Ok(data)
+    }
+}
