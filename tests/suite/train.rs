@@ -1,7 +1,7 @@
 //! The trainer end to end on tiny models: learning, exact resume, NaN stop, checkpoint and
 //! config errors, sampling, BPE.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use moegrad::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::config::RunConfig;
@@ -31,8 +31,8 @@ fn tiny(extra: &[&str]) -> RunConfig {
     RunConfig::load(None, &sets).unwrap()
 }
 
-fn run(config: RunConfig, out: &PathBuf, resume: bool, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
-    train(&device(), TrainOptions { config, out: out.clone(), resume, quiet: true, stop_after })
+fn run(config: RunConfig, out: &Path, resume: bool, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
+    train(&device(), TrainOptions { config, out: out.to_path_buf(), resume, quiet: true, stop_after })
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let before = std::fs::read(out.join(CHECKPOINT_FILE)).unwrap();
     // Steps of 3e38 with full weight decay overflow f32 within a step or two.
     let exploding = tiny(&["train.steps=8", "train.warmup=0", "train.lr=3e38", "train.min_lr=3e38", "train.clip=0", "train.weight_decay=1.0"]);
-    let err = run(exploding, &out, true, None).err().expect("an exploding run must stop").to_string();
+    let err = run(exploding, &out, true, None).expect_err("an exploding run must stop").to_string();
     assert!(err.contains("training loss became") && err.contains("step 2"), "{err}");
     assert_eq!(std::fs::read(out.join(CHECKPOINT_FILE)).unwrap(), before, "the last good checkpoint must be untouched");
     assert_eq!(Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta.step, 2);
