@@ -1,6 +1,7 @@
 // The portable matmul: a BM x BN output tile per workgroup of (BN/TN) x (BM/TM) threads,
 // each accumulating a TM x TN block in registers over the BK-deep slices that
-// `stage_tiles` (matmul_tiles.wgsl) puts in workgroup memory. The tiles are read as vec4:
+// `load_slice` and `store_slice` (matmul_tiles.wgsl) put in workgroup memory, the next
+// slice's loads in flight while the current one is multiplied. The tiles are read as vec4:
 // a thread owns TM/4 groups of 4 rows (group g: rows g * BM/(TM/4) + 4 ty ..+4) and TN/4
 // groups of 4 columns likewise, so each step of the inner loop is (TM + TN)/4 vector
 // reads, at consecutive addresses across consecutive threads (no bank conflicts), for
@@ -37,9 +38,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // acc[(4 g + r) * GN + h][q]: row r of the thread's row group g, column q of its column
     // group h.
     var acc: array<vec4<f32>, TM * GN>;
+    var slice = load_slice(rg, row0, col0, rg.k_begin, tid);
     for (var k0 = rg.k_begin; k0 < rg.k_end; k0 += BK) {
-        stage_tiles(rg, row0, col0, k0, tid);
+        store_slice(slice, tid);
         workgroupBarrier();
+        slice = load_slice(rg, row0, col0, k0 + BK, tid);
         for (var kk = 0u; kk < BK; kk++) {
             var ar: array<vec4<f32>, GM>;
             var br: array<vec4<f32>, GN>;

@@ -3,6 +3,7 @@
 // the probabilities themselves, or renormalised over the chosen k when RENORMALIZE.
 
 const RENORMALIZE: bool = {{RENORMALIZE}};
+const E: u32 = {{EXPERTS}}u; // experts: p.experts, compiled in
 const MOST_NEGATIVE: f32 = -3.4028235e38;
 
 struct Params { tokens: u32, experts: u32, k: u32 }
@@ -20,17 +21,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if t >= p.tokens {
         return;
     }
-    let base = t * p.experts;
+    // The token's row is read once into registers (E is fixed per pipeline, so the loops
+    // unroll); softmax and the selection then never touch memory again.
+    let base = t * E;
+    var z: array<f32, E>;
     var m = MOST_NEGATIVE;
-    for (var e = 0u; e < p.experts; e++) {
-        m = max(m, logits[base + e]);
+    for (var e = 0u; e < E; e++) {
+        z[e] = logits[base + e];
+        m = max(m, z[e]);
     }
     var s = 0.0;
-    for (var e = 0u; e < p.experts; e++) {
-        s += exp(logits[base + e] - m);
+    for (var e = 0u; e < E; e++) {
+        z[e] = exp(z[e] - m);
+        s += z[e];
     }
-    for (var e = 0u; e < p.experts; e++) {
-        probs[base + e] = exp(logits[base + e] - m) / s;
+    for (var e = 0u; e < E; e++) {
+        z[e] /= s;
+        probs[base + e] = z[e];
     }
     var prev_v = 0.0;
     var prev_i = 0u;
@@ -38,8 +45,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var j = 0u; j < p.k; j++) {
         var best_i = 0xffffffffu;
         var best_v = 0.0;
-        for (var e = 0u; e < p.experts; e++) {
-            let v = probs[base + e];
+        for (var e = 0u; e < E; e++) {
+            let v = z[e];
             if (j == 0u || ranks_above(prev_v, prev_i, v, e)) && (best_i == 0xffffffffu || ranks_above(v, e, best_v, best_i)) {
                 best_v = v;
                 best_i = e;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use moegrad_engine::{no_grad, Device, Tensor};
+use moegrad_engine::{no_grad, Device, KernelTime, Tensor};
 use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, Transformer};
 use moegrad_ops::*;
 use rand::rngs::StdRng;
@@ -25,12 +25,29 @@ pub struct BenchResult {
     pub key: String,
     /// Median time of one iteration, milliseconds.
     pub ms: f64,
+    /// The fastest and slowest timed iteration: how much to trust the median.
+    pub ms_range: [f64; 2],
     pub value: f64,
     pub unit: &'static str,
     /// Share of the adapter's peak for this kind of work, when the peak is known.
     pub peak_fraction: Option<f64>,
     /// "gpu" (timestamp queries) or "wall".
     pub timer: &'static str,
+    /// With `--profile`: the kernels of one more run, longest first (at most PROFILE_TOP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<KernelShare>>,
+}
+
+/// Kernels a profile lists; the rest are summed into one "(other kernels)" row.
+const PROFILE_TOP: usize = 15;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelShare {
+    pub kernel: String,
+    pub calls: usize,
+    pub ms: f64,
+    /// Share of the profiled run's GPU time.
+    pub share: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -78,18 +95,30 @@ enum Work {
     Latency,
 }
 
+const WARM_UP: Duration = Duration::from_millis(300);
+
 struct Runner {
     device: Device,
     iters: usize,
+    profile: bool,
+    /// Only workloads whose key contains this run.
+    only: Option<String>,
     results: Vec<BenchResult>,
+    /// Runs of workloads so far, warm-ups included (for per-step counters).
+    runs: std::cell::Cell<usize>,
 }
 
 impl Runner {
-    /// Median time of `f` over `iters` runs after one warm-up run.
-    fn time(&self, f: &dyn Fn()) -> (Duration, &'static str) {
-        f();
-        self.device.synchronize();
-        let mut times: Vec<(Duration, &'static str)> = (0..self.iters)
+    /// Median time of `f` over `iters` runs, after warming up for at least WARM_UP: an
+    /// idle GPU runs at a fraction of its clock for a while, which would otherwise land
+    /// in the first workloads' times.
+    fn time(&self, f: &dyn Fn()) -> (Vec<Duration>, &'static str) {
+        let start = Instant::now();
+        while start.elapsed() < WARM_UP {
+            f();
+            self.device.synchronize();
+        }
+        let times: Vec<(Duration, &'static str)> = (0..self.iters)
             .map(|_| match self.device.time_gpu(f) {
                 ((), Some(t)) => (t, "gpu"),
                 ((), None) => {
@@ -100,13 +129,23 @@ impl Runner {
                 }
             })
             .collect();
+        let timer = times[0].1;
+        let mut times: Vec<Duration> = times.into_iter().map(|(t, _)| t).collect();
         times.sort();
-        times[times.len() / 2]
+        (times, timer)
     }
 
     fn run(&mut self, key: &str, work: Work, f: &dyn Fn()) {
-        let (t, timer) = self.time(f);
-        let s = t.as_secs_f64().max(1e-12);
+        if self.only.as_ref().is_some_and(|only| !key.contains(only.as_str())) {
+            return;
+        }
+        let f = &|| {
+            self.runs.set(self.runs.get() + 1);
+            f()
+        };
+        let (times, timer) = self.time(f);
+        let s = times[times.len() / 2].as_secs_f64().max(1e-12);
+        let ms_range = [times[0].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3];
         let peak = peaks(&self.device);
         let (value, unit, peak_fraction) = match work {
             Work::Flops(n) => (n / s / 1e12, "TFLOP/s", peak.map(|p| n / s / p.fp32_flops)),
@@ -115,8 +154,21 @@ impl Runner {
             Work::Tokens(n) => (n / s, "tokens/s", None),
             Work::Latency => (s * 1e6, "us", None),
         };
-        self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, value, unit, peak_fraction, timer });
+        let profile = if self.profile { self.device.profile_gpu(f).1.map(kernel_shares) } else { None };
+        self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, ms_range, value, unit, peak_fraction, timer, profile });
     }
+}
+
+/// The longest PROFILE_TOP kernels of a profile, and the rest as one row.
+fn kernel_shares(profile: Vec<KernelTime>) -> Vec<KernelShare> {
+    let total: f64 = profile.iter().map(|k| k.time.as_secs_f64()).sum::<f64>().max(1e-12);
+    let share = |kernel: String, calls: usize, t: Duration| KernelShare { kernel, calls, ms: t.as_secs_f64() * 1e3, share: t.as_secs_f64() / total };
+    let mut rows: Vec<KernelShare> = profile.iter().take(PROFILE_TOP).map(|k| share(k.kernel.clone(), k.calls, k.time)).collect();
+    let rest = &profile[rows.len()..];
+    if !rest.is_empty() {
+        rows.push(share("(other kernels)".into(), rest.iter().map(|k| k.calls).sum(), rest.iter().map(|k| k.time).sum()));
+    }
+    rows
 }
 
 fn randn(dev: &Device, shape: &[usize], rng: &mut StdRng) -> Result<Tensor> {
@@ -124,7 +176,7 @@ fn randn(dev: &Device, shape: &[usize], rng: &mut StdRng) -> Result<Tensor> {
 }
 
 /// The workloads of the PyTorch table.
-fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<StepCounters> {
+fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Option<StepCounters>> {
     let dev = r.device.clone();
     let n = if scale == Scale::Gpu { 4096 } else { 256 };
     let (a, b) = (randn(&dev, &[n, n], rng)?, randn(&dev, &[n, n], rng)?);
@@ -183,18 +235,19 @@ fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<StepC
     };
     step();
     dev.synchronize();
-    let before = dev.stats();
+    let (before, runs_before) = (dev.stats(), r.runs.get());
     let lm_key = format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}");
     r.run(&lm_key, Work::Tokens((batch * context) as f64), &step);
     let after = dev.stats();
-    let steps = (r.iters + 1) as f64;
+    let steps = (r.runs.get() - runs_before) as f64;
     // Mixed precision: f16 matmul operands (the loss scale changes no kernel's speed).
     r.run(&format!("{lm_key}_f16"), Work::Tokens((batch * context) as f64), &|| with_matmul_precision(Precision::F16, step));
-    Ok(StepCounters {
+    // None when --only left the training step out.
+    Ok((steps > 0.0).then(|| StepCounters {
         buffers_created_after_warmup: after.buffers_created - before.buffers_created,
         submissions_per_step: (after.submissions - before.submissions) as f64 / steps,
         dispatches_per_step: (after.dispatches - before.dispatches) as f64 / steps,
-    })
+    }))
 }
 
 /// One forward run of every kernel family.
@@ -236,8 +289,36 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     Ok(())
 }
 
-pub fn run(device: &Device, suite: &str, scale: Scale, iters: usize, seed: u64) -> Result<Report> {
-    let mut runner = Runner { device: device.clone(), iters: iters.max(1), results: Vec::new() };
+/// What to run besides the suite's name.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub scale: Scale,
+    /// Timed runs per workload (the median is reported).
+    pub iters: usize,
+    pub seed: u64,
+    /// Run each workload once more with every kernel timed.
+    pub profile: bool,
+    /// Only the workloads whose key contains this.
+    pub only: Option<String>,
+}
+
+impl Options {
+    pub fn new(scale: Scale) -> Self {
+        Options { scale, iters: 10, seed: 0, profile: false, only: None }
+    }
+}
+
+/// Runs `suite` (`pytorch` or `kernels`).
+pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
+    let (scale, seed) = (options.scale, options.seed);
+    let mut runner = Runner {
+        device: device.clone(),
+        iters: options.iters.max(1),
+        profile: options.profile,
+        only: options.only.clone(),
+        results: Vec::new(),
+        runs: Default::default(),
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     let counters = no_grad(|| -> Result<Option<StepCounters>> {
         match suite {
@@ -247,7 +328,7 @@ pub fn run(device: &Device, suite: &str, scale: Scale, iters: usize, seed: u64) 
         }
     })?;
     // The training workloads need gradients, so they run outside no_grad.
-    let counters = if suite == "pytorch" { Some(pytorch_suite(&mut runner, scale, &mut rng)?) } else { counters };
+    let counters = if suite == "pytorch" { pytorch_suite(&mut runner, scale, &mut rng)? } else { counters };
     let f16_matmul = f16_matmul_kernel(device).to_string();
     Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul })
 }

@@ -131,10 +131,17 @@ enum Command {
         /// gpu (the H100-sized shapes) or tiny; default: tiny on CPU adapters, else gpu.
         #[arg(long)]
         scale: Option<String>,
-        #[arg(long, default_value_t = 5)]
+        /// Timed runs per workload; the median is reported, with the range.
+        #[arg(long, default_value_t = 10)]
         iters: usize,
         #[arg(long)]
         json: bool,
+        /// Also run each workload once with every kernel timed, and list where the time went.
+        #[arg(long)]
+        profile: bool,
+        /// Run only the workloads whose key contains this, e.g. `moe_layer`.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Fit a scaling law to results (a sweep's results.jsonl or the Gemstones rows).
     Fit {
@@ -321,7 +328,9 @@ fn run_fit(results: PathBuf, law: String, delta: f64, no_embeddings: bool, sampl
     }
     println!("law: L = exp(e) + sum_j exp(c_j) / v_j^x_j over {:?}, {} rows, Huber delta {delta}", law.variables(), rows.len());
     for (j, name) in law.variables().iter().enumerate() {
-        let interval = ci.as_ref().map_or(String::new(), |c| format!("  (95%: x {:.4}..{:.4}, c {:.3}..{:.3})", c.exponents[j].0, c.exponents[j].1, c.coefficients[j].0, c.coefficients[j].1));
+        let interval = ci.as_ref().map_or(String::new(), |c| {
+            format!("  (95%: x {:.4}..{:.4}, c {:.3}..{:.3})", c.exponents[j].0, c.exponents[j].1, c.coefficients[j].0, c.coefficients[j].1)
+        });
         println!("  {name:<7} exponent x = {:.4}  coefficient c = {:.4}{interval}", best.exponents[j], best.coefficients[j]);
     }
     println!("  irreducible e = {:.4} (exp(e) = {:.4})  objective {:.6e}", best.irreducible_error, best.irreducible_error.exp(), best.objective);
@@ -397,8 +406,8 @@ fn run_sweep_command(action: SweepAction, config: PathBuf, out: Option<PathBuf>,
     }
 }
 
-fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool) -> Result<()> {
-    use moegrad::bench::{run, Scale};
+fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, profile: bool, only: Option<String>) -> Result<()> {
+    use moegrad::bench::{run, Options, Scale};
     let device = Device::new()?;
     let scale = match scale.as_deref() {
         Some("gpu") => Scale::Gpu,
@@ -407,7 +416,7 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool) -> 
         None if device.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu => Scale::Tiny,
         None => Scale::Gpu,
     };
-    let report = run(&device, &suite, scale, iters, 0)?;
+    let report = run(&device, &suite, &Options { iters, profile, only, ..Options::new(scale) })?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -415,7 +424,10 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool) -> 
     println!("{} on {} ({:?} shapes; timer: {}; f16 matmuls: {})", report.suite, report.device, scale, report.results.first().map_or("-", |r| r.timer), report.f16_matmul);
     for r in &report.results {
         let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
-        println!("  {:<52} {:>10.3} ms  {:>12.3} {}{peak}", r.key, r.ms, r.value, r.unit);
+        println!("  {:<52} {:>10.3} ms ({:.3}..{:.3})  {:>12.3} {}{peak}", r.key, r.ms, r.ms_range[0], r.ms_range[1], r.value, r.unit);
+        for k in r.profile.iter().flatten() {
+            println!("      {:>5.1}%  {:>9.3} ms  {:>5} x  {}", 100.0 * k.share, k.ms, k.calls, k.kernel);
+        }
     }
     if let Some(c) = &report.counters {
         println!(
@@ -445,7 +457,7 @@ fn run(command: Command) -> Result<()> {
         Command::Sweep { action, config, out, shard, emit, shards, law, stop_after, quiet } => {
             run_sweep_command(action, config, out, shard, emit, shards, law, stop_after, quiet)
         }
-        Command::Bench { suite, scale, iters, json } => run_bench(suite, scale, iters, json),
+        Command::Bench { suite, scale, iters, json, profile, only } => run_bench(suite, scale, iters, json, profile, only),
         Command::Fit { results, law, delta, no_embeddings, bootstrap, budget, json } => run_fit(results, law, delta, no_embeddings, bootstrap, budget, json),
         Command::Demo { steps, seed, lr } => demo(steps, seed, lr),
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::device::Device;
+use crate::pipeline::Kernel;
 use crate::recorder::Command;
 use crate::tensor::Tensor;
 
@@ -22,19 +23,19 @@ pub fn grid(groups: usize) -> [u32; 3] {
 }
 
 impl Device {
-    /// Records a dispatch of `pipeline` over `groups` workgroups, binding `tensors` to
+    /// Records a dispatch of `kernel` over `groups` workgroups, binding `tensors` to
     /// bindings 1, 2, ... in order. Never waits for the GPU.
-    pub fn launch(&self, pipeline: &Arc<wgpu::ComputePipeline>, params: &[u32], tensors: &[&Tensor], groups: [u32; 3]) {
+    pub fn launch(&self, kernel: &Arc<Kernel>, params: &[u32], tensors: &[&Tensor], groups: [u32; 3]) {
         let bound: Vec<(u32, &Tensor)> = tensors.iter().enumerate().map(|(i, &t)| (i as u32 + 1, t)).collect();
-        self.launch_bound(pipeline, params, &bound, groups);
+        self.launch_bound(kernel, params, &bound, groups);
     }
 
     /// Like `launch`, with explicit binding numbers: for an entry point that uses only
     /// some of its module's bindings.
-    pub fn launch_bound(&self, pipeline: &Arc<wgpu::ComputePipeline>, params: &[u32], tensors: &[(u32, &Tensor)], groups: [u32; 3]) {
+    pub fn launch_bound(&self, kernel: &Arc<Kernel>, params: &[u32], tensors: &[(u32, &Tensor)], groups: [u32; 3]) {
         let inner = &self.0;
         let mut rec = inner.recorder.lock().unwrap();
-        let layout = pipeline.get_bind_group_layout(0);
+        let layout = kernel.pipeline.get_bind_group_layout(0);
         let param_binding = rec.push_params(inner, params);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(param_binding) }];
         for &(binding, t) in tensors {
@@ -50,6 +51,6 @@ impl Device {
             });
         }
         let bind_group = inner.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
-        rec.push(Command::Dispatch { pipeline: pipeline.clone(), bind_group, groups });
+        rec.push(Command::Dispatch { kernel: kernel.clone(), bind_group, groups });
     }
 }

@@ -9,9 +9,22 @@ use std::sync::{Arc, Mutex};
 
 use crate::device::Device;
 
+/// A compiled kernel: its pipeline and the cache key naming its variant, which profiles
+/// report time under.
+pub struct Kernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) name: Arc<str>,
+}
+
+impl Kernel {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
     compiled: AtomicUsize,
 }
 
@@ -38,7 +51,7 @@ pub fn render_template(template: &str, values: &[(&str, &str)]) -> String {
 impl Device {
     /// The pipeline for entry point `entry` of the shader that `source` builds, compiled on
     /// first use. `key` must identify the variant uniquely (e.g. "unary/exp/forward").
-    pub fn pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> Arc<wgpu::ComputePipeline> {
+    pub fn pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> Arc<Kernel> {
         self.cached_pipeline(key, entry, source, wgpu::ShaderRuntimeChecks::checked())
     }
 
@@ -48,11 +61,11 @@ impl Device {
     /// # Safety
     /// Every index of the kernel must be in bounds by construction (and tested on odd
     /// shapes) and every loop must end: an out-of-bounds access is undefined behaviour.
-    pub unsafe fn pipeline_unchecked(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> Arc<wgpu::ComputePipeline> {
+    pub unsafe fn pipeline_unchecked(&self, key: &str, entry: &str, source: impl FnOnce() -> String) -> Arc<Kernel> {
         self.cached_pipeline(key, entry, source, wgpu::ShaderRuntimeChecks::unchecked())
     }
 
-    fn cached_pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String, checks: wgpu::ShaderRuntimeChecks) -> Arc<wgpu::ComputePipeline> {
+    fn cached_pipeline(&self, key: &str, entry: &str, source: impl FnOnce() -> String, checks: wgpu::ShaderRuntimeChecks) -> Arc<Kernel> {
         let cache = &self.0.pipelines;
         if let Some(p) = cache.pipelines.lock().unwrap().get(key) {
             return p.clone();
@@ -80,9 +93,9 @@ impl Device {
             panic!("kernel {key} failed to compile: {detail}");
         }
         cache.compiled.fetch_add(1, Ordering::Relaxed);
-        let pipeline = Arc::new(pipeline);
-        cache.pipelines.lock().unwrap().insert(key.to_string(), pipeline.clone());
-        pipeline
+        let kernel = Arc::new(Kernel { pipeline, name: key.into() });
+        cache.pipelines.lock().unwrap().insert(key.to_string(), kernel.clone());
+        kernel
     }
 }
 

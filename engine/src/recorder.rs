@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::device::DeviceInner;
 use crate::gpu_timer::PassTimestamps;
+use crate::pipeline::Kernel;
 
 /// Bytes in one parameter slot: the largest uniform struct a kernel may declare, and the
 /// offset alignment every adapter accepts.
@@ -17,7 +18,7 @@ pub const PARAM_SLOT_BYTES: u64 = 256;
 const ARENA_BYTES: u64 = 1 << 20;
 
 pub(crate) enum Command {
-    Dispatch { pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
+    Dispatch { kernel: Arc<Kernel>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
     Clear { buffer: wgpu::Buffer, size: u64 },
     Copy { src: wgpu::Buffer, dst: wgpu::Buffer, size: u64 },
 }
@@ -66,7 +67,8 @@ impl Recorder {
         self.commands.push(command);
     }
 
-    /// Encodes everything recorded, consecutive dispatches in one compute pass, and submits;
+    /// Encodes everything recorded, consecutive dispatches in one compute pass (one pass each
+    /// while profiling), and submits;
     /// returns the submission (`None` when there was nothing to submit).
     pub fn flush(&mut self, device: &DeviceInner) -> Option<wgpu::SubmissionIndex> {
         if self.commands.is_empty() {
@@ -79,19 +81,14 @@ impl Recorder {
         let mut commands = std::mem::take(&mut self.commands).into_iter().peekable();
         while let Some(command) = commands.next() {
             match command {
-                Command::Dispatch { pipeline, bind_group, groups } => {
-                    let timestamp_writes = self.timestamps.as_mut().map(|t| t.next_pass(&device.device));
+                Command::Dispatch { kernel, bind_group, groups } => {
+                    let per_dispatch = self.timestamps.as_ref().is_some_and(PassTimestamps::per_dispatch);
+                    let timestamp_writes = self.timestamps.as_mut().map(|t| t.next_pass(&device.device, &kernel.name));
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &bind_group, &[]);
-                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                    while let Some(Command::Dispatch { .. }) = commands.peek() {
-                        let Some(Command::Dispatch { pipeline, bind_group, groups }) = commands.next() else {
-                            unreachable!()
-                        };
-                        pass.set_pipeline(&pipeline);
-                        pass.set_bind_group(0, &bind_group, &[]);
-                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    dispatch(&mut pass, &kernel, &bind_group, groups);
+                    while !per_dispatch && matches!(commands.peek(), Some(Command::Dispatch { .. })) {
+                        let Some(Command::Dispatch { kernel, bind_group, groups }) = commands.next() else { unreachable!() };
+                        dispatch(&mut pass, &kernel, &bind_group, groups);
                     }
                 }
                 Command::Clear { buffer, size } => encoder.clear_buffer(&buffer, 0, Some(size)),
@@ -103,4 +100,10 @@ impl Recorder {
         self.submissions += 1;
         Some(submission)
     }
+}
+
+fn dispatch(pass: &mut wgpu::ComputePass<'_>, kernel: &Kernel, bind_group: &wgpu::BindGroup, groups: [u32; 3]) {
+    pass.set_pipeline(&kernel.pipeline);
+    pass.set_bind_group(0, bind_group, &[]);
+    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
 }

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use moegrad_engine::{render_template, wgpu, DType, Device, Tensor, MAX_GROUPS_PER_DIM};
 
+use crate::reduce::sum_middle;
+
 const TILES_SHADER: &str = include_str!("../../shaders/matmul_tiles.wgsl");
 const REGISTER_SHADER: &str = include_str!("../../shaders/matmul.wgsl");
 const COOP_SHADER: &str = include_str!("../../shaders/matmul_coop.wgsl");
@@ -33,6 +35,7 @@ pub enum Precision {
 thread_local! {
     static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
     static TILES_OVERRIDE: Cell<Option<Tiles>> = const { Cell::new(None) };
+    static SPLITS_OVERRIDE: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// The precision of matmuls recorded from now on by this thread (training sets it per
@@ -63,6 +66,24 @@ pub fn with_matmul_tiles<R>(tiles: Tiles, f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Runs `f` with every batched or depth-grouped matmul on this thread split into `splits`
+/// slices of its depth: for tests that cover split products on any device.
+pub fn with_matmul_splits<R>(splits: usize, f: impl FnOnce() -> R) -> R {
+    assert!(splits >= 1, "matmul splits must be at least 1");
+    let before = SPLITS_OVERRIDE.with(|s| s.replace(Some(splits)));
+    let out = f();
+    SPLITS_OVERRIDE.with(|s| s.set(before));
+    out
+}
+
+/// Workgroups that keep a big GPU busy (about two per multiprocessor of an H100). A
+/// product with fewer output tiles splits its depth to get there.
+const BUSY_WORKGROUPS: usize = 256;
+/// Depth each split keeps at least: shorter slices spend more on staging and on summing
+/// the partial products than on multiplying.
+const MIN_SPLIT_DEPTH: usize = 256;
+const MAX_SPLITS: usize = 32;
+
 /// A register-tiled kernel's shape: a `bm x bn` output tile per workgroup, `bk`-deep
 /// slices in workgroup memory, a `tm x tn` block per thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,21 +107,22 @@ impl Tiles {
         (self.bm / self.tm) * (self.bn / self.tn)
     }
 
-    /// The table: the largest tiles that still give every core a few workgroups. On a CPU
-    /// adapter (lavapipe, where a workgroup runs on one core thread) LARGE measured 3x
-    /// MEDIUM at 256^3 (`moegrad bench --suite kernels`, 2 cores); the GPU entries await
-    /// the same measurement on the GPU.
-    fn for_device(dev: &Device, m: usize, n: usize, matrices: usize) -> Tiles {
+    /// The table: the largest tiles that still give every core a few workgroups, counting
+    /// the depth splits the product allows. On a CPU adapter (lavapipe, where a workgroup
+    /// runs on one core thread) LARGE measured 3x MEDIUM at 256^3 (2 cores). On an H100
+    /// (`moegrad bench --suite kernels`) 2048^3 ran at 32, 26 and 20 TFLOP/s with LARGE,
+    /// MEDIUM and SMALL.
+    fn for_device(dev: &Device, m: usize, n: usize, matrices: usize, max_splits: usize) -> Tiles {
         if let Some(t) = TILES_OVERRIDE.with(Cell::get).or_else(env_tiles) {
             return t;
         }
-        let workgroups = |t: Tiles| m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices;
+        let workgroups = |t: Tiles| m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices * max_splits;
         if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
             return if workgroups(Tiles::LARGE) >= 4 { Tiles::LARGE } else { Tiles::MEDIUM };
         }
-        if workgroups(Tiles::LARGE) >= 256 {
+        if workgroups(Tiles::LARGE) >= BUSY_WORKGROUPS {
             Tiles::LARGE
-        } else if workgroups(Tiles::MEDIUM) >= 128 {
+        } else if workgroups(Tiles::MEDIUM) >= BUSY_WORKGROUPS / 2 {
             Tiles::MEDIUM
         } else {
             Tiles::SMALL
@@ -123,7 +145,9 @@ impl FromStr for Tiles {
         let (tile, thread) = s.split_once('/').ok_or_else(bad)?;
         let nums = |part: &str| part.split('x').map(|v| v.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
         let (tile, thread) = (nums(tile).map_err(|_| bad())?, nums(thread).map_err(|_| bad())?);
-        let (&[bm, bn, bk], &[tm, tn]) = (&tile[..], &thread[..]) else { return Err(bad()) };
+        let (&[bm, bn, bk], &[tm, tn]) = (&tile[..], &thread[..]) else {
+            return Err(bad());
+        };
         let t = Tiles { bm, bn, bk, tm, tn };
         let ok = [bm, bn, bk, tm, tn].iter().all(|&v| v > 0)
             && bm % tm == 0
@@ -152,11 +176,11 @@ const COOP_TILES: Tiles = Tiles { bm: 128, bn: 128, bk: 32, tm: 0, tn: 0 };
 const COOP_THREADS: usize = 256;
 
 const BATCHED_RANGES: &str =
-    "fn ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n, wid.y); }";
+    "fn group_ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n, wid.y); }";
 /// Row tile `wid.y` of the run over all experts: expert e has ceil(rows_e / BM) of them.
 /// A workgroup past the last one gets an empty range.
 const ROWS_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
-fn ranges(wid: vec3<u32>) -> Ranges {
+fn group_ranges(wid: vec3<u32>) -> Ranges {
     var t = wid.y;
     for (var e = 0u; e < p.experts; e++) {
         let tiles = (offsets[e + 1u] - offsets[e] + BM - 1u) / BM;
@@ -168,7 +192,7 @@ fn ranges(wid: vec3<u32>) -> Ranges {
     return Ranges(0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
 }";
 const DEPTH_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
-fn ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n, wid.y); }";
+fn group_ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n, wid.y); }";
 
 /// How the matrices of one dispatch (workgroup z) are laid out.
 pub(crate) enum Grouping<'a> {
@@ -238,7 +262,13 @@ impl Variant {
         let t = self.tiles();
         let flag = |on: bool| if on { "true" } else { "false" };
         let elem = |v: usize| if v == 4 { "vec4<f32>" } else { "f32" };
-        let read = |name: &str, v: usize| if v == 4 { format!("return {name}[i / 4u];") } else { format!("return vec4({name}[i], 0.0, 0.0, 0.0);") };
+        let read = |name: &str, v: usize| {
+            if v == 4 {
+                format!("return {name}[i / 4u];")
+            } else {
+                format!("return vec4({name}[i], 0.0, 0.0, 0.0);")
+            }
+        };
         let mut enable = String::new();
         if self.f16_tiles {
             enable.push_str("enable f16;\n");
@@ -248,7 +278,7 @@ impl Variant {
         }
         let to_tile = match (self.f16_tiles, self.precision) {
             (true, _) => "return f16(x);",
-            (false, Precision::F16) => "return unpack2x16float(pack2x16float(vec2(x, 0.0))).x;",
+            (false, Precision::F16) => "return round_to_f16(x);",
             (false, Precision::F32) => "return x;",
         };
         let main = if self.tiles.is_some() { REGISTER_SHADER } else { COOP_SHADER };
@@ -301,7 +331,9 @@ fn tensor_cores_verified(dev: &Device) -> bool {
         let (a, b) = (upload(m * k, 1), upload(k * n, 2));
         let run = |tiles: Option<Tiles>| {
             let variant = Variant { trans_a: false, trans_b: false, tiles, precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
-            launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, &a, &b, [m, n, k], &[m, n]).to_vec().expect("matmul self-check read-back")
+            launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &b, [m, n, k], &[m, n])
+                .to_vec()
+                .expect("matmul self-check read-back")
         };
         let (coop, portable) = (run(None), run(Some(Tiles::SMALL)));
         let worst = coop.iter().zip(&portable).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
@@ -324,8 +356,9 @@ pub fn f16_matmul_kernel(dev: &Device) -> &'static str {
     }
 }
 
-/// The variant for `op(a) @ op(b)` at `precision` on `a`'s device.
-fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, k]: [usize; 3], precision: Precision) -> Variant {
+/// The variant for `op(a) @ op(b)` at `precision` on `a`'s device, and how many slices
+/// of its depth to split it into.
+fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, k]: [usize; 3], precision: Precision) -> (Variant, usize) {
     let dev = a.device();
     let (split_m, split_k) = grouping.splits();
     let vec_a = vector_width(if trans_a { m } else { k }, if trans_a { split_m } else { split_k });
@@ -333,44 +366,70 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
     let f16 = precision == Precision::F16;
     let f16_tiles = f16 && dev.features().contains(wgpu::Features::SHADER_F16);
     let coop = f16 && TILES_OVERRIDE.with(Cell::get).is_none() && dev.has_tensor_cores_f16() && tensor_cores_verified(dev);
-    // Products that tile independently: grouped rows share one run of row tiles.
-    let matrices = match grouping {
-        Grouping::Batched { batch, .. } => *batch,
-        Grouping::Rows { .. } => 1,
-        Grouping::Depth { experts, .. } => *experts,
+    // Products that tile independently (grouped rows share one run of row tiles), and the
+    // depth of each.
+    let (matrices, depth) = match grouping {
+        Grouping::Batched { batch, .. } => (*batch, k),
+        Grouping::Rows { .. } => (1, k),
+        Grouping::Depth { experts, .. } => (*experts, k / experts.max(&1)),
     };
-    let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices));
-    Variant { trans_a, trans_b, tiles, precision, f16_tiles: f16_tiles || coop, vec_a, vec_b }
+    let splittable = !matches!(grouping, Grouping::Rows { .. }) && dev.adapter_info().device_type != wgpu::DeviceType::Cpu;
+    let max_splits = if splittable { (depth / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS) } else { 1 };
+    let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices, max_splits));
+    let variant = Variant { trans_a, trans_b, tiles, precision, f16_tiles: f16_tiles || coop, vec_a, vec_b };
+    let t = variant.tiles();
+    let workgroups = m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices;
+    let splits = match SPLITS_OVERRIDE.with(Cell::get) {
+        Some(s) if !matches!(grouping, Grouping::Rows { .. }) => s,
+        _ => BUSY_WORKGROUPS.div_ceil(workgroups.max(1)).min(max_splits),
+    };
+    (variant, splits)
 }
 
-/// Records one matmul dispatch of `op(a) @ op(b)` (`[m, n, k]`) into a new `out_shape`
-/// tensor, with the best variant for the device.
+/// Records one matmul of `op(a) @ op(b)` (`[m, n, k]`) into a new `out_shape` tensor,
+/// with the best variant for the device.
 /// `transposed` says which of `a` and `b` enter as their transpose.
-pub(crate) fn launch(grouping: Grouping, a: &Tensor, b: &Tensor, [trans_a, trans_b]: [bool; 2], dims: [usize; 3], out_shape: &[usize], precision: Precision) -> Tensor {
-    let variant = choose(&grouping, a, trans_a, trans_b, dims, precision);
-    launch_variant(variant, grouping, a, b, dims, out_shape)
+pub(crate) fn launch(
+    grouping: Grouping,
+    a: &Tensor,
+    b: &Tensor,
+    [trans_a, trans_b]: [bool; 2],
+    dims: [usize; 3],
+    out_shape: &[usize],
+    precision: Precision,
+) -> Tensor {
+    let (variant, splits) = choose(&grouping, a, trans_a, trans_b, dims, precision);
+    launch_variant(variant, grouping, splits, a, b, dims, out_shape)
 }
 
-fn launch_variant(variant: Variant, grouping: Grouping, a: &Tensor, b: &Tensor, [m, n, k]: [usize; 3], out_shape: &[usize]) -> Tensor {
+/// One dispatch of `variant`, and with `splits > 1` the sum of its partial products.
+fn launch_variant(variant: Variant, grouping: Grouping, splits: usize, a: &Tensor, b: &Tensor, [m, n, k]: [usize; 3], out_shape: &[usize]) -> Tensor {
     let dev = a.device();
     assert!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "matmul: expects f32 tensors, got {:?} and {:?}", a.dtype(), b.dtype());
+    let splits = if k == 0 { 1 } else { splits };
+    let matrices = match grouping {
+        Grouping::Batched { batch, .. } => batch,
+        Grouping::Rows { .. } => 1,
+        Grouping::Depth { experts, .. } => experts,
+    };
     // Without depth the product is all zeros, and an expert may own no depth at all.
-    let zero_fill = k == 0 || matches!(grouping, Grouping::Depth { .. });
-    let out = if zero_fill { Tensor::zeros(dev, out_shape) } else { Tensor::empty(dev, out_shape, DType::F32) };
+    let zero_fill = k == 0 || (splits == 1 && matches!(grouping, Grouping::Depth { .. }));
+    let dest_shape = if splits > 1 { vec![matrices * splits * m * n] } else { out_shape.to_vec() };
+    let out = if zero_fill { Tensor::zeros(dev, &dest_shape) } else { Tensor::empty(dev, &dest_shape, DType::F32) };
     let out = out.unwrap_or_else(|e| panic!("matmul: {e}"));
     if out.numel() == 0 || k == 0 {
         return out;
     }
     let t = variant.tiles();
-    // [column tiles, row tiles, matrices]; grouped rows number the row tiles of all
-    // experts in one run, at most rows/BM + experts of them.
+    // [column tiles, row tiles, matrices x splits]; grouped rows number the row tiles of
+    // all experts in one run, at most rows/BM + experts of them.
     let (groups, stride_a, stride_b, experts) = match grouping {
-        Grouping::Batched { batch, stride_a, stride_b } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), batch], stride_a, stride_b, 0),
+        Grouping::Batched { batch, stride_a, stride_b } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), batch * splits], stride_a, stride_b, 0),
         Grouping::Rows { experts, stride_b, .. } => ([n.div_ceil(t.bn), m.div_ceil(t.bm) + experts, 1], 0, stride_b, experts),
-        Grouping::Depth { experts, .. } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), experts], 0, 0, experts),
+        Grouping::Depth { experts, .. } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), experts * splits], 0, 0, experts),
     };
     assert!(groups.iter().all(|&g| g <= MAX_GROUPS_PER_DIM as usize), "matmul: output {out_shape:?} needs too many workgroups");
-    let params = [m, n, k, stride_a, stride_b, experts].map(|v| v as u32);
+    let params = [m, n, k, stride_a, stride_b, experts, splits].map(|v| v as u32);
     // SAFETY: every global access of the matmul kernels is guarded by an explicit bounds
     // check, and every workgroup-memory index is below its tile's size by construction
     // (k < BK, m < BM, n < BN); tests cover every variant on odd and vector-width shapes.
@@ -380,7 +439,10 @@ fn launch_variant(variant: Variant, grouping: Grouping, a: &Tensor, b: &Tensor, 
         Grouping::Batched { .. } => dev.launch(&pipeline, &params, &[a, b, &out], groups),
         Grouping::Rows { offsets, .. } | Grouping::Depth { offsets, .. } => dev.launch(&pipeline, &params, &[a, b, &out, offsets], groups),
     }
-    out
+    if splits == 1 {
+        return out;
+    }
+    sum_middle(&out, [matrices, splits, m * n], 1.0, out_shape)
 }
 
 #[cfg(test)]
@@ -441,7 +503,13 @@ mod tests {
 
     /// `op(a) @ op(b)` in f64, with operands rounded to f16 first when `f16`.
     fn reference(a: &[f32], b: &[f32], [m, n, k]: [usize; 3], trans_a: bool, trans_b: bool, f16: bool) -> Vec<f64> {
-        let round = |x: f32| if f16 { half::f16::from_f32(x).to_f64() } else { x as f64 };
+        let round = |x: f32| {
+            if f16 {
+                half::f16::from_f32(x).to_f64()
+            } else {
+                x as f64
+            }
+        };
         let mut out = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -461,8 +529,45 @@ mod tests {
         got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max)
     }
 
+    /// The rounding of the path without SHADER_F16 is f16's round-to-nearest-even on any
+    /// adapter: ties, the largest finite values, overflow and subnormals, bit for bit.
+    #[test]
+    fn round_to_f16_is_round_to_nearest_even() {
+        let dev = Device::new().expect("tests need a GPU adapter (lavapipe will do)");
+        let tie = 1.0 + 2f32.powi(-11);
+        let values = [
+            tie,
+            1.0 + 3.0 * 2f32.powi(-11),
+            -tie,
+            0.1,
+            -0.3,
+            65504.0,
+            65519.9,
+            65520.0,
+            -70000.0,
+            6.0e-5,
+            1.5 * 2f32.powi(-24),
+            2.5 * 2f32.powi(-24),
+            2f32.powi(-26),
+            1.0e-7,
+            0.0,
+            1234.567,
+        ];
+        // C = A (a column) times the 1 x 1 matrix [1]: each output is one rounded operand.
+        let a = Tensor::from_slice(&dev, &values, &[values.len()]).unwrap();
+        let one = Tensor::from_slice(&dev, &[1.0], &[1]).unwrap();
+        let variant = Variant { trans_a: false, trans_b: false, tiles: Some(Tiles::SMALL), precision: Precision::F16, f16_tiles: false, vec_a: 1, vec_b: 1 };
+        let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &one, [values.len(), 1, 1], &[values.len()])
+            .to_vec()
+            .unwrap();
+        for (x, g) in values.iter().zip(got) {
+            let want = half::f16::from_f32(*x).to_f32();
+            assert_eq!(g.to_bits(), want.to_bits(), "{x:e} rounded to {g:e}, f16 gives {want:e}");
+        }
+    }
+
     /// Mixed precision on every path this device has: f32 tiles rounded through
-    /// pack2x16float, f16 tiles, and tensor cores (skipped, with a note, where absent).
+    /// `round_to_f16`, f16 tiles, and tensor cores (skipped, with a note, where absent).
     /// Each must agree with f16-rounded operands summed exactly, and differ measurably
     /// from the f32 product, which shows that the rounding happens at all.
     #[test]
@@ -489,7 +594,7 @@ mod tests {
             let want32 = reference(&a_host, &b_host, dims, trans_a, trans_b, false);
             for &(tiles, f16_tiles) in &paths {
                 let variant = Variant { trans_a, trans_b, tiles, precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
-                let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, &a, &b, dims, &[m, n]).to_vec().unwrap();
+                let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
                 let (err16, err32) = (max_diff(&got, &want16), max_diff(&got, &want32));
                 assert!(err16 < 2e-5, "{variant:?}: {err16} from the f16-rounded reference");
                 assert!(err32 > 5e-4, "{variant:?}: only {err32} from the f32 product: operands were not rounded");

@@ -49,7 +49,7 @@ fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps:
     if let Some(b) = bias {
         assert_eq!(b.shape(), &[n], "{op}: bias {:?} must be [{n}] for input {:?}", b.shape(), x.shape());
     }
-    let rows = if n == 0 { 0 } else { x.numel() / n };
+    let rows = x.numel().checked_div(n).unwrap_or(0);
     let dev = x.device();
     let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
     let y = alloc(x.shape());

@@ -149,8 +149,8 @@ pub fn combine_slots_reference(rows: &HostTensor, weights: &HostTensor, slot_pos
     let (t, k) = (weights.shape[0], weights.shape[1]);
     let d = rows.shape[1];
     let mut out = HostTensor::zeros(&[t, d]);
-    for s in 0..t * k {
-        let pos = slot_positions[s] as usize;
+    for (s, &pos) in slot_positions.iter().enumerate().take(t * k) {
+        let pos = pos as usize;
         for c in 0..d {
             out.data[(s / k) * d + c] += weights.data[s] * rows.data[pos * d + c];
         }

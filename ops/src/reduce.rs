@@ -1,6 +1,7 @@
 //! Reductions over one axis or over everything: sum, mean, max. The kernel
-//! (`shaders/reduce.wgsl`) sees the input as [outer, n, inner] and gives each output
-//! element a workgroup. Max remembers where its maximum was, for the backward pass.
+//! (`shaders/reduce.wgsl`) sees the input as [outer, n, inner]: a workgroup per output
+//! for rows, a thread per output for columns, and two passes for a long axis with few
+//! outputs. Max remembers where its maximum was, for the backward pass.
 
 use moegrad_engine::shape::split_at_axis;
 use moegrad_engine::{grid, record, DType, Tensor};
@@ -64,28 +65,79 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axis: usize, keepdim: bool) -> Tensor {
     if !keepdim {
         out_shape.remove(axis);
     }
-    let dev = x.device();
-    let out = Tensor::empty(dev, &out_shape, DType::F32).unwrap_or_else(|e| panic!("{}: {e}", op.name()));
-    let scale = if op == ReduceOp::Mean { 1.0 / n as f32 } else { 1.0 };
-    let params = [outer as u32, n as u32, inner as u32, scale.to_bits()];
-    let groups = grid(outer * inner);
     let x_shape = x.shape().to_vec();
     if op == ReduceOp::Max {
-        let arg = Tensor::empty(dev, &out_shape, DType::U32).unwrap_or_else(|e| panic!("max: {e}"));
-        if out.numel() > 0 {
-            let pipeline = dev.pipeline("reduce/max", "reduce_max", || SHADER.to_string());
-            dev.launch(&pipeline, &params, &[x, &out, &arg], groups);
-        }
+        let (out, arg) = max_middle(x, [outer, n, inner], &out_shape);
         return record("max", out, &[x], move |g| vec![Some(max_backward(g, &arg, &x_shape, axis))]);
     }
-    if out.numel() > 0 {
-        let pipeline = dev.pipeline("reduce/sum", "reduce_sum", || SHADER.to_string());
-        dev.launch(&pipeline, &params, &[x, &out], groups);
-    }
+    let scale = if op == ReduceOp::Mean { 1.0 / n as f32 } else { 1.0 };
+    let out = sum_middle(x, [outer, n, inner], scale, &out_shape);
     record(op.name(), out, &[x], move |g| {
         let spread = broadcast_to(&reshape(g, &keep_shape), &x_shape);
         vec![Some(if scale == 1.0 { spread } else { unary(UnaryOp::MulScalar(scale), &spread) })]
     })
+}
+
+/// Rows (inner == 1) get a workgroup per output; below this many outputs a long row is
+/// split into chunks, each a workgroup, and the chunks summed by a second pass.
+const ROW_WORKGROUPS: usize = 4096;
+/// Columns get a thread per output; below this many outputs the axis is chunked likewise.
+const COLUMN_THREADS: usize = 65536;
+/// The shortest chunk worth a pass of its own: rows, columns.
+const MIN_CHUNK: [usize; 2] = [4096, 64];
+
+/// How many chunks to cut an axis of `n` into, with `outputs` outputs, so that the first
+/// pass has enough workgroups (rows) or threads (columns) to keep a GPU busy.
+fn chunks(outputs: usize, n: usize, columns: bool) -> usize {
+    let want = if columns { COLUMN_THREADS } else { ROW_WORKGROUPS };
+    want.div_ceil(outputs.max(1)).min(n.div_ceil(MIN_CHUNK[columns as usize])).max(1)
+}
+
+/// `scale` times the sum of `x` viewed as `[outer, n, inner]` over its middle axis, as a
+/// new tensor of `out_shape`, not recorded on the tape: the kernel behind sum and mean,
+/// and the last step of split-depth matmuls. A long axis with few outputs is summed in
+/// two passes (chunks, then their sums), so it never runs on a handful of workgroups.
+pub(crate) fn sum_middle(x: &Tensor, [outer, n, inner]: [usize; 3], scale: f32, out_shape: &[usize]) -> Tensor {
+    let dev = x.device();
+    let columns = inner > 1;
+    let pieces = chunks(outer * inner, n, columns);
+    let (chunk, pass_shape) = if pieces > 1 {
+        let chunk = n.div_ceil(pieces);
+        (chunk, vec![outer, n.div_ceil(chunk), inner])
+    } else {
+        (n.max(1), out_shape.to_vec())
+    };
+    let out = Tensor::empty(dev, &pass_shape, DType::F32).unwrap_or_else(|e| panic!("sum: {e}"));
+    if out.numel() == 0 {
+        return out;
+    }
+    let pass_scale = if pieces > 1 { 1.0 } else { scale };
+    launch_reduce(x, "sum", columns, [outer, n, inner, chunk], pass_scale, &[x, &out], out.numel());
+    if pieces == 1 {
+        return out;
+    }
+    sum_middle(&out, [outer, pass_shape[1], inner], scale, out_shape)
+}
+
+/// The maximum of `x` viewed as `[outer, n, inner]` over its middle axis, and where it
+/// first occurs. One pass: the backward pass needs positions along the whole axis.
+fn max_middle(x: &Tensor, [outer, n, inner]: [usize; 3], out_shape: &[usize]) -> (Tensor, Tensor) {
+    let dev = x.device();
+    let out = Tensor::empty(dev, out_shape, DType::F32).unwrap_or_else(|e| panic!("max: {e}"));
+    let arg = Tensor::empty(dev, out_shape, DType::U32).unwrap_or_else(|e| panic!("max: {e}"));
+    if out.numel() > 0 {
+        launch_reduce(x, "max", inner > 1, [outer, n, inner, n], 1.0, &[x, &out, &arg], out.numel());
+    }
+    (out, arg)
+}
+
+fn launch_reduce(x: &Tensor, op: &str, columns: bool, [outer, n, inner, chunk]: [usize; 4], scale: f32, tensors: &[&Tensor], outputs: usize) {
+    let dev = x.device();
+    let entry = format!("{op}_{}", if columns { "columns" } else { "rows" });
+    let pipeline = dev.pipeline(&format!("reduce/{entry}"), &entry, || SHADER.to_string());
+    let params = [outer as u32, n as u32, inner as u32, scale.to_bits(), chunk as u32];
+    let groups = if columns { grid(outputs.div_ceil(64)) } else { grid(outputs) };
+    dev.launch(&pipeline, &params, tensors, groups);
 }
 
 fn max_backward(g: &Tensor, arg: &Tensor, x_shape: &[usize], axis: usize) -> Tensor {

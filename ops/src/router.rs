@@ -44,7 +44,9 @@ pub fn route(logits: &Tensor, k: usize, renormalize: bool) -> RouterOutput {
     let indices = alloc(&[tokens, k], DType::U32);
     let params = [tokens, experts, k].map(|v| v as u32);
     if tokens > 0 {
-        let pipeline = dev.pipeline(&format!("router/{renormalize}"), "main", || with_ranking(render_template(SHADER, &[("RENORMALIZE", flag(renormalize))])));
+        let pipeline = dev.pipeline(&format!("router/{renormalize}/{experts}"), "main", || {
+            with_ranking(render_template(SHADER, &[("RENORMALIZE", flag(renormalize)), ("EXPERTS", &experts.to_string())]))
+        });
         dev.launch(&pipeline, &params, &[logits, &probs, &weights, &indices], grid(tokens.div_ceil(64)));
     }
     let (sp, sw, si) = (probs.clone(), weights.clone(), indices.clone());

@@ -105,7 +105,7 @@ fn layout(op: &str, x: &Tensor, mask: &Mask) -> (usize, usize, usize, usize) {
     assert!(x.rank() >= 1, "{op}: needs at least one dimension, got a scalar");
     assert_eq!(x.dtype(), DType::F32, "{op}: expects an f32 tensor, got {:?}", x.dtype());
     let n = x.shape()[x.rank() - 1];
-    let rows = if n == 0 { 0 } else { x.numel() / n };
+    let rows = x.numel().checked_div(n).unwrap_or(0);
     match mask {
         Mask::None => (rows, n, 1, 1),
         Mask::Causal => {
@@ -116,7 +116,7 @@ fn layout(op: &str, x: &Tensor, mask: &Mask) -> (usize, usize, usize, usize) {
         }
         Mask::Tensor(m) => {
             assert_eq!(m.dtype(), DType::F32, "{op}: the mask must be f32 0/1, got {:?}", m.dtype());
-            let ok = m.rank() >= 1 && m.shape()[m.rank() - 1] == n && m.numel() > 0 && rows % (m.numel() / n) == 0;
+            let ok = m.rank() >= 1 && m.shape()[m.rank() - 1] == n && m.numel() > 0 && rows.is_multiple_of(m.numel() / n);
             assert!(ok, "{op}: mask of shape {:?} does not fit input {:?} (last dims must agree, mask rows must divide input rows)", m.shape(), x.shape());
             (rows, n, m.numel() / n, 1)
         }
@@ -162,7 +162,7 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
     let dev = y.device();
     let dx = Tensor::empty(dev, y.shape(), DType::F32).unwrap_or_else(|e| panic!("{} backward: {e}", kind.name()));
     let n = y.shape()[y.rank() - 1];
-    let rows = if n == 0 { 0 } else { y.numel() / n };
+    let rows = y.numel().checked_div(n).unwrap_or(0);
     if rows == 0 {
         return dx;
     }

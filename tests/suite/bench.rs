@@ -1,7 +1,7 @@
 //! The benchmark harness: GPU timestamps, every workload reports, and the training step
 //! neither creates buffers nor synchronises per op.
 
-use moegrad::bench::{run, Scale};
+use moegrad::bench::{run, Options, Scale};
 use moegrad::prelude::*;
 
 use crate::common::device;
@@ -21,11 +21,44 @@ fn gpu_timer_measures_recorded_work() {
 }
 
 #[test]
+fn a_profile_names_each_kernel_with_its_calls_and_time() {
+    // A device of its own: other tests' kernels would show up in the profile.
+    let dev = Device::new().unwrap();
+    if !dev.has_gpu_timer() {
+        return;
+    }
+    let x = Tensor::ones(&dev, &[1 << 16]).unwrap();
+    let ((), profile) = dev.profile_gpu(|| {
+        let y = (0..3).fold(x.clone(), |acc, _| acc.exp());
+        drop(y.gelu());
+    });
+    let profile = profile.unwrap();
+    let calls = |name: &str| profile.iter().find(|k| k.kernel.starts_with(name)).map(|k| k.calls);
+    assert_eq!(calls("unary/exp/"), Some(3), "{profile:?}");
+    assert_eq!(calls("unary/gelu/"), Some(1), "{profile:?}");
+    assert_eq!(profile.iter().map(|k| k.calls).sum::<usize>(), 4, "{profile:?}");
+    assert!(profile.iter().all(|k| k.time.as_nanos() > 0), "{profile:?}");
+    assert!(profile.windows(2).all(|w| w[0].time >= w[1].time), "not longest first: {profile:?}");
+}
+
+#[test]
 fn suites_report_every_workload_and_the_step_counters() {
-    let kernels = run(&device(), "kernels", Scale::Tiny, 1, 0).unwrap();
+    let kernels = run(&device(), "kernels", &Options { iters: 1, profile: true, ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(kernels.results.len(), 16);
+    // With --profile every workload lists its kernels, which account for all of its time.
+    for r in &kernels.results {
+        let profile = r.profile.as_ref().unwrap_or_else(|| panic!("{} has no profile", r.key));
+        assert!(!profile.is_empty(), "{}: empty profile", r.key);
+        let share: f64 = profile.iter().map(|k| k.share).sum();
+        assert!((share - 1.0).abs() < 1e-6, "{}: shares sum to {share}", r.key);
+    }
+    assert!(kernels.results.iter().any(|r| r.profile.as_ref().unwrap()[0].kernel.starts_with("matmul")));
+    assert!(kernels.results.iter().all(|r| r.ms_range[0] <= r.ms && r.ms <= r.ms_range[1]));
+    let only = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    assert_eq!(only.results.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["gelu"]);
     // A device of its own: other tests' work would move the counters.
-    let pytorch = run(&Device::new().unwrap(), "pytorch", Scale::Tiny, 1, 0).unwrap();
+    let pytorch = run(&Device::new().unwrap(), "pytorch", &Options { iters: 1, ..Options::new(Scale::Tiny) }).unwrap();
+    assert!(pytorch.results.iter().all(|r| r.profile.is_none()));
     let keys: Vec<&str> = pytorch.results.iter().map(|r| r.key.as_str()).collect();
     for prefix in ["matmul_256_fp32", "matmul_256_fp16", "softmax_", "log_softmax_", "router_softmax_top2_", "moe_layer_fwd_bwd_", "moe_lm_train_step_"] {
         assert!(keys.iter().any(|k| k.starts_with(prefix)), "{prefix} missing from {keys:?}");

@@ -1,7 +1,7 @@
 //! Matmul: 2-D and batched, every transpose combination, odd sizes.
 
 use moegrad::ops::matmul::matmul_reference;
-use moegrad::ops::{matmul_t, with_matmul_tiles, HostTensor, Tiles};
+use moegrad::ops::{f16_matmul_kernel, matmul_t, with_matmul_precision, with_matmul_splits, with_matmul_tiles, HostTensor, Precision, Tiles};
 
 use rand::Rng;
 
@@ -106,13 +106,17 @@ fn every_tile_shape_with_vector_and_scalar_loads() {
         for ta in [false, true] {
             for tb in [false, true] {
                 let multiple_of_4 = r.random_bool(0.5);
-                let size = |r: &mut rand::rngs::StdRng| if multiple_of_4 { 4 * dim(r, 40) } else { dim(r, 150) | 1 };
+                let size = |r: &mut rand::rngs::StdRng| {
+                    if multiple_of_4 {
+                        4 * dim(r, 40)
+                    } else {
+                        dim(r, 150) | 1
+                    }
+                };
                 let (m, k, n) = (size(&mut r), size(&mut r), size(&mut r));
                 let a = host(&mut r, &operand(&[2], m, k, ta), -1.0, 1.0);
                 let b = host(&mut r, &operand(&[], k, n, tb), -1.0, 1.0);
-                with_matmul_tiles(tiles, || {
-                    check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL)
-                });
+                with_matmul_tiles(tiles, || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL));
             }
         }
         let (rows, experts, inputs, outputs) = (4 * dim(&mut r, 40), 3, 4 * dim(&mut r, 20), dim(&mut r, 70));
@@ -129,5 +133,54 @@ fn every_tile_shape_with_vector_and_scalar_loads() {
                 TOL,
             )
         });
+    }
+}
+
+/// Depth split into slices whose partial products are summed (what a GPU does for small
+/// outputs with a long depth), forced here on any adapter: odd depths that leave the last
+/// slices short or empty, every transpose, batches, and the expert weight gradient of a
+/// grouped matmul (depth grouped by expert).
+#[test]
+fn split_depth_products_sum_their_slices() {
+    let mut r = rng(25);
+    for splits in [2, 3, 7] {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let (m, k, n) = (dim(&mut r, 70), dim(&mut r, 300), dim(&mut r, 70));
+                let a = host(&mut r, &operand(&[2], m, k, ta), -1.0, 1.0);
+                let b = host(&mut r, &operand(&[], k, n, tb), -1.0, 1.0);
+                with_matmul_splits(splits, || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL));
+            }
+        }
+        let (rows, experts, inputs, outputs) = (dim(&mut r, 200), 4, dim(&mut r, 30), dim(&mut r, 30));
+        let offsets = random_offsets(&mut r, rows, experts);
+        let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &offsets, &[experts + 1]).unwrap();
+        let x = host(&mut r, &[rows, inputs], -1.0, 1.0);
+        let w = host(&mut r, &[experts, inputs, outputs], -1.0, 1.0);
+        with_matmul_splits(splits, || {
+            check_op(
+                "grouped_matmul",
+                &[x, w],
+                |t| moegrad::ops::grouped_matmul(&t[0], &t[1], &off_t),
+                |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
+                TOL,
+            )
+        });
+    }
+}
+
+/// Mixed precision split the same way (tensor cores where the adapter has them) agrees
+/// with the unsplit product: the same rounded operands, summed in another order.
+#[test]
+fn split_depth_products_in_f16_agree_with_unsplit_ones() {
+    let mut r = rng(26);
+    let dev = crate::common::device();
+    for (m, k, n) in [(150, 700, 136), (33, 517, 70)] {
+        let a = upload(&host(&mut r, &[m, k], -1.0, 1.0));
+        let b = upload(&host(&mut r, &[k, n], -1.0, 1.0));
+        let product = |splits| with_matmul_precision(Precision::F16, || with_matmul_splits(splits, || matmul_t(&a, &b, false, false))).to_vec().unwrap();
+        let (whole, split) = (product(1), product(5));
+        let worst = whole.iter().zip(&split).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{} ({}): split f16 product differs by {worst}", dev.name(), f16_matmul_kernel(&dev));
     }
 }

@@ -27,9 +27,23 @@ fn axis_reductions_match_reference_and_gradients() {
 fn full_reductions_match_reference_and_gradients() {
     let mut r = rng(11);
     for op in OPS {
-        for n in [1, 63, 1000, 20_000] {
+        // 20,000 and 300,000 elements are summed in two passes (chunks, then their sums).
+        for n in [1, 63, 1000, 20_000, 300_000] {
             let x = host(&mut r, &[n], -3.0, 3.0);
             check_op(op.name(), &[x], |t| reduce_all(op, &t[0]), |h| reduce_all_reference(op, &h[0]), TOL);
+        }
+    }
+}
+
+/// The shapes where the kernel changes strategy: long rows with few outputs and long
+/// columns with few outputs (two passes for sum and mean), wide columns (a thread each).
+#[test]
+fn long_axes_with_few_outputs_match_reference_and_gradients() {
+    let mut r = rng(12);
+    for (s, axis) in [(vec![3, 9001], 1), (vec![5003, 3], 0), (vec![2, 701, 5], 1), (vec![130, 1, 517], 0), (vec![9, 70], 0)] {
+        for op in OPS {
+            let x = host(&mut r, &s, -3.0, 3.0);
+            check_op(op.name(), &[x], |t| reduce(op, &t[0], axis, false), |h| op.reference(&h[0], axis), TOL);
         }
     }
 }

@@ -106,7 +106,7 @@ fn gradient_norm_and_clipping() {
         let want: Vec<f64> = g.iter().map(|&v| v as f64 * scale).collect();
         assert_close("clipped gradient", &p.grad().unwrap().to_vec().unwrap(), &want, 1e-5);
     }
-    let unclipped = clip_grad_norm(&[c.clone()], f32::INFINITY).unwrap().to_vec().unwrap();
+    let unclipped = clip_grad_norm(std::slice::from_ref(&c), f32::INFINITY).unwrap().to_vec().unwrap();
     assert_eq!(unclipped[1], 1.0);
 }
 
@@ -121,7 +121,7 @@ fn loss_scaled_gradients_are_unscaled_then_clipped() {
     for max_norm in [f32::INFINITY, 2.0] {
         let p = upload(&host(&mut r, &[5_000], -1.0, 1.0)).requires_grad();
         p.set_grad(upload(&true_grad.map(|v| v * scale as f64)));
-        let out = clip_grad_norm_scaled(&[p.clone()], max_norm, scale).unwrap().to_vec().unwrap();
+        let out = clip_grad_norm_scaled(std::slice::from_ref(&p), max_norm, scale).unwrap().to_vec().unwrap();
         assert!((out[0] as f64 - norm).abs() < 1e-4 * norm, "true norm {norm}, got {}", out[0]);
         let clip = (max_norm as f64 / (norm + 1e-6)).min(1.0);
         let want: Vec<f64> = true_grad.data.iter().map(|v| v * clip).collect();

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One call of the workplace's GPU machine: Vulkan loaders, then the named steps, each under
+# its own time limit, with its full output in $OUT/<step>.log and the tail printed.
+#
+#   bash benches/gpu_run.sh ops pytorch torch torch_tf32 kernels suite
+#
+# Expects the loaders' .debs in .gl/ and release binaries in .dev/ (moegrad, suite,
+# ops_tests, engine_tests, models_tests), both carried with the call.
+set -u
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+# Tests that find their data through CARGO_MANIFEST_DIR were built in /work/main.
+[ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+
+step() {
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name ($*)"
+    local start=$SECONDS
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "rc=$? in $((SECONDS - start)) s"
+    grep -v XDG_RUNTIME "$OUT/$name.log" | tail -n "${TAIL:-25}"
+}
+
+for s in "$@"; do
+    case $s in
+        devices) step devices 60 .dev/moegrad devices ;;
+        ops) step ops 120 .dev/ops_tests --test-threads 4 ;;
+        suite) step suite 400 .dev/suite --test-threads 4 ;;
+        units) step units 120 bash -c '.dev/engine_tests && .dev/models_tests' ;;
+        pytorch) step pytorch 240 .dev/moegrad bench --suite pytorch --json ;;
+        kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
+        profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
+        torch) step torch 180 python3 benches/pytorch_reference.py --json ;;
+        torch_tf32) step torch_tf32 180 python3 benches/pytorch_reference.py --json --tf32 ;;
+        *) echo "unknown step $s" ;;
+    esac
+done
