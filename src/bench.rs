@@ -262,6 +262,13 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     for tiles in Tiles::ALL {
         r.run(&format!("matmul_{n}_tiles_{tiles}"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(with_matmul_tiles(tiles, || matmul(&a, &b))));
     }
+    // And each tensor-core shape worth trying, where the adapter has tensor cores.
+    if f16_matmul_kernel(&dev).starts_with("tensor cores") {
+        for coop in CoopTiles::CANDIDATES {
+            let f16_product = || with_matmul_precision(Precision::F16, || with_coop_tiles(coop, || matmul(&a, &b)));
+            r.run(&format!("matmul_{n}_fp16_coop_{coop}"), Work::F16Flops(2.0 * (n * n * n) as f64), &|| drop(f16_product()));
+        }
+    }
     let len = if scale == Scale::Gpu { 1 << 26 } else { 1 << 18 };
     let (x, y) = (randn(&dev, &[len], rng)?, randn(&dev, &[len], rng)?);
     r.run("add", Work::Bytes(12.0 * len as f64), &|| drop(x.add(&y)));

@@ -36,6 +36,7 @@ thread_local! {
     static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
     static TILES_OVERRIDE: Cell<Option<Tiles>> = const { Cell::new(None) };
     static SPLITS_OVERRIDE: Cell<Option<usize>> = const { Cell::new(None) };
+    static COOP_OVERRIDE: Cell<Option<CoopTiles>> = const { Cell::new(None) };
 }
 
 /// The precision of matmuls recorded from now on by this thread (training sets it per
@@ -63,6 +64,15 @@ pub fn with_matmul_tiles<R>(tiles: Tiles, f: impl FnOnce() -> R) -> R {
     let before = TILES_OVERRIDE.with(|t| t.replace(Some(tiles)));
     let out = f();
     TILES_OVERRIDE.with(|t| t.set(before));
+    out
+}
+
+/// Runs `f` with every tensor-core matmul on this thread shaped by `tiles`: for timing
+/// each shape (`moegrad bench --suite kernels`) on adapters that have tensor cores.
+pub fn with_coop_tiles<R>(tiles: CoopTiles, f: impl FnOnce() -> R) -> R {
+    let before = COOP_OVERRIDE.with(|t| t.replace(Some(tiles)));
+    let out = f();
+    COOP_OVERRIDE.with(|t| t.set(before));
     out
 }
 
@@ -170,10 +180,103 @@ fn env_tiles() -> Option<Tiles> {
     })
 }
 
-/// The cooperative kernel's fixed shape: eight 32-lane subgroups, each owning 32x64
-/// (2x4 matrices of 16x16) of a 128x128 tile, 32-deep slices.
-const COOP_TILES: Tiles = Tiles { bm: 128, bn: 128, bk: 32, tm: 0, tn: 0 };
-const COOP_THREADS: usize = 256;
+/// Environment variable that forces the tensor-core kernel's shape, e.g. `4x2/2x4/32`.
+pub const COOP_TILES_ENV: &str = "MOEGRAD_COOP_TILES";
+
+/// The tensor-core kernel's shape: `sg_m x sg_n` subgroups of 32 lanes, each owning
+/// `qm x qn` accumulator matrices of 16 x 16, over `bk`-deep slices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopTiles {
+    pub sg_m: usize,
+    pub sg_n: usize,
+    pub qm: usize,
+    pub qn: usize,
+    pub bk: usize,
+}
+
+impl CoopTiles {
+    /// 128 x 128 tiles of four subgroups, each 64 x 64, 16-deep slices: 157 TFLOP/s at
+    /// 4096^3 on an H100, where eight subgroups of 32 x 64 (4x2/2x4/32) gave 105, 4x4
+    /// blocks 32 deep 131, and 256 x 128 tiles 137.
+    pub const DEFAULT: CoopTiles = CoopTiles { sg_m: 2, sg_n: 2, qm: 4, qn: 4, bk: 16 };
+    /// Shapes worth timing against it (`moegrad bench --suite kernels` times each where
+    /// the adapter has tensor cores); every one is validated by naga in the unit tests.
+    pub const CANDIDATES: [CoopTiles; 4] = [
+        CoopTiles::DEFAULT,
+        CoopTiles { sg_m: 4, sg_n: 2, qm: 2, qn: 4, bk: 32 },
+        CoopTiles { sg_m: 2, sg_n: 2, qm: 4, qn: 4, bk: 32 },
+        CoopTiles { sg_m: 4, sg_n: 2, qm: 4, qn: 4, bk: 16 },
+    ];
+
+    fn tiles(&self) -> Tiles {
+        Tiles { bm: self.sg_m * 16 * self.qm, bn: self.sg_n * 16 * self.qn, bk: self.bk, tm: 0, tn: 0 }
+    }
+
+    fn threads(&self) -> usize {
+        self.sg_m * self.sg_n * 32
+    }
+
+    /// The shape in use: `with_coop_tiles`, `MOEGRAD_COOP_TILES`, or the default.
+    fn current() -> CoopTiles {
+        static PARSED: OnceLock<CoopTiles> = OnceLock::new();
+        COOP_OVERRIDE.with(Cell::get).unwrap_or_else(|| {
+            *PARSED.get_or_init(|| match std::env::var(COOP_TILES_ENV).ok().filter(|v| !v.is_empty()) {
+                Some(v) => v.parse().unwrap_or_else(|e| panic!("{COOP_TILES_ENV}: {e}")),
+                None => CoopTiles::DEFAULT,
+            })
+        })
+    }
+
+    /// The kernel's accumulators, its multiply step and its two ways of storing, written
+    /// out per accumulator (see matmul_coop.wgsl).
+    fn code(&self) -> [String; 4] {
+        let pairs: Vec<(usize, usize)> = (0..self.qm).flat_map(|i| (0..self.qn).map(move |j| (i, j))).collect();
+        let accumulators = pairs.iter().map(|(i, j)| format!("    var acc{i}_{j} = coop_mat16x16<f32, C>();\n")).collect();
+        let mut multiply: String = (0..self.qn)
+            .map(|j| format!("            let ib{j} = kk * BS + sn + {}u;\n            let y{j} = coopLoadT<coop_mat16x16<f16, B>>(&b_tile[ib{j}], sb);\n", 16 * j))
+            .collect();
+        for i in 0..self.qm {
+            multiply += &format!("            let ia{i} = kk * AS + sm + {}u;\n            let x{i} = coopLoad<coop_mat16x16<f16, A>>(&a_tile[ia{i}], sa);\n", 16 * i);
+            multiply += &(0..self.qn).map(|j| format!("            acc{i}_{j} = coopMultiplyAdd(x{i}, y{j}, acc{i}_{j});\n")).collect::<String>();
+        }
+        let store = pairs
+            .iter()
+            .map(|(i, j)| format!("        let o{i}_{j} = rg.c_off + (gm + {}u) * p.n + gn + {}u;\n        coopStoreT(acc{i}_{j}, &c[o{i}_{j}], stride);\n", 16 * i, 16 * j))
+            .collect();
+        let store_edge = pairs
+            .iter()
+            .map(|(i, j)| format!("        coopStoreT(acc{i}_{j}, &staging[own], s16);\n        copy_staged(rg, gm + {}u, gn + {}u, sg, lane);\n", 16 * i, 16 * j))
+            .collect();
+        [accumulators, multiply, store, store_edge]
+    }
+}
+
+impl std::fmt::Display for CoopTiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}/{}x{}/{}", self.sg_m, self.sg_n, self.qm, self.qn, self.bk)
+    }
+}
+
+impl FromStr for CoopTiles {
+    type Err = String;
+
+    /// `SG_MxSG_N/QMxQN/BK`, checked for shapes the kernel supports.
+    fn from_str(s: &str) -> Result<CoopTiles, String> {
+        let bad = || format!("tensor-core tiles {s:?}: expected SG_MxSG_N/QMxQN/BK, e.g. 4x2/2x4/32");
+        let parts: Vec<&str> = s.split('/').collect();
+        let nums = |part: &str| part.split('x').map(|v| v.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
+        let [groups, blocks, depth] = parts[..] else { return Err(bad()) };
+        let (groups, blocks) = (nums(groups).map_err(|_| bad())?, nums(blocks).map_err(|_| bad())?);
+        let (&[sg_m, sg_n], &[qm, qn]) = (&groups[..], &blocks[..]) else { return Err(bad()) };
+        let bk: usize = depth.trim().parse().map_err(|_| bad())?;
+        let t = CoopTiles { sg_m, sg_n, qm, qn, bk };
+        if [sg_m, sg_n, qm, qn].iter().all(|&v| v > 0) && bk > 0 && bk % 16 == 0 && t.threads() <= 1024 {
+            Ok(t)
+        } else {
+            Err(format!("tensor-core tiles {s:?}: positive sizes, BK a multiple of 16, at most 32 subgroups"))
+        }
+    }
+}
 
 const BATCHED_RANGES: &str =
     "fn group_ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n, wid.y); }";
@@ -234,8 +337,9 @@ impl Grouping<'_> {
 pub(crate) struct Variant {
     pub trans_a: bool,
     pub trans_b: bool,
-    /// Register tiles, or `None` for the cooperative-matrix kernel.
+    /// Register tiles, or `None` for the cooperative-matrix kernel (shaped by `coop`).
     pub tiles: Option<Tiles>,
+    pub coop: CoopTiles,
     pub precision: Precision,
     /// f16 workgroup tiles (needs SHADER_F16); otherwise f32 tiles, rounded when F16.
     pub f16_tiles: bool,
@@ -245,15 +349,15 @@ pub(crate) struct Variant {
 
 impl Variant {
     fn tiles(&self) -> Tiles {
-        self.tiles.unwrap_or(COOP_TILES)
+        self.tiles.unwrap_or(self.coop.tiles())
     }
 
     fn threads(&self) -> usize {
-        self.tiles.map_or(COOP_THREADS, |t| t.threads())
+        self.tiles.map_or(self.coop.threads(), |t| t.threads())
     }
 
     fn key(&self, grouping: &str) -> String {
-        let kernel = self.tiles.map_or("coop".to_string(), |t| t.to_string());
+        let kernel = self.tiles.map_or(format!("coop{}", self.coop), |t| t.to_string());
         format!("matmul/{grouping}/{}{}/{kernel}/{:?}/{}/v{}{}", u8::from(self.trans_a), u8::from(self.trans_b), self.precision, self.f16_tiles, self.vec_a, self.vec_b)
     }
 
@@ -303,8 +407,19 @@ impl Variant {
             ("READ_B", &read_b),
             ("GROUPING", grouping_wgsl),
         ];
-        if self.tiles.is_some() {
-            values.extend([("TM", tm.as_str()), ("TN", tn.as_str())]);
+        let [accumulators, multiply, store, store_edge] = self.coop.code();
+        let (sg_n, qm, qn) = (self.coop.sg_n.to_string(), self.coop.qm.to_string(), self.coop.qn.to_string());
+        match self.tiles {
+            Some(_) => values.extend([("TM", tm.as_str()), ("TN", tn.as_str())]),
+            None => values.extend([
+                ("SG_N", sg_n.as_str()),
+                ("QM", &qm),
+                ("QN", &qn),
+                ("ACCUMULATORS", &accumulators),
+                ("MULTIPLY", &multiply),
+                ("STORE", &store),
+                ("STORE_EDGE", &store_edge),
+            ]),
         }
         render_template(&template, &values)
     }
@@ -330,7 +445,7 @@ fn tensor_cores_verified(dev: &Device) -> bool {
         let upload = |len, seed| Tensor::from_slice(dev, &values(len, seed), &[len]).expect("matmul self-check upload");
         let (a, b) = (upload(m * k, 1), upload(k * n, 2));
         let run = |tiles: Option<Tiles>| {
-            let variant = Variant { trans_a: false, trans_b: false, tiles, precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
+            let variant = Variant { trans_a: false, trans_b: false, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
             launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &b, [m, n, k], &[m, n])
                 .to_vec()
                 .expect("matmul self-check read-back")
@@ -376,7 +491,7 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
     let splittable = !matches!(grouping, Grouping::Rows { .. }) && dev.adapter_info().device_type != wgpu::DeviceType::Cpu;
     let max_splits = if splittable { (depth / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS) } else { 1 };
     let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices, max_splits));
-    let variant = Variant { trans_a, trans_b, tiles, precision, f16_tiles: f16_tiles || coop, vec_a, vec_b };
+    let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision, f16_tiles: f16_tiles || coop, vec_a, vec_b };
     let t = variant.tiles();
     let workgroups = m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices;
     let splits = match SPLITS_OVERRIDE.with(Cell::get) {
@@ -460,8 +575,11 @@ mod tests {
             for trans_a in [false, true] {
                 for trans_b in [false, true] {
                     for vec in [1, 4] {
-                        let v = Variant { trans_a, trans_b, tiles: None, precision: Precision::F16, f16_tiles: true, vec_a: vec, vec_b: vec };
-                        out.push((v.key(name), v.source(grouping)));
+                        let v = Variant { trans_a, trans_b, tiles: None, coop: CoopTiles::DEFAULT, precision: Precision::F16, f16_tiles: true, vec_a: vec, vec_b: vec };
+                        for coop in CoopTiles::CANDIDATES {
+                            let v = Variant { coop, ..v };
+                            out.push((v.key(name), v.source(grouping)));
+                        }
                         for tiles in Tiles::ALL {
                             for (precision, f16_tiles) in [(Precision::F32, false), (Precision::F16, false), (Precision::F16, true)] {
                                 let v = Variant { tiles: Some(tiles), precision, f16_tiles, ..v };
@@ -478,7 +596,7 @@ mod tests {
     #[test]
     fn every_variant_validates_and_translates_to_spirv() {
         let sources = all_sources();
-        assert_eq!(sources.len(), 3 * 4 * 2 * (1 + 3 * 3));
+        assert_eq!(sources.len(), 3 * 4 * 2 * (CoopTiles::CANDIDATES.len() + 3 * 3));
         for (key, source) in sources {
             let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{key}: {}", e.emit_to_string(&source)));
             let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
@@ -556,7 +674,7 @@ mod tests {
         // C = A (a column) times the 1 x 1 matrix [1]: each output is one rounded operand.
         let a = Tensor::from_slice(&dev, &values, &[values.len()]).unwrap();
         let one = Tensor::from_slice(&dev, &[1.0], &[1]).unwrap();
-        let variant = Variant { trans_a: false, trans_b: false, tiles: Some(Tiles::SMALL), precision: Precision::F16, f16_tiles: false, vec_a: 1, vec_b: 1 };
+        let variant = Variant { trans_a: false, trans_b: false, tiles: Some(Tiles::SMALL), coop: CoopTiles::DEFAULT, precision: Precision::F16, f16_tiles: false, vec_a: 1, vec_b: 1 };
         let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &one, [values.len(), 1, 1], &[values.len()])
             .to_vec()
             .unwrap();
@@ -593,7 +711,7 @@ mod tests {
             let want16 = reference(&a_host, &b_host, dims, trans_a, trans_b, true);
             let want32 = reference(&a_host, &b_host, dims, trans_a, trans_b, false);
             for &(tiles, f16_tiles) in &paths {
-                let variant = Variant { trans_a, trans_b, tiles, precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
+                let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
                 let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
                 let (err16, err32) = (max_diff(&got, &want16), max_diff(&got, &want32));
                 assert!(err16 < 2e-5, "{variant:?}: {err16} from the f16-rounded reference");
