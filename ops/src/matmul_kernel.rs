@@ -270,7 +270,7 @@ impl FromStr for CoopTiles {
         let (&[sg_m, sg_n], &[qm, qn]) = (&groups[..], &blocks[..]) else { return Err(bad()) };
         let bk: usize = depth.trim().parse().map_err(|_| bad())?;
         let t = CoopTiles { sg_m, sg_n, qm, qn, bk };
-        if [sg_m, sg_n, qm, qn].iter().all(|&v| v > 0) && bk > 0 && bk % 16 == 0 && t.threads() <= 1024 {
+        if [sg_m, sg_n, qm, qn].iter().all(|&v| v > 0) && bk > 0 && bk.is_multiple_of(16) && t.threads() <= 1024 {
             Ok(t)
         } else {
             Err(format!("tensor-core tiles {s:?}: positive sizes, BK a multiple of 16, at most 32 subgroups"))
@@ -617,6 +617,19 @@ mod tests {
         assert!(err.contains("64x64/4x4") && err.contains("BMxBNxBK"), "{err}");
         let err = "64x64x16/2x4".parse::<Tiles>().unwrap_err();
         assert!(err.contains("multiples of 4"), "{err}");
+    }
+
+    #[test]
+    fn tensor_core_shapes_parse_and_bad_ones_are_named() {
+        assert_eq!("2x2/4x4/16".parse::<CoopTiles>(), Ok(CoopTiles::DEFAULT));
+        for c in CoopTiles::CANDIDATES {
+            assert_eq!(c.to_string().parse::<CoopTiles>(), Ok(c));
+        }
+        assert_eq!(CoopTiles::DEFAULT.tiles(), Tiles { bm: 128, bn: 128, bk: 16, tm: 0, tn: 0 });
+        let err = "2x2/4x4".parse::<CoopTiles>().unwrap_err();
+        assert!(err.contains("2x2/4x4") && err.contains("SG_MxSG_N/QMxQN/BK"), "{err}");
+        let err = "2x2/4x4/24".parse::<CoopTiles>().unwrap_err();
+        assert!(err.contains("multiple of 16"), "{err}");
     }
 
     /// `op(a) @ op(b)` in f64, with operands rounded to f16 first when `f16`.
