@@ -76,24 +76,28 @@ fn random_offsets(r: &mut rand::rngs::StdRng, rows: usize, experts: usize) -> Ve
 #[test]
 fn grouped_matmul_per_expert_blocks_and_gradients() {
     let mut r = rng(23);
-    for (rows, experts, inputs, outputs) in [(1, 1, 1, 1), (7, 3, 5, 9), (130, 4, 33, 65), (70, 8, 16, 7), (0, 2, 4, 4)] {
-        let offsets = random_offsets(&mut r, rows, experts);
-        let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &offsets, &[experts + 1]).unwrap();
-        let x = host(&mut r, &[rows, inputs], -1.0, 1.0);
-        let w = host(&mut r, &[experts, inputs, outputs], -1.0, 1.0);
-        if rows == 0 {
-            let out = moegrad::ops::grouped_matmul(&upload(&x), &upload(&w), &off_t);
-            assert_eq!(out.shape(), &[0, outputs]);
-            continue;
-        }
-        check_op(
-            "grouped_matmul",
-            &[x, w],
-            |t| moegrad::ops::grouped_matmul(&t[0], &t[1], &off_t),
-            |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
-            TOL,
-        );
+    for (rows, experts, inputs, outputs) in [(1, 1, 1, 1), (7, 3, 5, 9), (130, 4, 33, 65), (70, 8, 16, 7)] {
+        check_grouped(&mut r, [rows, experts, inputs, outputs]);
     }
+    let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &[0, 0, 0], &[3]).unwrap();
+    let out = moegrad::ops::grouped_matmul(&upload(&HostTensor::zeros(&[0, 4])), &upload(&HostTensor::zeros(&[2, 4, 4])), &off_t);
+    assert_eq!(out.shape(), &[0, 4]);
+}
+
+/// A grouped matmul of `rows` rows over `experts` (random offsets, an empty expert among
+/// them) and its gradients, against the reference.
+fn check_grouped(r: &mut rand::rngs::StdRng, [rows, experts, inputs, outputs]: [usize; 4]) {
+    let offsets = random_offsets(r, rows, experts);
+    let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &offsets, &[experts + 1]).unwrap();
+    let x = host(r, &[rows, inputs], -1.0, 1.0);
+    let w = host(r, &[experts, inputs, outputs], -1.0, 1.0);
+    check_op(
+        "grouped_matmul",
+        &[x, w],
+        |t| moegrad::ops::grouped_matmul(&t[0], &t[1], &off_t),
+        |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
+        TOL,
+    );
 }
 
 /// Each entry of the per-device tile table, whichever the adapter would pick: sizes that
@@ -119,20 +123,8 @@ fn every_tile_shape_with_vector_and_scalar_loads() {
                 with_matmul_tiles(tiles, || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL));
             }
         }
-        let (rows, experts, inputs, outputs) = (4 * dim(&mut r, 40), 3, 4 * dim(&mut r, 20), dim(&mut r, 70));
-        let offsets = random_offsets(&mut r, rows, experts);
-        let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &offsets, &[experts + 1]).unwrap();
-        let x = host(&mut r, &[rows, inputs], -1.0, 1.0);
-        let w = host(&mut r, &[experts, inputs, outputs], -1.0, 1.0);
-        with_matmul_tiles(tiles, || {
-            check_op(
-                "grouped_matmul",
-                &[x, w],
-                |t| moegrad::ops::grouped_matmul(&t[0], &t[1], &off_t),
-                |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
-                TOL,
-            )
-        });
+        let dims = [4 * dim(&mut r, 40), 3, 4 * dim(&mut r, 20), dim(&mut r, 70)];
+        with_matmul_tiles(tiles, || check_grouped(&mut r, dims));
     }
 }
 
@@ -152,20 +144,8 @@ fn split_depth_products_sum_their_slices() {
                 with_matmul_splits(splits, || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL));
             }
         }
-        let (rows, experts, inputs, outputs) = (dim(&mut r, 200), 4, dim(&mut r, 30), dim(&mut r, 30));
-        let offsets = random_offsets(&mut r, rows, experts);
-        let off_t = moegrad::Tensor::from_u32(&crate::common::device(), &offsets, &[experts + 1]).unwrap();
-        let x = host(&mut r, &[rows, inputs], -1.0, 1.0);
-        let w = host(&mut r, &[experts, inputs, outputs], -1.0, 1.0);
-        with_matmul_splits(splits, || {
-            check_op(
-                "grouped_matmul",
-                &[x, w],
-                |t| moegrad::ops::grouped_matmul(&t[0], &t[1], &off_t),
-                |h| moegrad::ops::matmul::grouped_matmul_reference(&h[0], &h[1], &offsets),
-                TOL,
-            )
-        });
+        let dims = [dim(&mut r, 200), 4, dim(&mut r, 30), dim(&mut r, 30)];
+        with_matmul_splits(splits, || check_grouped(&mut r, dims));
     }
 }
 
