@@ -10,7 +10,7 @@ const RENORMALIZE: bool = {{RENORMALIZE}};
 const E: u32 = {{EXPERTS}}u; // experts: p.experts, compiled in
 const LANES: u32 = {{LANES}}u;
 const PER_LANE: u32 = (E + LANES - 1u) / LANES;
-const WG: u32 = 256u;
+const WG: u32 = {{WG}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
 const NONE: u32 = 0xffffffffu;
 
