@@ -27,6 +27,9 @@ pub struct BenchResult {
     pub ms: f64,
     /// The fastest and slowest timed iteration: how much to trust the median.
     pub ms_range: [f64; 2],
+    /// Median time the host took to record one iteration (build its commands), which
+    /// overlaps the GPU's work on the previous one in training.
+    pub host_ms: f64,
     pub value: f64,
     pub unit: &'static str,
     /// Share of the adapter's peak for this kind of work, when the peak is known.
@@ -109,30 +112,36 @@ struct Runner {
 }
 
 impl Runner {
-    /// Median time of `f` over `iters` runs, after warming up for at least WARM_UP: an
-    /// idle GPU runs at a fraction of its clock for a while, which would otherwise land
-    /// in the first workloads' times.
-    fn time(&self, f: &dyn Fn()) -> (Vec<Duration>, &'static str) {
+    /// The time of each of `iters` runs of `f` (sorted), after warming up for at least
+    /// WARM_UP: an idle GPU runs at a fraction of its clock for a while, which would
+    /// otherwise land in the first workloads' times. Also the host's time to record each
+    /// run (sorted): a step is only as fast as the slower of the two.
+    fn time(&self, f: &dyn Fn()) -> (Vec<Duration>, Vec<Duration>, &'static str) {
         let start = Instant::now();
         while start.elapsed() < WARM_UP {
             f();
             self.device.synchronize();
         }
-        let times: Vec<(Duration, &'static str)> = (0..self.iters)
-            .map(|_| match self.device.time_gpu(f) {
-                ((), Some(t)) => (t, "gpu"),
-                ((), None) => {
-                    let start = Instant::now();
-                    f();
-                    self.device.synchronize();
-                    (start.elapsed(), "wall")
-                }
-            })
-            .collect();
-        let timer = times[0].1;
-        let mut times: Vec<Duration> = times.into_iter().map(|(t, _)| t).collect();
+        let record = || {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        };
+        let (mut times, mut host, mut timer) = (Vec::new(), Vec::new(), "gpu");
+        for _ in 0..self.iters {
+            let (recording, gpu) = self.device.time_gpu(record);
+            host.push(recording);
+            times.push(gpu.unwrap_or_else(|| {
+                timer = "wall";
+                let start = Instant::now();
+                f();
+                self.device.synchronize();
+                start.elapsed()
+            }));
+        }
         times.sort();
-        (times, timer)
+        host.sort();
+        (times, host, timer)
     }
 
     fn run(&mut self, key: &str, work: Work, f: &dyn Fn()) {
@@ -143,7 +152,8 @@ impl Runner {
             self.runs.set(self.runs.get() + 1);
             f()
         };
-        let (times, timer) = self.time(f);
+        let (times, host, timer) = self.time(f);
+        let host_ms = host[host.len() / 2].as_secs_f64() * 1e3;
         let s = times[times.len() / 2].as_secs_f64().max(1e-12);
         let ms_range = [times[0].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3];
         let peak = peaks(&self.device);
@@ -155,7 +165,7 @@ impl Runner {
             Work::Latency => (s * 1e6, "us", None),
         };
         let profile = if self.profile { self.device.profile_gpu(f).1.map(kernel_shares) } else { None };
-        self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, ms_range, value, unit, peak_fraction, timer, profile });
+        self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, ms_range, host_ms, value, unit, peak_fraction, timer, profile });
     }
 }
 

@@ -424,7 +424,7 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, pro
     println!("{} on {} ({:?} shapes; timer: {}; f16 matmuls: {})", report.suite, report.device, scale, report.results.first().map_or("-", |r| r.timer), report.f16_matmul);
     for r in &report.results {
         let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
-        println!("  {:<52} {:>10.3} ms ({:.3}..{:.3})  {:>12.3} {}{peak}", r.key, r.ms, r.ms_range[0], r.ms_range[1], r.value, r.unit);
+        println!("  {:<52} {:>10.3} ms ({:.3}..{:.3}, host {:.3})  {:>12.3} {}{peak}", r.key, r.ms, r.ms_range[0], r.ms_range[1], r.host_ms, r.value, r.unit);
         for k in r.profile.iter().flatten() {
             println!("      {:>5.1}%  {:>9.3} ms  {:>5} x  {}", 100.0 * k.share, k.ms, k.calls, k.kernel);
         }

@@ -53,7 +53,7 @@ fn suites_report_every_workload_and_the_step_counters() {
         assert!((share - 1.0).abs() < 1e-6, "{}: shares sum to {share}", r.key);
     }
     assert!(kernels.results.iter().any(|r| r.profile.as_ref().unwrap()[0].kernel.starts_with("matmul")));
-    assert!(kernels.results.iter().all(|r| r.ms_range[0] <= r.ms && r.ms <= r.ms_range[1]));
+    assert!(kernels.results.iter().all(|r| r.ms_range[0] <= r.ms && r.ms <= r.ms_range[1] && r.host_ms > 0.0));
     let only = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(only.results.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["gelu"]);
     // A device of its own: other tests' work would move the counters.
