@@ -152,10 +152,8 @@ impl FromStr for Tiles {
     /// `BMxBNxBK/TMxTN`, checked for shapes the kernel supports.
     fn from_str(s: &str) -> Result<Tiles, String> {
         let bad = || format!("matmul tiles {s:?}: expected BMxBNxBK/TMxTN, e.g. 128x128x8/8x8");
-        let (tile, thread) = s.split_once('/').ok_or_else(bad)?;
-        let nums = |part: &str| part.split('x').map(|v| v.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
-        let (tile, thread) = (nums(tile).map_err(|_| bad())?, nums(thread).map_err(|_| bad())?);
-        let (&[bm, bn, bk], &[tm, tn]) = (&tile[..], &thread[..]) else {
+        let (nums, groups) = parse_groups(s).ok_or_else(bad)?;
+        let (&[bm, bn, bk, tm, tn], [3, 2]) = (&nums[..], &groups[..]) else {
             return Err(bad());
         };
         let t = Tiles { bm, bn, bk, tm, tn };
@@ -263,12 +261,10 @@ impl FromStr for CoopTiles {
     /// `SG_MxSG_N/QMxQN/BK`, checked for shapes the kernel supports.
     fn from_str(s: &str) -> Result<CoopTiles, String> {
         let bad = || format!("tensor-core tiles {s:?}: expected SG_MxSG_N/QMxQN/BK, e.g. 4x2/2x4/32");
-        let parts: Vec<&str> = s.split('/').collect();
-        let nums = |part: &str| part.split('x').map(|v| v.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
-        let [groups, blocks, depth] = parts[..] else { return Err(bad()) };
-        let (groups, blocks) = (nums(groups).map_err(|_| bad())?, nums(blocks).map_err(|_| bad())?);
-        let (&[sg_m, sg_n], &[qm, qn]) = (&groups[..], &blocks[..]) else { return Err(bad()) };
-        let bk: usize = depth.trim().parse().map_err(|_| bad())?;
+        let (nums, groups) = parse_groups(s).ok_or_else(bad)?;
+        let (&[sg_m, sg_n, qm, qn, bk], [2, 2, 1]) = (&nums[..], &groups[..]) else {
+            return Err(bad());
+        };
         let t = CoopTiles { sg_m, sg_n, qm, qn, bk };
         if [sg_m, sg_n, qm, qn].iter().all(|&v| v > 0) && bk > 0 && bk.is_multiple_of(16) && t.threads() <= 1024 {
             Ok(t)
@@ -276,6 +272,13 @@ impl FromStr for CoopTiles {
             Err(format!("tensor-core tiles {s:?}: positive sizes, BK a multiple of 16, at most 32 subgroups"))
         }
     }
+}
+
+/// The numbers of a tile shape written as '/'-separated groups of 'x'-separated numbers,
+/// and the length of each group: "128x128x8/8x8" is ([128, 128, 8, 8, 8], [3, 2]).
+fn parse_groups(s: &str) -> Option<(Vec<usize>, Vec<usize>)> {
+    let groups: Vec<Vec<usize>> = s.split('/').map(|g| g.split('x').map(|v| v.trim().parse().ok()).collect()).collect::<Option<_>>()?;
+    Some((groups.concat(), groups.iter().map(Vec::len).collect()))
 }
 
 const BATCHED_RANGES: &str =
