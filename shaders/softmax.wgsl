@@ -1,46 +1,35 @@
 // The softmax family along the last axis, one workgroup per row. MODE 0 = softmax,
 // 1 = log-softmax, 2 = StableMax (s(z) = z + 1 for z >= 0, 1 / (1 - z) below, over the row
 // sum). Logits are scaled by 1/temperature first. One pass over the row finds the max and
-// the sum together (the sum is rescaled whenever the max grows); a second pass writes.
+// the sum together (the sum is rescaled whenever the max grows); a second pass reads the
+// row again (from cache) and writes.
+// Each thread moves V values at a time: vec4<f32> when rows are a multiple of 4 floats
+// (16-byte loads keep four times the bytes in flight per thread), else f32. The loops
+// have no branches, so the compiler can issue several loads before the first arrives.
 // MASK defines `allowed(row, j)`; masked entries get exactly 0 (log-softmax: the most
-// negative f32), and a fully masked row gives zeros, never NaN. When a row fits in
-// CACHE values per thread, the first pass keeps the logits in registers and the second
-// reads them there: one read of the row instead of two.
+// negative f32), and a fully masked row gives zeros, never NaN.
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
-const CACHE: u32 = {{CACHE}}u;
+const VEC: u32 = {{VEC}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
+
+alias V = {{V}};
 
 struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read_write> y: array<V>;
 
 {{MASK}}
 
-var<private> cached: array<f32, max(CACHE, 1u)>;
+{{ALLOWED_CHUNK}}
 
-// Logit j of the row (scaled), read from memory and kept as this thread's i-th value.
-fn load_logit(idx: u32, i: u32) -> f32 {
-    let z = x[idx] * p.inv_temp;
-    if CACHE > 0u {
-        cached[i] = z;
-    }
-    return z;
-}
+{{CHUNK}}
 
-// The same logit in the second pass: from registers when cached.
-fn reload_logit(idx: u32, i: u32) -> f32 {
-    if CACHE > 0u {
-        return cached[i];
-    }
-    return x[idx] * p.inv_temp;
-}
-
-fn stable_s(z: f32) -> f32 {
-    return select(1.0 / (1.0 - z), z + 1.0, z >= 0.0);
+fn stable_s(z: V) -> V {
+    return select(V(1.0) / (V(1.0) - z), z + V(1.0), z >= V(0.0));
 }
 
 @compute @workgroup_size(WG)
@@ -49,37 +38,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
-    var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
-    var i = 0u;
-    for (var j = lid; j < p.n; j += WG) {
-        let z = load_logit(base + j, i);
-        i++;
-        if allowed(row, j) {
-            if MODE == 2u {
-                acc.y += stable_s(z);
-            } else {
-                acc = online_add(acc, z);
-            }
+    let chunks = p.n / VEC;
+    let base = row * chunks;
+    var m = MOST_NEGATIVE;
+    var s = 0.0;
+    for (var c = lid; c < chunks; c += WG) {
+        let ok = allowed_chunk(row, c);
+        let z = x[base + c] * p.inv_temp;
+        if MODE == 2u {
+            s += chunk_sum(select(V(0.0), stable_s(z), ok));
+        } else {
+            let live = select(V(MOST_NEGATIVE), z, ok);
+            let grown = max(m, chunk_max(live));
+            s = s * exp(m - grown) + chunk_sum(select(V(0.0), exp(live - grown), ok));
+            m = grown;
         }
     }
-    let row_stats = workgroup_max_sum(lid, acc);
-    let m = row_stats.x;
-    let s = row_stats.y;
-    i = 0u;
-    for (var j = lid; j < p.n; j += WG) {
-        var out = select(0.0, MOST_NEGATIVE, MODE == 1u);
-        let z = reload_logit(base + j, i);
-        i++;
-        if allowed(row, j) {
-            if MODE == 0u {
-                out = exp(z - m) / s;
-            } else if MODE == 1u {
-                out = z - m - log(s);
-            } else {
-                out = stable_s(z) / s;
-            }
+    let row_stats = workgroup_max_sum(lid, vec2<f32>(m, s));
+    m = row_stats.x;
+    let inv_s = 1.0 / row_stats.y;
+    let log_s = log(row_stats.y);
+    let masked = V(select(0.0, MOST_NEGATIVE, MODE == 1u));
+    for (var c = lid; c < chunks; c += WG) {
+        let z = x[base + c] * p.inv_temp;
+        var out: V;
+        if MODE == 0u {
+            out = exp(z - m) * inv_s;
+        } else if MODE == 1u {
+            out = z - m - log_s;
+        } else {
+            out = stable_s(z) * inv_s;
         }
-        y[base + j] = out;
+        y[base + c] = select(masked, out, allowed_chunk(row, c));
     }
 }

@@ -2,18 +2,24 @@
 //   softmax, StableMax: dx = y * r * (g - sum(g * y)) / temperature, where r = 1 for
 //     softmax and 1 / (1 + |z|) for StableMax (its s'(z) / s(z)), z the scaled logit;
 //   log-softmax: dx = (g - exp(y) * sum(g)) / temperature, 0 where masked.
+// Loads are V = vec4<f32> or f32 at a time, as in the forward kernel.
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
+const VEC: u32 = {{VEC}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
+
+alias V = {{V}};
 
 struct Params { rows: u32, n: u32, inv_temp: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> y: array<V>;
+@group(0) @binding(2) var<storage, read> g: array<V>;
+@group(0) @binding(3) var<storage, read_write> dx: array<V>;
 {{LOGITS}}
+
+{{CHUNK}}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -21,24 +27,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let chunks = p.n / VEC;
+    let base = row * chunks;
     var acc = 0.0;
-    for (var j = lid; j < p.n; j += WG) {
-        let yj = y[base + j];
+    for (var c = lid; c < chunks; c += WG) {
+        let yc = y[base + c];
         if MODE == 1u {
-            acc += select(0.0, g[base + j], yj > MOST_NEGATIVE);
+            acc += chunk_sum(select(V(0.0), g[base + c], yc > V(MOST_NEGATIVE)));
         } else {
-            acc += g[base + j] * yj;
+            acc += chunk_sum(g[base + c] * yc);
         }
     }
     let dot = workgroup_sum(lid, acc);
-    for (var j = lid; j < p.n; j += WG) {
-        let yj = y[base + j];
-        let gj = g[base + j];
+    for (var c = lid; c < chunks; c += WG) {
+        let yc = y[base + c];
+        let gc = g[base + c];
         if MODE == 1u {
-            dx[base + j] = select(0.0, (gj - exp(yj) * dot) * p.inv_temp, yj > MOST_NEGATIVE);
+            dx[base + c] = select(V(0.0), (gc - exp(yc) * dot) * p.inv_temp, yc > V(MOST_NEGATIVE));
         } else {
-            dx[base + j] = yj * ratio(base + j) * (gj - dot) * p.inv_temp;
+            dx[base + c] = yc * ratio(base + c) * (gc - dot) * p.inv_temp;
         }
     }
 }

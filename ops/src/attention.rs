@@ -1,20 +1,21 @@
 //! Multi-head attention, `softmax(q k^T / sqrt(d) [+ causal mask]) v`, from batched
-//! matmuls and the masked softmax; its backward is theirs.
+//! matmuls and the masked softmax (whose temperature applies the scale); its backward is
+//! theirs.
 
 use moegrad_engine::Tensor;
 
 use crate::host::HostTensor;
 use crate::matmul::{matmul, matmul_reference, matmul_t};
 use crate::softmax::{softmax_reference, softmax_with, Mask, SoftmaxKind, SoftmaxOptions};
-use crate::unary::{unary, UnaryOp};
 
 /// `q` `[..., T, d]`, `k` and `v` `[..., S, d]` (heads folded into the leading dimensions).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Tensor {
     assert!(q.rank() >= 2 && q.rank() == k.rank() && k.shape() == v.shape(), "attention: q {:?}, k {:?}, v {:?} do not fit", q.shape(), k.shape(), v.shape());
     let d = q.shape()[q.rank() - 1];
-    let scores = unary(UnaryOp::MulScalar(1.0 / (d as f32).sqrt()), &matmul_t(q, k, false, true));
+    let scores = matmul_t(q, k, false, true);
     let mask = if causal { Mask::Causal } else { Mask::None };
-    let probs = softmax_with(&scores, &SoftmaxOptions { mask, ..SoftmaxOptions::new(SoftmaxKind::Softmax) });
+    // The 1/sqrt(d) scale is the softmax's temperature: no pass of its own over the scores.
+    let probs = softmax_with(&scores, &SoftmaxOptions { mask, temperature: (d as f32).sqrt(), ..SoftmaxOptions::new(SoftmaxKind::Softmax) });
     matmul(&probs, v)
 }
 

@@ -82,21 +82,37 @@ pub fn causal_softmax(x: &Tensor) -> Tensor {
     softmax_with(x, &SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(SoftmaxKind::Softmax) })
 }
 
-/// Workgroup size for rows of `n`: enough threads for the row, at most 256.
-fn workgroup_size(n: usize) -> u32 {
-    n.next_power_of_two().clamp(32, 256) as u32
+/// Workgroup size for rows of `chunks` loads: enough threads for the row, at most 256.
+fn workgroup_size(chunks: usize) -> u32 {
+    chunks.next_power_of_two().clamp(32, 256) as u32
 }
 
-/// Most values per thread the forward kernel keeps in registers.
-const MAX_CACHED: usize = 16;
-
-/// Values per thread cached by the forward kernel for rows of `n` (0: rows too long).
-fn cached_per_thread(n: usize, wg: u32) -> usize {
-    let per_thread = n.div_ceil(wg as usize);
-    if per_thread <= MAX_CACHED {
-        per_thread.max(1)
+/// Floats each thread of the forward kernel loads at once for rows of `n`: a vec4 when
+/// rows are made of whole vec4s (so every row starts 16-byte aligned), else one.
+fn floats_per_load(n: usize) -> usize {
+    if n.is_multiple_of(4) {
+        4
     } else {
-        0
+        1
+    }
+}
+
+/// The WGSL that adapts both kernels to loads of `vec` floats: the value type `V`, and `chunk_max`, `chunk_sum` and (given the mask's `allowed`) `allowed_chunk`
+/// over one load.
+fn chunk_code(vec: usize) -> [(&'static str, &'static str); 3] {
+    if vec == 4 {
+        let code = "fn chunk_max(v: vec4<f32>) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }\n\
+                    fn chunk_sum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }";
+        let allowed = "fn allowed_chunk(row: u32, c: u32) -> vec4<bool> {\n\
+                           let j = 4u * c;\n\
+                           return vec4<bool>(allowed(row, j), allowed(row, j + 1u), allowed(row, j + 2u), allowed(row, j + 3u));\n\
+                       }";
+        [("V", "vec4<f32>"), ("CHUNK", code), ("ALLOWED_CHUNK", allowed)]
+    } else {
+        let code = "fn chunk_max(v: f32) -> f32 { return v; }\n\
+                    fn chunk_sum(v: f32) -> f32 { return v; }";
+        let allowed = "fn allowed_chunk(row: u32, c: u32) -> bool { return allowed(row, c); }";
+        [("V", "f32"), ("CHUNK", code), ("ALLOWED_CHUNK", allowed)]
     }
 }
 
@@ -130,7 +146,8 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     let dev = x.device();
     let y = Tensor::empty(dev, x.shape(), DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
     let inv_temp = 1.0 / opts.temperature;
-    let wg = workgroup_size(n);
+    let vec = floats_per_load(n);
+    let wg = workgroup_size(n / vec);
     if rows > 0 {
         let (mask_key, mask_code) = match opts.mask {
             Mask::None => ("none", "fn allowed(row: u32, j: u32) -> bool { return true; }"),
@@ -141,13 +158,16 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
                  fn allowed(row: u32, j: u32) -> bool { return mask[(row % p.mask_rows) * p.n + j] != 0.0; }",
             ),
         };
-        let cache = cached_per_thread(n, wg);
-        let key = format!("softmax/{op}/{mask_key}/{wg}/{cache}");
-        let pipeline = dev.pipeline(&key, "main", || {
-            let values = [("WG", wg.to_string()), ("MODE", opts.kind.mode().to_string()), ("MASK", mask_code.to_string()), ("CACHE", cache.to_string())];
-            let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let key = format!("softmax/{op}/{mask_key}/{wg}/vec{vec}");
+        let source = || {
+            let (wg, mode, floats) = (wg.to_string(), opts.kind.mode().to_string(), vec.to_string());
+            let mut values = vec![("WG", wg.as_str()), ("MODE", mode.as_str()), ("VEC", floats.as_str()), ("MASK", mask_code)];
+            values.extend(chunk_code(vec));
             with_workgroup_reduce(render_template(SHADER, &values))
-        });
+        };
+        // SAFETY: chunk c < n / vec of row < rows indexes x and y within rows * n floats,
+        // mask entries stay below mask_rows * n, and every loop counts up to a bound.
+        let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
         let params = [rows as u32, n as u32, inv_temp.to_bits(), mask_rows as u32, causal_t as u32];
         match &opts.mask {
             Mask::Tensor(m) => dev.launch(&pipeline, &params, &[x, &y, m], grid(rows)),
@@ -166,18 +186,29 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
     if rows == 0 {
         return dx;
     }
-    let wg = workgroup_size(n);
-    let logits = match kind {
-        SoftmaxKind::StableMax => {
-            "@group(0) @binding(4) var<storage, read> x: array<f32>;\n\
-             fn ratio(i: u32) -> f32 { return 1.0 / (1.0 + abs(x[i] * p.inv_temp)); }"
+    let vec = floats_per_load(n);
+    let wg = workgroup_size(n / vec);
+    let logits = match (kind, vec) {
+        (SoftmaxKind::StableMax, 4) => {
+            "@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;\n\
+             fn ratio(c: u32) -> vec4<f32> { return 1.0 / (1.0 + abs(x[c] * p.inv_temp)); }"
         }
-        _ => "fn ratio(i: u32) -> f32 { return 1.0; }",
+        (SoftmaxKind::StableMax, _) => {
+            "@group(0) @binding(4) var<storage, read> x: array<f32>;\n\
+             fn ratio(c: u32) -> f32 { return 1.0 / (1.0 + abs(x[c] * p.inv_temp)); }"
+        }
+        _ => "fn ratio(c: u32) -> f32 { return 1.0; }",
     };
-    let key = format!("softmax_backward/{}/{wg}", kind.name());
-    let pipeline = dev.pipeline(&key, "main", || {
-        with_workgroup_reduce(render_template(BACKWARD_SHADER, &[("WG", &wg.to_string()), ("MODE", &kind.mode().to_string()), ("LOGITS", logits)]))
-    });
+    let key = format!("softmax_backward/{}/{wg}/vec{vec}", kind.name());
+    let source = || {
+        let (wg, mode, floats) = (wg.to_string(), kind.mode().to_string(), vec.to_string());
+        let mut values = vec![("WG", wg.as_str()), ("MODE", mode.as_str()), ("VEC", floats.as_str()), ("LOGITS", logits)];
+        values.extend(chunk_code(vec).into_iter().filter(|(k, _)| *k != "ALLOWED_CHUNK"));
+        with_workgroup_reduce(render_template(BACKWARD_SHADER, &values))
+    };
+    // SAFETY: chunk c < n / vec of row < rows indexes y, g, dx and x within rows * n
+    // floats, and every loop counts up to a bound.
+    let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
     let params = [rows as u32, n as u32, inv_temp.to_bits()];
     match kind {
         SoftmaxKind::StableMax => dev.launch(&pipeline, &params, &[y, g, &dx, x], grid(rows)),
