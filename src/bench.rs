@@ -69,6 +69,8 @@ pub struct Report {
     pub counters: Option<StepCounters>,
     /// Which kernel runs f16 matmuls on this adapter.
     pub f16_matmul: String,
+    /// How the router's lanes exchange partials on this adapter.
+    pub router_exchange: String,
 }
 
 /// Dense peaks of adapters we know (SXM parts).
@@ -347,5 +349,6 @@ pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
     // The training workloads need gradients, so they run outside no_grad.
     let counters = if suite == "pytorch" { pytorch_suite(&mut runner, scale, &mut rng)? } else { counters };
     let f16_matmul = f16_matmul_kernel(device).to_string();
-    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul })
+    let router_exchange = router_exchange(device).to_string();
+    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul, router_exchange })
 }

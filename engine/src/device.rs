@@ -16,6 +16,20 @@ const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY);
 
+thread_local! {
+    static SUBGROUPS_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with kernels recorded on this thread taking their portable paths, as on an
+/// adapter without subgroup operations: how tests cover those paths on adapters that have
+/// them.
+pub fn without_subgroups<R>(f: impl FnOnce() -> R) -> R {
+    let before = SUBGROUPS_OFF.with(|s| s.replace(true));
+    let out = f();
+    SUBGROUPS_OFF.with(|s| s.set(before));
+    out
+}
+
 /// A handle to one GPU; cheap to clone, shared by every tensor created on it.
 #[derive(Clone)]
 pub struct Device(pub(crate) Arc<DeviceInner>);
@@ -212,6 +226,13 @@ impl Device {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.0.limits
+    }
+
+    /// The adapter's (smallest, largest) subgroup size, when kernels may use subgroup
+    /// operations: the adapter has them and `without_subgroups` is not in force.
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        let usable = self.0.features.contains(wgpu::Features::SUBGROUP) && !SUBGROUPS_OFF.with(std::cell::Cell::get);
+        usable.then_some((self.0.info.subgroup_min_size, self.0.info.subgroup_max_size))
     }
 
     /// Whether the adapter multiplies 16x16x16 f16 tiles into f32 accumulators on

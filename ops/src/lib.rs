@@ -40,7 +40,7 @@ pub use optim::{AdamW, AdamWConfig, Sgd};
 pub use rope::{rope, RopeTable};
 pub use swiglu::swiglu;
 pub use permute::{combine_slots, gather_slots, plan_routing, Routing};
-pub use router::{route, RouterOutput};
+pub use router::{route, router_exchange, RouterOutput};
 pub use expert_ema::expert_output_ema;
 pub use topk::{selection_mask, topk};
 pub use reduce::{reduce, reduce_all, ReduceOp};

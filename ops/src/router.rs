@@ -4,16 +4,18 @@
 //! load-balancing loss need them. Backward goes through the softmax
 //! (`shaders/router_backward.wgsl`).
 
-use moegrad_engine::{grid, record_multi, render_template, DType, Tensor};
+use moegrad_engine::{grid, record_multi, render_template, DType, Device, Tensor};
 
 use crate::host::HostTensor;
 use crate::topk::{topk_reference, MAX_K, MAX_ROW};
 use crate::wgsl_library::with_ranking;
 
 const SHADER: &str = include_str!("../../shaders/router.wgsl");
+const EXCHANGE_SUBGROUP: &str = include_str!("../../shaders/router_exchange_subgroup.wgsl");
+const EXCHANGE_WORKGROUP: &str = include_str!("../../shaders/router_exchange_workgroup.wgsl");
 /// Threads per token in the forward kernel, and its workgroup size. On an H100 (65536
-/// tokens, 64 experts) 8 lanes took 68 us, 4 took 98 and one thread per token 137; 64-
-/// and 128-thread workgroups 67 us, 256 threads 68.
+/// tokens, 64 experts, exchanges through workgroup memory) 8 lanes took 68 us, 4 took 98
+/// and one thread per token 137; 64- and 128-thread workgroups 67 us, 256 threads 68.
 const LANES: usize = 8;
 const ROUTER_WG: usize = 128;
 const BACKWARD_SHADER: &str = include_str!("../../shaders/router_backward.wgsl");
@@ -43,18 +45,8 @@ pub fn route(logits: &Tensor, k: usize, renormalize: bool) -> RouterOutput {
     assert!((1..=MAX_K).contains(&k) && k <= experts, "router: k = {k} must be in 1..={} for {experts} experts", MAX_K.min(experts));
     assert!(experts <= MAX_ROW, "router: at most {MAX_ROW} experts, got {experts}");
     let dev = logits.device();
-    let alloc = |shape: &[usize], dtype| Tensor::empty(dev, shape, dtype).unwrap_or_else(|e| panic!("router: {e}"));
-    let probs = alloc(&[tokens, experts], DType::F32);
-    let weights = alloc(&[tokens, k], DType::F32);
-    let indices = alloc(&[tokens, k], DType::U32);
+    let (probs, weights, indices) = launch_router(logits, k, renormalize, use_subgroup_exchange(dev));
     let params = [tokens, experts, k].map(|v| v as u32);
-    if tokens > 0 {
-        let pipeline = dev.pipeline(&format!("router/{renormalize}/{experts}"), "main", || {
-            let values = [("RENORMALIZE", flag(renormalize)), ("EXPERTS", &experts.to_string()), ("LANES", &LANES.to_string()), ("WG", &ROUTER_WG.to_string())];
-            with_ranking(render_template(SHADER, &values))
-        });
-        dev.launch(&pipeline, &params, &[logits, &probs, &weights, &indices], grid(tokens.div_ceil(ROUTER_WG / LANES)));
-    }
     let (sp, sw, si) = (probs.clone(), weights.clone(), indices.clone());
     record_multi("router", &[&probs, &weights], &[logits], move |grads| {
         let dev = sp.device();
@@ -70,6 +62,72 @@ pub fn route(logits: &Tensor, k: usize, renormalize: bool) -> RouterOutput {
         vec![Some(dlogits)]
     });
     RouterOutput { probs, weights, indices }
+}
+
+/// How the router's lanes exchange partials on `dev`, in words (for benchmark reports).
+pub fn router_exchange(dev: &Device) -> &'static str {
+    if use_subgroup_exchange(dev) {
+        "subgroup shuffles"
+    } else {
+        "workgroup memory"
+    }
+}
+
+/// The forward kernel on `[tokens, experts]` logits, its lanes exchanging through
+/// subgroup shuffles or workgroup memory: (probs, weights, indices), off the tape.
+fn launch_router(logits: &Tensor, k: usize, renormalize: bool, shuffles: bool) -> (Tensor, Tensor, Tensor) {
+    let (tokens, experts) = (logits.shape()[0], logits.shape()[1]);
+    let dev = logits.device();
+    let alloc = |shape: &[usize], dtype| Tensor::empty(dev, shape, dtype).unwrap_or_else(|e| panic!("router: {e}"));
+    let probs = alloc(&[tokens, experts], DType::F32);
+    let weights = alloc(&[tokens, k], DType::F32);
+    let indices = alloc(&[tokens, k], DType::U32);
+    if tokens > 0 {
+        let exchange = if shuffles { "subgroup" } else { "workgroup" };
+        let key = format!("router/{renormalize}/{experts}/{k}/{exchange}");
+        let source = || {
+            let (experts, k, lanes, wg) = (experts.to_string(), k.to_string(), LANES.to_string(), ROUTER_WG.to_string());
+            let exchange = if shuffles { EXCHANGE_SUBGROUP } else { EXCHANGE_WORKGROUP };
+            let values = [("RENORMALIZE", flag(renormalize)), ("EXPERTS", &experts), ("K", &k), ("LANES", &lanes), ("WG", &wg), ("EXCHANGE", exchange)];
+            with_ranking(render_template(SHADER, &values))
+        };
+        // SAFETY: logits, probs, weights and indices are indexed only for live tokens
+        // (t < tokens), experts below E and choices below K; z and the workgroup arrays
+        // by lane and slot below their constant sizes; every loop has a constant bound.
+        let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
+        let params = [tokens, experts, k].map(|v| v as u32);
+        dev.launch(&pipeline, &params, &[logits, &probs, &weights, &indices], grid(tokens.div_ceil(ROUTER_WG / LANES)));
+    }
+    (probs, weights, indices)
+}
+
+/// Whether a token's lanes exchange through subgroup shuffles: the adapter has subgroups
+/// of at least LANES that tile the workgroup, and the shuffle kernel routes a test batch
+/// as the portable one does (checked once per device: an adapter whose subgroups do not
+/// behave falls back, with a warning).
+fn use_subgroup_exchange(dev: &Device) -> bool {
+    let Some((smallest, largest)) = dev.subgroup_sizes() else {
+        return false;
+    };
+    if smallest < LANES as u32 || ROUTER_WG as u32 % largest != 0 {
+        return false;
+    }
+    dev.verified("router/subgroup-exchange", || {
+        let (tokens, experts, k) = (100, 24, 3);
+        let values: Vec<f32> = (0..tokens * experts).map(|i| ((i * 7919 % 2003) as f32 / 500.0) - 2.0).collect();
+        let logits = Tensor::from_slice(dev, &values, &[tokens, experts]).expect("router self-check upload");
+        let run = |shuffles| {
+            let (probs, _, indices) = launch_router(&logits, k, true, shuffles);
+            (indices.to_vec_u32().expect("router self-check"), probs.to_vec().expect("router self-check"))
+        };
+        let ((indices, probs), (portable_indices, portable_probs)) = (run(true), run(false));
+        let worst = probs.iter().zip(&portable_probs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let ok = indices == portable_indices && worst <= 1e-6;
+        if !ok {
+            eprintln!("moegrad: {}'s subgroup shuffles route differently from workgroup memory (probabilities within {worst}); using workgroup memory", dev.name());
+        }
+        ok
+    })
 }
 
 /// CPU reference: (probs, weights, indices).

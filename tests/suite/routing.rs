@@ -3,7 +3,8 @@
 use moegrad::ops::permute::{combine_slots_reference, gather_slots_reference, plan_routing_reference};
 use moegrad::ops::router::route_reference;
 use moegrad::ops::topk::topk_reference;
-use moegrad::ops::{combine_slots, concat, gather_slots, plan_routing, reshape, route, topk, HostTensor};
+use moegrad::ops::{combine_slots, concat, gather_slots, plan_routing, reshape, route, router_exchange, topk, HostTensor};
+use moegrad::engine::without_subgroups;
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -31,12 +32,12 @@ fn topk_ties_go_to_the_lower_index() {
     assert_eq!(v.to_vec().unwrap(), vec![3.0, 3.0, 3.0, 2.0, 2.0, 2.0]);
 }
 
-#[test]
-fn router_matches_reference_with_and_without_renormalisation() {
-    let mut r = rng(61);
+/// The router on random logits against the reference: indices exactly, probabilities and
+/// weights with their gradients.
+fn check_router(r: &mut rand::rngs::StdRng) {
     for (tokens, experts, k) in [(1, 1, 1), (7, 8, 2), (33, 64, 8), (130, 17, 2), (65, 256, 4), (5, 3, 3)] {
         for renormalize in [false, true] {
-            let logits = host(&mut r, &[tokens, experts], -3.0, 3.0);
+            let logits = host(r, &[tokens, experts], -3.0, 3.0);
             let out = route(&upload(&logits), k, renormalize);
             let (_, _, want_idx) = route_reference(&logits, k, renormalize);
             assert_eq!(out.indices.to_vec_u32().unwrap(), want_idx);
@@ -52,6 +53,22 @@ fn router_matches_reference_with_and_without_renormalisation() {
             check_op("router", &[logits], both, both_ref, TOL);
         }
     }
+}
+
+#[test]
+fn router_matches_reference_with_and_without_renormalisation() {
+    // Lanes exchange through subgroup shuffles where the adapter has subgroups of 8 to 128
+    // lanes (lavapipe's are 8): the shuffle kernel must pass its self-check and be used.
+    let dev = device();
+    if dev.subgroup_sizes().is_some_and(|(smallest, largest)| smallest >= 8 && largest <= 128) {
+        assert_eq!(router_exchange(&dev), "subgroup shuffles");
+    }
+    check_router(&mut rng(61));
+}
+
+#[test]
+fn router_without_subgroups_matches_reference() {
+    without_subgroups(|| check_router(&mut rng(63)));
 }
 
 #[test]
