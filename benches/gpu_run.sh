@@ -3,6 +3,7 @@
 # its own time limit, with its full output in $OUT/<step>.log and the tail printed.
 #
 #   bash benches/gpu_run.sh ops pytorch torch torch_tf32 kernels suite
+#   bash benches/gpu_run.sh goals
 #
 # Expects the loaders' .debs in .gl/ and release binaries in .dev/ (moegrad, suite,
 # ops_tests, engine_tests, models_tests), both carried with the call.
@@ -33,6 +34,9 @@ for s in "$@"; do
         units) step units 120 bash -c '.dev/engine_tests && .dev/models_tests' ;;
         pytorch) step pytorch 240 .dev/moegrad bench --suite pytorch --json ;;
         kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
+        # The two goals still open: softmax and the router (with .dev/moegrad-base, a build
+        # of an earlier commit, alongside for a before/after in the same session).
+        goals) step goals 120 bash -c 'for b in .dev/moegrad .dev/moegrad-base; do [ -x $b ] || continue; echo $b; for w in softmax router; do $b bench --suite pytorch --only $w --profile; done; done' ;;
         profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
         torch) step torch 180 python3 benches/pytorch_reference.py --json ;;
         torch_tf32) step torch_tf32 180 python3 benches/pytorch_reference.py --json --tf32 ;;

@@ -97,8 +97,8 @@ fn floats_per_load(n: usize) -> usize {
     }
 }
 
-/// The WGSL that adapts both kernels to loads of `vec` floats: the value type `V`, and `chunk_max`, `chunk_sum` and (given the mask's `allowed`) `allowed_chunk`
-/// over one load.
+/// The WGSL that adapts both kernels to loads of `vec` floats: the value type `V`, and
+/// `chunk_max`, `chunk_sum` and (from the mask's `allowed`) `allowed_chunk` over one load.
 fn chunk_code(vec: usize) -> [(&'static str, &'static str); 3] {
     if vec == 4 {
         let code = "fn chunk_max(v: vec4<f32>) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }\n\
@@ -188,22 +188,18 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
     }
     let vec = floats_per_load(n);
     let wg = workgroup_size(n / vec);
-    let logits = match (kind, vec) {
-        (SoftmaxKind::StableMax, 4) => {
-            "@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;\n\
-             fn ratio(c: u32) -> vec4<f32> { return 1.0 / (1.0 + abs(x[c] * p.inv_temp)); }"
+    let logits = match kind {
+        SoftmaxKind::StableMax => {
+            "@group(0) @binding(4) var<storage, read> x: array<V>;\n\
+             fn ratio(c: u32) -> V { return 1.0 / (1.0 + abs(x[c] * p.inv_temp)); }"
         }
-        (SoftmaxKind::StableMax, _) => {
-            "@group(0) @binding(4) var<storage, read> x: array<f32>;\n\
-             fn ratio(c: u32) -> f32 { return 1.0 / (1.0 + abs(x[c] * p.inv_temp)); }"
-        }
-        _ => "fn ratio(c: u32) -> f32 { return 1.0; }",
+        _ => "fn ratio(c: u32) -> V { return V(1.0); }",
     };
     let key = format!("softmax_backward/{}/{wg}/vec{vec}", kind.name());
     let source = || {
         let (wg, mode, floats) = (wg.to_string(), kind.mode().to_string(), vec.to_string());
         let mut values = vec![("WG", wg.as_str()), ("MODE", mode.as_str()), ("VEC", floats.as_str()), ("LOGITS", logits)];
-        values.extend(chunk_code(vec).into_iter().filter(|(k, _)| *k != "ALLOWED_CHUNK"));
+        values.extend(chunk_code(vec));
         with_workgroup_reduce(render_template(BACKWARD_SHADER, &values))
     };
     // SAFETY: chunk c < n / vec of row < rows indexes y, g, dx and x within rows * n
