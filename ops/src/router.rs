@@ -109,7 +109,7 @@ fn use_subgroup_exchange(dev: &Device) -> bool {
     let Some((smallest, largest)) = dev.subgroup_sizes() else {
         return false;
     };
-    if smallest < LANES as u32 || ROUTER_WG as u32 % largest != 0 {
+    if smallest < LANES as u32 || !(ROUTER_WG as u32).is_multiple_of(largest) {
         return false;
     }
     dev.verified("router/subgroup-exchange", || {
