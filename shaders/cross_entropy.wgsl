@@ -1,6 +1,7 @@
 // Fused cross-entropy from logits with integer targets. `rows`: one workgroup per row
-// computes lse = logsumexp(row) in one pass (max and rescaled sum together) and the row
-// loss (lse - x[target]) + z_coef * lse^2, or 0 for an ignored target. `finish`: one
+// computes lse = logsumexp(row) in one pass (max and rescaled sum together, V values per
+// load: `common/row_chunks.wgsl`) and the row loss (lse - x[target]) + z_coef * lse^2, or
+// 0 for an ignored target. `finish`: one
 // workgroup averages the row losses over the counted (not ignored) rows, in a fixed
 // order, so the result is deterministic.
 
@@ -10,7 +11,7 @@ const MOST_NEGATIVE: f32 = -3.4028235e38;
 struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> logits: array<V>;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
 @group(0) @binding(3) var<storage, read_write> row_loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_lse: array<f32>;
@@ -21,17 +22,20 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let chunks = p.n / VEC;
+    let base = row * chunks;
     var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
-    for (var j = lid; j < p.n; j += WG) {
-        acc = online_add(acc, logits[base + j]);
+    for (var c = lid; c < chunks; c += WG) {
+        acc = online_fold(acc, logits[base + c], VB(true));
     }
     let row_stats = workgroup_max_sum(lid, acc);
     if lid == 0u {
         let lse = row_stats.x + log(row_stats.y);
         let t = targets[row];
+        let j = min(t, p.n - 1u);
+        let target_logit = chunk_lane(logits[base + j / VEC], j % VEC);
         row_lse[row] = lse;
-        row_loss[row] = select(lse - logits[base + min(t, p.n - 1u)] + p.z_coef * lse * lse, 0.0, t == p.ignore_index);
+        row_loss[row] = select(lse - target_logit + p.z_coef * lse * lse, 0.0, t == p.ignore_index);
     }
 }
 

@@ -3,18 +3,15 @@
 // sum). Logits are scaled by 1/temperature first. One pass over the row finds the max and
 // the sum together (the sum is rescaled whenever the max grows); a second pass reads the
 // row again (from cache) and writes.
-// Each thread moves V values at a time: vec4<f32> when rows are a multiple of 4 floats
-// (16-byte loads keep four times the bytes in flight per thread), else f32. The loops
-// have no branches, so the compiler can issue several loads before the first arrives.
+// Each thread moves V values at a time (`common/row_chunks.wgsl`: vec4<f32> where rows
+// are whole vec4s, else f32), and the loops have no branches, so the compiler can issue
+// several loads before the first arrives.
 // MASK defines `allowed(row, j)`; masked entries get exactly 0 (log-softmax: the most
 // negative f32), and a fully masked row gives zeros, never NaN.
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
-const VEC: u32 = {{VEC}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
-
-alias V = {{V}};
 
 struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 }
 
@@ -25,8 +22,6 @@ struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 
 {{MASK}}
 
 {{ALLOWED_CHUNK}}
-
-{{CHUNK}}
 
 fn stable_s(z: V) -> V {
     return select(V(1.0) / (V(1.0) - z), z + V(1.0), z >= V(0.0));
@@ -40,22 +35,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let chunks = p.n / VEC;
     let base = row * chunks;
-    var m = MOST_NEGATIVE;
-    var s = 0.0;
+    var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
     for (var c = lid; c < chunks; c += WG) {
         let ok = allowed_chunk(row, c);
         let z = x[base + c] * p.inv_temp;
         if MODE == 2u {
-            s += chunk_sum(select(V(0.0), stable_s(z), ok));
+            acc.y += chunk_sum(select(V(0.0), stable_s(z), ok));
         } else {
-            let live = select(V(MOST_NEGATIVE), z, ok);
-            let grown = max(m, chunk_max(live));
-            s = s * exp(m - grown) + chunk_sum(select(V(0.0), exp(live - grown), ok));
-            m = grown;
+            acc = online_fold(acc, z, ok);
         }
     }
-    let row_stats = workgroup_max_sum(lid, vec2<f32>(m, s));
-    m = row_stats.x;
+    let row_stats = workgroup_max_sum(lid, acc);
+    let m = row_stats.x;
     let inv_s = 1.0 / row_stats.y;
     let log_s = log(row_stats.y);
     let masked = V(select(0.0, MOST_NEGATIVE, MODE == 1u));

@@ -2,14 +2,12 @@
 //   softmax, StableMax: dx = y * r * (g - sum(g * y)) / temperature, where r = 1 for
 //     softmax and 1 / (1 + |z|) for StableMax (its s'(z) / s(z)), z the scaled logit;
 //   log-softmax: dx = (g - exp(y) * sum(g)) / temperature, 0 where masked.
-// Loads are V = vec4<f32> or f32 at a time, as in the forward kernel.
+// Loads are V = vec4<f32> or f32 at a time (`common/row_chunks.wgsl`), as in the forward
+// kernel.
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
-const VEC: u32 = {{VEC}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
-
-alias V = {{V}};
 
 struct Params { rows: u32, n: u32, inv_temp: f32 }
 
@@ -18,8 +16,6 @@ struct Params { rows: u32, n: u32, inv_temp: f32 }
 @group(0) @binding(2) var<storage, read> g: array<V>;
 @group(0) @binding(3) var<storage, read_write> dx: array<V>;
 {{LOGITS}}
-
-{{CHUNK}}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

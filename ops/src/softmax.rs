@@ -6,7 +6,7 @@
 use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
-use crate::wgsl_library::with_workgroup_reduce;
+use crate::wgsl_library::{floats_per_load, with_row_chunks, with_workgroup_reduce};
 
 const SHADER: &str = include_str!("../../shaders/softmax.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/softmax_backward.wgsl");
@@ -87,32 +87,15 @@ fn workgroup_size(chunks: usize) -> u32 {
     chunks.next_power_of_two().clamp(32, 256) as u32
 }
 
-/// Floats each thread of the forward kernel loads at once for rows of `n`: a vec4 when
-/// rows are made of whole vec4s (so every row starts 16-byte aligned), else one.
-fn floats_per_load(n: usize) -> usize {
-    if n.is_multiple_of(4) {
-        4
-    } else {
-        1
-    }
-}
-
-/// The WGSL that adapts both kernels to loads of `vec` floats: the value type `V`, and
-/// `chunk_max`, `chunk_sum` and (from the mask's `allowed`) `allowed_chunk` over one load.
-fn chunk_code(vec: usize) -> [(&'static str, &'static str); 3] {
+/// `allowed_chunk`: the mask's `allowed` over one load of `vec` floats.
+fn allowed_chunk_code(vec: usize) -> &'static str {
     if vec == 4 {
-        let code = "fn chunk_max(v: vec4<f32>) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }\n\
-                    fn chunk_sum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }";
-        let allowed = "fn allowed_chunk(row: u32, c: u32) -> vec4<bool> {\n\
-                           let j = 4u * c;\n\
-                           return vec4<bool>(allowed(row, j), allowed(row, j + 1u), allowed(row, j + 2u), allowed(row, j + 3u));\n\
-                       }";
-        [("V", "vec4<f32>"), ("CHUNK", code), ("ALLOWED_CHUNK", allowed)]
+        "fn allowed_chunk(row: u32, c: u32) -> vec4<bool> {\n\
+             let j = 4u * c;\n\
+             return vec4<bool>(allowed(row, j), allowed(row, j + 1u), allowed(row, j + 2u), allowed(row, j + 3u));\n\
+         }"
     } else {
-        let code = "fn chunk_max(v: f32) -> f32 { return v; }\n\
-                    fn chunk_sum(v: f32) -> f32 { return v; }";
-        let allowed = "fn allowed_chunk(row: u32, c: u32) -> bool { return allowed(row, c); }";
-        [("V", "f32"), ("CHUNK", code), ("ALLOWED_CHUNK", allowed)]
+        "fn allowed_chunk(row: u32, c: u32) -> bool { return allowed(row, c); }"
     }
 }
 
@@ -160,10 +143,9 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
         };
         let key = format!("softmax/{op}/{mask_key}/{wg}/vec{vec}");
         let source = || {
-            let (wg, mode, floats) = (wg.to_string(), opts.kind.mode().to_string(), vec.to_string());
-            let mut values = vec![("WG", wg.as_str()), ("MODE", mode.as_str()), ("VEC", floats.as_str()), ("MASK", mask_code)];
-            values.extend(chunk_code(vec));
-            with_workgroup_reduce(render_template(SHADER, &values))
+            let (wg, mode) = (wg.to_string(), opts.kind.mode().to_string());
+            let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
+            with_row_chunks(with_workgroup_reduce(render_template(SHADER, &values)), vec)
         };
         // SAFETY: chunk c < n / vec of row < rows indexes x and y within rows * n floats,
         // mask entries stay below mask_rows * n, and every loop counts up to a bound.
@@ -197,10 +179,9 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
     };
     let key = format!("softmax_backward/{}/{wg}/vec{vec}", kind.name());
     let source = || {
-        let (wg, mode, floats) = (wg.to_string(), kind.mode().to_string(), vec.to_string());
-        let mut values = vec![("WG", wg.as_str()), ("MODE", mode.as_str()), ("VEC", floats.as_str()), ("LOGITS", logits)];
-        values.extend(chunk_code(vec));
-        with_workgroup_reduce(render_template(BACKWARD_SHADER, &values))
+        let (wg, mode) = (wg.to_string(), kind.mode().to_string());
+        let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("LOGITS", logits)];
+        with_row_chunks(with_workgroup_reduce(render_template(BACKWARD_SHADER, &values)), vec)
     };
     // SAFETY: chunk c < n / vec of row < rows indexes y, g, dx and x within rows * n
     // floats, and every loop counts up to a bound.

@@ -3,11 +3,44 @@
 
 const WORKGROUP_REDUCE: &str = include_str!("../../shaders/common/workgroup_reduce.wgsl");
 const RANKING: &str = include_str!("../../shaders/common/ranking.wgsl");
+const ROW_CHUNKS: &str = include_str!("../../shaders/common/row_chunks.wgsl");
 
-/// `kernel` with the workgroup reductions (`workgroup_sum`, `online_add`,
-/// `workgroup_max_sum`); the kernel defines `WG`.
+/// `kernel` with the workgroup reductions (`workgroup_sum`, `workgroup_max_sum`); the
+/// kernel defines `WG`.
 pub(crate) fn with_workgroup_reduce(kernel: String) -> String {
     kernel + "\n" + WORKGROUP_REDUCE
+}
+
+/// Floats a row kernel loads at once for rows of `n`: a vec4 when rows are made of whole
+/// vec4s (so every row starts 16-byte aligned), else one.
+pub(crate) fn floats_per_load(n: usize) -> usize {
+    if n.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
+/// `kernel` reading rows `vec` floats at a time (`floats_per_load`): `VEC`, the value type
+/// `V` and its bool `VB`, `chunk_max`, `chunk_sum`, `chunk_lane` and `online_fold`.
+pub(crate) fn with_row_chunks(kernel: String, vec: usize) -> String {
+    let types = if vec == 4 {
+        "const VEC: u32 = 4u;\n\
+         alias V = vec4<f32>;\n\
+         alias VB = vec4<bool>;\n\
+         fn chunk_max(v: vec4<f32>) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }\n\
+         fn chunk_sum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }\n\
+         fn chunk_lane(v: vec4<f32>, i: u32) -> f32 { return v[i]; }"
+    } else {
+        assert_eq!(vec, 1, "row kernels load 1 or 4 floats at a time, not {vec}");
+        "const VEC: u32 = 1u;\n\
+         alias V = f32;\n\
+         alias VB = bool;\n\
+         fn chunk_max(v: f32) -> f32 { return v; }\n\
+         fn chunk_sum(v: f32) -> f32 { return v; }\n\
+         fn chunk_lane(v: f32, i: u32) -> f32 { return v; }"
+    };
+    kernel + "\n" + types + "\n" + ROW_CHUNKS
 }
 
 /// `kernel` with `ranks_above`, the tie-breaking order of top-k selections.

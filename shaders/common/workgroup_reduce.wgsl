@@ -20,15 +20,6 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
     return total;
 }
 
-// Online softmax: folds the logit z into a running (max, sum of exp(z - max)), rescaling
-// the sum whenever the max grows, so one pass over a row finds both.
-fn online_add(acc: vec2<f32>, z: f32) -> vec2<f32> {
-    if z > acc.x {
-        return vec2<f32>(z, acc.y * exp(acc.x - z) + 1.0);
-    }
-    return vec2<f32>(acc.x, acc.y + exp(z - acc.x));
-}
-
 // Merges every thread's (max, sum) into the row's.
 fn workgroup_max_sum(lid: u32, acc: vec2<f32>) -> vec2<f32> {
     red_max[lid] = acc.x;
