@@ -1,18 +1,21 @@
 // The fused router: probabilities = softmax(logits) over the E experts, the top-k experts
 // by probability (ties to the lower index), and their weights: the probabilities
 // themselves, or renormalised over the chosen k when RENORMALIZE.
-// LANES threads share a token, each holding a contiguous run of PER_LANE of its logits in
-// registers, so a token's row is read in one coalesced sweep and a workgroup routes
-// WG / LANES tokens. EXCHANGE defines how a token's lanes combine their partial max, sum
-// and top-k candidates: `router_exchange_subgroup.wgsl` (shuffles, no barriers) where the
-// adapter has subgroups, `router_exchange_workgroup.wgsl` (workgroup memory) elsewhere.
+// A token's row is read as E / VEC loads of V (`common/row_chunks.wgsl`: vec4<f32> where
+// E is a multiple of 4). LANES threads share a token, lane l holding loads l, l + LANES,
+// l + 2 LANES... in registers, so each load instruction of a subgroup reads whole
+// 128-byte runs; a workgroup routes WG / LANES tokens. EXCHANGE defines how a token's
+// lanes combine their partial max, sum and top-k candidates:
+// `router_exchange_subgroup.wgsl` (shuffles, no barriers) where the adapter has
+// subgroups, `router_exchange_workgroup.wgsl` (workgroup memory) elsewhere.
 // E and K are compiled in, so every loop has a constant trip count and unrolls.
 
 const RENORMALIZE: bool = {{RENORMALIZE}};
 const E: u32 = {{EXPERTS}}u;
 const K: u32 = {{K}}u;
 const LANES: u32 = {{LANES}}u;
-const PER_LANE: u32 = (E + LANES - 1u) / LANES;
+const CHUNKS: u32 = E / VEC;
+const PER_LANE: u32 = (CHUNKS + LANES - 1u) / LANES;
 const WG: u32 = {{WG}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
 const NONE: u32 = 0xffffffffu;
@@ -20,8 +23,8 @@ const NONE: u32 = 0xffffffffu;
 struct Params { tokens: u32, experts: u32, k: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(1) var<storage, read> logits: array<V>;
+@group(0) @binding(2) var<storage, read_write> probs: array<V>;
 @group(0) @binding(3) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> indices: array<u32>;
 
@@ -38,33 +41,35 @@ fn better(a: Candidate, b: Candidate) -> bool {
 fn main(inv: Invocation) {
     let place = token_place(inv);
     let t = (inv.wid.x + inv.wid.y * inv.nwg.x) * (WG / LANES) + place.x;
-    let e0 = place.y * PER_LANE;
+    let lane = place.y;
     // Threads past the last token skip memory but not the exchanges.
     let live = t < p.tokens;
-    let base = t * E;
+    let base = t * CHUNKS;
 
-    var z: array<f32, PER_LANE>;
+    var z: array<V, PER_LANE>;
     var m = MOST_NEGATIVE;
     for (var i = 0u; i < PER_LANE; i++) {
-        z[i] = MOST_NEGATIVE;
-        if live && e0 + i < E {
-            z[i] = logits[base + e0 + i];
-            m = max(m, z[i]);
+        let c = lane + i * LANES;
+        z[i] = V(MOST_NEGATIVE);
+        if live && c < CHUNKS {
+            z[i] = logits[base + c];
+            m = max(m, chunk_max(z[i]));
         }
     }
     m = token_max(inv, m);
     var s = 0.0;
     for (var i = 0u; i < PER_LANE; i++) {
-        if e0 + i < E {
+        if lane + i * LANES < CHUNKS {
             z[i] = exp(z[i] - m);
-            s += z[i];
+            s += chunk_sum(z[i]);
         }
     }
     let inv_s = 1.0 / token_sum(inv, s);
     for (var i = 0u; i < PER_LANE; i++) {
+        let c = lane + i * LANES;
         z[i] *= inv_s;
-        if live && e0 + i < E {
-            probs[base + e0 + i] = z[i];
+        if live && c < CHUNKS {
+            probs[base + c] = z[i];
         }
     }
 
@@ -75,9 +80,12 @@ fn main(inv: Invocation) {
     for (var j = 0u; j < K; j++) {
         var best = Candidate(0.0, NONE);
         for (var i = 0u; i < PER_LANE; i++) {
-            let c = Candidate(z[i], e0 + i);
-            if e0 + i < E && (j == 0u || better(prev, c)) && better(c, best) {
-                best = c;
+            let c = lane + i * LANES;
+            for (var q = 0u; q < VEC; q++) {
+                let candidate = Candidate(chunk_lane(z[i], q), c * VEC + q);
+                if c < CHUNKS && (j == 0u || better(prev, candidate)) && better(candidate, best) {
+                    best = candidate;
+                }
             }
         }
         best = token_best(inv, best);
@@ -85,7 +93,7 @@ fn main(inv: Invocation) {
         chosen_sum += best.v;
         prev = best;
     }
-    if live && place.y == 0u {
+    if live && lane == 0u {
         let scale = select(1.0, 1.0 / chosen_sum, RENORMALIZE);
         for (var j = 0u; j < K; j++) {
             weights[t * K + j] = chosen[j].v * scale;

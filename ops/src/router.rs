@@ -8,7 +8,7 @@ use moegrad_engine::{grid, record_multi, render_template, DType, Device, Tensor}
 
 use crate::host::HostTensor;
 use crate::topk::{topk_reference, MAX_K, MAX_ROW};
-use crate::wgsl_library::with_ranking;
+use crate::wgsl_library::{floats_per_load, with_ranking, with_row_chunks};
 
 const SHADER: &str = include_str!("../../shaders/router.wgsl");
 const EXCHANGE_SUBGROUP: &str = include_str!("../../shaders/router_exchange_subgroup.wgsl");
@@ -84,15 +84,16 @@ fn launch_router(logits: &Tensor, k: usize, renormalize: bool, shuffles: bool) -
     let indices = alloc(&[tokens, k], DType::U32);
     if tokens > 0 {
         let exchange = if shuffles { "subgroup" } else { "workgroup" };
-        let key = format!("router/{renormalize}/{experts}/{k}/{exchange}");
+        let vec = floats_per_load(experts);
+        let key = format!("router/{renormalize}/{experts}/{k}/{exchange}/vec{vec}");
         let source = || {
             let (experts, k, lanes, wg) = (experts.to_string(), k.to_string(), LANES.to_string(), ROUTER_WG.to_string());
             let exchange = if shuffles { EXCHANGE_SUBGROUP } else { EXCHANGE_WORKGROUP };
             let values = [("RENORMALIZE", flag(renormalize)), ("EXPERTS", &experts), ("K", &k), ("LANES", &lanes), ("WG", &wg), ("EXCHANGE", exchange)];
-            with_ranking(render_template(SHADER, &values))
+            with_row_chunks(with_ranking(render_template(SHADER, &values)), vec)
         };
         // SAFETY: logits, probs, weights and indices are indexed only for live tokens
-        // (t < tokens), experts below E and choices below K; z and the workgroup arrays
+        // (t < tokens), loads below E / vec and choices below K; z and the workgroup arrays
         // by lane and slot below their constant sizes; every loop has a constant bound.
         let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
         let params = [tokens, experts, k].map(|v| v as u32);
