@@ -45,7 +45,7 @@ pub use expert_ema::expert_output_ema;
 pub use topk::{selection_mask, topk};
 pub use reduce::{reduce, reduce_all, ReduceOp};
 pub use slice::{concat, slice};
-pub use softmax::{causal_softmax, log_softmax, softmax, softmax_with, stablemax, Mask, SoftmaxKind, SoftmaxOptions};
+pub use softmax::{causal_softmax, log_softmax, softmax, softmax_with, stablemax, with_softmax_threads, Mask, SoftmaxKind, SoftmaxOptions, SOFTMAX_THREADS};
 pub use strided::MAX_RANK;
 pub use tensor_ops::TensorOps;
 pub use unary::{unary, UnaryOp};

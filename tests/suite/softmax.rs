@@ -2,7 +2,8 @@
 
 use moegrad::ops::cross_entropy::cross_entropy_reference;
 use moegrad::ops::softmax::softmax_reference;
-use moegrad::ops::{cross_entropy, softmax_with, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions};
+use moegrad::bench::softmax_threads_allowed;
+use moegrad::ops::{cross_entropy, softmax_with, with_softmax_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -21,6 +22,24 @@ fn softmax_family_with_temperature_matches_reference_and_gradients() {
             let x = host(&mut r, &[rows, n], -4.0, 4.0);
             let opts = SoftmaxOptions { temperature, ..SoftmaxOptions::new(kind) };
             check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), |h| softmax_reference(&h[0], kind, temperature as f64, None, false), TOL);
+        }
+    }
+}
+
+#[test]
+fn every_workgroup_size_gives_the_same_softmax() {
+    let mut r = rng(56);
+    for threads in softmax_threads_allowed(&device()) {
+        for (kind, n) in [(SoftmaxKind::Softmax, 5), (SoftmaxKind::LogSoftmax, 36), (SoftmaxKind::StableMax, 300)] {
+            let x = host(&mut r, &[3, 4, n], -3.0, 3.0);
+            let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
+            let reference = |h: &[HostTensor]| softmax_reference(&h[0], kind, 1.0, None, true);
+            if kind == SoftmaxKind::LogSoftmax {
+                let got = with_softmax_threads(threads, || softmax_with(&upload(&x), &opts)).to_vec().unwrap();
+                assert_close(&format!("{} with {threads} threads", kind.name()), &got, &reference(&[x]).data, 1e-5);
+            } else {
+                with_softmax_threads(threads, || check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), reference, TOL));
+            }
         }
     }
 }
