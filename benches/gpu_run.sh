@@ -36,7 +36,8 @@ for s in "$@"; do
         kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
         # The two goals still open: softmax and the router (with .dev/moegrad-base, a build
         # of an earlier commit, alongside for a before/after in the same session).
-        goals) step goals 120 bash -c 'for b in .dev/moegrad .dev/moegrad-base; do [ -x $b ] || continue; echo $b; for w in softmax router; do $b bench --suite pytorch --only $w --profile; done; done' ;;
+        # Then every softmax row size (softmax_threads_*), to set the GPU default.
+        goals) step goals 180 bash -c 'for b in .dev/moegrad .dev/moegrad-base; do [ -x $b ] || continue; echo $b; for w in softmax router; do $b bench --suite pytorch --only $w --profile; done; done; .dev/moegrad bench --suite kernels --only softmax_threads' ;;
         profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
         torch) step torch 180 python3 benches/pytorch_reference.py --json ;;
         torch_tf32) step torch_tf32 180 python3 benches/pytorch_reference.py --json --tf32 ;;
