@@ -20,27 +20,34 @@ fn token_first(inv: Invocation) -> u32 {
     return inv.lid - inv.lid % LANES;
 }
 
-fn token_max(inv: Invocation, v: f32) -> f32 {
+// Every lane's `v`, in lane order. Every thread of the workgroup must call it.
+fn token_values(inv: Invocation, v: f32) -> array<f32, LANES> {
     part_v[inv.lid] = v;
     workgroupBarrier();
     let first = token_first(inv);
-    var m = part_v[first];
-    for (var l = 1u; l < LANES; l++) {
-        m = max(m, part_v[first + l]);
+    var all: array<f32, LANES>;
+    for (var l = 0u; l < LANES; l++) {
+        all[l] = part_v[first + l];
     }
     workgroupBarrier();
+    return all;
+}
+
+fn token_max(inv: Invocation, v: f32) -> f32 {
+    let all = token_values(inv, v);
+    var m = all[0];
+    for (var l = 1u; l < LANES; l++) {
+        m = max(m, all[l]);
+    }
     return m;
 }
 
 fn token_sum(inv: Invocation, v: f32) -> f32 {
-    part_v[inv.lid] = v;
-    workgroupBarrier();
-    let first = token_first(inv);
-    var s = part_v[first];
+    let all = token_values(inv, v);
+    var s = all[0];
     for (var l = 1u; l < LANES; l++) {
-        s += part_v[first + l];
+        s += all[l];
     }
-    workgroupBarrier();
     return s;
 }
 
