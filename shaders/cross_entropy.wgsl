@@ -1,9 +1,8 @@
 // Fused cross-entropy from logits with integer targets. `rows`: one workgroup per row
 // computes lse = logsumexp(row) in one pass (max and rescaled sum together, V values per
 // load: `common/row_chunks.wgsl`) and the row loss (lse - x[target]) + z_coef * lse^2, or
-// 0 for an ignored target. `finish`: one
-// workgroup averages the row losses over the counted (not ignored) rows, in a fixed
-// order, so the result is deterministic.
+// 0 for an ignored target. `finish`: one workgroup averages the row losses over the
+// counted (not ignored) rows, in a fixed order, so the result is deterministic.
 
 const WG: u32 = 256u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
