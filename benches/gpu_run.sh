@@ -34,10 +34,11 @@ for s in "$@"; do
         units) step units 120 bash -c '.dev/engine_tests && .dev/models_tests' ;;
         pytorch) step pytorch 240 .dev/moegrad bench --suite pytorch --json ;;
         kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
-        # The two goals still open: softmax and the router (with .dev/moegrad-base, a build
-        # of an earlier commit, alongside for a before/after in the same session).
-        # Then every softmax row size (softmax_threads_*), to set the GPU default.
-        goals) step goals 180 bash -c 'for b in .dev/moegrad .dev/moegrad-base; do [ -x $b ] || continue; echo $b; for w in softmax router; do $b bench --suite pytorch --only $w --profile; done; done; .dev/moegrad bench --suite kernels --only softmax_threads' ;;
+        # The two goals still open: softmax and the router, with subgroup paths and
+        # without (MOEGRAD_SUBGROUPS=off), and with .dev/moegrad-base, a build of an
+        # earlier commit, for a before/after in the same session. Then every softmax row
+        # size (softmax_threads_*), to set the GPU default.
+        goals) step goals 240 bash -c 'for b in .dev/moegrad "MOEGRAD_SUBGROUPS=off .dev/moegrad" .dev/moegrad-base; do echo "$b"; for w in softmax router; do env $b bench --suite pytorch --only $w --profile; done; for w in rms_norm cross_entropy; do env $b bench --suite kernels --only $w; done; done; .dev/moegrad bench --suite kernels --only softmax_threads' ;;
         profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
         torch) step torch 180 python3 benches/pytorch_reference.py --json ;;
         torch_tf32) step torch_tf32 180 python3 benches/pytorch_reference.py --json --tf32 ;;

@@ -16,19 +16,19 @@ struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
 @group(0) @binding(4) var<storage, read_write> row_lse: array<f32>;
 
 @compute @workgroup_size(256)
-fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn rows(inv: Invocation) {
+    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {
         return;
     }
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
-    for (var c = lid; c < chunks; c += WG) {
+    for (var c = inv.lid; c < chunks; c += WG) {
         acc = online_fold(acc, logits[base + c], VB(true));
     }
-    let row_stats = workgroup_max_sum(lid, acc);
-    if lid == 0u {
+    let row_stats = workgroup_max_sum(inv, acc);
+    if inv.lid == 0u {
         let lse = row_stats.x + log(row_stats.y);
         let t = targets[row];
         let j = min(t, p.n - 1u);
@@ -41,16 +41,16 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(5) var<storage, read_write> loss_out: array<f32>; // the mean, one value
 @group(0) @binding(6) var<storage, read_write> count_out: array<f32>; // counted rows, as f32
 @compute @workgroup_size(256)
-fn finish(@builtin(local_invocation_index) lid: u32) {
+fn finish(inv: Invocation) {
     var loss = 0.0;
     var count = 0.0;
-    for (var r = lid; r < p.rows; r += WG) {
+    for (var r = inv.lid; r < p.rows; r += WG) {
         loss += row_loss[r];
         count += select(1.0, 0.0, targets[r] == p.ignore_index);
     }
-    let total_loss = workgroup_sum(lid, loss);
-    let total_count = workgroup_sum(lid, count);
-    if lid == 0u {
+    let total_loss = workgroup_sum(inv, loss);
+    let total_count = workgroup_sum(inv, count);
+    if inv.lid == 0u {
         loss_out[0] = total_loss / max(total_count, 1.0);
         count_out[0] = total_count;
     }

@@ -18,27 +18,27 @@ struct Params { n: u32, first: u32, chunk: u32, max_norm: f32, unscale: f32 }
 @group(0) @binding(5) var<storage, read_write> dst: array<f32>;
 
 @compute @workgroup_size(256)
-fn partial_squares(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let start = wid.x * p.chunk;
+fn partial_squares(inv: Invocation) {
+    let start = inv.wid.x * p.chunk;
     let end = min(start + p.chunk, p.n);
     var acc = 0.0;
-    for (var i = start + lid; i < end; i += WG) {
+    for (var i = start + inv.lid; i < end; i += WG) {
         acc += src[i] * src[i];
     }
-    let total = workgroup_sum(lid, acc);
-    if lid == 0u {
-        partials[p.first + wid.x] = total;
+    let total = workgroup_sum(inv, acc);
+    if inv.lid == 0u {
+        partials[p.first + inv.wid.x] = total;
     }
 }
 
 @compute @workgroup_size(256)
-fn finish(@builtin(local_invocation_index) lid: u32) {
+fn finish(inv: Invocation) {
     var acc = 0.0;
-    for (var i = lid; i < p.n; i += WG) {
+    for (var i = inv.lid; i < p.n; i += WG) {
         acc += partials[i];
     }
-    let total = workgroup_sum(lid, acc);
-    if lid == 0u {
+    let total = workgroup_sum(inv, acc);
+    if inv.lid == 0u {
         let norm = sqrt(total) * p.unscale;
         out[0] = norm;
         out[1] = min(1.0, p.max_norm / (norm + 1e-6)) * p.unscale;

@@ -16,8 +16,8 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>; // [rows, 2]: mean, rstd
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn main(inv: Invocation) {
+    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {
         return;
     }
@@ -25,21 +25,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var mean = 0.0;
     if MODE == 1u {
         var s = 0.0;
-        for (var j = lid; j < p.n; j += WG) {
+        for (var j = inv.lid; j < p.n; j += WG) {
             s += x[base + j];
         }
-        mean = workgroup_sum(lid, s) / f32(p.n);
+        mean = workgroup_sum(inv, s) / f32(p.n);
     }
     var sq = 0.0;
-    for (var j = lid; j < p.n; j += WG) {
+    for (var j = inv.lid; j < p.n; j += WG) {
         let c = x[base + j] - mean;
         sq += c * c;
     }
-    let rstd = inverseSqrt(workgroup_sum(lid, sq) / f32(p.n) + p.eps);
-    for (var j = lid; j < p.n; j += WG) {
+    let rstd = inverseSqrt(workgroup_sum(inv, sq) / f32(p.n) + p.eps);
+    for (var j = inv.lid; j < p.n; j += WG) {
         y[base + j] = (x[base + j] - mean) * rstd * w[j] + select(0.0, b[j], MODE == 1u);
     }
-    if lid == 0u {
+    if inv.lid == 0u {
         stats[row * 2u] = mean;
         stats[row * 2u + 1u] = rstd;
     }

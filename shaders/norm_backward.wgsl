@@ -17,8 +17,8 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(6) var<storage, read_write> g_xhat: array<f32>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn main(inv: Invocation) {
+    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {
         return;
     }
@@ -27,14 +27,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rstd = stats[row * 2u + 1u];
     var sum_gw = 0.0;
     var sum_gw_xhat = 0.0;
-    for (var j = lid; j < p.n; j += WG) {
+    for (var j = inv.lid; j < p.n; j += WG) {
         let gw = g[base + j] * w[j];
         sum_gw += gw;
         sum_gw_xhat += gw * (x[base + j] - mean) * rstd;
     }
-    let mean_gw = select(0.0, workgroup_sum(lid, sum_gw) / f32(p.n), MODE == 1u);
-    let mean_gw_xhat = workgroup_sum(lid, sum_gw_xhat) / f32(p.n);
-    for (var j = lid; j < p.n; j += WG) {
+    let mean_gw = select(0.0, workgroup_sum(inv, sum_gw) / f32(p.n), MODE == 1u);
+    let mean_gw_xhat = workgroup_sum(inv, sum_gw_xhat) / f32(p.n);
+    for (var j = inv.lid; j < p.n; j += WG) {
         let x_hat = (x[base + j] - mean) * rstd;
         let gw = g[base + j] * w[j];
         dx[base + j] = rstd * (gw - mean_gw - x_hat * mean_gw_xhat);

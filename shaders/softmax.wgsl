@@ -28,15 +28,15 @@ fn stable_s(z: V) -> V {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn main(inv: Invocation) {
+    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {
         return;
     }
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
-    for (var c = lid; c < chunks; c += WG) {
+    for (var c = inv.lid; c < chunks; c += WG) {
         let ok = allowed_chunk(row, c);
         // Fully masked loads are never read (half a causal row); without a mask this
         // test is constant and compiles away.
@@ -50,12 +50,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc = online_fold(acc, z, ok);
         }
     }
-    let row_stats = workgroup_max_sum(lid, acc);
+    let row_stats = workgroup_max_sum(inv, acc);
     let m = row_stats.x;
     let inv_s = 1.0 / row_stats.y;
     let log_s = log(row_stats.y);
     let masked = V(select(0.0, MOST_NEGATIVE, MODE == 1u));
-    for (var c = lid; c < chunks; c += WG) {
+    for (var c = inv.lid; c < chunks; c += WG) {
         let ok = allowed_chunk(row, c);
         if !any(ok) {
             y[base + c] = masked;

@@ -18,15 +18,15 @@ struct Params { rows: u32, n: u32, inv_temp: f32 }
 {{LOGITS}}
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn main(inv: Invocation) {
+    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {
         return;
     }
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = 0.0;
-    for (var c = lid; c < chunks; c += WG) {
+    for (var c = inv.lid; c < chunks; c += WG) {
         let yc = y[base + c];
         if MODE == 1u {
             acc += chunk_sum(select(V(0.0), g[base + c], yc > V(MOST_NEGATIVE)));
@@ -34,8 +34,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc += chunk_sum(g[base + c] * yc);
         }
     }
-    let dot = workgroup_sum(lid, acc);
-    for (var c = lid; c < chunks; c += WG) {
+    let dot = workgroup_sum(inv, acc);
+    for (var c = inv.lid; c < chunks; c += WG) {
         let yc = y[base + c];
         let gc = g[base + c];
         if MODE == 1u {

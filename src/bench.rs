@@ -71,6 +71,8 @@ pub struct Report {
     pub f16_matmul: String,
     /// How the router's lanes exchange partials on this adapter.
     pub router_exchange: String,
+    /// How the row kernels (softmax family, norms, cross-entropy) reduce a row.
+    pub row_reduction: String,
 }
 
 /// Dense peaks of adapters we know (SXM parts).
@@ -359,5 +361,6 @@ pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
     let counters = if suite == "pytorch" { pytorch_suite(&mut runner, scale, &mut rng)? } else { counters };
     let f16_matmul = f16_matmul_kernel(device).to_string();
     let router_exchange = router_exchange(device).to_string();
-    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul, router_exchange })
+    let row_reduction = workgroup_reduction(device).to_string();
+    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul, router_exchange, row_reduction })
 }

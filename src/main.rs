@@ -422,7 +422,10 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, pro
         return Ok(());
     }
     let timer = report.results.first().map_or("-", |r| r.timer);
-    println!("{} on {} ({:?} shapes; timer: {timer}; f16 matmuls: {}; router: {})", report.suite, report.device, scale, report.f16_matmul, report.router_exchange);
+    println!(
+        "{} on {} ({:?} shapes; timer: {timer}; f16 matmuls: {}; router: {}; row reductions: {})",
+        report.suite, report.device, scale, report.f16_matmul, report.router_exchange, report.row_reduction
+    );
     for r in &report.results {
         let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
         println!("  {:<52} {:>10.3} ms ({:.3}..{:.3}, host {:.3})  {:>12.3} {}{peak}", r.key, r.ms, r.ms_range[0], r.ms_range[1], r.host_ms, r.value, r.unit);

@@ -11,6 +11,21 @@ use crate::recorder::Recorder;
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "MOEGRAD_ADAPTER";
 
+/// Environment variable that turns the subgroup fast paths off (`off`; `on` is the
+/// default) for a whole run: to compare them with the portable paths on one binary, or to
+/// sidestep a driver whose subgroups misbehave in a way the one-time checks miss.
+/// Tensor-core matmuls are not affected.
+pub const SUBGROUPS_ENV: &str = "MOEGRAD_SUBGROUPS";
+
+/// Whether a `MOEGRAD_SUBGROUPS` value turns subgroup fast paths off.
+pub fn subgroups_off_by(value: Option<&str>) -> Result<bool> {
+    match value.unwrap_or("").trim() {
+        "" | "on" => Ok(false),
+        "off" => Ok(true),
+        other => Err(Error::BadSetting { var: SUBGROUPS_ENV, value: other.to_string(), expected: "on or off" }),
+    }
+}
+
 /// Features moegrad uses when the adapter has them; each has a portable fallback.
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
@@ -47,6 +62,8 @@ pub(crate) struct DeviceInner {
     pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
     /// Results of one-time checks of fast paths (see `Device::verified`).
     pub verdicts: Mutex<std::collections::HashMap<&'static str, bool>>,
+    /// `MOEGRAD_SUBGROUPS=off` was set when the device was opened.
+    pub subgroups_off: bool,
 }
 
 /// What `moegrad devices` prints about one adapter.
@@ -170,6 +187,7 @@ impl Device {
     }
 
     fn open(adapter: wgpu::Adapter) -> Result<Device> {
+        let subgroups_off = subgroups_off_by(std::env::var(SUBGROUPS_ENV).ok().as_deref())?;
         let info = adapter.get_info();
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         // Tensor cores are an experimental wgpu feature: opted into only where they exist,
@@ -208,6 +226,7 @@ impl Device {
             recorder: Mutex::new(recorder),
             cooperative_matrices,
             verdicts: Mutex::default(),
+            subgroups_off,
         })))
     }
 
@@ -229,9 +248,10 @@ impl Device {
     }
 
     /// The adapter's (smallest, largest) subgroup size, when kernels may use subgroup
-    /// operations: the adapter has them and `without_subgroups` is not in force.
+    /// operations: the adapter has them, and neither `without_subgroups` nor
+    /// `MOEGRAD_SUBGROUPS=off` is in force.
     pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
-        let usable = self.0.features.contains(wgpu::Features::SUBGROUP) && !SUBGROUPS_OFF.with(std::cell::Cell::get);
+        let usable = self.0.features.contains(wgpu::Features::SUBGROUP) && !self.0.subgroups_off && !SUBGROUPS_OFF.with(std::cell::Cell::get);
         usable.then_some((self.0.info.subgroup_min_size, self.0.info.subgroup_max_size))
     }
 

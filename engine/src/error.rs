@@ -14,6 +14,9 @@ pub enum Error {
     #[error("MOEGRAD_ADAPTER={wanted:?} matches no adapter name; available adapters: {available}")]
     AdapterNotFound { wanted: String, available: String },
 
+    #[error("{var}={value:?} is not a setting: expected {expected}")]
+    BadSetting { var: &'static str, value: String, expected: &'static str },
+
     #[error("could not open adapter {adapter:?}: {reason}")]
     RequestDevice { adapter: String, reason: String },
 

@@ -16,7 +16,7 @@ pub mod shape;
 mod tape;
 mod tensor;
 
-pub use device::{without_subgroups, AdapterSummary, Device, DeviceStats, ADAPTER_ENV};
+pub use device::{subgroups_off_by, without_subgroups, AdapterSummary, Device, DeviceStats, ADAPTER_ENV, SUBGROUPS_ENV};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use gpu_timer::KernelTime;

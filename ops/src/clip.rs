@@ -4,7 +4,7 @@
 
 use moegrad_engine::{grid, no_grad, DType, Tensor};
 
-use crate::wgsl_library::with_workgroup_reduce;
+use crate::workgroup_reduce::WorkgroupReduce;
 
 const SHADER: &str = include_str!("../../shaders/grad_norm.wgsl");
 /// Elements each partial-sum workgroup covers.
@@ -31,7 +31,9 @@ pub fn clip_grad_norm_scaled(params: &[Tensor], max_norm: f32, grad_scale: f32) 
         let total: usize = chunks.iter().sum();
         let partials = Tensor::zeros_of(&dev, &[total], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
         let out = Tensor::empty(&dev, &[2], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-        let partial = dev.pipeline("grad_norm/partial_squares", "partial_squares", || with_workgroup_reduce(SHADER.to_string()));
+        let reduce = WorkgroupReduce::for_device(&dev);
+        let pipeline = |entry: &str| dev.pipeline(&format!("grad_norm/{entry}/{}", reduce.name()), entry, || reduce.append_to(SHADER.to_string()));
+        let partial = pipeline("partial_squares");
         let mut first = 0;
         for ((_, g), &n) in grads.iter().zip(&chunks) {
             if g.numel() > 0 {
@@ -40,10 +42,10 @@ pub fn clip_grad_norm_scaled(params: &[Tensor], max_norm: f32, grad_scale: f32) 
             }
             first += n;
         }
-        let finish = dev.pipeline("grad_norm/finish", "finish", || with_workgroup_reduce(SHADER.to_string()));
+        let finish = pipeline("finish");
         dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits(), unscale], &[(2, &partials), (3, &out)], [1, 1, 1]);
         if max_norm.is_finite() || grad_scale != 1.0 {
-            let scale = dev.pipeline("grad_norm/scale", "scale", || with_workgroup_reduce(SHADER.to_string()));
+            let scale = pipeline("scale");
             for (p, g) in &grads {
                 if g.numel() == 0 {
                     continue;

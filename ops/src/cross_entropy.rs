@@ -5,7 +5,8 @@
 use moegrad_engine::{grid, record, DType, Tensor};
 
 use crate::host::HostTensor;
-use crate::wgsl_library::{floats_per_load, with_row_chunks, with_workgroup_reduce};
+use crate::wgsl_library::{floats_per_load, with_row_chunks};
+use crate::workgroup_reduce::WorkgroupReduce;
 
 const SHADER: &str = include_str!("../../shaders/cross_entropy.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/cross_entropy_backward.wgsl");
@@ -43,16 +44,17 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
     let (row_loss, row_lse) = (alloc(&[rows.max(1)]), alloc(&[rows.max(1)]));
     let (loss, count) = (alloc(&[]), alloc(&[1]));
     let params = [rows as u32, n as u32, opts.ignore_index, opts.z_coef.to_bits()];
+    let reduce = WorkgroupReduce::for_device(dev);
     if rows > 0 {
         let vec = floats_per_load(n);
-        let source = || with_row_chunks(with_workgroup_reduce(SHADER.to_string()), vec);
+        let source = || with_row_chunks(reduce.append_to(SHADER.to_string()), vec);
         // SAFETY: chunk c < n / vec of row < rows stays within the logits, the target's
         // chunk is clamped into the row, and rows index targets and the row outputs (of
         // rows entries); every loop counts up to a bound.
-        let p_rows = unsafe { dev.pipeline_unchecked(&format!("cross_entropy/rows/vec{vec}"), "rows", source) };
+        let p_rows = unsafe { dev.pipeline_unchecked(&format!("cross_entropy/rows/vec{vec}/{}", reduce.name()), "rows", source) };
         dev.launch(&p_rows, &params, &[logits, targets, &row_loss, &row_lse], grid(rows));
     }
-    let p_finish = dev.pipeline("cross_entropy/finish", "finish", || with_row_chunks(with_workgroup_reduce(SHADER.to_string()), 1));
+    let p_finish = dev.pipeline(&format!("cross_entropy/finish/{}", reduce.name()), "finish", || with_row_chunks(reduce.append_to(SHADER.to_string()), 1));
     dev.launch_bound(&p_finish, &params, &[(2, targets), (3, &row_loss), (5, &loss), (6, &count)], [1, 1, 1]);
     let (saved_logits, saved_targets) = (logits.clone(), targets.clone());
     record("cross_entropy", loss, &[logits], move |g| {

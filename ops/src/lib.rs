@@ -25,6 +25,7 @@ mod tensor_ops;
 pub mod topk;
 pub mod unary;
 mod wgsl_library;
+pub mod workgroup_reduce;
 
 pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
 pub use binary::{binary, broadcast_shape, broadcast_to, sum_to, BinaryOp};
@@ -49,3 +50,4 @@ pub use softmax::{causal_softmax, log_softmax, softmax, softmax_with, stablemax,
 pub use strided::MAX_RANK;
 pub use tensor_ops::TensorOps;
 pub use unary::{unary, UnaryOp};
+pub use workgroup_reduce::workgroup_reduction;

@@ -8,7 +8,8 @@ use std::cell::Cell;
 use moegrad_engine::{grid, record, render_template, wgpu, DType, Device, Tensor};
 
 use crate::host::HostTensor;
-use crate::wgsl_library::{floats_per_load, with_row_chunks, with_workgroup_reduce};
+use crate::wgsl_library::{floats_per_load, with_row_chunks};
+use crate::workgroup_reduce::WorkgroupReduce;
 
 const SHADER: &str = include_str!("../../shaders/softmax.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/softmax_backward.wgsl");
@@ -102,8 +103,9 @@ pub fn with_softmax_threads<R>(threads: u32, f: impl FnOnce() -> R) -> R {
 }
 
 /// Workgroup size for rows of `chunks` loads on `dev`: enough threads for the row, at
-/// most 256 on GPUs and 32 on CPU adapters (lavapipe: 1.2 ms for 512 x 1024 with 32, 4.1
-/// with 256; barriers cost a CPU more than a longer loop).
+/// most 256 on GPUs and 32 on CPU adapters (lavapipe, subgroup reductions: 0.9 ms for
+/// 512 x 1024 with 32, 2.3 with 256; a CPU runs a workgroup's threads in turn, so more
+/// of them only adds barriers).
 fn workgroup_size(dev: &Device, chunks: usize) -> u32 {
     let most = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu { 32 } else { 256 };
     THREADS_OVERRIDE.with(Cell::get).unwrap_or_else(|| chunks.next_power_of_two().clamp(32, most) as u32)
@@ -163,11 +165,12 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
                  fn allowed(row: u32, j: u32) -> bool { return mask[(row % p.mask_rows) * p.n + j] != 0.0; }",
             ),
         };
-        let key = format!("softmax/{op}/{mask_key}/{wg}/vec{vec}");
+        let reduce = WorkgroupReduce::for_device(dev);
+        let key = format!("softmax/{op}/{mask_key}/{wg}/vec{vec}/{}", reduce.name());
         let source = || {
             let (wg, mode) = (wg.to_string(), opts.kind.mode().to_string());
             let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
-            with_row_chunks(with_workgroup_reduce(render_template(SHADER, &values)), vec)
+            with_row_chunks(reduce.append_to(render_template(SHADER, &values)), vec)
         };
         // SAFETY: chunk c < n / vec of row < rows indexes x and y within rows * n floats,
         // mask entries stay below mask_rows * n, and every loop counts up to a bound.
@@ -199,11 +202,12 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
         }
         _ => "fn ratio(c: u32) -> V { return V(1.0); }",
     };
-    let key = format!("softmax_backward/{}/{wg}/vec{vec}", kind.name());
+    let reduce = WorkgroupReduce::for_device(dev);
+    let key = format!("softmax_backward/{}/{wg}/vec{vec}/{}", kind.name(), reduce.name());
     let source = || {
         let (wg, mode) = (wg.to_string(), kind.mode().to_string());
         let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("LOGITS", logits)];
-        with_row_chunks(with_workgroup_reduce(render_template(BACKWARD_SHADER, &values)), vec)
+        with_row_chunks(reduce.append_to(render_template(BACKWARD_SHADER, &values)), vec)
     };
     // SAFETY: chunk c < n / vec of row < rows indexes y, g, dx and x within rows * n
     // floats, and every loop counts up to a bound.

@@ -1,15 +1,8 @@
 //! WGSL shared by several kernels (`shaders/common/`), appended to their source so each
 //! piece of kernel logic exists once.
 
-const WORKGROUP_REDUCE: &str = include_str!("../../shaders/common/workgroup_reduce.wgsl");
 const RANKING: &str = include_str!("../../shaders/common/ranking.wgsl");
 const ROW_CHUNKS: &str = include_str!("../../shaders/common/row_chunks.wgsl");
-
-/// `kernel` with the workgroup reductions (`workgroup_sum`, `workgroup_max_sum`); the
-/// kernel defines `WG`.
-pub(crate) fn with_workgroup_reduce(kernel: String) -> String {
-    kernel + "\n" + WORKGROUP_REDUCE
-}
 
 /// Floats a row kernel loads at once for rows of `n`: a vec4 when rows are made of whole
 /// vec4s (so every row starts 16-byte aligned), else one.

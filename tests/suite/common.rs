@@ -15,6 +15,13 @@ pub fn device() -> Device {
     DEVICE.get_or_init(|| Device::new().expect("tests need a GPU adapter (lavapipe will do)")).clone()
 }
 
+/// Runs `check` on the kernels' subgroup fast paths (where the adapter has subgroups, as
+/// lavapipe does) and again on their portable fallbacks, so CI covers both.
+pub fn on_both_paths(check: impl Fn()) {
+    check();
+    moegrad::engine::without_subgroups(check);
+}
+
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }

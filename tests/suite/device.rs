@@ -20,6 +20,16 @@ fn adapter_is_chosen_by_name_or_refused_with_the_list() {
 }
 
 #[test]
+fn subgroup_setting_is_on_or_off_and_nothing_else() {
+    use moegrad::engine::subgroups_off_by;
+    assert!(!subgroups_off_by(None).unwrap());
+    assert!(!subgroups_off_by(Some("on")).unwrap());
+    assert!(subgroups_off_by(Some(" off")).unwrap());
+    let msg = subgroups_off_by(Some("no")).expect_err("a bad setting must be refused").to_string();
+    assert!(msg.contains("MOEGRAD_SUBGROUPS") && msg.contains("\"no\"") && msg.contains("on or off"), "{msg}");
+}
+
+#[test]
 fn device_uses_the_adapters_own_limits() {
     let dev = device();
     let listed = Device::adapters().into_iter().find(|a| a.name == dev.name()).unwrap();

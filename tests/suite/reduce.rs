@@ -1,10 +1,12 @@
 //! Sum, mean and max over an axis and over everything.
 
 use moegrad::ops::reduce::reduce_all_reference;
-use moegrad::ops::{reduce, reduce_all, HostTensor, ReduceOp};
+use moegrad::engine::without_subgroups;
+use moegrad::ops::workgroup_reduce::{reduces_correctly, WorkgroupReduce};
+use moegrad::ops::{reduce, reduce_all, workgroup_reduction, HostTensor, ReduceOp};
 use moegrad::prelude::*;
 
-use crate::common::{check_op, host, rng, shape, upload, TOL};
+use crate::common::{check_op, device, host, rng, shape, upload, TOL};
 
 const OPS: [ReduceOp; 3] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max];
 
@@ -67,4 +69,18 @@ fn max_ties_go_to_the_first_position() {
 #[should_panic(expected = "sum: axis 2 is out of range for shape [2, 3]")]
 fn bad_axis_is_named() {
     upload(&HostTensor::zeros(&[2, 3])).sum(2);
+}
+
+#[test]
+fn workgroup_reductions_give_every_thread_the_total_at_every_size() {
+    // The row kernels' reductions, held to host sums for both implementations: on an
+    // adapter with subgroups (lavapipe's have 8 lanes) the subgroup one must pass the
+    // device's one-time check and be the one in use.
+    let dev = device();
+    assert!(reduces_correctly(&dev, WorkgroupReduce::Memory), "workgroup-memory reductions are wrong");
+    if dev.subgroup_sizes().is_some() {
+        assert!(reduces_correctly(&dev, WorkgroupReduce::Subgroup), "subgroup reductions are wrong");
+        assert_eq!(workgroup_reduction(&dev), "subgroup operations");
+    }
+    assert_eq!(without_subgroups(|| workgroup_reduction(&dev)), "workgroup memory");
 }

@@ -7,53 +7,59 @@ use moegrad::ops::{cross_entropy, softmax_with, with_softmax_threads, CrossEntro
 use moegrad::prelude::*;
 use rand::Rng;
 
-use crate::common::{assert_close, check_op, device, dim, host, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
 
 const KINDS: [SoftmaxKind; 3] = [SoftmaxKind::Softmax, SoftmaxKind::LogSoftmax, SoftmaxKind::StableMax];
 
 #[test]
 fn softmax_family_with_temperature_matches_reference_and_gradients() {
-    let mut r = rng(50);
-    for kind in KINDS {
-        // Rows of whole vec4s (4, 64, 300) take the 16-byte-load kernel, the rest the scalar one.
-        for n in [1, 4, 7, 33, 64, 65, 127, 300] {
-            let rows = dim(&mut r, 9);
-            let temperature = r.random_range(0.5..2.0f32);
-            let x = host(&mut r, &[rows, n], -4.0, 4.0);
-            let opts = SoftmaxOptions { temperature, ..SoftmaxOptions::new(kind) };
-            check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), |h| softmax_reference(&h[0], kind, temperature as f64, None, false), TOL);
+    on_both_paths(|| {
+        let mut r = rng(50);
+        for kind in KINDS {
+            // Rows of whole vec4s (4, 64, 300) take the 16-byte-load kernel, the rest the scalar one.
+            for n in [1, 4, 7, 33, 64, 65, 127, 300] {
+                let rows = dim(&mut r, 9);
+                let temperature = r.random_range(0.5..2.0f32);
+                let x = host(&mut r, &[rows, n], -4.0, 4.0);
+                let opts = SoftmaxOptions { temperature, ..SoftmaxOptions::new(kind) };
+                check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), |h| softmax_reference(&h[0], kind, temperature as f64, None, false), TOL);
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn every_workgroup_size_gives_the_same_softmax() {
-    let mut r = rng(56);
-    for threads in softmax_threads_allowed(&device()) {
-        for (kind, n) in [(SoftmaxKind::Softmax, 5), (SoftmaxKind::LogSoftmax, 36), (SoftmaxKind::StableMax, 300)] {
-            let x = host(&mut r, &[3, 4, n], -3.0, 3.0);
-            let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
-            let reference = |h: &[HostTensor]| softmax_reference(&h[0], kind, 1.0, None, true);
-            if kind == SoftmaxKind::LogSoftmax {
-                let got = with_softmax_threads(threads, || softmax_with(&upload(&x), &opts)).to_vec().unwrap();
-                assert_close(&format!("{} with {threads} threads", kind.name()), &got, &reference(&[x]).data, 1e-5);
-            } else {
-                with_softmax_threads(threads, || check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), reference, TOL));
+    on_both_paths(|| {
+        let mut r = rng(56);
+        for threads in softmax_threads_allowed(&device()) {
+            for (kind, n) in [(SoftmaxKind::Softmax, 5), (SoftmaxKind::LogSoftmax, 36), (SoftmaxKind::StableMax, 300)] {
+                let x = host(&mut r, &[3, 4, n], -3.0, 3.0);
+                let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
+                let reference = |h: &[HostTensor]| softmax_reference(&h[0], kind, 1.0, None, true);
+                if kind == SoftmaxKind::LogSoftmax {
+                    let got = with_softmax_threads(threads, || softmax_with(&upload(&x), &opts)).to_vec().unwrap();
+                    assert_close(&format!("{} with {threads} threads", kind.name()), &got, &reference(&[x]).data, 1e-5);
+                } else {
+                    with_softmax_threads(threads, || check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), reference, TOL));
+                }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn causal_softmax_masks_the_future() {
-    let mut r = rng(51);
-    for kind in [SoftmaxKind::Softmax, SoftmaxKind::StableMax] {
-        for (t, s) in [(1, 1), (7, 7), (5, 9), (8, 8), (5, 12), (33, 33)] {
-            let x = host(&mut r, &[2, t, s], -3.0, 3.0);
-            let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
-            check_op("causal", &[x], |t| softmax_with(&t[0], &opts), |h| softmax_reference(&h[0], kind, 1.0, None, true), TOL);
+    on_both_paths(|| {
+        let mut r = rng(51);
+        for kind in [SoftmaxKind::Softmax, SoftmaxKind::StableMax] {
+            for (t, s) in [(1, 1), (7, 7), (5, 9), (8, 8), (5, 12), (33, 33)] {
+                let x = host(&mut r, &[2, t, s], -3.0, 3.0);
+                let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
+                check_op("causal", &[x], |t| softmax_with(&t[0], &opts), |h| softmax_reference(&h[0], kind, 1.0, None, true), TOL);
+            }
         }
-    }
+    });
 }
 
 fn random_mask(r: &mut rand::rngs::StdRng, rows: usize, n: usize) -> HostTensor {
@@ -64,39 +70,43 @@ fn random_mask(r: &mut rand::rngs::StdRng, rows: usize, n: usize) -> HostTensor 
 
 #[test]
 fn tensor_masks_give_exact_zeros_and_no_nan() {
-    let mut r = rng(52);
-    // 37 floats a row: scalar loads; 36: vec4 loads.
-    for (kind, n) in KINDS.into_iter().flat_map(|k| [(k, 37), (k, 36)]) {
-        let mask_rows = 4;
-        let mask = random_mask(&mut r, mask_rows, n);
-        let mask_t = upload(&mask);
-        let x = host(&mut r, &[3, mask_rows, n], -3.0, 3.0);
-        let opts = SoftmaxOptions { mask: Mask::Tensor(mask_t.clone()), ..SoftmaxOptions::new(kind) };
-        let got = softmax_with(&upload(&x), &opts).to_vec().unwrap();
-        assert!(got.iter().all(|v| v.is_finite()), "{}: NaN or inf in a masked softmax", kind.name());
-        assert_close(kind.name(), &got, &softmax_reference(&x, kind, 1.0, Some(&mask), false).data, 1e-5);
-        for (i, v) in got.iter().enumerate() {
-            if mask.data[(i / n % mask_rows) * n + i % n] == 0.0 && kind != SoftmaxKind::LogSoftmax {
-                assert_eq!(*v, 0.0, "{}: masked entry {i} must be exactly 0", kind.name());
+    on_both_paths(|| {
+        let mut r = rng(52);
+        // 37 floats a row: scalar loads; 36: vec4 loads.
+        for (kind, n) in KINDS.into_iter().flat_map(|k| [(k, 37), (k, 36)]) {
+            let mask_rows = 4;
+            let mask = random_mask(&mut r, mask_rows, n);
+            let mask_t = upload(&mask);
+            let x = host(&mut r, &[3, mask_rows, n], -3.0, 3.0);
+            let opts = SoftmaxOptions { mask: Mask::Tensor(mask_t.clone()), ..SoftmaxOptions::new(kind) };
+            let got = softmax_with(&upload(&x), &opts).to_vec().unwrap();
+            assert!(got.iter().all(|v| v.is_finite()), "{}: NaN or inf in a masked softmax", kind.name());
+            assert_close(kind.name(), &got, &softmax_reference(&x, kind, 1.0, Some(&mask), false).data, 1e-5);
+            for (i, v) in got.iter().enumerate() {
+                if mask.data[(i / n % mask_rows) * n + i % n] == 0.0 && kind != SoftmaxKind::LogSoftmax {
+                    assert_eq!(*v, 0.0, "{}: masked entry {i} must be exactly 0", kind.name());
+                }
+            }
+            if kind != SoftmaxKind::LogSoftmax {
+                // Gradients too (log-softmax's masked outputs are the most negative f32, which
+                // leaves nothing for finite differences to measure).
+                let opts2 = opts.clone();
+                check_op(kind.name(), &[x], move |t| softmax_with(&t[0], &opts2), |h| softmax_reference(&h[0], kind, 1.0, Some(&mask), false), TOL);
             }
         }
-        if kind != SoftmaxKind::LogSoftmax {
-            // Gradients too (log-softmax's masked outputs are the most negative f32, which
-            // leaves nothing for finite differences to measure).
-            let opts2 = opts.clone();
-            check_op(kind.name(), &[x], move |t| softmax_with(&t[0], &opts2), |h| softmax_reference(&h[0], kind, 1.0, Some(&mask), false), TOL);
-        }
-    }
+    });
 }
 
 #[test]
 fn rows_of_sixty_five_thousand() {
-    let mut r = rng(53);
-    for (kind, n) in KINDS.into_iter().flat_map(|k| [(k, 65_536), (k, 65_533)]) {
-        let x = host(&mut r, &[2, n], -8.0, 8.0);
-        let got = softmax_with(&upload(&x), &SoftmaxOptions::new(kind)).to_vec().unwrap();
-        assert_close(kind.name(), &got, &softmax_reference(&x, kind, 1.0, None, false).data, 1e-4);
-    }
+    on_both_paths(|| {
+        let mut r = rng(53);
+        for (kind, n) in KINDS.into_iter().flat_map(|k| [(k, 65_536), (k, 65_533)]) {
+            let x = host(&mut r, &[2, n], -8.0, 8.0);
+            let got = softmax_with(&upload(&x), &SoftmaxOptions::new(kind)).to_vec().unwrap();
+            assert_close(kind.name(), &got, &softmax_reference(&x, kind, 1.0, None, false).data, 1e-4);
+        }
+    });
 }
 
 /// Cross-entropy of `logits` against `targets`: value and gradient against the reference.
@@ -113,22 +123,26 @@ fn check_cross_entropy(logits: HostTensor, targets: &[u32], opts: CrossEntropyOp
 
 #[test]
 fn cross_entropy_with_ignore_index_and_z_loss() {
-    let mut r = rng(54);
-    for (rows, v) in [(1, 1), (7, 5), (33, 65), (9, 1000)] {
-        for z_coef in [0.0, 0.1] {
-            let opts = CrossEntropyOptions { ignore_index: 3, z_coef };
-            let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).chain([3]).take(rows).collect();
-            check_cross_entropy(host(&mut r, &[rows, v], -5.0, 5.0), &targets, opts);
+    on_both_paths(|| {
+        let mut r = rng(54);
+        for (rows, v) in [(1, 1), (7, 5), (33, 65), (9, 1000)] {
+            for z_coef in [0.0, 0.1] {
+                let opts = CrossEntropyOptions { ignore_index: 3, z_coef };
+                let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).chain([3]).take(rows).collect();
+                check_cross_entropy(host(&mut r, &[rows, v], -5.0, 5.0), &targets, opts);
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn cross_entropy_over_a_fifty_thousand_vocabulary() {
-    let mut r = rng(55);
-    let (rows, v) = (3, 50_257);
-    let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).collect();
-    check_cross_entropy(host(&mut r, &[rows, v], -10.0, 10.0), &targets, CrossEntropyOptions::default());
+    on_both_paths(|| {
+        let mut r = rng(55);
+        let (rows, v) = (3, 50_257);
+        let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).collect();
+        check_cross_entropy(host(&mut r, &[rows, v], -10.0, 10.0), &targets, CrossEntropyOptions::default());
+    });
 }
 
 #[test]

@@ -8,25 +8,27 @@ use moegrad::ops::swiglu::swiglu_reference;
 use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, layer_norm, rms_norm, rope, swiglu, AdamW, AdamWConfig, NormKind, RopeTable};
 use moegrad::prelude::*;
 
-use crate::common::{assert_close, check_op, device, dim, host, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
 
 #[test]
 fn rms_and_layer_norm_match_reference_and_gradients() {
-    let mut r = rng(70);
-    for n in [1, 7, 33, 65, 300] {
-        let rows = dim(&mut r, 20);
-        let x = host(&mut r, &[rows, n], -2.0, 2.0);
-        let w = host(&mut r, &[n], 0.5, 1.5);
-        let b = host(&mut r, &[n], -0.5, 0.5);
-        check_op("rms_norm", &[x.clone(), w.clone()], |t| rms_norm(&t[0], &t[1], 1e-5), |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5), TOL);
-        check_op(
-            "layer_norm",
-            &[x, w, b],
-            |t| layer_norm(&t[0], &t[1], &t[2], 1e-5),
-            |h| norm_reference(NormKind::Layer, &h[0], &h[1], Some(&h[2]), 1e-5),
-            TOL,
-        );
-    }
+    on_both_paths(|| {
+        let mut r = rng(70);
+        for n in [1, 7, 33, 65, 300] {
+            let rows = dim(&mut r, 20);
+            let x = host(&mut r, &[rows, n], -2.0, 2.0);
+            let w = host(&mut r, &[n], 0.5, 1.5);
+            let b = host(&mut r, &[n], -0.5, 0.5);
+            check_op("rms_norm", &[x.clone(), w.clone()], |t| rms_norm(&t[0], &t[1], 1e-5), |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5), TOL);
+            check_op(
+                "layer_norm",
+                &[x, w, b],
+                |t| layer_norm(&t[0], &t[1], &t[2], 1e-5),
+                |h| norm_reference(NormKind::Layer, &h[0], &h[1], Some(&h[2]), 1e-5),
+                TOL,
+            );
+        }
+    });
 }
 
 #[test]
@@ -90,45 +92,49 @@ fn adamw_steps_match_reference() {
 
 #[test]
 fn gradient_norm_and_clipping() {
-    let mut r = rng(75);
-    let a = upload(&host(&mut r, &[70_000], -1.0, 1.0)).requires_grad();
-    let b = upload(&host(&mut r, &[70_000], -1.0, 1.0)).requires_grad();
-    let c = upload(&host(&mut r, &[3], -1.0, 1.0)).requires_grad();
-    // a and b receive the very same gradient tensor from `add`; c gets its own.
-    let w = upload(&host(&mut r, &[70_000], -1.0, 1.0));
-    a.add(&b).mul(&w).sum_all().add(&c.square().sum_all()).backward();
-    let grads: Vec<Vec<f32>> = [&a, &b, &c].iter().map(|p| p.grad().unwrap().to_vec().unwrap()).collect();
-    let norm: f64 = grads.iter().flatten().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
-    let out = clip_grad_norm(&[a.clone(), b.clone(), c.clone()], 1.0).unwrap().to_vec().unwrap();
-    assert!((out[0] as f64 - norm).abs() < 1e-4 * norm, "norm {} vs {norm}", out[0]);
-    let scale = 1.0 / (norm + 1e-6);
-    for (p, g) in [&a, &b, &c].iter().zip(&grads) {
-        let want: Vec<f64> = g.iter().map(|&v| v as f64 * scale).collect();
-        assert_close("clipped gradient", &p.grad().unwrap().to_vec().unwrap(), &want, 1e-5);
-    }
-    let unclipped = clip_grad_norm(std::slice::from_ref(&c), f32::INFINITY).unwrap().to_vec().unwrap();
-    assert_eq!(unclipped[1], 1.0);
+    on_both_paths(|| {
+        let mut r = rng(75);
+        let a = upload(&host(&mut r, &[70_000], -1.0, 1.0)).requires_grad();
+        let b = upload(&host(&mut r, &[70_000], -1.0, 1.0)).requires_grad();
+        let c = upload(&host(&mut r, &[3], -1.0, 1.0)).requires_grad();
+        // a and b receive the very same gradient tensor from `add`; c gets its own.
+        let w = upload(&host(&mut r, &[70_000], -1.0, 1.0));
+        a.add(&b).mul(&w).sum_all().add(&c.square().sum_all()).backward();
+        let grads: Vec<Vec<f32>> = [&a, &b, &c].iter().map(|p| p.grad().unwrap().to_vec().unwrap()).collect();
+        let norm: f64 = grads.iter().flatten().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
+        let out = clip_grad_norm(&[a.clone(), b.clone(), c.clone()], 1.0).unwrap().to_vec().unwrap();
+        assert!((out[0] as f64 - norm).abs() < 1e-4 * norm, "norm {} vs {norm}", out[0]);
+        let scale = 1.0 / (norm + 1e-6);
+        for (p, g) in [&a, &b, &c].iter().zip(&grads) {
+            let want: Vec<f64> = g.iter().map(|&v| v as f64 * scale).collect();
+            assert_close("clipped gradient", &p.grad().unwrap().to_vec().unwrap(), &want, 1e-5);
+        }
+        let unclipped = clip_grad_norm(std::slice::from_ref(&c), f32::INFINITY).unwrap().to_vec().unwrap();
+        assert_eq!(unclipped[1], 1.0);
+    });
 }
 
 /// Loss scaling: gradients that hold `scale` times the true ones come out unscaled (and
 /// clipped by the true norm); an overflowed gradient makes the norm non-finite.
 #[test]
 fn loss_scaled_gradients_are_unscaled_then_clipped() {
-    let mut r = rng(76);
-    let true_grad = host(&mut r, &[5_000], -1.0, 1.0);
-    let norm: f64 = true_grad.data.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let scale = 1024.0f32;
-    for max_norm in [f32::INFINITY, 2.0] {
-        let p = upload(&host(&mut r, &[5_000], -1.0, 1.0)).requires_grad();
-        p.set_grad(upload(&true_grad.map(|v| v * scale as f64)));
-        let out = clip_grad_norm_scaled(std::slice::from_ref(&p), max_norm, scale).unwrap().to_vec().unwrap();
-        assert!((out[0] as f64 - norm).abs() < 1e-4 * norm, "true norm {norm}, got {}", out[0]);
-        let clip = (max_norm as f64 / (norm + 1e-6)).min(1.0);
-        let want: Vec<f64> = true_grad.data.iter().map(|v| v * clip).collect();
-        assert_close("unscaled gradient", &p.grad().unwrap().to_vec().unwrap(), &want, 1e-5);
-    }
-    let p = upload(&host(&mut r, &[3], -1.0, 1.0)).requires_grad();
-    p.set_grad(Tensor::from_slice(&device(), &[1.0, f32::INFINITY, 0.0], &[3]).unwrap());
-    let out = clip_grad_norm_scaled(&[p], 1.0, scale).unwrap().to_vec().unwrap();
-    assert!(!out[0].is_finite(), "an overflowed gradient must show in the norm, got {}", out[0]);
+    on_both_paths(|| {
+        let mut r = rng(76);
+        let true_grad = host(&mut r, &[5_000], -1.0, 1.0);
+        let norm: f64 = true_grad.data.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let scale = 1024.0f32;
+        for max_norm in [f32::INFINITY, 2.0] {
+            let p = upload(&host(&mut r, &[5_000], -1.0, 1.0)).requires_grad();
+            p.set_grad(upload(&true_grad.map(|v| v * scale as f64)));
+            let out = clip_grad_norm_scaled(std::slice::from_ref(&p), max_norm, scale).unwrap().to_vec().unwrap();
+            assert!((out[0] as f64 - norm).abs() < 1e-4 * norm, "true norm {norm}, got {}", out[0]);
+            let clip = (max_norm as f64 / (norm + 1e-6)).min(1.0);
+            let want: Vec<f64> = true_grad.data.iter().map(|v| v * clip).collect();
+            assert_close("unscaled gradient", &p.grad().unwrap().to_vec().unwrap(), &want, 1e-5);
+        }
+        let p = upload(&host(&mut r, &[3], -1.0, 1.0)).requires_grad();
+        p.set_grad(Tensor::from_slice(&device(), &[1.0, f32::INFINITY, 0.0], &[3]).unwrap());
+        let out = clip_grad_norm_scaled(&[p], 1.0, scale).unwrap().to_vec().unwrap();
+        assert!(!out[0].is_finite(), "an overflowed gradient must show in the norm, got {}", out[0]);
+    });
 }
