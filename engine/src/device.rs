@@ -269,12 +269,17 @@ impl Device {
 
     /// The verdict of `check` for `key`, computed on first use and remembered for the
     /// device's life: how a fast path that CI cannot exercise proves itself on the
-    /// hardware before it is trusted.
+    /// hardware before it is trusted. A check that panics (its kernel does not compile on
+    /// this driver, say) has failed: the portable path is used, and the panic's message
+    /// says why.
     pub fn verified(&self, key: &'static str, check: impl FnOnce() -> bool) -> bool {
         if let Some(&v) = self.0.verdicts.lock().unwrap().get(key) {
             return v;
         }
-        let verdict = check();
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or_else(|_| {
+            eprintln!("moegrad: the check of {key} panicked on {}; using the portable path", self.name());
+            false
+        });
         *self.0.verdicts.lock().unwrap().entry(key).or_insert(verdict)
     }
 

@@ -30,6 +30,14 @@ fn subgroup_setting_is_on_or_off_and_nothing_else() {
 }
 
 #[test]
+fn a_fast_path_whose_check_panics_is_not_trusted_and_not_checked_again() {
+    let dev = device();
+    assert!(!dev.verified("test/check-panics", || panic!("this kernel does not compile here")));
+    assert!(!dev.verified("test/check-panics", || true), "the first verdict stands");
+    assert!(dev.verified("test/check-passes", || true));
+}
+
+#[test]
 fn device_uses_the_adapters_own_limits() {
     let dev = device();
     let listed = Device::adapters().into_iter().find(|a| a.name == dev.name()).unwrap();
