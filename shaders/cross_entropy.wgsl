@@ -4,7 +4,7 @@
 // 0 for an ignored target. `finish`: one workgroup averages the row losses over the
 // counted (not ignored) rows, in a fixed order, so the result is deterministic.
 
-const WG: u32 = 256u;
+const WG: u32 = {{WG}}u;
 const MOST_NEGATIVE: f32 = -3.4028235e38;
 
 struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
@@ -15,7 +15,7 @@ struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
 @group(0) @binding(3) var<storage, read_write> row_loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_lse: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rows(inv: Invocation) {
     let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {
@@ -40,7 +40,7 @@ fn rows(inv: Invocation) {
 
 @group(0) @binding(5) var<storage, read_write> loss_out: array<f32>; // the mean, one value
 @group(0) @binding(6) var<storage, read_write> count_out: array<f32>; // counted rows, as f32
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn finish(inv: Invocation) {
     var loss = 0.0;
     var count = 0.0;

@@ -3,7 +3,7 @@
 // y = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var(x) + eps). The row's mean and rstd
 // are saved for the backward pass.
 
-const WG: u32 = 256u;
+const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
 
 struct Params { rows: u32, n: u32, eps: f32 }
@@ -15,7 +15,7 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>; // [rows, 2]: mean, rstd
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {

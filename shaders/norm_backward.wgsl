@@ -3,7 +3,7 @@
 //   dx = rstd * (gw - mean(gw) [LayerNorm only] - x_hat * mean(gw * x_hat)).
 // It also writes g * x_hat, which summed over rows is the scale's gradient.
 
-const WG: u32 = 256u;
+const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
 
 struct Params { rows: u32, n: u32, eps: f32 }
@@ -16,7 +16,7 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(6) var<storage, read_write> g_xhat: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let row = inv.wid.x + inv.wid.y * inv.nwg.x;
     if row >= p.rows {

@@ -264,11 +264,6 @@ fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Optio
     }))
 }
 
-/// The softmax workgroup sizes `dev` allows.
-pub fn softmax_threads_allowed(dev: &Device) -> Vec<u32> {
-    SOFTMAX_THREADS.into_iter().filter(|&t| t <= dev.limits().max_compute_invocations_per_workgroup).collect()
-}
-
 /// One forward run of every kernel family.
 fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     let dev = r.device.clone();
@@ -297,9 +292,10 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     let s = randn(&dev, &[rows, cols], rng)?;
     let w = randn(&dev, &[cols], rng)?;
     r.run("stablemax", Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(stablemax(&s)));
-    // Each row size the softmax family may use, for tuning its default on this adapter.
-    for threads in softmax_threads_allowed(&dev) {
-        r.run(&format!("softmax_threads_{threads}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(with_softmax_threads(threads, || softmax(&s))));
+    // Each row size a row kernel may use, for tuning the default (`row_threads`) on this
+    // adapter.
+    for threads in row_threads_allowed(&dev) {
+        r.run(&format!("softmax_threads_{threads}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(with_row_threads(threads, || softmax(&s))));
     }
     r.run("rms_norm", Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(rms_norm(&s, &w, 1e-5)));
     let targets = Tensor::from_u32(&dev, &(0..rows as u32).map(|i| i % cols as u32).collect::<Vec<_>>(), &[rows])?;

@@ -2,9 +2,10 @@
 //! over counted tokens, and an optional z-loss `z_coef * mean(logsumexp(logits)^2)`.
 //! `shaders/cross_entropy.wgsl` (forward) and `shaders/cross_entropy_backward.wgsl`.
 
-use moegrad_engine::{grid, record, DType, Tensor};
+use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
+use crate::row_threads::row_threads;
 use crate::wgsl_library::{floats_per_load, with_row_chunks};
 use crate::workgroup_reduce::WorkgroupReduce;
 
@@ -45,16 +46,17 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
     let (loss, count) = (alloc(&[]), alloc(&[1]));
     let params = [rows as u32, n as u32, opts.ignore_index, opts.z_coef.to_bits()];
     let reduce = WorkgroupReduce::for_device(dev);
+    let source = |wg: u32, vec| with_row_chunks(reduce.append_to(render_template(SHADER, &[("WG", &wg.to_string())])), vec);
     if rows > 0 {
-        let vec = floats_per_load(n);
-        let source = || with_row_chunks(reduce.append_to(SHADER.to_string()), vec);
+        let (vec, wg) = (floats_per_load(n), row_threads(dev, n / floats_per_load(n)));
         // SAFETY: chunk c < n / vec of row < rows stays within the logits, the target's
         // chunk is clamped into the row, and rows index targets and the row outputs (of
         // rows entries); every loop counts up to a bound.
-        let p_rows = unsafe { dev.pipeline_unchecked(&format!("cross_entropy/rows/vec{vec}/{}", reduce.name()), "rows", source) };
+        let p_rows = unsafe { dev.pipeline_unchecked(&format!("cross_entropy/rows/{wg}/vec{vec}/{}", reduce.name()), "rows", || source(wg, vec)) };
         dev.launch(&p_rows, &params, &[logits, targets, &row_loss, &row_lse], grid(rows));
     }
-    let p_finish = dev.pipeline(&format!("cross_entropy/finish/{}", reduce.name()), "finish", || with_row_chunks(reduce.append_to(SHADER.to_string()), 1));
+    // One workgroup of 256 threads averages the row losses.
+    let p_finish = dev.pipeline(&format!("cross_entropy/finish/{}", reduce.name()), "finish", || source(256, 1));
     dev.launch_bound(&p_finish, &params, &[(2, targets), (3, &row_loss), (5, &loss), (6, &count)], [1, 1, 1]);
     let (saved_logits, saved_targets) = (logits.clone(), targets.clone());
     record("cross_entropy", loss, &[logits], move |g| {

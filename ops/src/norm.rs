@@ -4,6 +4,7 @@
 use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
+use crate::row_threads::row_threads;
 use crate::workgroup_reduce::WorkgroupReduce;
 use crate::reduce::{reduce, ReduceOp};
 use crate::layout::reshape;
@@ -56,8 +57,9 @@ fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps:
     let stats = alloc(&[rows.max(1), 2]);
     let params = [rows as u32, n as u32, eps.to_bits()];
     if rows > 0 {
-        let reduce = WorkgroupReduce::for_device(dev);
-        let pipeline = dev.pipeline(&format!("norm/{op}/{}", reduce.name()), "main", || reduce.append_to(render_template(SHADER, &[("MODE", kind.mode())])));
+        let (reduce, wg) = (WorkgroupReduce::for_device(dev), row_threads(dev, n));
+        let source = || reduce.append_to(render_template(SHADER, &[("MODE", kind.mode()), ("WG", &wg.to_string())]));
+        let pipeline = dev.pipeline(&format!("norm/{op}/{wg}/{}", reduce.name()), "main", source);
         // RMSNorm has no bias: the scale stands in for the unused binding.
         dev.launch(&pipeline, &params, &[x, weight, bias.unwrap_or(weight), &y, &stats], grid(rows));
     }
@@ -70,8 +72,9 @@ fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps:
         let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op} backward: {e}"));
         let (dx, g_xhat) = (alloc(sx.shape()), alloc(sx.shape()));
         if rows > 0 {
-            let reduce = WorkgroupReduce::for_device(dev);
-            let pipeline = dev.pipeline(&format!("norm_backward/{op}/{}", reduce.name()), "main", || reduce.append_to(render_template(BACKWARD_SHADER, &[("MODE", kind.mode())])));
+            let (reduce, wg) = (WorkgroupReduce::for_device(dev), row_threads(dev, n));
+            let source = || reduce.append_to(render_template(BACKWARD_SHADER, &[("MODE", kind.mode()), ("WG", &wg.to_string())]));
+            let pipeline = dev.pipeline(&format!("norm_backward/{op}/{wg}/{}", reduce.name()), "main", source);
             dev.launch(&pipeline, &params, &[&sx, &sw, &stats, g, &dx, &g_xhat], grid(rows));
         }
         let over_rows = |t: &Tensor| reduce(ReduceOp::Sum, &reshape(t, &[rows, n]), 0, false);

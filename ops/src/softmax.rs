@@ -3,11 +3,10 @@
 //! `shaders/softmax.wgsl`, backward `shaders/softmax_backward.wgsl`; the variants come
 //! from those two templates.
 
-use std::cell::Cell;
-
-use moegrad_engine::{grid, record, render_template, wgpu, DType, Device, Tensor};
+use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
+use crate::row_threads::row_threads;
 use crate::wgsl_library::{floats_per_load, with_row_chunks};
 use crate::workgroup_reduce::WorkgroupReduce;
 
@@ -85,32 +84,6 @@ pub fn causal_softmax(x: &Tensor) -> Tensor {
     softmax_with(x, &SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(SoftmaxKind::Softmax) })
 }
 
-thread_local! {
-    static THREADS_OVERRIDE: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
-/// Workgroup sizes a softmax row may get (`with_softmax_threads`).
-pub const SOFTMAX_THREADS: [u32; 6] = [32, 64, 128, 256, 512, 1024];
-
-/// Runs `f` with every softmax-family kernel on this thread using `threads` per row: for
-/// tests that cover each size on any device, and for tuning (`bench --suite kernels`).
-pub fn with_softmax_threads<R>(threads: u32, f: impl FnOnce() -> R) -> R {
-    assert!(SOFTMAX_THREADS.contains(&threads), "softmax threads per row must be one of {SOFTMAX_THREADS:?}, got {threads}");
-    let before = THREADS_OVERRIDE.with(|t| t.replace(Some(threads)));
-    let out = f();
-    THREADS_OVERRIDE.with(|t| t.set(before));
-    out
-}
-
-/// Workgroup size for rows of `chunks` loads on `dev`: enough threads for the row, at
-/// most 256 on GPUs and 32 on CPU adapters (lavapipe, subgroup reductions: 0.9 ms for
-/// 512 x 1024 with 32, 2.3 with 256; a CPU runs a workgroup's threads in turn, so more
-/// of them only adds barriers).
-fn workgroup_size(dev: &Device, chunks: usize) -> u32 {
-    let most = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu { 32 } else { 256 };
-    THREADS_OVERRIDE.with(Cell::get).unwrap_or_else(|| chunks.next_power_of_two().clamp(32, most) as u32)
-}
-
 /// `allowed_chunk`: the mask's `allowed` over one load of `vec` floats.
 fn allowed_chunk_code(vec: usize) -> &'static str {
     if vec == 4 {
@@ -154,7 +127,7 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     let y = Tensor::empty(dev, x.shape(), DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
     let inv_temp = 1.0 / opts.temperature;
     let vec = floats_per_load(n);
-    let wg = workgroup_size(dev, n / vec);
+    let wg = row_threads(dev, n / vec);
     if rows > 0 {
         let (mask_key, mask_code) = match opts.mask {
             Mask::None => ("none", "fn allowed(row: u32, j: u32) -> bool { return true; }"),
@@ -194,7 +167,7 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
         return dx;
     }
     let vec = floats_per_load(n);
-    let wg = workgroup_size(dev, n / vec);
+    let wg = row_threads(dev, n / vec);
     let logits = match kind {
         SoftmaxKind::StableMax => {
             "@group(0) @binding(4) var<storage, read> x: array<V>;\n\

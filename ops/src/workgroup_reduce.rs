@@ -9,7 +9,7 @@
 
 use moegrad_engine::{grid, render_template, Device, Tensor};
 
-use crate::softmax::SOFTMAX_THREADS;
+use crate::row_threads::row_threads_allowed;
 
 const MEMORY: &str = include_str!("../../shaders/common/reduce_memory.wgsl");
 const SUBGROUP: &str = include_str!("../../shaders/common/reduce_subgroup.wgsl");
@@ -76,8 +76,7 @@ pub fn workgroup_reduction(dev: &Device) -> &'static str {
 pub fn reduces_correctly(dev: &Device, reduce: WorkgroupReduce) -> bool {
     const ROWS: usize = 3;
     const SALT: usize = 4;
-    let sizes = SOFTMAX_THREADS.into_iter().filter(|&wg| wg <= dev.limits().max_compute_invocations_per_workgroup);
-    sizes.into_iter().all(|wg| {
+    row_threads_allowed(dev).into_iter().all(|wg| {
         let (wg_len, len) = (wg as usize, wg as usize * 3 / 2 + 3);
         let key = format!("reduce_check/{}/{wg}", reduce.name());
         let pipeline = dev.pipeline(&key, "main", || reduce.append_to(render_template(CHECK, &[("WG", &wg.to_string())])));

@@ -2,8 +2,7 @@
 
 use moegrad::ops::cross_entropy::cross_entropy_reference;
 use moegrad::ops::softmax::softmax_reference;
-use moegrad::bench::softmax_threads_allowed;
-use moegrad::ops::{cross_entropy, softmax_with, with_softmax_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions};
+use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -29,19 +28,24 @@ fn softmax_family_with_temperature_matches_reference_and_gradients() {
 }
 
 #[test]
-fn every_workgroup_size_gives_the_same_softmax() {
+fn every_workgroup_size_gives_the_same_softmax_and_cross_entropy() {
     on_both_paths(|| {
         let mut r = rng(56);
-        for threads in softmax_threads_allowed(&device()) {
+        for threads in row_threads_allowed(&device()) {
+            for v in [37, 300] {
+                let targets: Vec<u32> = (0..5).map(|_| r.random_range(0..v as u32)).collect();
+                let logits = host(&mut r, &[5, v], -4.0, 4.0);
+                with_row_threads(threads, || check_cross_entropy(logits, &targets, CrossEntropyOptions { ignore_index: 2, z_coef: 0.1 }));
+            }
             for (kind, n) in [(SoftmaxKind::Softmax, 5), (SoftmaxKind::LogSoftmax, 36), (SoftmaxKind::StableMax, 300)] {
                 let x = host(&mut r, &[3, 4, n], -3.0, 3.0);
                 let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
                 let reference = |h: &[HostTensor]| softmax_reference(&h[0], kind, 1.0, None, true);
                 if kind == SoftmaxKind::LogSoftmax {
-                    let got = with_softmax_threads(threads, || softmax_with(&upload(&x), &opts)).to_vec().unwrap();
+                    let got = with_row_threads(threads, || softmax_with(&upload(&x), &opts)).to_vec().unwrap();
                     assert_close(&format!("{} with {threads} threads", kind.name()), &got, &reference(&[x]).data, 1e-5);
                 } else {
-                    with_softmax_threads(threads, || check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), reference, TOL));
+                    with_row_threads(threads, || check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), reference, TOL));
                 }
             }
         }

@@ -5,7 +5,7 @@ use moegrad::ops::norm::norm_reference;
 use moegrad::ops::optim::adamw_reference;
 use moegrad::ops::rope::rope_reference;
 use moegrad::ops::swiglu::swiglu_reference;
-use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, layer_norm, rms_norm, rope, swiglu, AdamW, AdamWConfig, NormKind, RopeTable};
+use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, layer_norm, rms_norm, rope, row_threads_allowed, swiglu, with_row_threads, AdamW, AdamWConfig, NormKind, RopeTable};
 use moegrad::prelude::*;
 
 use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
@@ -27,6 +27,22 @@ fn rms_and_layer_norm_match_reference_and_gradients() {
                 |h| norm_reference(NormKind::Layer, &h[0], &h[1], Some(&h[2]), 1e-5),
                 TOL,
             );
+        }
+    });
+}
+
+#[test]
+fn norms_at_every_workgroup_size() {
+    on_both_paths(|| {
+        let mut r = rng(77);
+        for threads in row_threads_allowed(&device()) {
+            for n in [37, 300] {
+                let (x, w, b) = (host(&mut r, &[3, n], -2.0, 2.0), host(&mut r, &[n], 0.5, 1.5), host(&mut r, &[n], -0.5, 0.5));
+                let rms = |t: &[Tensor]| with_row_threads(threads, || rms_norm(&t[0], &t[1], 1e-5));
+                check_op("rms_norm", &[x.clone(), w.clone()], rms, |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5), TOL);
+                let layer = |t: &[Tensor]| with_row_threads(threads, || layer_norm(&t[0], &t[1], &t[2], 1e-5));
+                check_op("layer_norm", &[x, w, b], layer, |h| norm_reference(NormKind::Layer, &h[0], &h[1], Some(&h[2]), 1e-5), TOL);
+            }
         }
     });
 }
