@@ -5,7 +5,6 @@
 // counted (not ignored) rows, in a fixed order, so the result is deterministic.
 
 const WG: u32 = {{WG}}u;
-const MOST_NEGATIVE: f32 = -3.4028235e38;
 
 struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
 

@@ -1,7 +1,8 @@
 // Row normalisation with a learned scale, one workgroup per row. RMS (MODE 0):
 // y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps). LayerNorm (MODE 1):
 // y = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var(x) + eps). The row's mean and rstd
-// are saved for the backward pass.
+// are saved for the backward pass. Rows, scale and bias are read V values at a time
+// (`common/row_chunks.wgsl`: vec4<f32> where rows are whole vec4s, else f32).
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
@@ -9,10 +10,10 @@ const MODE: u32 = {{MODE}}u;
 struct Params { rows: u32, n: u32, eps: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read> w: array<V>;
+@group(0) @binding(3) var<storage, read> b: array<V>;
+@group(0) @binding(4) var<storage, read_write> y: array<V>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>; // [rows, 2]: mean, rstd
 
 @compute @workgroup_size(WG)
@@ -21,23 +22,24 @@ fn main(inv: Invocation) {
     if row >= p.rows {
         return;
     }
-    let base = row * p.n;
+    let chunks = p.n / VEC;
+    let base = row * chunks;
     var mean = 0.0;
     if MODE == 1u {
         var s = 0.0;
-        for (var j = inv.lid; j < p.n; j += WG) {
-            s += x[base + j];
+        for (var c = inv.lid; c < chunks; c += WG) {
+            s += chunk_sum(x[base + c]);
         }
         mean = workgroup_sum(inv, s) / f32(p.n);
     }
     var sq = 0.0;
-    for (var j = inv.lid; j < p.n; j += WG) {
-        let c = x[base + j] - mean;
-        sq += c * c;
+    for (var c = inv.lid; c < chunks; c += WG) {
+        let d = x[base + c] - V(mean);
+        sq += chunk_sum(d * d);
     }
     let rstd = inverseSqrt(workgroup_sum(inv, sq) / f32(p.n) + p.eps);
-    for (var j = inv.lid; j < p.n; j += WG) {
-        y[base + j] = (x[base + j] - mean) * rstd * w[j] + select(0.0, b[j], MODE == 1u);
+    for (var c = inv.lid; c < chunks; c += WG) {
+        y[base + c] = (x[base + c] - V(mean)) * rstd * w[c] + select(V(0.0), b[c], MODE == 1u);
     }
     if inv.lid == 0u {
         stats[row * 2u] = mean;

@@ -17,7 +17,6 @@ const LANES: u32 = {{LANES}}u;
 const CHUNKS: u32 = E / VEC;
 const PER_LANE: u32 = (CHUNKS + LANES - 1u) / LANES;
 const WG: u32 = {{WG}}u;
-const MOST_NEGATIVE: f32 = -3.4028235e38;
 const NONE: u32 = 0xffffffffu;
 
 struct Params { tokens: u32, experts: u32, k: u32 }

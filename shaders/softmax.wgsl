@@ -11,7 +11,6 @@
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
-const MOST_NEGATIVE: f32 = -3.4028235e38;
 
 struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 }
 

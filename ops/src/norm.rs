@@ -1,10 +1,13 @@
 //! RMSNorm and LayerNorm over the last axis with a learned scale (LayerNorm also a bias):
 //! `shaders/norm.wgsl` and `shaders/norm_backward.wgsl`, one template for both.
 
-use moegrad_engine::{grid, record, render_template, DType, Tensor};
+use std::sync::Arc;
+
+use moegrad_engine::{grid, record, render_template, DType, Device, Kernel, Tensor};
 
 use crate::host::HostTensor;
 use crate::row_threads::row_threads;
+use crate::wgsl_library::{floats_per_load, with_row_chunks};
 use crate::workgroup_reduce::WorkgroupReduce;
 use crate::reduce::{reduce, ReduceOp};
 use crate::layout::reshape;
@@ -42,6 +45,18 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Tenso
     norm(NormKind::Layer, x, weight, Some(bias), eps)
 }
 
+/// The forward or backward kernel (`template`, keyed `name`) for rows of `n`.
+fn row_kernel(dev: &Device, name: &str, template: &str, kind: NormKind, n: usize) -> Arc<Kernel> {
+    let (reduce, vec) = (WorkgroupReduce::for_device(dev), floats_per_load(n));
+    let wg = row_threads(dev, n / vec);
+    let key = format!("{name}/{}/{wg}/vec{vec}/{}", kind.name(), reduce.name());
+    let source = || with_row_chunks(reduce.append_to(render_template(template, &[("MODE", kind.mode()), ("WG", &wg.to_string())])), vec);
+    // SAFETY: load c < n / vec of row < rows indexes the rows (rows * n floats) and the
+    // scale and bias (n floats), row indexes stats (rows * 2), and every loop counts up to
+    // a bound.
+    unsafe { dev.pipeline_unchecked(&key, "main", source) }
+}
+
 fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f32) -> Tensor {
     let op = kind.name();
     assert!(x.rank() >= 1 && x.dtype() == DType::F32, "{op}: expects an f32 tensor with a last axis, got {:?}", x.shape());
@@ -57,9 +72,7 @@ fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps:
     let stats = alloc(&[rows.max(1), 2]);
     let params = [rows as u32, n as u32, eps.to_bits()];
     if rows > 0 {
-        let (reduce, wg) = (WorkgroupReduce::for_device(dev), row_threads(dev, n));
-        let source = || reduce.append_to(render_template(SHADER, &[("MODE", kind.mode()), ("WG", &wg.to_string())]));
-        let pipeline = dev.pipeline(&format!("norm/{op}/{wg}/{}", reduce.name()), "main", source);
+        let pipeline = row_kernel(dev, "norm", SHADER, kind, n);
         // RMSNorm has no bias: the scale stands in for the unused binding.
         dev.launch(&pipeline, &params, &[x, weight, bias.unwrap_or(weight), &y, &stats], grid(rows));
     }
@@ -72,9 +85,7 @@ fn norm(kind: NormKind, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps:
         let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op} backward: {e}"));
         let (dx, g_xhat) = (alloc(sx.shape()), alloc(sx.shape()));
         if rows > 0 {
-            let (reduce, wg) = (WorkgroupReduce::for_device(dev), row_threads(dev, n));
-            let source = || reduce.append_to(render_template(BACKWARD_SHADER, &[("MODE", kind.mode()), ("WG", &wg.to_string())]));
-            let pipeline = dev.pipeline(&format!("norm_backward/{op}/{wg}/{}", reduce.name()), "main", source);
+            let pipeline = row_kernel(dev, "norm_backward", BACKWARD_SHADER, kind, n);
             dev.launch(&pipeline, &params, &[&sx, &sw, &stats, g, &dx, &g_xhat], grid(rows));
         }
         let over_rows = |t: &Tensor| reduce(ReduceOp::Sum, &reshape(t, &[rows, n]), 0, false);
