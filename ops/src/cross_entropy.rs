@@ -62,8 +62,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
     record("cross_entropy", loss, &[logits], move |g| {
         let dx = alloc_like(&saved_logits);
         if dx.numel() > 0 {
-            let p = g.device().pipeline("cross_entropy_backward", "main", || BACKWARD_SHADER.to_string());
-            g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], grid(dx.numel().div_ceil(256)));
+            let vec = floats_per_load(n);
+            // SAFETY: load c < rows * n / vec indexes the logits and dx, its row < rows
+            // the targets and row_lse; g and count hold one value each.
+            let p = unsafe { g.device().pipeline_unchecked(&format!("cross_entropy_backward/vec{vec}"), "main", || with_row_chunks(BACKWARD_SHADER.to_string(), vec)) };
+            g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], grid((dx.numel() / vec).div_ceil(256)));
         }
         vec![Some(dx)]
     })

@@ -15,12 +15,15 @@ pub(crate) fn floats_per_load(n: usize) -> usize {
 }
 
 /// `kernel` reading rows `vec` floats at a time (`floats_per_load`): `VEC`, the value type
-/// `V` and its bool `VB`, `chunk_max`, `chunk_sum`, `chunk_lane` and `online_fold`.
+/// `V`, its bool `VB` and u32 `VU`, `LOAD_OFFSETS` (each value's offset within its load),
+/// `chunk_max`, `chunk_sum`, `chunk_lane` and `online_fold`.
 pub(crate) fn with_row_chunks(kernel: String, vec: usize) -> String {
     let types = if vec == 4 {
         "const VEC: u32 = 4u;\n\
          alias V = vec4<f32>;\n\
          alias VB = vec4<bool>;\n\
+         alias VU = vec4<u32>;\n\
+         const LOAD_OFFSETS: VU = VU(0u, 1u, 2u, 3u);\n\
          fn chunk_max(v: vec4<f32>) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }\n\
          fn chunk_sum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }\n\
          fn chunk_lane(v: vec4<f32>, i: u32) -> f32 { return v[i]; }"
@@ -29,6 +32,8 @@ pub(crate) fn with_row_chunks(kernel: String, vec: usize) -> String {
         "const VEC: u32 = 1u;\n\
          alias V = f32;\n\
          alias VB = bool;\n\
+         alias VU = u32;\n\
+         const LOAD_OFFSETS: VU = 0u;\n\
          fn chunk_max(v: f32) -> f32 { return v; }\n\
          fn chunk_sum(v: f32) -> f32 { return v; }\n\
          fn chunk_lane(v: f32, i: u32) -> f32 { return v; }"

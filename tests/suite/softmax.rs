@@ -114,15 +114,31 @@ fn rows_of_sixty_five_thousand() {
 }
 
 /// Cross-entropy of `logits` against `targets`: value and gradient against the reference.
+/// The gradient at each row's target too, where the one-hot term lives: `check_op`'s
+/// random sample of a large gradient mostly misses those positions.
 fn check_cross_entropy(logits: HostTensor, targets: &[u32], opts: CrossEntropyOptions) {
     let t = Tensor::from_u32(&device(), targets, &[targets.len()]).unwrap();
     check_op(
         "cross_entropy",
-        &[logits],
+        std::slice::from_ref(&logits),
         |l| cross_entropy(&l[0], &t, opts),
         |h| HostTensor::new(&[], vec![cross_entropy_reference(&h[0], targets, opts)]),
         TOL,
     );
+    let x = upload(&logits).requires_grad();
+    cross_entropy(&x, &t, opts).backward();
+    let grad = x.grad().unwrap().to_vec().unwrap();
+    let v = logits.shape[1];
+    for (row, &target) in targets.iter().enumerate().filter(|&(_, &t)| t != opts.ignore_index) {
+        let at = row * v + target as usize;
+        let nudged = |h: f64| {
+            let mut l = logits.clone();
+            l.data[at] += h;
+            cross_entropy_reference(&l, targets, opts)
+        };
+        let numeric = (nudged(1e-6) - nudged(-1e-6)) / 2e-6;
+        assert!((grad[at] as f64 - numeric).abs() <= TOL.grad * numeric.abs().max(1.0), "cross_entropy: d/d logits[{row}, {target}] is {} on the GPU, {numeric} by finite differences", grad[at]);
+    }
 }
 
 #[test]
