@@ -3,7 +3,8 @@
 // subgroup's result in workgroup memory, and after one barrier every subgroup reduces
 // those partials the same way, so every thread ends with the same total. Two barriers a
 // call, whatever WG (the tree in `reduce_memory.wgsl` takes log2(WG) + 2). Any subgroup
-// size works, partial subgroups included; the sums' order is fixed for a given adapter.
+// size works with the row kernels' power-of-two WG, a single partial subgroup included
+// (WG below the subgroup size); the sums' order is fixed for a given adapter.
 
 struct Invocation {
     @builtin(workgroup_id) wid: vec3<u32>,
