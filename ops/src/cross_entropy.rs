@@ -48,7 +48,8 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
     let reduce = WorkgroupReduce::for_device(dev);
     let source = |wg: u32, vec| with_row_chunks(reduce.append_to(render_template(SHADER, &[("WG", &wg.to_string())])), vec);
     if rows > 0 {
-        let (vec, wg) = (floats_per_load(n), row_threads(dev, n / floats_per_load(n)));
+        let vec = floats_per_load(n);
+        let wg = row_threads(dev, n / vec);
         // SAFETY: chunk c < n / vec of row < rows stays within the logits, the target's
         // chunk is clamped into the row, and rows index targets and the row outputs (of
         // rows entries); every loop counts up to a bound.
