@@ -6,7 +6,8 @@
 #   bash benches/gpu_run.sh goals
 #
 # Expects the loaders' .debs in .gl/ and release binaries in .dev/ (moegrad, suite,
-# ops_tests, engine_tests, models_tests), both carried with the call.
+# ops_tests, engine_tests, models_tests), both carried with the call:
+# `bash benches/gpu_prepare.sh` makes them here.
 set -u
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
