@@ -172,8 +172,18 @@ def main():
         opt.zero_grad(set_to_none=True)
 
     lm_key = f"moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}"
+    counters = None
+    if dev == "cuda":
+        # As moegrad's bench counts it: what a step allocates beyond the model, the
+        # optimizer state (made by a first step) and the inputs.
+        lm_step()
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
     s = timed(lm_step, iters, dev)
     results.append(result(lm_key, s, batch * context / s, "tokens/s", timer))
+    if dev == "cuda":
+        counters = {"step_memory_mib": (torch.cuda.max_memory_allocated() - before) / 2**20}
     if dev == "cuda":
         scaler = torch.amp.GradScaler("cuda")
 
@@ -191,12 +201,14 @@ def main():
         results.append(result(lm_key + "_f16", s, batch * context / s, "tokens/s", timer))
 
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
-    report = {"suite": "pytorch", "device": f"PyTorch {torch.__version__} on {name}", "results": results, "counters": None}
+    report = {"suite": "pytorch", "device": f"PyTorch {torch.__version__} on {name}", "results": results, "counters": counters}
     if args.json:
         print(json.dumps(report))
     else:
         for r in results:
             print(f"  {r['key']:<52} {r['ms']:>10.3f} ms  {r['value']:>12.3f} {r['unit']}")
+        if counters:
+            print(f"  training step: {counters['step_memory_mib']:.0f} MiB beyond the model and optimizer")
 
 
 if __name__ == "__main__":

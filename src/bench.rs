@@ -59,6 +59,10 @@ pub struct StepCounters {
     pub buffers_created_after_warmup: usize,
     pub submissions_per_step: f64,
     pub dispatches_per_step: f64,
+    /// Memory a step takes beyond what was allocated before it (the model, the optimizer
+    /// state, the inputs): activations, gradients and temporaries at their peak, in MiB of
+    /// pool buffers (PyTorch: `max_memory_allocated` minus `memory_allocated` before).
+    pub step_memory_mib: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -250,6 +254,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Optio
     step();
     dev.synchronize();
     let (before, runs_before) = (dev.stats(), r.runs.get());
+    dev.reset_peak_memory();
     let lm_key = format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}");
     r.run(&lm_key, Work::Tokens((batch * context) as f64), &step);
     let after = dev.stats();
@@ -261,6 +266,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Optio
         buffers_created_after_warmup: after.buffers_created - before.buffers_created,
         submissions_per_step: (after.submissions - before.submissions) as f64 / steps,
         dispatches_per_step: (after.dispatches - before.dispatches) as f64 / steps,
+        step_memory_mib: (after.peak_bytes_in_use - before.bytes_in_use) as f64 / (1u64 << 20) as f64,
     }))
 }
 

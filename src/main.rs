@@ -249,7 +249,10 @@ fn run_train(config: Option<PathBuf>, mut overrides: Vec<String>, data: Option<S
         }
     }
     let s = train(&device, TrainOptions { config, out, resume, quiet, stop_after })?;
-    println!("done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4})", s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss);
+    println!(
+        "done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB",
+        s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss, s.peak_memory_mib
+    );
     Ok(())
 }
 
@@ -435,8 +438,8 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, pro
     }
     if let Some(c) = &report.counters {
         println!(
-            "  training step: {} buffers created after warm-up, {:.1} submissions and {:.0} dispatches per step",
-            c.buffers_created_after_warmup, c.submissions_per_step, c.dispatches_per_step
+            "  training step: {} buffers created after warm-up, {:.1} submissions and {:.0} dispatches per step, {:.0} MiB beyond the model and optimizer",
+            c.buffers_created_after_warmup, c.submissions_per_step, c.dispatches_per_step, c.step_memory_mib
         );
     }
     Ok(())

@@ -44,6 +44,12 @@ pub struct TrainSummary {
     pub final_eval_loss: f32,
     /// The first evaluation of this run (before any step when starting fresh).
     pub initial_eval_loss: f32,
+    /// The most memory the device's tensors held during the run, in MiB.
+    pub peak_memory_mib: f64,
+}
+
+fn peak_memory_mib(device: &Device) -> f64 {
+    device.stats().peak_bytes_in_use as f64 / (1u64 << 20) as f64
 }
 
 /// Mean cross-entropy over `batches` held-out batches, in evaluation mode.
@@ -105,6 +111,7 @@ pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
 fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     let TrainOptions { mut config, out, resume, quiet, stop_after } = opts;
     config.validate()?;
+    device.reset_peak_memory();
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create output folder {}", out.display()))?;
     let ckpt_path = out.join(CHECKPOINT_FILE);
     let resumed = if resume {
@@ -225,7 +232,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
             let tokens_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64();
             window = (Instant::now(), 0);
             let wall_s = wall_before + started.elapsed().as_secs_f64();
-            let mut line = json!({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "wall_s": wall_s});
+            let mut line = json!({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "wall_s": wall_s, "peak_memory_mib": peak_memory_mib(device)});
             if let Some(g) = &grad_norm {
                 line["grad_norm"] = json!(g.to_vec()?[0]);
             }
@@ -279,5 +286,5 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         }
     }
     bar.finish();
-    Ok(TrainSummary { steps: step, final_train_loss, final_eval_loss, initial_eval_loss })
+    Ok(TrainSummary { steps: step, final_train_loss, final_eval_loss, initial_eval_loss, peak_memory_mib: peak_memory_mib(device) })
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::pipeline::PipelineCache;
-use crate::pool::BufferPool;
+use crate::pool::{memory_limit_from, BufferPool, Shortage, MEMORY_LIMIT_ENV};
 use crate::recorder::Recorder;
 
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
@@ -188,6 +188,7 @@ impl Device {
 
     fn open(adapter: wgpu::Adapter) -> Result<Device> {
         let subgroups_off = subgroups_off_by(std::env::var(SUBGROUPS_ENV).ok().as_deref())?;
+        let memory_limit = memory_limit_from(std::env::var(MEMORY_LIMIT_ENV).ok().as_deref())?;
         let info = adapter.get_info();
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         // Tensor cores are an experimental wgpu feature: opted into only where they exist,
@@ -221,7 +222,7 @@ impl Device {
             limits,
             device,
             queue,
-            pool: BufferPool::default(),
+            pool: BufferPool::new(memory_limit),
             pipelines: PipelineCache::default(),
             recorder: Mutex::new(recorder),
             cooperative_matrices,
@@ -288,10 +289,37 @@ impl Device {
         self.0.limits.max_storage_buffer_binding_size.min(self.0.limits.max_buffer_size)
     }
 
-    /// Counters for checking that steady-state work allocates and compiles nothing new.
+    /// Caps the bytes this device's buffers may hold, tensors and cached buffers together
+    /// (`None`: no cap beyond the adapter's memory; `MOEGRAD_MEMORY_LIMIT` sets one when the
+    /// device opens). An allocation that would pass it releases the cache, then fails with
+    /// `Error::OutOfMemory`, as on a GPU with that much memory.
+    pub fn set_memory_limit(&self, bytes: Option<u64>) {
+        self.0.pool.set_limit(bytes);
+    }
+
+    /// Starts the peak of `DeviceStats::peak_bytes_in_use` again from the bytes in use now.
+    pub fn reset_peak_memory(&self) {
+        self.0.pool.reset_peak();
+    }
+
+    /// The error for an allocation of `bytes` for a `shape` tensor that the pool could not serve.
+    pub(crate) fn out_of_memory(&self, shortage: Shortage, shape: &[usize], bytes: u64) -> Error {
+        let (in_use, limit) = match shortage {
+            Shortage::Limit { in_use, limit } => (in_use, Some(limit)),
+            Shortage::Device { in_use } => (in_use, None),
+        };
+        Error::OutOfMemory { shape: shape.to_vec(), bytes, in_use, limit, adapter: self.name().to_string() }
+    }
+
+    /// Counters for checking that steady-state work allocates and compiles nothing new,
+    /// and the memory accounts.
     pub fn stats(&self) -> DeviceStats {
+        let memory = self.0.pool.accounts();
         let rec = self.0.recorder.lock().unwrap();
         DeviceStats {
+            bytes_in_use: memory.in_use,
+            peak_bytes_in_use: memory.peak,
+            bytes_cached: memory.cached,
             buffers_created: self.0.pool.created(),
             pipelines_compiled: self.0.pipelines.compiled(),
             submissions: rec.submissions,
@@ -336,4 +364,11 @@ pub struct DeviceStats {
     pub dispatches: usize,
     /// Blocking read-backs to the host.
     pub read_backs: usize,
+    /// Bytes of the buffers live tensors (and read-backs in flight) hold, counted at the
+    /// pool's size classes: what the device really spends on them.
+    pub bytes_in_use: u64,
+    /// The most `bytes_in_use` has been since the device opened or `reset_peak_memory`.
+    pub peak_bytes_in_use: u64,
+    /// Bytes of freed buffers the pool keeps for reuse.
+    pub bytes_cached: u64,
 }

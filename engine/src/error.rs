@@ -26,6 +26,9 @@ pub enum Error {
     )]
     TooLarge { shape: Vec<usize>, bytes: u64, limit: u64, adapter: String },
 
+    #[error("out of GPU memory on {adapter:?}: a tensor of shape {shape:?} needs {} more, with {} held by live tensors; {}", sized(.bytes), sized(.in_use), shortage_advice(.limit))]
+    OutOfMemory { shape: Vec<usize>, bytes: u64, in_use: u64, limit: Option<u64>, adapter: String },
+
     #[error("data has {got} elements but shape {shape:?} needs {expected}")]
     DataLength { shape: Vec<usize>, expected: usize, got: usize },
 
@@ -37,3 +40,32 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte count for people: bytes, KiB, MiB or GiB.
+pub(crate) fn sized(bytes: &u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    let mut value = *bytes as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    if unit == "bytes" {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {unit}")
+    }
+}
+
+fn shortage_advice(limit: &Option<u64>) -> String {
+    match limit {
+        Some(limit) => format!(
+            "that would pass the memory limit of {} (MOEGRAD_MEMORY_LIMIT or Device::set_memory_limit), cached buffers already released",
+            sized(limit)
+        ),
+        None => "the adapter has no memory left, even with cached buffers released: lower the batch size (train.grad_accum keeps the tokens per step) or the model's size".to_string(),
+    }
+}

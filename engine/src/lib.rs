@@ -17,6 +17,7 @@ mod tape;
 mod tensor;
 
 pub use device::{subgroups_off_by, without_subgroups, AdapterSummary, Device, DeviceStats, ADAPTER_ENV, SUBGROUPS_ENV};
+pub use pool::MEMORY_LIMIT_ENV;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use gpu_timer::KernelTime;

@@ -11,7 +11,8 @@ use crate::tensor::Tensor;
 /// A read-back on its way: `wait` blocks until the work before it is done.
 #[must_use = "a read-back does nothing until it is waited for"]
 pub struct PendingRead {
-    staging: Option<PooledBuffer>,
+    /// `None` for an empty tensor; an error when no staging buffer could be had.
+    staging: Result<Option<PooledBuffer>>,
     bytes: u64,
     submission: Option<wgpu::SubmissionIndex>,
     device: crate::Device,
@@ -23,17 +24,23 @@ impl Tensor {
         let bytes = self.byte_len();
         let device = self.device().clone();
         if bytes == 0 {
-            return PendingRead { staging: None, bytes, submission: None, device };
+            return PendingRead { staging: Ok(None), bytes, submission: None, device };
         }
         let dev = &device.0;
-        let staging = PooledBuffer::new(dev, bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let staging = match PooledBuffer::new(dev, bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST) {
+            Ok(staging) => staging,
+            Err(shortage) => {
+                let staging = Err(device.out_of_memory(shortage, self.shape(), bytes));
+                return PendingRead { staging, bytes, submission: None, device };
+            }
+        };
         let submission = {
             let mut rec = dev.recorder.lock().unwrap();
             rec.push(Command::Copy { src: self.buffer().clone(), dst: staging.buffer().clone(), size: bytes });
             rec.read_backs += 1;
             rec.flush(dev)
         };
-        PendingRead { staging: Some(staging), bytes, submission, device }
+        PendingRead { staging: Ok(Some(staging)), bytes, submission, device }
     }
 }
 
@@ -46,7 +53,7 @@ impl PendingRead {
     /// The raw bytes, once the GPU has produced them. Waits for this read's submission
     /// only, not for work submitted after it.
     pub fn wait_bytes(self) -> Result<Vec<u8>> {
-        let Some(staging) = self.staging else { return Ok(Vec::new()) };
+        let Some(staging) = self.staging? else { return Ok(Vec::new()) };
         let slice = staging.buffer().slice(0..self.bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -47,15 +47,16 @@ struct TensorInner {
 
 impl Tensor {
     /// An uninitialised tensor: the output buffer of an op. Fails, naming the size and the
-    /// limit, when the tensor is larger than one kernel can bind on this adapter.
+    /// limit, when the tensor is larger than one kernel can bind on this adapter, or when
+    /// the device (or its memory limit) has no room for it.
     pub fn empty(device: &Device, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let bytes = (numel(shape) * dtype.size_in_bytes()) as u64;
         let limit = device.max_binding_bytes();
         if bytes > limit {
             return Err(Error::TooLarge { shape: shape.to_vec(), bytes, limit, adapter: device.name().to_string() });
         }
-        let storage = Arc::new(PooledBuffer::new(&device.0, bytes.max(4), STORAGE_USAGE));
-        Ok(Tensor::from_parts(device.clone(), storage, shape, dtype, false))
+        let storage = PooledBuffer::new(&device.0, bytes.max(4), STORAGE_USAGE).map_err(|s| device.out_of_memory(s, shape, bytes))?;
+        Ok(Tensor::from_parts(device.clone(), Arc::new(storage), shape, dtype, false))
     }
 
     fn from_parts(device: Device, storage: Arc<PooledBuffer>, shape: &[usize], dtype: DType, is_param: bool) -> Tensor {

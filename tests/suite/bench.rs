@@ -71,4 +71,6 @@ fn suites_report_every_workload_and_the_step_counters() {
     let c = pytorch.counters.unwrap();
     assert_eq!(c.buffers_created_after_warmup, 0, "a training step must not create buffers");
     assert!(c.submissions_per_step <= 1.0 + 1e-9, "{} submissions per step", c.submissions_per_step);
+    // At least the gradients of the tiny model's 2-layer MoE experts (8 x 2 x 64 x 128 f32).
+    assert!(c.step_memory_mib > 1.0 && c.step_memory_mib < 512.0, "step memory {} MiB", c.step_memory_mib);
 }

@@ -119,6 +119,63 @@ fn tensors_beyond_the_binding_limit_get_a_clear_error() {
     assert!(msg.contains(&(too_many as u64 * 4).to_string()) && msg.contains(&limit.to_string()), "{msg}");
 }
 
+/// Bytes on loan rise and fall with live tensors (at most a size class above what they
+/// hold), a freed buffer is counted as cached until it is reused, and the peak stays until
+/// it is reset.
+#[test]
+fn memory_accounts_follow_tensors_and_their_peak() {
+    let dev = Device::new().unwrap();
+    let start = dev.stats();
+    let a = Tensor::zeros(&dev, &[1000]).unwrap();
+    let b = Tensor::zeros(&dev, &[3000]).unwrap();
+    let held = dev.stats();
+    let grown = held.bytes_in_use - start.bytes_in_use;
+    assert!((16_000..=20_000).contains(&grown), "two tensors of 16,000 bytes in all took {grown}");
+    assert_eq!(held.peak_bytes_in_use, held.bytes_in_use);
+    drop(a);
+    let freed = dev.stats();
+    let a_class = held.bytes_in_use - freed.bytes_in_use;
+    assert!((4000..=5000).contains(&a_class), "a tensor of 4,000 bytes gave back {a_class}");
+    assert_eq!(freed.bytes_cached - held.bytes_cached, a_class, "a freed buffer is cached");
+    assert_eq!(freed.peak_bytes_in_use, held.peak_bytes_in_use, "the peak outlives the tensor");
+    dev.reset_peak_memory();
+    assert_eq!(dev.stats().peak_bytes_in_use, freed.bytes_in_use);
+    let again = Tensor::zeros(&dev, &[999]).unwrap();
+    let reused = dev.stats();
+    assert_eq!(reused.buffers_created, freed.buffers_created, "the cached buffer serves the same size class");
+    assert_eq!((reused.bytes_in_use, reused.bytes_cached), (held.bytes_in_use, held.bytes_cached));
+    drop((b, again));
+}
+
+/// Under a memory limit an allocation that does not fit fails with the tensor's shape and
+/// the limit, after the cache has been released (so a cache never causes a failure); ops
+/// and read-backs pass the error on.
+#[test]
+fn a_memory_limit_is_enforced_with_a_clear_error_after_releasing_the_cache() {
+    let dev = Device::new().unwrap();
+    let base = dev.stats().bytes_in_use;
+    dev.set_memory_limit(Some(base + (1 << 20)));
+    let big = Tensor::zeros(&dev, &[200_000]).unwrap(); // 800 KB of the 1 MiB
+    let err = Tensor::zeros(&dev, &[100_000]).expect_err("400 KB more does not fit in 1 MiB");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::OutOfMemory { limit: Some(_), .. }), "{msg}");
+    assert!(msg.contains("[100000]") && msg.contains("needs 390.6 KiB") && msg.contains("MOEGRAD_MEMORY_LIMIT"), "{msg}");
+
+    drop(big);
+    assert!(dev.stats().bytes_cached >= 800_000);
+    let x = Tensor::zeros(&dev, &[100_000]).expect("the cached 800 KB are released to make room");
+    assert_eq!(dev.stats().bytes_cached, 0);
+    let y = x.mul_scalar(2.0);
+    let op = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| x.add(&y))).expect_err("a third 400 KB tensor does not fit");
+    let msg = op.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.starts_with("add") && msg.contains("out of GPU memory") && msg.contains("[100000]"), "{msg}");
+    let read = y.read_later().wait().expect_err("no room for a 400 KB staging buffer either");
+    assert!(matches!(read, Error::OutOfMemory { .. }), "{read}");
+
+    dev.set_memory_limit(None);
+    assert_eq!(x.add(&y).to_vec().unwrap()[99_999], 0.0);
+}
+
 #[test]
 fn data_of_the_wrong_length_is_refused() {
     let err = Tensor::from_slice(&device(), &[1.0, 2.0, 3.0], &[2, 2]).unwrap_err();

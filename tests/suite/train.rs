@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use moegrad::accounting::account;
 use moegrad::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::config::RunConfig;
 use moegrad::data::load_text;
 use moegrad::sample::{generate, SampleOptions};
 use moegrad::train::{train, TrainOptions, TrainSummary};
+use moegrad::Device;
 
 use crate::common::device;
 
@@ -38,14 +40,22 @@ fn run(config: RunConfig, out: &Path, resume: bool, stop_after: Option<u64>) -> 
 #[test]
 fn a_tiny_run_lowers_the_eval_loss_well_below_its_start() {
     let out = scratch("learn");
-    let s = run(tiny(&["train.steps=60"]), &out, false, None).unwrap();
+    // A device of its own, so that other tests' tensors do not move its peak memory.
+    let options = TrainOptions { config: tiny(&["train.steps=60"]), out: out.clone(), resume: false, quiet: true, stop_after: None };
+    let s = train(&Device::new().unwrap(), options).unwrap();
     assert!(s.initial_eval_loss > 5.0, "an untrained byte model starts near ln 256, got {}", s.initial_eval_loss);
     assert!(s.final_eval_loss < s.initial_eval_loss - 1.5, "eval loss {} -> {}", s.initial_eval_loss, s.final_eval_loss);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
-    for key in ["step", "tokens", "train_loss", "eval_loss", "lr", "grad_norm", "tokens_per_s"] {
+    for key in ["step", "tokens", "train_loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "peak_memory_mib"] {
         assert!(!last[key].is_null(), "metrics line lacks {key}: {last}");
     }
+    // At the optimizer step the weights, their gradients and AdamW's two moments are live.
+    let params = account(&Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta.config.model).params as f64;
+    let peak_bytes = s.peak_memory_mib * (1u64 << 20) as f64;
+    assert!(peak_bytes >= 16.0 * params, "peak memory {peak_bytes} bytes for {params} parameters");
+    let logged = last["peak_memory_mib"].as_f64().unwrap();
+    assert!(logged > 0.0 && logged <= s.peak_memory_mib, "logged peak {logged} MiB, summary {} MiB", s.peak_memory_mib);
     let moe = &last["moe"][0];
     assert_eq!(moe["load"].as_array().unwrap().len(), 4);
     assert!(moe["router_entropy"].as_f64().unwrap() > 0.0 && !moe["aux_loss"].is_null() && !moe["z_loss"].is_null());
