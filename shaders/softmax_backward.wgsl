@@ -1,7 +1,8 @@
 // Backward of the softmax family, one workgroup per row, from the saved output y:
 //   softmax, StableMax: dx = y * r * (g - sum(g * y)) / temperature, where r = 1 for
 //     softmax and 1 / (1 + |z|) for StableMax (its s'(z) / s(z)), z the scaled logit;
-//   log-softmax: dx = (g - exp(y) * sum(g)) / temperature, 0 where masked.
+//   log-softmax: dx = (g - exp(y) * sum(g)) / temperature;
+// 0 where masked.
 // Loads are V = vec4<f32> or f32 at a time (`common/row_chunks.wgsl`), as in the forward
 // kernel.
 
@@ -16,6 +17,13 @@ struct Params { rows: u32, n: u32, inv_temp: f32 }
 @group(0) @binding(3) var<storage, read_write> dx: array<V>;
 {{LOGITS}}
 
+// Entries that took part in the forward pass. Masked ones (y = 0; log-softmax: the most
+// negative f32) get a zero gradient whatever g holds there, and loads with none are not
+// read from g at all: causal attention never computes those gradients.
+fn live_entries(yc: V) -> VB {
+    return select(yc != V(0.0), yc > V(MOST_NEGATIVE), MODE == 1u);
+}
+
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let row = inv.wid.x + inv.wid.y * inv.nwg.x;
@@ -27,20 +35,22 @@ fn main(inv: Invocation) {
     var acc = 0.0;
     for (var c = inv.lid; c < chunks; c += WG) {
         let yc = y[base + c];
-        if MODE == 1u {
-            acc += chunk_sum(select(V(0.0), g[base + c], yc > V(MOST_NEGATIVE)));
-        } else {
-            acc += chunk_sum(g[base + c] * yc);
+        let live = live_entries(yc);
+        if any(live) {
+            let gc = select(V(0.0), g[base + c], live);
+            acc += chunk_sum(select(gc * yc, gc, MODE == 1u));
         }
     }
     let dot = workgroup_sum(inv, acc);
     for (var c = inv.lid; c < chunks; c += WG) {
         let yc = y[base + c];
-        let gc = g[base + c];
-        if MODE == 1u {
-            dx[base + c] = select(V(0.0), (gc - exp(yc) * dot) * p.inv_temp, yc > V(MOST_NEGATIVE));
-        } else {
-            dx[base + c] = yc * ratio(base + c) * (gc - dot) * p.inv_temp;
+        let live = live_entries(yc);
+        var d = V(0.0);
+        if any(live) {
+            let gc = select(V(0.0), g[base + c], live);
+            d = select(yc * ratio(base + c) * (gc - dot), gc - exp(yc) * dot, MODE == 1u) * p.inv_temp;
+            d = select(V(0.0), d, live);
         }
+        dx[base + c] = d;
     }
 }

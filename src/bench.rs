@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use moegrad_engine::{no_grad, Device, KernelTime, Tensor};
+use moegrad_engine::{Device, KernelTime, Tensor};
 use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, Transformer};
 use moegrad_ops::*;
 use rand::rngs::StdRng;
@@ -318,6 +318,19 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     r.run("combine_slots", Work::Bytes(12.0 * (tokens * d) as f64), &|| drop(combine_slots(&rows_sorted, &routed.weights, &plan)));
     let ew = randn(&dev, &[64, d, d], rng)?;
     r.run("grouped_matmul", Work::Flops(2.0 * (tokens * 2 * d * d) as f64), &|| drop(grouped_matmul(&rows_sorted, &ew, &plan.offsets)));
+    // Attention forward and backward at the LM step's shape (batch x heads, positions,
+    // head width), causal and full: six products of 2 (bh t^2 hd) FLOPs each, of which
+    // the causal mask leaves half to compute.
+    let (bh, t, hd) = if scale == Scale::Gpu { (128, 512, 64) } else { (8, 256, 32) };
+    let qkv = (0..3).map(|_| Ok(randn(&dev, &[bh, t, hd], rng)?.requires_grad())).collect::<Result<Vec<Tensor>>>()?;
+    let seed = randn(&dev, &[bh, t, hd], rng)?;
+    let full_flops = 12.0 * (bh * t * t * hd) as f64;
+    for (causal, name, flops) in [(true, "causal", full_flops / 2.0), (false, "full", full_flops)] {
+        r.run(&format!("attention_{name}_fwd_bwd_{bh}x{t}x{hd}"), Work::Flops(flops), &|| {
+            attention(&qkv[0], &qkv[1], &qkv[2], causal).backward_with(&seed);
+            qkv.iter().for_each(Tensor::zero_grad);
+        });
+    }
     Ok(())
 }
 
@@ -352,15 +365,13 @@ pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
         runs: Default::default(),
     };
     let mut rng = StdRng::seed_from_u64(seed);
-    let counters = no_grad(|| -> Result<Option<StepCounters>> {
-        match suite {
-            "pytorch" => Ok(None),
-            "kernels" => kernels_suite(&mut runner, scale, &mut rng).map(|_| None),
-            other => anyhow::bail!("--suite {other:?}: expected pytorch or kernels"),
-        }
-    })?;
-    // The training workloads need gradients, so they run outside no_grad.
-    let counters = if suite == "pytorch" { pytorch_suite(&mut runner, scale, &mut rng)? } else { counters };
+    // Forward-only workloads record nothing (their inputs track no gradient); the
+    // training workloads and attention's backward need the tape.
+    let counters = match suite {
+        "pytorch" => pytorch_suite(&mut runner, scale, &mut rng)?,
+        "kernels" => kernels_suite(&mut runner, scale, &mut rng).map(|_| None)?,
+        other => anyhow::bail!("--suite {other:?}: expected pytorch or kernels"),
+    };
     let f16_matmul = f16_matmul_kernel(device).to_string();
     let router_exchange = router_exchange(device).to_string();
     let row_reduction = workgroup_reduction(device).to_string();

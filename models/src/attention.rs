@@ -1,7 +1,7 @@
 //! Causal multi-head self-attention with rotary positions and an optional KV cache.
 
 use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::{attention, concat, rope, RopeTable, TensorOps};
+use moegrad_ops::{attention, concat, split_heads, RopeTable, TensorOps};
 use rand::Rng;
 
 use crate::init;
@@ -46,10 +46,8 @@ impl SelfAttention {
     /// the positions continue after the cached ones and the cache grows.
     pub fn forward(&self, x: &Tensor, batch: usize, t: usize, table: &RopeTable, cache: Option<&mut LayerCache>) -> Tensor {
         let (h, hd) = (self.heads, self.head_dim);
-        let qkv = x.matmul(&self.wqkv).reshape(&[batch, t, 3 * h, hd]).transpose(1, 2); // [B, 3H, T, hd]
-        let part = |i: usize| qkv.slice(1, i * h, h).reshape(&[batch * h, t, hd]);
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        let (q, mut k, mut v) = (rope(&part(0), table, offset), rope(&part(1), table, offset), part(2));
+        let [q, mut k, mut v] = split_heads(&x.matmul(&self.wqkv), batch, h, table, offset); // each [B*H, T, hd]
         if let Some(cache) = cache {
             if let (Some(pk), Some(pv)) = (&cache.k, &cache.v) {
                 k = concat(&[pk, &k], 1);

@@ -1,22 +1,25 @@
 //! Multi-head attention, `softmax(q k^T / sqrt(d) [+ causal mask]) v`, from batched
 //! matmuls and the masked softmax (whose temperature applies the scale); its backward is
-//! theirs.
+//! theirs. With the causal mask every product skips the masked half (`Causal`): the
+//! scores above the diagonal are never computed, and the products with the (zero) upper
+//! half of the probabilities stop at the diagonal.
 
 use moegrad_engine::Tensor;
 
 use crate::host::HostTensor;
-use crate::matmul::{matmul, matmul_reference, matmul_t};
+use crate::matmul::{matmul_causal, matmul_reference};
+use crate::matmul_kernel::Causal;
 use crate::softmax::{softmax_reference, softmax_with, Mask, SoftmaxKind, SoftmaxOptions};
 
 /// `q` `[..., T, d]`, `k` and `v` `[..., S, d]` (heads folded into the leading dimensions).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Tensor {
     assert!(q.rank() >= 2 && q.rank() == k.rank() && k.shape() == v.shape(), "attention: q {:?}, k {:?}, v {:?} do not fit", q.shape(), k.shape(), v.shape());
     let d = q.shape()[q.rank() - 1];
-    let scores = matmul_t(q, k, false, true);
-    let mask = if causal { Mask::Causal } else { Mask::None };
+    let (mask, scores_structure, probs_structure) = if causal { (Mask::Causal, Causal::Output, Causal::LowerA) } else { (Mask::None, Causal::None, Causal::None) };
+    let scores = matmul_causal(q, k, false, true, scores_structure);
     // The 1/sqrt(d) scale is the softmax's temperature: no pass of its own over the scores.
     let probs = softmax_with(&scores, &SoftmaxOptions { mask, temperature: (d as f32).sqrt(), ..SoftmaxOptions::new(SoftmaxKind::Softmax) });
-    matmul(&probs, v)
+    matmul_causal(&probs, v, false, false, probs_structure)
 }
 
 /// CPU reference.

@@ -9,7 +9,7 @@ use moegrad_engine::{record, DType, Tensor};
 
 use crate::host::HostTensor;
 use crate::layout::reshape;
-use crate::matmul_kernel::{launch, matmul_precision, Grouping, Precision};
+use crate::matmul_kernel::{launch, matmul_precision, Causal, Grouping, Precision};
 use crate::reduce::{reduce, ReduceOp};
 
 /// (rows, cols) of `op(x)` for the last two dimensions.
@@ -30,11 +30,36 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
 /// `op(a) @ op(b)` where `op` transposes the last two dimensions when its flag is set.
 /// Batch dimensions must be equal, or one operand must be 2-D (shared by the batch).
 pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Tensor {
-    matmul_at(a, b, trans_a, trans_b, matmul_precision())
+    matmul_at(a, b, trans_a, trans_b, Causal::None, matmul_precision())
+}
+
+/// `op(a) @ op(b)` for a batched product with attention's causal structure, which the
+/// kernel uses to skip the half of the work the mask makes useless; its gradient products
+/// keep the structure. With `Causal::Output` the entries above the diagonal are garbage:
+/// the consumer must not read them and must give them a zero gradient, as the masked
+/// softmax does.
+pub(crate) fn matmul_causal(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, causal: Causal) -> Tensor {
+    matmul_at(a, b, trans_a, trans_b, causal, matmul_precision())
+}
+
+/// The structure the gradients of a `causal` product `C = op(A) op(B)` inherit: (dA's
+/// product, dB's). dC is zero above the diagonal whenever C is wanted only below it, and
+/// dA is wanted only where A can be nonzero. Products whose structure would sit on their
+/// right operand run whole.
+fn gradient_structure(causal: Causal, trans_a: bool, trans_b: bool) -> (Causal, Causal) {
+    match (causal, trans_a, trans_b) {
+        // dA = dC op(B)ᵀ: dC is lower; dB = dCᵀ A: dCᵀ is upper.
+        (Causal::Output, false, true) => (Causal::LowerA, Causal::UpperA),
+        (Causal::Output, false, false) => (Causal::LowerA, Causal::None),
+        // dA = dC op(B)ᵀ is wanted where A may be nonzero; dB = Aᵀ dC: Aᵀ is upper.
+        (Causal::LowerA, false, false) => (Causal::Output, Causal::UpperA),
+        (Causal::LowerA, false, true) => (Causal::Output, Causal::None),
+        _ => (Causal::None, Causal::None),
+    }
 }
 
 /// `matmul_t` at an explicit precision (the backward pass reuses its forward's).
-fn matmul_at(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, precision: Precision) -> Tensor {
+fn matmul_at(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, causal: Causal, precision: Precision) -> Tensor {
     let t = |on: bool| if on { "ᵀ" } else { "" };
     assert!(a.rank() >= 2 && b.rank() >= 2, "matmul: operands need at least 2 dimensions, got {:?} and {:?}", a.shape(), b.shape());
     assert!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "matmul: expects f32 tensors, got {:?} and {:?}", a.dtype(), b.dtype());
@@ -50,28 +75,30 @@ fn matmul_at(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, precision: Pr
         b.shape()
     );
     // x @ W with x batched: one big 2-D product instead of a batch of small ones.
-    if batch_b.is_empty() && !batch_a.is_empty() && !trans_a {
+    if batch_b.is_empty() && !batch_a.is_empty() && !trans_a && causal == Causal::None {
         let flat = reshape(a, &[numel(batch_a) * m, ka]);
         let mut shape = batch_a.to_vec();
         shape.extend([m, n]);
-        return reshape(&matmul_at(&flat, b, false, trans_b, precision), &shape);
+        return reshape(&matmul_at(&flat, b, false, trans_b, causal, precision), &shape);
     }
     let batch_shape = if batch_a.is_empty() { batch_b } else { batch_a };
     let batch = numel(batch_shape);
     let mut shape = batch_shape.to_vec();
     shape.extend([m, n]);
     let stride = |batch_dims: &[usize], x: &Tensor| if batch_dims.is_empty() { 0 } else { x.shape()[x.rank() - 2] * x.shape()[x.rank() - 1] };
-    let out = launch(Grouping::Batched { batch, stride_a: stride(batch_a, a), stride_b: stride(batch_b, b) }, a, b, [trans_a, trans_b], [m, n, ka], &shape, precision);
+    let grouping = Grouping::Batched { batch, stride_a: stride(batch_a, a), stride_b: stride(batch_b, b), causal };
+    let out = launch(grouping, a, b, [trans_a, trans_b], [m, n, ka], &shape, precision);
     let (sa, sb) = (a.clone(), b.clone());
     let (need_a, need_b) = (a.is_tracked(), b.is_tracked());
+    let (causal_a, causal_b) = gradient_structure(causal, trans_a, trans_b);
     record("matmul", out, &[a, b], move |g| {
         // C = op(A) op(B): dop(A) = dC op(B)ᵀ, dop(B) = op(A)ᵀ dC, transposed back as needed.
         let da = need_a.then(|| {
-            let d = if trans_a { matmul_at(&sb, g, trans_b, true, precision) } else { matmul_at(g, &sb, false, !trans_b, precision) };
+            let d = if trans_a { matmul_at(&sb, g, trans_b, true, causal_a, precision) } else { matmul_at(g, &sb, false, !trans_b, causal_a, precision) };
             sum_batch(d, sa.shape())
         });
         let db = need_b.then(|| {
-            let d = if trans_b { matmul_at(g, &sa, true, trans_a, precision) } else { matmul_at(&sa, g, !trans_a, false, precision) };
+            let d = if trans_b { matmul_at(g, &sa, true, trans_a, causal_b, precision) } else { matmul_at(&sa, g, !trans_a, false, causal_b, precision) };
             sum_batch(d, sb.shape())
         });
         vec![da, db]

@@ -281,8 +281,13 @@ fn parse_groups(s: &str) -> Option<(Vec<usize>, Vec<usize>)> {
     Some((groups.concat(), groups.iter().map(Vec::len).collect()))
 }
 
-const BATCHED_RANGES: &str =
-    "fn group_ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n, wid.y); }";
+/// Matrix `wid.z` of a batch, whole, or with the part `Causal` names left out.
+const BATCHED_RANGES: &str = "fn group_ranges(wid: vec3<u32>) -> Ranges {
+    let z = wid.z;
+    var r = Ranges(0u, p.m, 0u, p.k, z * p.batch_stride_a, z * p.batch_stride_b, z * p.m * p.n, wid.y);
+    {{CAUSAL}}
+    return r;
+}";
 /// Row tile `wid.y` of the run over all experts: expert e has ceil(rows_e / BM) of them.
 /// A workgroup past the last one gets an empty range.
 const ROWS_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
@@ -300,10 +305,61 @@ fn group_ranges(wid: vec3<u32>) -> Ranges {
 const DEPTH_RANGES: &str = "@group(0) @binding(4) var<storage, read> offsets: array<u32>;
 fn group_ranges(wid: vec3<u32>) -> Ranges { let z = wid.z; return Ranges(0u, p.m, offsets[z], offsets[z + 1u], 0u, 0u, z * p.m * p.n, wid.y); }";
 
+/// The triangular structure attention's causal mask gives its products (query i sees keys
+/// `0..=i + S - T`): half of every score matrix is never read and half of every
+/// probability matrix is zero, so a batched product can leave that half out. Diagonals
+/// are aligned to the end, as the mask's are, so `m <= n` (`Output`), `m <= k` (`LowerA`)
+/// and `k <= m` (`UpperA`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Causal {
+    #[default]
+    None,
+    /// Only output entries (i, j) with `j <= i + n - m` are wanted; tiles wholly above
+    /// that diagonal are not computed and hold garbage.
+    Output,
+    /// op(A) is zero at (i, k) with `k > i + k_dim - m` (probabilities, score
+    /// gradients): each row tile's depth ends at the diagonal.
+    LowerA,
+    /// op(A) is zero at (i, k) with `i > k + m - k_dim` (the transpose of a `LowerA`
+    /// operand): each row tile's depth starts at the diagonal, rounded down to a slice.
+    UpperA,
+}
+
+impl Causal {
+    fn key(self) -> &'static str {
+        match self {
+            Causal::None => "batched",
+            Causal::Output => "batched_causal_output",
+            Causal::LowerA => "batched_causal_lower_a",
+            Causal::UpperA => "batched_causal_upper_a",
+        }
+    }
+
+    /// WGSL that narrows `r`, the ranges of row tile `wid.y`, column tile `wid.x`.
+    fn wgsl(self) -> &'static str {
+        match self {
+            Causal::None => "",
+            Causal::Output => "if wid.x * BN > wid.y * BM + BM - 1u + p.n - p.m { r.m_end = 0u; }",
+            Causal::LowerA => "r.k_end = min(p.k, wid.y * BM + BM + p.k - p.m);",
+            Causal::UpperA => "let first = wid.y * BM; if first > p.m - p.k { r.k_begin = min(p.k, (first - (p.m - p.k)) / BK * BK); }",
+        }
+    }
+
+    /// Whether `[m, n, k]` fits the structure's diagonal.
+    pub(crate) fn fits(self, [m, n, k]: [usize; 3]) -> bool {
+        match self {
+            Causal::None => true,
+            Causal::Output => m <= n,
+            Causal::LowerA => m <= k,
+            Causal::UpperA => k <= m,
+        }
+    }
+}
+
 /// How the matrices of one dispatch (workgroup z) are laid out.
 pub(crate) enum Grouping<'a> {
     /// `batch` independent products; a stride of 0 shares that operand.
-    Batched { batch: usize, stride_a: usize, stride_b: usize },
+    Batched { batch: usize, stride_a: usize, stride_b: usize, causal: Causal },
     /// Expert z multiplies rows `offsets[z]..offsets[z+1]` by its own B (stride `stride_b`).
     Rows { offsets: &'a Tensor, experts: usize, stride_b: usize },
     /// Expert z's product runs over depth `offsets[z]..offsets[z+1]` into its own C.
@@ -313,18 +369,18 @@ pub(crate) enum Grouping<'a> {
 impl Grouping<'_> {
     fn key(&self) -> &'static str {
         match self {
-            Grouping::Batched { .. } => "batched",
+            Grouping::Batched { causal, .. } => causal.key(),
             Grouping::Rows { .. } => "rows",
             Grouping::Depth { .. } => "depth",
         }
     }
 
-    /// WGSL for `ranges(z)`.
-    fn wgsl(&self) -> &'static str {
+    /// WGSL for `group_ranges(wid)`.
+    fn wgsl(&self) -> String {
         match self {
-            Grouping::Batched { .. } => BATCHED_RANGES,
-            Grouping::Rows { .. } => ROWS_RANGES,
-            Grouping::Depth { .. } => DEPTH_RANGES,
+            Grouping::Batched { causal, .. } => render_template(BATCHED_RANGES, &[("CAUSAL", causal.wgsl())]),
+            Grouping::Rows { .. } => ROWS_RANGES.to_string(),
+            Grouping::Depth { .. } => DEPTH_RANGES.to_string(),
         }
     }
 
@@ -449,7 +505,7 @@ fn tensor_cores_verified(dev: &Device) -> bool {
         let (a, b) = (upload(m * k, 1), upload(k * n, 2));
         let run = |tiles: Option<Tiles>| {
             let variant = Variant { trans_a: false, trans_b: false, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
-            launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &b, [m, n, k], &[m, n])
+            launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, [m, n, k], &[m, n])
                 .to_vec()
                 .expect("matmul self-check read-back")
         };
@@ -542,7 +598,10 @@ fn launch_variant(variant: Variant, grouping: Grouping, splits: usize, a: &Tenso
     // [column tiles, row tiles, matrices x splits]; grouped rows number the row tiles of
     // all experts in one run, at most rows/BM + experts of them.
     let (groups, stride_a, stride_b, experts) = match grouping {
-        Grouping::Batched { batch, stride_a, stride_b } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), batch * splits], stride_a, stride_b, 0),
+        Grouping::Batched { batch, stride_a, stride_b, causal } => {
+            assert!(causal.fits([m, n, k]), "matmul: {causal:?} structure does not fit [m, n, k] = {:?}", [m, n, k]);
+            ([n.div_ceil(t.bn), m.div_ceil(t.bm), batch * splits], stride_a, stride_b, 0)
+        }
         Grouping::Rows { experts, stride_b, .. } => ([n.div_ceil(t.bn), m.div_ceil(t.bm) + experts, 1], 0, stride_b, experts),
         Grouping::Depth { experts, .. } => ([n.div_ceil(t.bn), m.div_ceil(t.bm), experts * splits], 0, 0, experts),
     };
@@ -551,7 +610,7 @@ fn launch_variant(variant: Variant, grouping: Grouping, splits: usize, a: &Tenso
     // SAFETY: every global access of the matmul kernels is guarded by an explicit bounds
     // check, and every workgroup-memory index is below its tile's size by construction
     // (k < BK, m < BM, n < BN); tests cover every variant on odd and vector-width shapes.
-    let pipeline = unsafe { dev.pipeline_unchecked(&variant.key(grouping.key()), "main", || variant.source(grouping.wgsl())) };
+    let pipeline = unsafe { dev.pipeline_unchecked(&variant.key(grouping.key()), "main", || variant.source(&grouping.wgsl())) };
     let groups = groups.map(|g| g as u32);
     match grouping {
         Grouping::Batched { .. } => dev.launch(&pipeline, &params, &[a, b, &out], groups),
@@ -574,19 +633,20 @@ mod tests {
     /// Every variant's source.
     fn all_sources() -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for (name, grouping) in [("batched", BATCHED_RANGES), ("rows", ROWS_RANGES), ("depth", DEPTH_RANGES)] {
+        let batched = [Causal::None, Causal::Output, Causal::LowerA, Causal::UpperA].map(|c| (c.key(), render_template(BATCHED_RANGES, &[("CAUSAL", c.wgsl())])));
+        for (name, grouping) in batched.into_iter().chain([("rows", ROWS_RANGES.to_string()), ("depth", DEPTH_RANGES.to_string())]) {
             for trans_a in [false, true] {
                 for trans_b in [false, true] {
                     for vec in [1, 4] {
                         let v = Variant { trans_a, trans_b, tiles: None, coop: CoopTiles::DEFAULT, precision: Precision::F16, f16_tiles: true, vec_a: vec, vec_b: vec };
                         for coop in CoopTiles::CANDIDATES {
                             let v = Variant { coop, ..v };
-                            out.push((v.key(name), v.source(grouping)));
+                            out.push((v.key(name), v.source(&grouping)));
                         }
                         for tiles in Tiles::ALL {
                             for (precision, f16_tiles) in [(Precision::F32, false), (Precision::F16, false), (Precision::F16, true)] {
                                 let v = Variant { tiles: Some(tiles), precision, f16_tiles, ..v };
-                                out.push((v.key(name), v.source(grouping)));
+                                out.push((v.key(name), v.source(&grouping)));
                             }
                         }
                     }
@@ -599,7 +659,7 @@ mod tests {
     #[test]
     fn every_variant_validates_and_translates_to_spirv() {
         let sources = all_sources();
-        assert_eq!(sources.len(), 3 * 4 * 2 * (CoopTiles::CANDIDATES.len() + 3 * 3));
+        assert_eq!(sources.len(), 6 * 4 * 2 * (CoopTiles::CANDIDATES.len() + 3 * 3));
         for (key, source) in sources {
             let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{key}: {}", e.emit_to_string(&source)));
             let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
@@ -691,7 +751,7 @@ mod tests {
         let a = Tensor::from_slice(&dev, &values, &[values.len()]).unwrap();
         let one = Tensor::from_slice(&dev, &[1.0], &[1]).unwrap();
         let variant = Variant { trans_a: false, trans_b: false, tiles: Some(Tiles::SMALL), coop: CoopTiles::DEFAULT, precision: Precision::F16, f16_tiles: false, vec_a: 1, vec_b: 1 };
-        let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &one, [values.len(), 1, 1], &[values.len()])
+        let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &one, [values.len(), 1, 1], &[values.len()])
             .to_vec()
             .unwrap();
         for (x, g) in values.iter().zip(got) {
@@ -728,10 +788,69 @@ mod tests {
             let want32 = reference(&a_host, &b_host, dims, trans_a, trans_b, false);
             for &(tiles, f16_tiles) in &paths {
                 let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
-                let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0 }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
+                let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
                 let (err16, err32) = (max_diff(&got, &want16), max_diff(&got, &want32));
                 assert!(err16 < 2e-5, "{variant:?}: {err16} from the f16-rounded reference");
                 assert!(err32 > 5e-4, "{variant:?}: only {err32} from the f32 product: operands were not rounded");
+            }
+        }
+    }
+
+    /// Each causal structure on every path of this device (tensor cores included where
+    /// present), transposed operands too: entries the structure promises are exact, and
+    /// `Output` leaves the tiles above its diagonal unwritten (they keep the NaN the
+    /// output buffer held).
+    #[test]
+    fn causal_structures_skip_only_the_masked_half() {
+        let dev = Device::new().expect("tests need a GPU adapter (lavapipe will do)");
+        let values = |len: usize, seed: f32| (0..len).map(|i| ((i as f32 * 0.7548 + seed).sin() * 43758.547).fract()).collect::<Vec<f32>>();
+        let mut paths: Vec<(Option<Tiles>, Precision)> = Tiles::ALL.iter().map(|&t| (Some(t), Precision::F32)).collect();
+        if dev.has_tensor_cores_f16() {
+            paths.push((None, Precision::F16));
+        }
+        for (causal, dims) in [(Causal::Output, [150, 170, 67]), (Causal::LowerA, [150, 67, 170]), (Causal::UpperA, [170, 67, 150])] {
+            let [m, n, k] = dims;
+            // op(A) as [m, k], zero where the structure says it is.
+            let mut op_a = values(m * k, 1.0);
+            for i in 0..m {
+                for p in 0..k {
+                    let zero = match causal {
+                        Causal::LowerA => p > i + k - m,
+                        Causal::UpperA => i > p + m - k,
+                        _ => false,
+                    };
+                    if zero {
+                        op_a[i * k + p] = 0.0;
+                    }
+                }
+            }
+            let op_b = values(k * n, 2.0);
+            let wanted = |i: usize, j: usize| causal != Causal::Output || j <= i + n - m;
+            for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a_host: Vec<f32> = if trans_a { (0..k * m).map(|x| op_a[(x % m) * k + x / m]).collect() } else { op_a.clone() };
+                let b_host: Vec<f32> = if trans_b { (0..n * k).map(|x| op_b[(x % k) * n + x / k]).collect() } else { op_b.clone() };
+                let a = Tensor::from_slice(&dev, &a_host, &[m * k]).unwrap();
+                let b = Tensor::from_slice(&dev, &b_host, &[k * n]).unwrap();
+                let exact = [false, true].map(|f16| reference(&a_host, &b_host, dims, trans_a, trans_b, f16));
+                for &(tiles, precision) in &paths {
+                    let f16 = precision == Precision::F16;
+                    let want = &exact[usize::from(f16)];
+                    // Poison the pool, so that an output buffer it hands out holds NaN.
+                    drop(Tensor::from_slice(&dev, &vec![f32::NAN; m * n], &[m * n]).unwrap());
+                    let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision, f16_tiles: f16, vec_a: 1, vec_b: 1 };
+                    let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
+                    let tile = variant.tiles();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (g, w) = (got[i * n + j], want[i * n + j]);
+                            if wanted(i, j) {
+                                assert!((g as f64 - w).abs() < 1e-4, "{causal:?} {variant:?}: ({i}, {j}) is {g}, expected {w}");
+                            } else if (j / tile.bn) * tile.bn > (i / tile.bm) * tile.bm + tile.bm - 1 + n - m {
+                                assert!(g.is_nan(), "{causal:?} {variant:?}: ({i}, {j}) was computed, in a tile wholly above the diagonal");
+                            }
+                        }
+                    }
+                }
             }
         }
     }

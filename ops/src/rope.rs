@@ -32,16 +32,69 @@ impl RopeTable {
     }
 }
 
-fn launch(x: &Tensor, table: &RopeTable, offset: usize, sign: &str) -> Tensor {
-    let dev = x.device();
-    let y = Tensor::empty(dev, x.shape(), DType::F32).unwrap_or_else(|e| panic!("rope: {e}"));
-    let pairs = x.numel() / 2;
-    if pairs > 0 {
-        let t = x.shape()[x.rank() - 2];
-        let pipeline = dev.pipeline(&format!("rope/{sign}"), "main", || render_template(SHADER, &[("SIGN", sign)]));
-        let params = [pairs, t, table.head_dim, offset].map(|v| v as u32);
-        dev.launch(&pipeline, &params, &[x, &table.cos, &table.sin, &y], grid(pairs.div_ceil(256)));
+/// Where a kernel finds head vector (b, h, t) of a tensor: `base + b * batch + h * head +
+/// t * position` floats.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadLayout {
+    pub base: usize,
+    pub batch: usize,
+    pub head: usize,
+    pub position: usize,
+}
+
+impl HeadLayout {
+    /// `[batch, heads, t, head_dim]`, contiguous.
+    pub fn contiguous(heads: usize, t: usize, head_dim: usize) -> Self {
+        HeadLayout { base: 0, batch: heads * t * head_dim, head: t * head_dim, position: head_dim }
     }
+
+    /// Part `part` of a fused projection `[batch, t, parts * heads * head_dim]`.
+    pub fn packed(part: usize, parts: usize, heads: usize, t: usize, head_dim: usize) -> Self {
+        let row = parts * heads * head_dim;
+        HeadLayout { base: part * heads * head_dim, batch: t * row, head: head_dim, position: row }
+    }
+
+    fn params(&self) -> [usize; 4] {
+        [self.base, self.batch, self.head, self.position]
+    }
+}
+
+/// What `rotate` does to each head vector.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Turn {
+    Forward,
+    Back,
+    /// Copy, unrotated: the values of attention.
+    None,
+}
+
+/// Moves the `batch * heads * t` head vectors of `src` (laid out as `from`) to `dst` (as
+/// `to`), turned by their positions `offset..offset + t`.
+pub(crate) fn rotate(src: &Tensor, from: HeadLayout, dst: &Tensor, to: HeadLayout, [batch, heads, t]: [usize; 3], table: &RopeTable, offset: usize, turn: Turn) {
+    let pairs = batch * heads * t * table.head_dim / 2;
+    if pairs == 0 {
+        return;
+    }
+    let sign = match turn {
+        Turn::Forward => "1.0",
+        Turn::Back => "-1.0",
+        Turn::None => "0.0",
+    };
+    let dev = src.device();
+    let pipeline = dev.pipeline(&format!("rope/{sign}"), "main", || render_template(SHADER, &[("SIGN", sign)]));
+    let mut params = vec![pairs, t, heads, table.head_dim, offset, 0, 0, 0];
+    params.extend(from.params());
+    params.extend(to.params());
+    let params: Vec<u32> = params.into_iter().map(|v| u32::try_from(v).unwrap_or_else(|_| panic!("rope: offset {v} does not fit in u32"))).collect();
+    dev.launch(&pipeline, &params, &[src, &table.cos, &table.sin, dst], grid(pairs.div_ceil(256)));
+}
+
+/// `x` `[..., T, head_dim]` turned as a whole.
+fn rotate_all(x: &Tensor, table: &RopeTable, offset: usize, turn: Turn) -> Tensor {
+    let y = Tensor::empty(x.device(), x.shape(), DType::F32).unwrap_or_else(|e| panic!("rope: {e}"));
+    let t = x.shape()[x.rank() - 2];
+    let layout = HeadLayout::contiguous(1, t, table.head_dim);
+    rotate(x, layout, &y, layout, [x.numel() / (t * table.head_dim).max(1), 1, t], table, offset, turn);
     y
 }
 
@@ -50,9 +103,10 @@ pub fn rope(x: &Tensor, table: &RopeTable, offset: usize) -> Tensor {
     assert!(x.rank() >= 2 && x.shape()[x.rank() - 1] == table.head_dim, "rope: input {:?} must be [..., T, {}]", x.shape(), table.head_dim);
     let t = x.shape()[x.rank() - 2];
     assert!(offset + t <= table.positions, "rope: positions {offset}..{} exceed the table's {}", offset + t, table.positions);
-    let y = launch(x, table, offset, "1.0");
+    assert_eq!(x.dtype(), DType::F32, "rope: expects an f32 tensor, got {:?}", x.dtype());
+    let y = rotate_all(x, table, offset, Turn::Forward);
     let table = table.clone();
-    record("rope", y, &[x], move |g| vec![Some(launch(g, &table, offset, "-1.0"))])
+    record("rope", y, &[x], move |g| vec![Some(rotate_all(g, &table, offset, Turn::Back))])
 }
 
 /// CPU reference.

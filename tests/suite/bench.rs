@@ -45,7 +45,7 @@ fn a_profile_names_each_kernel_with_its_calls_and_time() {
 #[test]
 fn suites_report_every_workload_and_the_step_counters() {
     let kernels = run(&device(), "kernels", &Options { iters: 1, profile: true, ..Options::new(Scale::Tiny) }).unwrap();
-    assert_eq!(kernels.results.len(), 16 + row_threads_allowed(&device()).len());
+    assert_eq!(kernels.results.len(), 18 + row_threads_allowed(&device()).len());
     // With --profile every workload lists its kernels, which account for all of its time.
     for r in &kernels.results {
         let profile = r.profile.as_ref().unwrap_or_else(|| panic!("{} has no profile", r.key));
@@ -54,6 +54,13 @@ fn suites_report_every_workload_and_the_step_counters() {
         assert!((share - 1.0).abs() < 1e-6, "{}: shares sum to {share}", r.key);
     }
     assert!(kernels.results.iter().any(|r| r.profile.as_ref().unwrap()[0].kernel.starts_with("matmul")));
+    // Causal attention runs the products that skip the masked half, full attention not.
+    let attention_kernels = |name: &str| {
+        let r = kernels.results.iter().find(|r| r.key.starts_with(name)).unwrap_or_else(|| panic!("no {name} workload"));
+        r.profile.as_ref().unwrap().iter().map(|k| k.kernel.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(attention_kernels("attention_causal_").iter().filter(|k| k.starts_with("matmul/batched_causal_")).count(), 3);
+    assert!(!attention_kernels("attention_full_").iter().any(|k| k.contains("causal")));
     assert!(kernels.results.iter().all(|r| r.ms_range[0] <= r.ms && r.ms <= r.ms_range[1] && r.host_ms > 0.0));
     let only = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(only.results.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["gelu"]);

@@ -1,12 +1,15 @@
 //! Transformer pieces: norms, SwiGLU, rotary embeddings, attention, AdamW, clipping.
 
 use moegrad::ops::attention::attention_reference;
+use moegrad::ops::heads::split_heads_reference;
 use moegrad::ops::norm::norm_reference;
 use moegrad::ops::optim::adamw_reference;
 use moegrad::ops::rope::rope_reference;
+use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
-use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, layer_norm, rms_norm, rope, row_threads_allowed, swiglu, with_row_threads, AdamW, AdamWConfig, NormKind, RopeTable};
+use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, concat, layer_norm, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, NormKind, RopeTable, Tiles};
 use moegrad::prelude::*;
+use rand::Rng;
 
 use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
 
@@ -69,6 +72,32 @@ fn rope_rotates_pairs_by_position() {
 }
 
 #[test]
+fn split_heads_matches_reshape_transpose_and_rope() {
+    let mut r = rng(78);
+    for case in 0..6 {
+        let (batch, heads, t, hd) = (dim(&mut r, 3), dim(&mut r, 4), dim(&mut r, 9), 2 * dim(&mut r, 5));
+        let offset = r.random_range(0..20);
+        let table = RopeTable::new(&device(), 40, hd, 10_000.0).unwrap();
+        let qkv = host(&mut r, &[batch * t, 3 * heads * hd], -1.0, 1.0);
+        // Every other case leaves the values unused: their columns get a zero gradient.
+        let used = if case % 2 == 0 { 3 } else { 2 };
+        check_op(
+            "split_heads",
+            &[qkv],
+            |x| {
+                let parts = split_heads(&x[0], batch, heads, &table, offset);
+                concat(&parts.iter().take(used).collect::<Vec<_>>(), 0)
+            },
+            |h| {
+                let parts = split_heads_reference(&h[0], batch, heads, 10_000.0, offset);
+                concat_reference(&parts.iter().take(used).collect::<Vec<_>>(), 0)
+            },
+            TOL,
+        );
+    }
+}
+
+#[test]
 fn attention_causal_and_full() {
     let mut r = rng(73);
     for causal in [true, false] {
@@ -84,6 +113,35 @@ fn attention_causal_and_full() {
                 TOL,
             );
         }
+    }
+}
+
+#[test]
+fn causal_attention_skips_the_masked_half() {
+    // Tiles small enough that the masked half spans whole tiles, more keys than queries
+    // (as with a KV cache), depth split into partial products, and a pool that hands out
+    // buffers full of NaN: the scores and their gradients above the diagonal are never
+    // computed, so nothing may read what those buffers held there.
+    let mut r = rng(79);
+    for (tiles, splits, b, t, s, d) in [(Tiles::SMALL, 1, 2, 100, 100, 8), (Tiles::SMALL, 3, 1, 70, 97, 4), (Tiles::MEDIUM, 2, 1, 150, 170, 8)] {
+        let q = host(&mut r, &[b, t, d], -1.0, 1.0);
+        let k = host(&mut r, &[b, s, d], -1.0, 1.0);
+        let v = host(&mut r, &[b, s, d], -1.0, 1.0);
+        for len in [b * t * s, splits * b * t * s, b * s * d, splits * b * s * d] {
+            let poison: Vec<Tensor> = (0..4).map(|_| Tensor::from_slice(&device(), &vec![f32::NAN; len], &[len]).unwrap()).collect();
+            drop(poison);
+        }
+        with_matmul_tiles(tiles, || {
+            with_matmul_splits(splits, || {
+                check_op(
+                    "causal attention",
+                    &[q.clone(), k.clone(), v.clone()],
+                    |x| attention(&x[0], &x[1], &x[2], true),
+                    |h| attention_reference(&h[0], &h[1], &h[2], true),
+                    TOL,
+                )
+            })
+        });
     }
 }
 
