@@ -27,7 +27,7 @@ pub fn split_heads(qkv: &Tensor, batch: usize, heads: usize, table: &RopeTable, 
     let t = qkv.shape()[0] / batch;
     assert!(offset + t <= table.positions, "split_heads: positions {offset}..{} exceed the table's {}", offset + t, table.positions);
     let dims = [batch, heads, t];
-    let turns = [Turn::Forward, Turn::Forward, Turn::None];
+    let turns = [Turn::Forward, Turn::Forward, Turn::Copy];
     let parts: [Tensor; PARTS] = std::array::from_fn(|part| {
         let out = Tensor::empty(qkv.device(), &[batch * heads, t, hd], DType::F32).unwrap_or_else(|e| panic!("split_heads: {e}"));
         rotate(qkv, HeadLayout::packed(part, PARTS, heads, t, hd), &out, HeadLayout::contiguous(heads, t, hd), dims, table, offset, turns[part]);
@@ -40,7 +40,7 @@ pub fn split_heads(qkv: &Tensor, batch: usize, heads: usize, table: &RopeTable, 
         let device = grads.iter().flatten().next().expect("split_heads backward runs with a gradient").device().clone();
         let dqkv = if grads.iter().all(Option::is_some) { Tensor::empty(&device, &qkv_shape, DType::F32) } else { Tensor::zeros(&device, &qkv_shape) };
         let dqkv = dqkv.unwrap_or_else(|e| panic!("split_heads backward: {e}"));
-        let back = [Turn::Back, Turn::Back, Turn::None];
+        let back = [Turn::Back, Turn::Back, Turn::Copy];
         for (part, g) in grads.iter().enumerate() {
             if let Some(g) = g {
                 rotate(g, HeadLayout::contiguous(heads, t, hd), &dqkv, HeadLayout::packed(part, PARTS, heads, t, hd), dims, &table, offset, back[part]);

@@ -1,5 +1,7 @@
 //! Rotary position embedding (`shaders/rope.wgsl`). The cos/sin table is computed once in
-//! f64 on the host, so long contexts keep their angles exact. Backward rotates back.
+//! f64 on the host, so long contexts keep their angles exact. Backward rotates back. The
+//! kernel finds head vectors through a layout for each side, which lets `heads.rs` split a
+//! fused QKV projection into rotated heads in the same pass.
 
 use moegrad_engine::{grid, record, render_template, DType, Device, Result, Tensor};
 
@@ -64,8 +66,8 @@ impl HeadLayout {
 pub(crate) enum Turn {
     Forward,
     Back,
-    /// Copy, unrotated: the values of attention.
-    None,
+    /// Unrotated: the values of attention.
+    Copy,
 }
 
 /// Moves the `batch * heads * t` head vectors of `src` (laid out as `from`) to `dst` (as
@@ -78,14 +80,14 @@ pub(crate) fn rotate(src: &Tensor, from: HeadLayout, dst: &Tensor, to: HeadLayou
     let sign = match turn {
         Turn::Forward => "1.0",
         Turn::Back => "-1.0",
-        Turn::None => "0.0",
+        Turn::Copy => "0.0",
     };
     let dev = src.device();
     let pipeline = dev.pipeline(&format!("rope/{sign}"), "main", || render_template(SHADER, &[("SIGN", sign)]));
     let mut params = vec![pairs, t, heads, table.head_dim, offset, 0, 0, 0];
     params.extend(from.params());
     params.extend(to.params());
-    let params: Vec<u32> = params.into_iter().map(|v| u32::try_from(v).unwrap_or_else(|_| panic!("rope: offset {v} does not fit in u32"))).collect();
+    let params: Vec<u32> = params.into_iter().map(|v| u32::try_from(v).unwrap_or_else(|_| panic!("rope: index {v} does not fit in u32"))).collect();
     dev.launch(&pipeline, &params, &[src, &table.cos, &table.sin, dst], grid(pairs.div_ceil(256)));
 }
 
