@@ -8,6 +8,7 @@ use moegrad::ops::rope::rope_reference;
 use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
 use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, concat, layer_norm, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, NormKind, RopeTable, Tiles};
+use moegrad::models::{FfnKind, KvCache, ModelConfig, Transformer};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -143,6 +144,32 @@ fn causal_attention_skips_the_masked_half() {
             })
         });
     }
+}
+
+#[test]
+fn a_kv_cache_gives_the_logits_of_the_whole_sequence() {
+    // Generation runs the prompt, then a token or a few at a time against the cached keys
+    // and values: more keys than queries, positions offset in the rotary table, and (with
+    // 32-row tiles) causal products over several tiles. Each chunk's logits must be the
+    // rows of one forward pass over the whole sequence.
+    let config = ModelConfig { vocab_size: 50, d_model: 32, layers: 2, heads: 2, context: 64, ffn: FfnKind::Dense, ..ModelConfig::default() };
+    config.validate().unwrap();
+    let model = Transformer::new(&device(), &config, &mut rng(80)).unwrap();
+    let mut r = rng(81);
+    let ids: Vec<u32> = (0..45).map(|_| r.random_range(0..50)).collect();
+    with_matmul_tiles(Tiles::SMALL, || {
+        let whole = no_grad(|| model.forward(&Tensor::from_u32(&device(), &ids, &[1, ids.len()]).unwrap(), false).logits).to_vec().unwrap();
+        let mut cache = KvCache::new();
+        let mut start = 0;
+        for len in [13, 1, 1, 7, 20, 3] {
+            let chunk = Tensor::from_u32(&device(), &ids[start..start + len], &[1, len]).unwrap();
+            let got = no_grad(|| model.forward_cached(&chunk, &mut cache)).to_vec().unwrap();
+            let want: Vec<f64> = whole[start * 50..(start + len) * 50].iter().map(|&v| v as f64).collect();
+            assert_close(&format!("logits of positions {start}..{}", start + len), &got, &want, 1e-5);
+            start += len;
+        }
+        assert_eq!(start, ids.len());
+    });
 }
 
 #[test]
