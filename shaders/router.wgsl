@@ -9,8 +9,11 @@
 // `router_exchange_subgroup.wgsl` (shuffles, no barriers) where the adapter has
 // subgroups, `router_exchange_workgroup.wgsl` (workgroup memory) elsewhere.
 // E and K are compiled in, so every loop has a constant trip count and unrolls.
+// When STATS, each token's log-normaliser m + ln S and entropy ln S - sum_e z_e (x_e - m) / S
+// (z_e = exp(x_e - m), S = sum_e z_e) are written too, by STATS_OUTPUT's `write_stats`.
 
 const RENORMALIZE: bool = {{RENORMALIZE}};
+const STATS: bool = {{STATS}};
 const E: u32 = {{EXPERTS}}u;
 const K: u32 = {{K}}u;
 const LANES: u32 = {{LANES}}u;
@@ -26,6 +29,8 @@ struct Params { tokens: u32, experts: u32, k: u32 }
 @group(0) @binding(2) var<storage, read_write> probs: array<V>;
 @group(0) @binding(3) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> indices: array<u32>;
+
+{{STATS_OUTPUT}}
 
 // A top-k candidate: probability v of expert e (e = NONE: no candidate).
 struct Candidate { v: f32, e: u32 }
@@ -57,13 +62,26 @@ fn main(inv: Invocation) {
     }
     m = token_max(inv, m);
     var s = 0.0;
+    var weighted_logits = 0.0;
     for (var i = 0u; i < PER_LANE; i++) {
         if lane + i * LANES < CHUNKS {
-            z[i] = exp(z[i] - m);
+            let shifted = z[i] - m;
+            z[i] = exp(shifted);
             s += chunk_sum(z[i]);
+            if STATS {
+                // A logit of -inf has probability 0 and adds nothing (not 0 * -inf).
+                weighted_logits += chunk_sum(select(V(0.0), z[i] * shifted, z[i] > V(0.0)));
+            }
         }
     }
-    let inv_s = 1.0 / token_sum(inv, s);
+    let total = token_sum(inv, s);
+    let inv_s = 1.0 / total;
+    if STATS {
+        let weighted = token_sum(inv, weighted_logits);
+        if live && lane == 0u {
+            write_stats(t, m + log(total), log(total) - weighted * inv_s);
+        }
+    }
     for (var i = 0u; i < PER_LANE; i++) {
         let c = lane + i * LANES;
         z[i] *= inv_s;

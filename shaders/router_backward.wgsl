@@ -2,7 +2,8 @@
 // probabilities first (through the renormalisation when RENORMALIZE:
 // dp[a_i] += (gw_i - sum_l gw_l w_l) / S, S the chosen probabilities' sum), joins the
 // probabilities' own gradient gp, and goes through the softmax:
-// dlogits_e = p_e (gp_e + extra_e - sum_l p_l (gp_l + extra_l)).
+// dlogits_e = p_e (gp_e + extra_e - sum_l p_l (gp_l + extra_l)), plus p_e times the
+// gradient of the token's log-normaliser where it has one (LSE_GRAD defines `lse_grad`).
 
 const RENORMALIZE: bool = {{RENORMALIZE}};
 
@@ -15,6 +16,8 @@ struct Params { tokens: u32, experts: u32, k: u32 }
 @group(0) @binding(4) var<storage, read> g_probs: array<f32>;
 @group(0) @binding(5) var<storage, read> g_weights: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dlogits: array<f32>;
+
+{{LSE_GRAD}}
 
 // The weights' contribution to the gradient of probability `e` (0 if not chosen).
 fn extra(t: u32, e: u32, chosen_sum: f32, gw_dot_w: f32) -> f32 {
@@ -47,7 +50,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var e = 0u; e < p.experts; e++) {
         dot += probs[base + e] * (g_probs[base + e] + extra(t, e, chosen_sum, gw_dot_w));
     }
+    // d lse / d logit_e = p_e: the log-normaliser's gradient joins after the softmax's
+    // centring (added to every gp_e it would cancel).
+    let centre = dot - lse_grad(t);
     for (var e = 0u; e < p.experts; e++) {
-        dlogits[base + e] = probs[base + e] * (g_probs[base + e] + extra(t, e, chosen_sum, gw_dot_w) - dot);
+        dlogits[base + e] = probs[base + e] * (g_probs[base + e] + extra(t, e, chosen_sum, gw_dot_w) - centre);
     }
 }

@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 
 use moegrad_engine::{no_grad, Device, Result, Tensor};
-use moegrad_ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, plan_routing, route, selection_mask, TensorOps};
+use moegrad_ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, plan_routing, route_with_stats, selection_mask, TensorOps};
 use rand::Rng;
 
 use crate::config::{FfnKind, MoeConfig};
@@ -70,7 +70,7 @@ impl MoeFfn {
         let c = &self.config;
         let (tokens, experts) = (x.shape()[0], c.experts);
         let logits = x.matmul(&self.router);
-        let routed = route(&logits, c.top_k, c.renormalize && self.kind == FfnKind::Topk);
+        let (routed, router_stats) = route_with_stats(&logits, c.top_k, c.renormalize && self.kind == FfnKind::Topk);
         let plan = plan_routing(&routed.indices, experts);
         let hidden = activate(&grouped_matmul(&gather_slots(x, &plan), &self.w_in, &plan.offsets), c.activation);
         let expert_out = grouped_matmul(&hidden, &self.w_out, &plan.offsets); // [tokens * k, d], expert order
@@ -88,12 +88,8 @@ impl MoeFfn {
         }
         let load = no_grad(|| selected.mean(0).mul_scalar(1.0 / c.top_k as f32));
         let aux_loss = (c.aux_loss_coef > 0.0).then(|| routed.probs.mean(0).mul(&load).sum_all().mul_scalar(c.aux_loss_coef * experts as f32));
-        let z_loss = (c.z_loss_coef > 0.0).then(|| {
-            let max = no_grad(|| logits.max(1)).reshape(&[tokens, 1]);
-            let lse = logits.sub(&max).exp().sum_keepdim(1).log().add(&max);
-            lse.square().mean_all().mul_scalar(c.z_loss_coef)
-        });
-        let entropy = no_grad(|| routed.probs.mul(&routed.probs.add_scalar(1e-9).log()).sum(1).mean_all().neg());
+        let z_loss = (c.z_loss_coef > 0.0).then(|| router_stats.log_normalizer.square().sum_all().mul_scalar(c.z_loss_coef / tokens as f32));
+        let entropy = no_grad(|| router_stats.entropy.mean_all());
         (y, MoeStats { load, entropy, aux_loss, z_loss })
     }
 

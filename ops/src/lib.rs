@@ -44,7 +44,7 @@ pub use rope::{rope, RopeTable};
 pub use heads::split_heads;
 pub use swiglu::swiglu;
 pub use permute::{combine_slots, gather_slots, plan_routing, Routing};
-pub use router::{route, router_exchange, RouterOutput};
+pub use router::{route, route_with_stats, router_exchange, RouterOutput, RouterStats};
 pub use expert_ema::expert_output_ema;
 pub use topk::{selection_mask, topk};
 pub use reduce::{reduce, reduce_all, ReduceOp};

@@ -1,10 +1,11 @@
 //! The model's MoE layers (TopK and Default MoE) against a CPU reference: outputs, all
-//! gradients, the router gradient of skipped experts, and the default vectors' EMA rule.
+//! gradients, the router gradient of skipped experts, the router's losses and entropy,
+//! and the default vectors' EMA rule.
 
 use moegrad::models::{FfnActivation, FfnKind, MoeConfig, MoeFfn};
 use moegrad::ops::expert_ema::expert_output_ema_reference;
-use moegrad::ops::router::route_reference;
-use moegrad::ops::{HostTensor, UnaryOp};
+use moegrad::ops::router::{route_reference, router_stats_reference};
+use moegrad::ops::{concat, reshape, HostTensor, UnaryOp};
 use moegrad::prelude::*;
 
 use crate::common::{assert_close, check_op, host, rng, upload, TOL};
@@ -120,6 +121,38 @@ fn router_gradient_of_skipped_experts_is_zero_for_topk_and_the_default_term_for_
         }
         let d_router = moegrad::ops::matmul::matmul_reference(&h[0], &dlogits, true, false); // x^T dlogits
         assert_close(&format!("{} router gradient", kind.name()), &tensors[1].grad().unwrap().to_vec().unwrap(), &d_router.data, 1e-4);
+    }
+}
+
+/// `[aux, z]`: coef_aux * E * sum_e f_e mean_t p_te (f_e the share of routed slots, a
+/// constant) and coef_z * mean_t logsumexp_t^2.
+fn router_losses_reference(h: &[HostTensor], aux_coef: f64, z_coef: f64) -> HostTensor {
+    let logits = moegrad::ops::matmul::matmul_reference(&h[0], &h[1], false, false);
+    let (probs, _, indices) = route_reference(&logits, K, false);
+    let (lse, _) = router_stats_reference(&logits);
+    let share = |e: usize| indices.iter().filter(|&&i| i as usize == e).count() as f64 / (TOKENS * K) as f64;
+    let mean_prob = |e: usize| (0..TOKENS).map(|t| probs.data[t * E + e]).sum::<f64>() / TOKENS as f64;
+    let aux = aux_coef * E as f64 * (0..E).map(|e| share(e) * mean_prob(e)).sum::<f64>();
+    let z = z_coef * lse.data.iter().map(|l| l * l).sum::<f64>() / TOKENS as f64;
+    HostTensor::new(&[2], vec![aux, z])
+}
+
+#[test]
+fn router_losses_and_entropy_match_reference() {
+    let cfg = MoeConfig { aux_loss_coef: 0.3, z_loss_coef: 0.2, ..config() };
+    for (kind, seed) in [(FfnKind::Topk, 96), (FfnKind::Default, 97)] {
+        let (h, defaults) = inputs(seed);
+        let losses = |t: &[Tensor]| {
+            let (_, stats) = layer(kind, t, &defaults, &cfg).forward(&t[0], true);
+            let (aux, z) = (stats.aux_loss.expect("aux loss enabled"), stats.z_loss.expect("z-loss enabled"));
+            concat(&[&reshape(&aux, &[1]), &reshape(&z, &[1])], 0)
+        };
+        check_op(&format!("{} router losses", kind.name()), &h, losses, |h| router_losses_reference(h, 0.3, 0.2), TOL);
+        let tensors: Vec<Tensor> = h.iter().map(upload).collect();
+        let entropy = layer(kind, &tensors, &defaults, &cfg).forward(&tensors[0], false).1.entropy.item().unwrap();
+        let logits = moegrad::ops::matmul::matmul_reference(&h[0], &h[1], false, false);
+        let want = router_stats_reference(&logits).1.data.iter().sum::<f64>() / TOKENS as f64;
+        assert_close("mean router entropy", &[entropy], &[want], 1e-5);
     }
 }
 

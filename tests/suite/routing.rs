@@ -1,14 +1,14 @@
 //! Routing: top-k, the fused router, token permutation, gather and combine.
 
 use moegrad::ops::permute::{combine_slots_reference, gather_slots_reference, plan_routing_reference};
-use moegrad::ops::router::route_reference;
+use moegrad::ops::router::{route_reference, router_stats_reference};
 use moegrad::ops::topk::topk_reference;
-use moegrad::ops::{combine_slots, concat, gather_slots, plan_routing, reshape, route, router_exchange, topk, HostTensor};
+use moegrad::ops::{combine_slots, concat, gather_slots, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor};
 use moegrad::engine::without_subgroups;
 use moegrad::prelude::*;
 use rand::Rng;
 
-use crate::common::{check_op, device, dim, host, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, rng, upload, TOL};
 
 #[test]
 fn topk_values_indices_and_gradient() {
@@ -32,25 +32,29 @@ fn topk_ties_go_to_the_lower_index() {
     assert_eq!(v.to_vec().unwrap(), vec![3.0, 3.0, 3.0, 2.0, 2.0, 2.0]);
 }
 
-/// The router on random logits against the reference: indices exactly, probabilities and
-/// weights with their gradients.
+/// The router on random logits against the reference: indices exactly; probabilities,
+/// weights and log-normalisers with their gradients; entropies.
 fn check_router(r: &mut rand::rngs::StdRng) {
     for (tokens, experts, k) in [(1, 1, 1), (7, 8, 2), (33, 64, 8), (130, 17, 2), (65, 256, 4), (5, 3, 3)] {
         for renormalize in [false, true] {
             let logits = host(r, &[tokens, experts], -3.0, 3.0);
-            let out = route(&upload(&logits), k, renormalize);
+            let (out, stats) = route_with_stats(&upload(&logits), k, renormalize);
             let (_, _, want_idx) = route_reference(&logits, k, renormalize);
             assert_eq!(out.indices.to_vec_u32().unwrap(), want_idx);
-            // Probabilities and weights both carry gradients: check them together.
-            let both = |t: &[Tensor]| {
-                let o = route(&t[0], k, renormalize);
-                concat(&[&reshape(&o.probs, &[tokens * experts]), &reshape(&o.weights, &[tokens * k])], 0)
+            assert_eq!(route(&upload(&logits), k, renormalize).indices.to_vec_u32().unwrap(), want_idx, "route without statistics");
+            let (_, want_entropy) = router_stats_reference(&logits);
+            assert_close("router entropy", &stats.entropy.to_vec().unwrap(), &want_entropy.data, 1e-5);
+            // Probabilities, weights and log-normalisers all carry gradients: check them together.
+            let all = |t: &[Tensor]| {
+                let (o, s) = route_with_stats(&t[0], k, renormalize);
+                concat(&[&reshape(&o.probs, &[tokens * experts]), &reshape(&o.weights, &[tokens * k]), &s.log_normalizer], 0)
             };
-            let both_ref = |h: &[HostTensor]| {
+            let all_ref = |h: &[HostTensor]| {
                 let (p, w, _) = route_reference(&h[0], k, renormalize);
-                HostTensor::new(&[tokens * (experts + k)], p.data.into_iter().chain(w.data).collect())
+                let (lse, _) = router_stats_reference(&h[0]);
+                HostTensor::new(&[tokens * (experts + k + 1)], p.data.into_iter().chain(w.data).chain(lse.data).collect())
             };
-            check_op("router", &[logits], both, both_ref, TOL);
+            check_op("router", &[logits], all, all_ref, TOL);
         }
     }
 }
@@ -76,6 +80,23 @@ fn router_weights_alone_give_a_gradient_through_the_softmax() {
     let mut r = rng(62);
     let logits = host(&mut r, &[9, 16], -2.0, 2.0);
     check_op("router weights", &[logits], |t| route(&t[0], 2, true).weights, |h| route_reference(&h[0], 2, true).1, TOL);
+}
+
+#[test]
+fn router_log_normaliser_alone_gives_the_probabilities_as_gradient() {
+    let mut r = rng(65);
+    let logits = host(&mut r, &[19, 12], -4.0, 4.0);
+    check_op("router log-normaliser", &[logits], |t| route_with_stats(&t[0], 3, false).1.log_normalizer, |h| router_stats_reference(&h[0]).0, TOL);
+}
+
+#[test]
+fn router_entropy_ignores_experts_of_zero_probability() {
+    let logits = HostTensor::from_f32(&[2, 4], &[0.5, f32::NEG_INFINITY, -1.0, 2.0, 1.0, 1.0, 1.0, 1.0]);
+    let (out, stats) = route_with_stats(&upload(&logits), 2, false);
+    let entropy = stats.entropy.to_vec().unwrap();
+    assert_close("entropy with a -inf logit", &entropy, &router_stats_reference(&logits).1.data, 1e-5);
+    assert!((entropy[1] as f64 - 4f64.ln()).abs() < 1e-5, "uniform over 4 experts: ln 4, got {}", entropy[1]);
+    assert_eq!(out.probs.to_vec().unwrap()[1], 0.0);
 }
 
 fn random_choices(r: &mut rand::rngs::StdRng, tokens: usize, k: usize, experts: usize) -> Vec<u32> {
