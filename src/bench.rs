@@ -246,8 +246,9 @@ fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Optio
             Some(aux) => loss.add(&aux).backward(),
             None => loss.backward(),
         }
-        clip_grad_norm(opt.borrow().parameters(), 1.0);
-        opt.borrow_mut().step();
+        let norm = grad_norm(opt.borrow().parameters(), 1.0, 1.0).expect("the model has gradients");
+        let lr = opt.borrow().config.lr;
+        opt.borrow_mut().step_clipped(lr, &norm);
         opt.borrow().zero_grad();
         model.commit_defaults();
     };

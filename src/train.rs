@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use moegrad_engine::{no_grad, Device, PendingRead, Tensor};
 use moegrad_models::Transformer;
-use moegrad_ops::{clip_grad_norm_scaled, cross_entropy, with_matmul_precision, Precision, AdamW, AdamWConfig, CrossEntropyOptions, TensorOps};
+use moegrad_ops::{grad_norm, cross_entropy, with_matmul_precision, Precision, AdamW, AdamWConfig, CrossEntropyOptions, TensorOps};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -192,14 +192,18 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
             }));
             output_stats = Some(out.moe);
         }
-        let grad_norm = clip_grad_norm_scaled(opt.parameters(), if t.clip > 0.0 { t.clip } else { f32::INFINITY }, loss_scale);
+        // Clipping and loss-scale removal happen inside AdamW's update.
+        let grad_norm = grad_norm(opt.parameters(), if t.clip > 0.0 { t.clip } else { f32::INFINITY }, loss_scale);
         // f16: one more scalar read-back, to skip a step whose scaled gradients overflowed.
         let apply = match (&mut scaler, &grad_norm) {
             (Some(s), Some(norm)) => s.update(norm.to_vec()?[0]),
             _ => true,
         };
         if apply {
-            opt.step_with_lr(lr);
+            match &grad_norm {
+                Some(norm) => opt.step_clipped(lr, norm),
+                None => opt.step_with_lr(lr),
+            }
         } else if scaler.as_ref().is_some_and(LossScaler::stuck) {
             bar.abandon();
             bail!("f16 gradients overflowed {MAX_SKIPPED_IN_A_ROW} steps in a row (loss scale now {}); stopping at step {step}. Try train.precision = \"f32\" or a lower train.lr.", loss_scale / 2.0);

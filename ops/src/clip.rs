@@ -1,8 +1,12 @@
 //! Global gradient norm and clipping, computed on the GPU without a read-back
 //! (`shaders/grad_norm.wgsl`): the norm stays a device scalar that training logs read
-//! only when they print.
+//! only when they print. `grad_norm` leaves the gradients alone, for an optimizer that
+//! applies the clipping factor as it reads them (`AdamW::step_clipped`) instead of a pass
+//! that rewrites every gradient.
 
-use moegrad_engine::{grid, no_grad, DType, Tensor};
+use std::sync::Arc;
+
+use moegrad_engine::{grid, DType, Device, Kernel, Tensor};
 
 use crate::workgroup_reduce::WorkgroupReduce;
 
@@ -22,39 +26,47 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Option<Tensor> {
 /// scaling): the norm is the true one, and the gradients are unscaled in the same pass
 /// that clips them. A non-finite norm means the scaled gradients overflowed.
 pub fn clip_grad_norm_scaled(params: &[Tensor], max_norm: f32, grad_scale: f32) -> Option<Tensor> {
+    let out = grad_norm(params, max_norm, grad_scale)?;
+    if max_norm.is_finite() || grad_scale != 1.0 {
+        let dev = out.device();
+        let pipeline = norm_pipeline(dev, "scale");
+        for p in params {
+            let Some(g) = p.grad().filter(|g| g.numel() > 0) else { continue };
+            let scaled = Tensor::empty(dev, g.shape(), DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+            dev.launch_bound(&pipeline, &[g.numel() as u32, 0, 0, 0], &[(1, &g), (4, &out), (5, &scaled)], grid(g.numel().div_ceil(256)));
+            p.set_grad(scaled);
+        }
+    }
+    Some(out)
+}
+
+/// The `[norm, scale]` of `clip_grad_norm_scaled`, without touching the gradients: scale
+/// = min(1, max_norm / norm) / grad_scale is the factor that would clip and unscale them.
+/// None when no parameter has a gradient.
+pub fn grad_norm(params: &[Tensor], max_norm: f32, grad_scale: f32) -> Option<Tensor> {
     assert!(grad_scale > 0.0 && grad_scale.is_finite(), "clip_grad_norm: gradient scale must be positive and finite, got {grad_scale}");
     let unscale = (1.0 / grad_scale).to_bits();
-    let grads: Vec<(&Tensor, Tensor)> = params.iter().filter_map(|p| p.grad().map(|g| (p, g))).collect();
-    let dev = grads.first()?.1.device().clone();
-    no_grad(|| {
-        let chunks: Vec<usize> = grads.iter().map(|(_, g)| g.numel().div_ceil(CHUNK).max(1)).collect();
-        let total: usize = chunks.iter().sum();
-        let partials = Tensor::zeros_of(&dev, &[total], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-        let out = Tensor::empty(&dev, &[2], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-        let reduce = WorkgroupReduce::for_device(&dev);
-        let pipeline = |entry: &str| dev.pipeline(&format!("grad_norm/{entry}/{}", reduce.name()), entry, || reduce.append_to(SHADER.to_string()));
-        let partial = pipeline("partial_squares");
-        let mut first = 0;
-        for ((_, g), &n) in grads.iter().zip(&chunks) {
-            if g.numel() > 0 {
-                let params = [g.numel() as u32, first as u32, CHUNK as u32, max_norm.to_bits(), unscale];
-                dev.launch_bound(&partial, &params, &[(1, g), (2, &partials)], [n as u32, 1, 1]);
-            }
-            first += n;
+    let grads: Vec<Tensor> = params.iter().filter_map(Tensor::grad).collect();
+    let dev = grads.first()?.device().clone();
+    let chunks: Vec<usize> = grads.iter().map(|g| g.numel().div_ceil(CHUNK).max(1)).collect();
+    let total: usize = chunks.iter().sum();
+    let partials = Tensor::zeros_of(&dev, &[total], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+    let out = Tensor::empty(&dev, &[2], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+    let partial = norm_pipeline(&dev, "partial_squares");
+    let mut first = 0;
+    for (g, &n) in grads.iter().zip(&chunks) {
+        if g.numel() > 0 {
+            let params = [g.numel() as u32, first as u32, CHUNK as u32, max_norm.to_bits(), unscale];
+            dev.launch_bound(&partial, &params, &[(1, g), (2, &partials)], [n as u32, 1, 1]);
         }
-        let finish = pipeline("finish");
-        dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits(), unscale], &[(2, &partials), (3, &out)], [1, 1, 1]);
-        if max_norm.is_finite() || grad_scale != 1.0 {
-            let scale = pipeline("scale");
-            for (p, g) in &grads {
-                if g.numel() == 0 {
-                    continue;
-                }
-                let scaled = Tensor::empty(&dev, g.shape(), DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-                dev.launch_bound(&scale, &[g.numel() as u32, 0, 0, 0], &[(1, g), (4, &out), (5, &scaled)], grid(g.numel().div_ceil(256)));
-                p.set_grad(scaled);
-            }
-        }
-        Some(out)
-    })
+        first += n;
+    }
+    let finish = norm_pipeline(&dev, "finish");
+    dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits(), unscale], &[(2, &partials), (3, &out)], [1, 1, 1]);
+    Some(out)
+}
+
+fn norm_pipeline(dev: &Device, entry: &str) -> Arc<Kernel> {
+    let reduce = WorkgroupReduce::for_device(dev);
+    dev.pipeline(&format!("grad_norm/{entry}/{}", reduce.name()), entry, || reduce.append_to(SHADER.to_string()))
 }

@@ -1,7 +1,7 @@
 //! Optimizers update parameters in place on the GPU, so a training step allocates nothing
 //! and reads nothing back.
 
-use moegrad_engine::{grid, no_grad, Result, Tensor};
+use moegrad_engine::{grid, no_grad, render_template, Result, Tensor};
 
 const SGD_SHADER: &str = include_str!("../../shaders/sgd.wgsl");
 const ADAMW_SHADER: &str = include_str!("../../shaders/adamw.wgsl");
@@ -82,6 +82,18 @@ impl AdamW {
 
     /// One update with learning rate `lr` (schedules change it per step).
     pub fn step_with_lr(&mut self, lr: f32) {
+        self.update(lr, None);
+    }
+
+    /// `step_with_lr` on the gradients times `norm[1]`, `norm` being `grad_norm`'s
+    /// `[norm, scale]`: the same update as `clip_grad_norm_scaled` then `step_with_lr`,
+    /// without a pass that rewrites every gradient first.
+    pub fn step_clipped(&mut self, lr: f32, norm: &Tensor) {
+        assert_eq!(norm.shape(), &[2], "AdamW::step_clipped: expects grad_norm's [norm, scale], got shape {:?}", norm.shape());
+        self.update(lr, Some(norm));
+    }
+
+    fn update(&mut self, lr: f32, norm: Option<&Tensor>) {
         self.step_count += 1;
         let c = self.config;
         let t = self.step_count as i32;
@@ -90,9 +102,18 @@ impl AdamW {
             for (p, (m, v)) in self.params.iter().zip(&self.moments) {
                 let Some(g) = p.grad() else { continue };
                 let dev = p.device();
-                let pipeline = dev.pipeline("adamw", "main", || ADAMW_SHADER.to_string());
                 let params = [p.numel() as u32, lr.to_bits(), c.beta1.to_bits(), c.beta2.to_bits(), c.eps.to_bits(), c.weight_decay.to_bits(), bc1.to_bits(), bc2.to_bits()];
-                dev.launch(&pipeline, &params, &[p, &g, m, v], grid(p.numel().div_ceil(256)));
+                match norm {
+                    Some(norm) => {
+                        let scale_code = "@group(0) @binding(5) var<storage, read> norm: array<f32>;\nfn grad_scale() -> f32 { return norm[1]; }";
+                        let pipeline = dev.pipeline("adamw/clipped", "main", || render_template(ADAMW_SHADER, &[("GRAD_SCALE", scale_code)]));
+                        dev.launch(&pipeline, &params, &[p, &g, m, v, norm], grid(p.numel().div_ceil(256)));
+                    }
+                    None => {
+                        let pipeline = dev.pipeline("adamw", "main", || render_template(ADAMW_SHADER, &[("GRAD_SCALE", "fn grad_scale() -> f32 { return 1.0; }")]));
+                        dev.launch(&pipeline, &params, &[p, &g, m, v], grid(p.numel().div_ceil(256)));
+                    }
+                }
             }
         });
     }

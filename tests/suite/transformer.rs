@@ -7,7 +7,7 @@ use moegrad::ops::optim::adamw_reference;
 use moegrad::ops::rope::rope_reference;
 use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
-use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, concat, layer_norm, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, NormKind, RopeTable, Tiles};
+use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable, Tiles};
 use moegrad::models::{FfnKind, KvCache, ModelConfig, Transformer};
 use moegrad::prelude::*;
 use rand::Rng;
@@ -190,6 +190,46 @@ fn adamw_steps_match_reference() {
     assert_close("adamw param", &p.to_vec().unwrap(), &pr, 1e-5);
     assert_close("adamw m", &opt.moments[0].0.to_vec().unwrap(), &mr, 1e-5);
     assert_close("adamw v", &opt.moments[0].1.to_vec().unwrap(), &vr, 1e-5);
+}
+
+/// AdamW applying the clipping factor as it reads the gradients: the reference update on
+/// clipped, unscaled gradients, and bit for bit what clipping first, then stepping, gives.
+#[test]
+fn adamw_step_clipped_matches_reference_and_clipping_first() {
+    let mut r = rng(77);
+    let sizes = [1001, 3, 70_000];
+    let config = AdamWConfig { lr: 0.01, weight_decay: 0.1, ..AdamWConfig::default() };
+    let initial: Vec<HostTensor> = sizes.iter().map(|&n| host(&mut r, &[n], -1.0, 1.0)).collect();
+    let fused: Vec<Tensor> = initial.iter().map(|h| upload(h).requires_grad()).collect();
+    let separate: Vec<Tensor> = initial.iter().map(|h| upload(h).requires_grad()).collect();
+    let (mut fused_opt, mut separate_opt) = (AdamW::new(fused.clone(), config).unwrap(), AdamW::new(separate.clone(), config).unwrap());
+    let mut reference: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = initial.iter().map(|h| (h.data.clone(), vec![0.0; h.numel()], vec![0.0; h.numel()])).collect();
+    // (max_norm, loss scale): clipping active, loss scaling alone, neither.
+    for (step, (max_norm, loss_scale)) in [(1.0f32, 1.0f32), (f32::INFINITY, 256.0), (f32::INFINITY, 1.0), (0.5, 64.0)].into_iter().enumerate() {
+        let grads: Vec<HostTensor> = sizes.iter().map(|&n| host(&mut r, &[n], -1.0, 1.0)).collect();
+        for (p, g) in fused.iter().zip(&grads).chain(separate.iter().zip(&grads)) {
+            p.set_grad(upload(&g.map(|v| v * loss_scale as f64)));
+        }
+        let norm = grad_norm(&fused, max_norm, loss_scale).unwrap();
+        fused_opt.step_clipped(config.lr, &norm);
+        clip_grad_norm_scaled(&separate, max_norm, loss_scale).unwrap();
+        separate_opt.step();
+        let true_norm = grads.iter().flat_map(|g| &g.data).map(|v| v * v).sum::<f64>().sqrt();
+        let clip = (max_norm as f64 / (true_norm + 1e-6)).min(1.0);
+        for (state, g) in reference.iter_mut().zip(&grads) {
+            let clipped: Vec<f64> = g.data.iter().map(|v| v * clip).collect();
+            *state = adamw_reference(&state.0, &clipped, &state.1, &state.2, config, step as u64 + 1);
+        }
+    }
+    for (i, (state, (p, q))) in reference.iter().zip(fused.iter().zip(&separate)).enumerate() {
+        let (fused_m, fused_v) = &fused_opt.moments[i];
+        assert_close("clipped adamw param", &p.to_vec().unwrap(), &state.0, 1e-5);
+        assert_close("clipped adamw m", &fused_m.to_vec().unwrap(), &state.1, 1e-5);
+        assert_close("clipped adamw v", &fused_v.to_vec().unwrap(), &state.2, 1e-5);
+        assert_eq!(p.to_vec().unwrap(), q.to_vec().unwrap(), "parameter {i}: fused clipping must equal clipping first");
+        assert_eq!(fused_m.to_vec().unwrap(), separate_opt.moments[i].0.to_vec().unwrap(), "parameter {i}: first moments");
+        assert_eq!(fused_v.to_vec().unwrap(), separate_opt.moments[i].1.to_vec().unwrap(), "parameter {i}: second moments");
+    }
 }
 
 #[test]
