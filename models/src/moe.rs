@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 
 use moegrad_engine::{no_grad, Device, Result, Tensor};
-use moegrad_ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, plan_routing, route_with_stats, selection_mask, TensorOps};
+use moegrad_ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, load_balancing_loss, plan_routing, route_with_stats, selection_mask, TensorOps};
 use rand::Rng;
 
 use crate::config::{FfnKind, MoeConfig};
@@ -75,10 +75,9 @@ impl MoeFfn {
         let hidden = activate(&grouped_matmul(&gather_slots(x, &plan), &self.w_in, &plan.offsets), c.activation);
         let expert_out = grouped_matmul(&hidden, &self.w_out, &plan.offsets); // [tokens * k, d], expert order
         let mut y = combine_slots(&expert_out, &routed.weights, &plan);
-        let selected = selection_mask(&routed.indices, experts); // [tokens, E], constant
         if self.kind == FfnKind::Default {
             let defaults = self.defaults.lock().unwrap().clone();
-            let skipped = selected.neg().add_scalar(1.0);
+            let skipped = selection_mask(&routed.indices, experts).neg().add_scalar(1.0); // [tokens, E], constant
             let default_term = routed.probs.mul(&skipped).matmul(&defaults);
             y = if c.default_backward_only { y.add(&default_term.sub(&default_term.detach())) } else { y.add(&default_term) };
             if train {
@@ -86,8 +85,8 @@ impl MoeFfn {
                 *self.pending_defaults.lock().unwrap() = Some(updated);
             }
         }
-        let load = no_grad(|| selected.mean(0).mul_scalar(1.0 / c.top_k as f32));
-        let aux_loss = (c.aux_loss_coef > 0.0).then(|| routed.probs.mean(0).mul(&load).sum_all().mul_scalar(c.aux_loss_coef * experts as f32));
+        let balance = load_balancing_loss(&routed.probs, &routed.indices, c.aux_loss_coef);
+        let (load, aux_loss) = (balance.load, (c.aux_loss_coef > 0.0).then_some(balance.loss));
         let z_loss = (c.z_loss_coef > 0.0).then(|| router_stats.log_normalizer.square().sum_all().mul_scalar(c.z_loss_coef / tokens as f32));
         let entropy = no_grad(|| router_stats.entropy.mean_all());
         (y, MoeStats { load, entropy, aux_loss, z_loss })

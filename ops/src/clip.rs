@@ -67,6 +67,5 @@ pub fn grad_norm(params: &[Tensor], max_norm: f32, grad_scale: f32) -> Option<Te
 }
 
 fn norm_pipeline(dev: &Device, entry: &str) -> Arc<Kernel> {
-    let reduce = WorkgroupReduce::for_device(dev);
-    dev.pipeline(&format!("grad_norm/{entry}/{}", reduce.name()), entry, || reduce.append_to(SHADER.to_string()))
+    WorkgroupReduce::for_device(dev).entry_pipeline(dev, "grad_norm", SHADER, entry)
 }

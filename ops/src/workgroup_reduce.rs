@@ -7,7 +7,9 @@
 //! from 3.9 to 2.1 ms, a 256-thread softmax from 4.2 to 2.3, and the tiny LM step from
 //! 2,830 to 3,330 tokens/s.
 
-use moegrad_engine::{grid, render_template, Device, Tensor};
+use std::sync::Arc;
+
+use moegrad_engine::{grid, render_template, Device, Kernel, Tensor};
 
 use crate::row_threads::row_threads_allowed;
 
@@ -50,6 +52,12 @@ impl WorkgroupReduce {
             Self::Subgroup => "subgroup",
             Self::Memory => "memory",
         }
+    }
+
+    /// The pipeline for entry point `entry` of `shader` (named `name` in pipeline keys), a
+    /// kernel with several entry points that use these reductions.
+    pub(crate) fn entry_pipeline(self, dev: &Device, name: &str, shader: &'static str, entry: &str) -> Arc<Kernel> {
+        dev.pipeline(&format!("{name}/{entry}/{}", self.name()), entry, || self.append_to(shader.to_string()))
     }
 
     /// `kernel` with these reductions; the kernel defines `WG`, its workgroup size.

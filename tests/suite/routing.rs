@@ -1,14 +1,15 @@
 //! Routing: top-k, the fused router, token permutation, gather and combine.
 
 use moegrad::ops::permute::{combine_slots_reference, gather_slots_reference, plan_routing_reference};
+use moegrad::ops::load_balance::load_balancing_loss_reference;
 use moegrad::ops::router::{route_reference, router_stats_reference};
 use moegrad::ops::topk::topk_reference;
-use moegrad::ops::{combine_slots, concat, gather_slots, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor};
+use moegrad::ops::{combine_slots, concat, gather_slots, load_balancing_loss, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor};
 use moegrad::engine::without_subgroups;
 use moegrad::prelude::*;
 use rand::Rng;
 
-use crate::common::{assert_close, check_op, device, dim, host, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
 
 #[test]
 fn topk_values_indices_and_gradient() {
@@ -113,6 +114,31 @@ fn random_choices(r: &mut rand::rngs::StdRng, tokens: usize, k: usize, experts: 
             chosen
         })
         .collect()
+}
+
+#[test]
+fn load_balancing_loss_matches_reference_and_gradient() {
+    on_both_paths(|| {
+        let mut r = rng(66);
+        for (tokens, experts, k) in [(1, 1, 1), (7, 8, 2), (300, 5, 3), (513, 64, 2), (33, 256, 8)] {
+            let probs = host(&mut r, &[tokens, experts], 0.0, 1.0);
+            let ids = random_choices(&mut r, tokens, k, experts);
+            let indices = Tensor::from_u32(&device(), &ids, &[tokens, k]).unwrap();
+            let coef = r.random_range(0.01..2.0);
+            let (_, want_load) = load_balancing_loss_reference(&probs, &ids, coef);
+            let balance = load_balancing_loss(&upload(&probs), &indices, coef as f32);
+            assert_close("expert load", &balance.load.to_vec().unwrap(), &want_load, 1e-6);
+            check_op(
+                "load_balancing_loss",
+                &[probs],
+                |t| load_balancing_loss(&t[0], &indices, coef as f32).loss,
+                |h| HostTensor::new(&[], vec![load_balancing_loss_reference(&h[0], &ids, coef).0]),
+                TOL,
+            );
+        }
+        let empty = load_balancing_loss(&upload(&HostTensor::zeros(&[0, 4])), &Tensor::from_u32(&device(), &[], &[0, 2]).unwrap(), 1.0);
+        assert_eq!((empty.loss.item().unwrap(), empty.load.to_vec().unwrap()), (0.0, vec![0.0; 4]), "no tokens: nothing to balance");
+    });
 }
 
 #[test]
