@@ -138,10 +138,13 @@ fn routing(c: &mut Criterion) {
     let (tokens, experts, k, d) = scale((4096, 64, 2, 64), (65_536, 64, 2, 1024));
     let logits = b.randn(&[tokens, experts]);
     b.run(&mut g, "router_softmax_topk", format!("{tokens}x{experts}/k{k}"), bytes(tokens * (experts * 2 + 2 * k)), || route(&logits, k, false));
+    b.run(&mut g, "router_with_stats", format!("{tokens}x{experts}/k{k}"), bytes(tokens * (experts * 2 + 2 * k + 2)), || route_with_stats(&logits, k, false));
     b.run(&mut g, "topk", format!("{tokens}x{experts}/k{k}"), bytes(tokens * (experts + 2 * k)), || topk(&logits, k));
-    let choices = route(&logits, k, false).indices;
+    let routed = route(&logits, k, false);
+    let choices = routed.indices;
     b.run(&mut g, "permute", format!("{tokens}x{k}/E{experts}"), Throughput::Elements((tokens * k) as u64), || plan_routing(&choices, experts));
     let plan = plan_routing(&choices, experts);
+    b.run(&mut g, "load_balancing_loss", format!("{tokens}x{experts}/k{k}"), bytes(tokens * experts), || load_balancing_loss(&routed.probs, &plan, 0.01).loss);
     let x = b.randn(&[tokens, d]);
     b.run(&mut g, "gather_slots", format!("{tokens}x{d}/k{k}"), bytes(2 * tokens * k * d), || gather_slots(&x, &plan));
     let rows = b.randn(&[tokens * k, d]);

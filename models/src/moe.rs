@@ -85,7 +85,7 @@ impl MoeFfn {
                 *self.pending_defaults.lock().unwrap() = Some(updated);
             }
         }
-        let balance = load_balancing_loss(&routed.probs, &routed.indices, c.aux_loss_coef);
+        let balance = load_balancing_loss(&routed.probs, &plan, c.aux_loss_coef);
         let (load, aux_loss) = (balance.load, (c.aux_loss_coef > 0.0).then_some(balance.loss));
         let z_loss = (c.z_loss_coef > 0.0).then(|| router_stats.log_normalizer.square().sum_all().mul_scalar(c.z_loss_coef / tokens as f32));
         let entropy = no_grad(|| router_stats.entropy.mean_all());

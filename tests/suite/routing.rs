@@ -123,20 +123,21 @@ fn load_balancing_loss_matches_reference_and_gradient() {
         for (tokens, experts, k) in [(1, 1, 1), (7, 8, 2), (300, 5, 3), (513, 64, 2), (33, 256, 8)] {
             let probs = host(&mut r, &[tokens, experts], 0.0, 1.0);
             let ids = random_choices(&mut r, tokens, k, experts);
-            let indices = Tensor::from_u32(&device(), &ids, &[tokens, k]).unwrap();
+            let plan = plan_routing(&Tensor::from_u32(&device(), &ids, &[tokens, k]).unwrap(), experts);
             let coef = r.random_range(0.01..2.0);
             let (_, want_load) = load_balancing_loss_reference(&probs, &ids, coef);
-            let balance = load_balancing_loss(&upload(&probs), &indices, coef as f32);
+            let balance = load_balancing_loss(&upload(&probs), &plan, coef as f32);
             assert_close("expert load", &balance.load.to_vec().unwrap(), &want_load, 1e-6);
             check_op(
                 "load_balancing_loss",
                 &[probs],
-                |t| load_balancing_loss(&t[0], &indices, coef as f32).loss,
+                |t| load_balancing_loss(&t[0], &plan, coef as f32).loss,
                 |h| HostTensor::new(&[], vec![load_balancing_loss_reference(&h[0], &ids, coef).0]),
                 TOL,
             );
         }
-        let empty = load_balancing_loss(&upload(&HostTensor::zeros(&[0, 4])), &Tensor::from_u32(&device(), &[], &[0, 2]).unwrap(), 1.0);
+        let no_tokens = plan_routing(&Tensor::from_u32(&device(), &[], &[0, 2]).unwrap(), 4);
+        let empty = load_balancing_loss(&upload(&HostTensor::zeros(&[0, 4])), &no_tokens, 1.0);
         assert_eq!((empty.loss.item().unwrap(), empty.load.to_vec().unwrap()), (0.0, vec![0.0; 4]), "no tokens: nothing to balance");
     });
 }
