@@ -3,6 +3,9 @@
 // y = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var(x) + eps). The row's mean and rstd
 // are saved for the backward pass. Rows, scale and bias are read V values at a time
 // (`common/row_chunks.wgsl`: vec4<f32> where rows are whole vec4s, else f32).
+// RESIDUAL defines `row_chunk`, the input: x itself, or x + delta for a residual
+// connection followed by a norm, whose sum `keep_sum` also writes out (one pass instead
+// of an add and then a norm).
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
@@ -16,6 +19,8 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read_write> y: array<V>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>; // [rows, 2]: mean, rstd
 
+{{RESIDUAL}}
+
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let row = inv.wid.x + inv.wid.y * inv.nwg.x;
@@ -28,18 +33,20 @@ fn main(inv: Invocation) {
     if MODE == 1u {
         var s = 0.0;
         for (var c = inv.lid; c < chunks; c += WG) {
-            s += chunk_sum(x[base + c]);
+            s += chunk_sum(row_chunk(base + c));
         }
         mean = workgroup_sum(inv, s) / f32(p.n);
     }
     var sq = 0.0;
     for (var c = inv.lid; c < chunks; c += WG) {
-        let d = x[base + c] - V(mean);
+        let d = row_chunk(base + c) - V(mean);
         sq += chunk_sum(d * d);
     }
     let rstd = inverseSqrt(workgroup_sum(inv, sq) / f32(p.n) + p.eps);
     for (var c = inv.lid; c < chunks; c += WG) {
-        y[base + c] = (x[base + c] - V(mean)) * rstd * w[c] + select(V(0.0), b[c], MODE == 1u);
+        let v = row_chunk(base + c);
+        keep_sum(base + c, v);
+        y[base + c] = (v - V(mean)) * rstd * w[c] + select(V(0.0), b[c], MODE == 1u);
     }
     if inv.lid == 0u {
         stats[row * 2u] = mean;

@@ -2,7 +2,8 @@
 //   x_hat = (x - mean) * rstd, gw = g * w,
 //   dx = rstd * (gw - mean(gw) [LayerNorm only] - x_hat * mean(gw * x_hat)).
 // It also writes g * x_hat, which summed over rows is the scale's gradient. Loads are
-// V values at a time, as in the forward kernel.
+// V values at a time, as in the forward kernel. RESIDUAL defines `residual_grad`,
+// added to dx: the gradient of a residual sum that is also used unnormalised (0 if none).
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
@@ -16,6 +17,8 @@ struct Params { rows: u32, n: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read> g: array<V>;
 @group(0) @binding(5) var<storage, read_write> dx: array<V>;
 @group(0) @binding(6) var<storage, read_write> g_xhat: array<V>;
+
+{{RESIDUAL}}
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
@@ -39,7 +42,7 @@ fn main(inv: Invocation) {
     for (var c = inv.lid; c < chunks; c += WG) {
         let x_hat = (x[base + c] - V(mean)) * rstd;
         let gc = g[base + c];
-        dx[base + c] = rstd * (gc * w[c] - V(mean_gw) - x_hat * mean_gw_xhat);
+        dx[base + c] = rstd * (gc * w[c] - V(mean_gw) - x_hat * mean_gw_xhat) + residual_grad(base + c);
         g_xhat[base + c] = gc * x_hat;
     }
 }

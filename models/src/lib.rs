@@ -16,4 +16,4 @@ pub use config::{DenseConfig, FfnActivation, FfnKind, ModelConfig, MoeConfig};
 pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
 pub use moe::{MoeFfn, MoeStats};
-pub use transformer::{KvCache, Output, Transformer};
+pub use transformer::{Block, Ffn, KvCache, Output, Transformer};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::{embedding, rms_norm, RopeTable, TensorOps};
+use moegrad_ops::{add_rms_norm, embedding, rms_norm, RopeTable, TensorOps};
 use rand::Rng;
 
 use crate::attention::{LayerCache, SelfAttention};
@@ -108,21 +108,25 @@ impl Transformer {
         let eps = self.config.norm_eps;
         let mut x = embedding(&self.embed, ids).reshape(&[batch * t, self.config.d_model]);
         let mut moe = Vec::new();
+        // A block's FFN output joins the residual stream in the next norm's kernel.
+        let mut pending: Option<Tensor> = None;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
-            x = x.add(&block.attn.forward(&rms_norm(&x, &block.attn_norm, eps), batch, t, &self.rope, layer_cache));
-            let h = rms_norm(&x, &block.ffn_norm, eps);
-            let y = match &block.ffn {
+            let normed;
+            (x, normed) = residual_norm(&x, pending.take().as_ref(), &block.attn_norm, eps);
+            let attn_out = block.attn.forward(&normed, batch, t, &self.rope, layer_cache);
+            let h;
+            (x, h) = add_rms_norm(&x, &attn_out, &block.ffn_norm, eps);
+            pending = Some(match &block.ffn {
                 Ffn::Dense(ffn) => ffn.forward(&h),
                 Ffn::Moe(ffn) => {
                     let (y, stats) = ffn.forward(&h, train);
                     moe.push(stats);
                     y
                 }
-            };
-            x = x.add(&y);
+            });
         }
-        let x = rms_norm(&x, &self.final_norm, eps);
+        let (_, x) = residual_norm(&x, pending.as_ref(), &self.final_norm, eps);
         let logits = match &self.lm_head {
             Some(w) => x.matmul(w),
             None => x.matmul_t(&self.embed, false, true),
@@ -181,5 +185,13 @@ impl Transformer {
                 *m.defaults.lock().unwrap() = t.clone();
             }
         }
+    }
+}
+
+/// `(x + delta, rms_norm(x + delta))` in one kernel, or `(x, rms_norm(x))` without a delta.
+fn residual_norm(x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, eps: f32) -> (Tensor, Tensor) {
+    match delta {
+        Some(d) => add_rms_norm(x, d, weight, eps),
+        None => (x.clone(), rms_norm(x, weight, eps)),
     }
 }

@@ -40,7 +40,7 @@ pub use matmul::{grouped_matmul, matmul, matmul_t};
 pub use matmul_kernel::{f16_matmul_kernel, matmul_precision, set_matmul_precision, with_coop_tiles, with_matmul_precision, with_matmul_splits, with_matmul_tiles, CoopTiles, Precision, Tiles};
 pub use attention::attention;
 pub use clip::{clip_grad_norm, clip_grad_norm_scaled, grad_norm};
-pub use norm::{layer_norm, rms_norm, NormKind};
+pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm, NormKind};
 pub use optim::{AdamW, AdamWConfig, Sgd};
 pub use rope::{rope, RopeTable};
 pub use heads::split_heads;

@@ -7,8 +7,8 @@ use moegrad::ops::optim::adamw_reference;
 use moegrad::ops::rope::rope_reference;
 use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
-use moegrad::ops::{attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable, Tiles};
-use moegrad::models::{FfnKind, KvCache, ModelConfig, Transformer};
+use moegrad::ops::{add_layer_norm, add_rms_norm, attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable, Tiles};
+use moegrad::models::{Ffn, FfnKind, KvCache, ModelConfig, Transformer};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -30,6 +30,48 @@ fn rms_and_layer_norm_match_reference_and_gradients() {
                 &[x, w, b],
                 |t| layer_norm(&t[0], &t[1], &t[2], 1e-5),
                 |h| norm_reference(NormKind::Layer, &h[0], &h[1], Some(&h[2]), 1e-5),
+                TOL,
+            );
+        }
+    });
+}
+
+/// `(x + delta, norm(x + delta))` on the host.
+fn add_norm_reference(kind: NormKind, h: &[HostTensor]) -> (HostTensor, HostTensor) {
+    let sum = HostTensor::new(&h[0].shape, h[0].data.iter().zip(&h[1].data).map(|(a, b)| a + b).collect());
+    let normed = norm_reference(kind, &sum, &h[2], h.get(3), 1e-5);
+    (sum, normed)
+}
+
+/// The residual sum and its norm, as one flat tensor (both carry gradients).
+fn both(pair: (Tensor, Tensor)) -> Tensor {
+    let (sum, normed) = pair;
+    concat(&[&sum.reshape(&[sum.numel()]), &normed.reshape(&[normed.numel()])], 0)
+}
+
+fn both_reference(pair: (HostTensor, HostTensor)) -> HostTensor {
+    let (sum, normed) = pair;
+    HostTensor::new(&[sum.numel() * 2], sum.data.into_iter().chain(normed.data).collect())
+}
+
+#[test]
+fn residual_norms_match_reference_and_gradients() {
+    on_both_paths(|| {
+        let mut r = rng(78);
+        for n in [1, 4, 7, 64, 65, 300] {
+            let rows = dim(&mut r, 20);
+            let (x, delta) = (host(&mut r, &[rows, n], -2.0, 2.0), host(&mut r, &[rows, n], -1.0, 1.0));
+            let (w, b) = (host(&mut r, &[n], 0.5, 1.5), host(&mut r, &[n], -0.5, 0.5));
+            let rms_inputs = [x.clone(), delta.clone(), w.clone()];
+            check_op("add_rms_norm", &rms_inputs, |t| both(add_rms_norm(&t[0], &t[1], &t[2], 1e-5)), |h| both_reference(add_norm_reference(NormKind::Rms, h)), TOL);
+            // Only the norm used (the gradient of the sum is the norm's alone), only the sum.
+            check_op("add_rms_norm, norm only", &rms_inputs, |t| add_rms_norm(&t[0], &t[1], &t[2], 1e-5).1, |h| add_norm_reference(NormKind::Rms, h).1, TOL);
+            check_op("add_rms_norm, sum only", &rms_inputs, |t| add_rms_norm(&t[0], &t[1], &t[2], 1e-5).0, |h| add_norm_reference(NormKind::Rms, h).0, TOL);
+            check_op(
+                "add_layer_norm",
+                &[x, delta, w, b],
+                |t| both(add_layer_norm(&t[0], &t[1], &t[2], &t[3], 1e-5)),
+                |h| both_reference(add_norm_reference(NormKind::Layer, h)),
                 TOL,
             );
         }
@@ -143,6 +185,52 @@ fn causal_attention_skips_the_masked_half() {
                 )
             })
         });
+    }
+}
+
+/// The model joins each block's output to the residual stream inside the next norm's
+/// kernel: its logits and every parameter's gradient must be those of the textbook
+/// pre-norm block, x += attn(norm(x)); x += ffn(norm(x)), written with separate ops.
+#[test]
+fn fused_residual_norms_give_the_textbook_pre_norm_model() {
+    for (ffn, tied) in [(FfnKind::Dense, true), (FfnKind::Topk, false)] {
+        let config = ModelConfig { vocab_size: 37, d_model: 32, layers: 2, heads: 2, context: 16, ffn, tied_embeddings: tied, ..ModelConfig::default() };
+        config.validate().unwrap();
+        let model = Transformer::new(&device(), &config, &mut rng(82)).unwrap();
+        let mut r = rng(83);
+        let (batch, t) = (2, 11);
+        let ids: Vec<u32> = (0..batch * t).map(|_| r.random_range(0..37)).collect();
+        let ids = Tensor::from_u32(&device(), &ids, &[batch, t]).unwrap();
+        let seed = upload(&host(&mut r, &[batch * t, 37], -1.0, 1.0));
+        let run = |logits: Tensor| {
+            logits.backward_with(&seed);
+            let grads: Vec<Vec<f32>> = model.parameters().iter().map(|p| p.grad().unwrap().to_vec().unwrap()).collect();
+            model.parameters().iter().for_each(Tensor::zero_grad);
+            (logits.to_vec().unwrap(), grads)
+        };
+        let (fused, fused_grads) = run(model.forward(&ids, true).logits);
+        let rope = RopeTable::new(&device(), config.context, config.head_dim(), config.rope_base).unwrap();
+        let eps = config.norm_eps;
+        let mut x = model.embed.embedding(&ids).reshape(&[batch * t, config.d_model]);
+        for block in &model.blocks {
+            x = x.add(&block.attn.forward(&rms_norm(&x, &block.attn_norm, eps), batch, t, &rope, None));
+            let h = rms_norm(&x, &block.ffn_norm, eps);
+            x = x.add(&match &block.ffn {
+                Ffn::Dense(f) => f.forward(&h),
+                Ffn::Moe(m) => m.forward(&h, true).0,
+            });
+        }
+        let x = rms_norm(&x, &model.final_norm, eps);
+        let logits = match &model.lm_head {
+            Some(w) => x.matmul(w),
+            None => x.matmul_t(&model.embed, false, true),
+        };
+        let (textbook, textbook_grads) = run(logits);
+        let name = format!("{ffn:?} model");
+        assert_close(&format!("{name} logits"), &fused, &textbook.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5);
+        for ((param, got), want) in model.named_parameters().iter().map(|(n, _)| n).zip(&fused_grads).zip(&textbook_grads) {
+            assert_close(&format!("{name}: gradient of {param}"), got, &want.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5);
+        }
     }
 }
 
