@@ -113,6 +113,8 @@ fn memory_bound(c: &mut Criterion) {
     b.run(&mut g, "stablemax", format!("{rows}x{cols}"), bytes(2 * rows * cols), || stablemax(&s));
     let w = b.randn(&[cols]);
     b.run(&mut g, "rms_norm", format!("{rows}x{cols}"), bytes(2 * rows * cols), || rms_norm(&s, &w, 1e-5));
+    let delta = b.randn(&[rows, cols]);
+    b.run(&mut g, "add_rms_norm", format!("{rows}x{cols}"), bytes(4 * rows * cols), || add_rms_norm(&s, &delta, &w, 1e-5));
 
     let (batch, t, heads, hd) = scale((4, 64, 4, 32), (16, 512, 8, 64));
     let qkv = b.randn(&[batch * t, 3 * heads * hd]);
