@@ -305,13 +305,17 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
         r.run(&format!("softmax_threads_{threads}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(with_row_threads(threads, || softmax(&s))));
     }
     r.run("rms_norm", Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(rms_norm(&s, &w, 1e-5)));
+    let delta = randn(&dev, &[rows, cols], rng)?;
+    r.run("add_rms_norm", Work::Bytes(16.0 * (rows * cols) as f64), &|| drop(add_rms_norm(&s, &delta, &w, 1e-5)));
     let targets = Tensor::from_u32(&dev, &(0..rows as u32).map(|i| i % cols as u32).collect::<Vec<_>>(), &[rows])?;
     r.run("cross_entropy", Work::Bytes(4.0 * (rows * cols) as f64), &|| drop(cross_entropy(&s, &targets, CrossEntropyOptions::default())));
     let tokens = if scale == Scale::Gpu { 65536 } else { 4096 };
     let logits = randn(&dev, &[tokens, 64], rng)?;
     let routed = route(&logits, 2, false);
+    r.run(&format!("router_with_stats_{tokens}x64"), Work::Latency, &|| drop(route_with_stats(&logits, 2, false)));
     r.run("permute", Work::Tokens((tokens * 2) as f64), &|| drop(plan_routing(&routed.indices, 64)));
     let plan = plan_routing(&routed.indices, 64);
+    r.run("load_balancing_loss", Work::Bytes(4.0 * (tokens * 64) as f64), &|| drop(load_balancing_loss(&routed.probs, &plan, 0.01)));
     let d = if scale == Scale::Gpu { 1024 } else { 64 };
     let h = randn(&dev, &[tokens, d], rng)?;
     r.run("gather_slots", Work::Bytes(16.0 * (tokens * d) as f64), &|| drop(gather_slots(&h, &plan)));
