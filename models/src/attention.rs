@@ -1,7 +1,7 @@
 //! Causal multi-head self-attention with rotary positions and an optional KV cache.
 
 use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::{attention, concat, split_heads, RopeTable, TensorOps};
+use moegrad_ops::{attention, concat, merge_heads, split_heads, RopeTable, TensorOps};
 use rand::Rng;
 
 use crate::init;
@@ -44,8 +44,8 @@ impl SelfAttention {
 
     /// `x` is `[batch * t, d]` for `batch` sequences of `t` new positions; with a cache,
     /// the positions continue after the cached ones and the cache grows.
-    pub fn forward(&self, x: &Tensor, batch: usize, t: usize, table: &RopeTable, cache: Option<&mut LayerCache>) -> Tensor {
-        let (h, hd) = (self.heads, self.head_dim);
+    pub fn forward(&self, x: &Tensor, batch: usize, table: &RopeTable, cache: Option<&mut LayerCache>) -> Tensor {
+        let h = self.heads;
         let offset = cache.as_ref().map_or(0, |c| c.len());
         let [q, mut k, mut v] = split_heads(&x.matmul(&self.wqkv), batch, h, table, offset); // each [B*H, T, hd]
         if let Some(cache) = cache {
@@ -56,8 +56,7 @@ impl SelfAttention {
             cache.k = Some(k.clone());
             cache.v = Some(v.clone());
         }
-        let out = attention(&q, &k, &v, true); // [B*H, T, hd]
-        out.reshape(&[batch, h, t, hd]).transpose(1, 2).reshape(&[batch * t, h * hd]).matmul(&self.wo)
+        merge_heads(&attention(&q, &k, &v, true), batch).matmul(&self.wo)
     }
 
     pub fn parameters(&self) -> Vec<(&'static str, Tensor)> {

@@ -114,7 +114,7 @@ impl Transformer {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
             let normed;
             (x, normed) = residual_norm(&x, pending.take().as_ref(), &block.attn_norm, eps);
-            let attn_out = block.attn.forward(&normed, batch, t, &self.rope, layer_cache);
+            let attn_out = block.attn.forward(&normed, batch, &self.rope, layer_cache);
             let h;
             (x, h) = add_rms_norm(&x, &attn_out, &block.ffn_norm, eps);
             pending = Some(match &block.ffn {

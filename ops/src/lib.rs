@@ -43,7 +43,7 @@ pub use clip::{clip_grad_norm, clip_grad_norm_scaled, grad_norm};
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm, NormKind};
 pub use optim::{AdamW, AdamWConfig, Sgd};
 pub use rope::{rope, RopeTable};
-pub use heads::split_heads;
+pub use heads::{merge_heads, split_heads};
 pub use swiglu::swiglu;
 pub use permute::{combine_slots, gather_slots, plan_routing, Routing};
 pub use router::{route, route_with_stats, router_exchange, RouterOutput, RouterStats};

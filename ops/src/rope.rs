@@ -1,7 +1,7 @@
 //! Rotary position embedding (`shaders/rope.wgsl`). The cos/sin table is computed once in
 //! f64 on the host, so long contexts keep their angles exact. Backward rotates back. The
 //! kernel finds head vectors through a layout for each side, which lets `heads.rs` split a
-//! fused QKV projection into rotated heads in the same pass.
+//! fused QKV projection into rotated heads in the same pass, and merge heads back.
 
 use moegrad_engine::{grid, record, render_template, DType, Device, Result, Tensor};
 
@@ -61,42 +61,52 @@ impl HeadLayout {
     }
 }
 
-/// What `rotate` does to each head vector.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Turn {
-    Forward,
-    Back,
-    /// Unrotated: the values of attention.
+/// What `move_heads` does to each head vector on the way.
+#[derive(Clone, Copy)]
+pub(crate) enum Turn<'a> {
+    /// Rotated by the angles of positions `offset..offset + t` of the table.
+    Forward(&'a RopeTable, usize),
+    /// Rotated back: the backward pass of `Forward`.
+    Back(&'a RopeTable, usize),
+    /// Moved unrotated: attention's values, and heads merged back side by side.
     Copy,
 }
 
-/// Moves the `batch * heads * t` head vectors of `src` (laid out as `from`) to `dst` (as
-/// `to`), turned by their positions `offset..offset + t`.
-pub(crate) fn rotate(src: &Tensor, from: HeadLayout, dst: &Tensor, to: HeadLayout, [batch, heads, t]: [usize; 3], table: &RopeTable, offset: usize, turn: Turn) {
-    let pairs = batch * heads * t * table.head_dim / 2;
-    if pairs == 0 {
+/// Moves the `batch * heads * t` head vectors of `head_dim` values of `src` (laid out as
+/// `from`) to `dst` (as `to`), turned on the way.
+pub(crate) fn move_heads(src: &Tensor, from: HeadLayout, dst: &Tensor, to: HeadLayout, [batch, heads, t, head_dim]: [usize; 4], turn: Turn) {
+    let (sign, rope) = match turn {
+        Turn::Forward(table, offset) => ("1.0", Some((table, offset))),
+        Turn::Back(table, offset) => ("-1.0", Some((table, offset))),
+        Turn::Copy => ("0.0", None),
+    };
+    // A thread per pair of values (j, j + head_dim / 2): rotated, or copied; a copy of
+    // odd-sized heads takes a thread per value.
+    let paired = rope.is_some() || head_dim.is_multiple_of(2);
+    let threads = batch * heads * t * if paired { head_dim / 2 } else { head_dim };
+    if threads == 0 {
         return;
     }
-    let sign = match turn {
-        Turn::Forward => "1.0",
-        Turn::Back => "-1.0",
-        Turn::Copy => "0.0",
-    };
+    if let Some((table, offset)) = rope {
+        assert!(table.head_dim == head_dim && offset + t <= table.positions, "rope: table of {} positions x {} does not cover {t} positions from {offset} of {head_dim}", table.positions, table.head_dim);
+    }
     let dev = src.device();
     let pipeline = dev.pipeline(&format!("rope/{sign}"), "main", || render_template(SHADER, &[("SIGN", sign)]));
-    let mut params = vec![pairs, t, heads, table.head_dim, offset, 0, 0, 0];
+    let mut params = vec![threads, t, heads, head_dim, rope.map_or(0, |(_, offset)| offset), 0, 0, 0];
     params.extend(from.params());
     params.extend(to.params());
     let params: Vec<u32> = params.into_iter().map(|v| u32::try_from(v).unwrap_or_else(|_| panic!("rope: index {v} does not fit in u32"))).collect();
-    dev.launch(&pipeline, &params, &[src, &table.cos, &table.sin, dst], grid(pairs.div_ceil(256)));
+    // A copy reads no table: `src` stands in for both.
+    let (cos, sin) = rope.map_or((src, src), |(table, _)| (&table.cos, &table.sin));
+    dev.launch(&pipeline, &params, &[src, cos, sin, dst], grid(threads.div_ceil(256)));
 }
 
 /// `x` `[..., T, head_dim]` turned as a whole.
-fn rotate_all(x: &Tensor, table: &RopeTable, offset: usize, turn: Turn) -> Tensor {
+fn rotate_all(x: &Tensor, turn: Turn) -> Tensor {
     let y = Tensor::empty(x.device(), x.shape(), DType::F32).unwrap_or_else(|e| panic!("rope: {e}"));
-    let t = x.shape()[x.rank() - 2];
-    let layout = HeadLayout::contiguous(1, t, table.head_dim);
-    rotate(x, layout, &y, layout, [x.numel() / (t * table.head_dim).max(1), 1, t], table, offset, turn);
+    let [t, head_dim] = [x.shape()[x.rank() - 2], x.shape()[x.rank() - 1]];
+    let layout = HeadLayout::contiguous(1, t, head_dim);
+    move_heads(x, layout, &y, layout, [x.numel() / (t * head_dim).max(1), 1, t, head_dim], turn);
     y
 }
 
@@ -106,9 +116,9 @@ pub fn rope(x: &Tensor, table: &RopeTable, offset: usize) -> Tensor {
     let t = x.shape()[x.rank() - 2];
     assert!(offset + t <= table.positions, "rope: positions {offset}..{} exceed the table's {}", offset + t, table.positions);
     assert_eq!(x.dtype(), DType::F32, "rope: expects an f32 tensor, got {:?}", x.dtype());
-    let y = rotate_all(x, table, offset, Turn::Forward);
+    let y = rotate_all(x, Turn::Forward(table, offset));
     let table = table.clone();
-    record("rope", y, &[x], move |g| vec![Some(rotate_all(g, &table, offset, Turn::Back))])
+    record("rope", y, &[x], move |g| vec![Some(rotate_all(g, Turn::Back(&table, offset)))])
 }
 
 /// CPU reference.

@@ -1,13 +1,13 @@
 //! Transformer pieces: norms, SwiGLU, rotary embeddings, attention, AdamW, clipping.
 
 use moegrad::ops::attention::attention_reference;
-use moegrad::ops::heads::split_heads_reference;
+use moegrad::ops::heads::{merge_heads_reference, split_heads_reference};
 use moegrad::ops::norm::norm_reference;
 use moegrad::ops::optim::adamw_reference;
 use moegrad::ops::rope::rope_reference;
 use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
-use moegrad::ops::{add_layer_norm, add_rms_norm, attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable, Tiles};
+use moegrad::ops::{add_layer_norm, add_rms_norm, attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, merge_heads, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable, Tiles};
 use moegrad::models::{Ffn, FfnKind, KvCache, ModelConfig, Transformer};
 use moegrad::prelude::*;
 use rand::Rng;
@@ -141,6 +141,18 @@ fn split_heads_matches_reshape_transpose_and_rope() {
 }
 
 #[test]
+fn merge_heads_puts_each_positions_heads_side_by_side() {
+    let mut r = rng(79);
+    // Even head sizes move pairs of values, odd ones single values.
+    for case in 0..6 {
+        let (batch, heads, t) = (dim(&mut r, 3), dim(&mut r, 4), dim(&mut r, 9));
+        let hd = 2 * dim(&mut r, 5) + case % 2;
+        let x = host(&mut r, &[batch * heads, t, hd], -1.0, 1.0);
+        check_op("merge_heads", &[x], |x| merge_heads(&x[0], batch), |h| merge_heads_reference(&h[0], batch), TOL);
+    }
+}
+
+#[test]
 fn attention_causal_and_full() {
     let mut r = rng(73);
     for causal in [true, false] {
@@ -213,7 +225,7 @@ fn fused_residual_norms_give_the_textbook_pre_norm_model() {
         let eps = config.norm_eps;
         let mut x = model.embed.embedding(&ids).reshape(&[batch * t, config.d_model]);
         for block in &model.blocks {
-            x = x.add(&block.attn.forward(&rms_norm(&x, &block.attn_norm, eps), batch, t, &rope, None));
+            x = x.add(&block.attn.forward(&rms_norm(&x, &block.attn_norm, eps), batch, &rope, None));
             let h = rms_norm(&x, &block.ffn_norm, eps);
             x = x.add(&match &block.ffn {
                 Ffn::Dense(f) => f.forward(&h),
