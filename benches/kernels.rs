@@ -120,6 +120,8 @@ fn memory_bound(c: &mut Criterion) {
     let qkv = b.randn(&[batch * t, 3 * heads * hd]);
     let table = RopeTable::new(&b.dev, t, hd, 10_000.0).unwrap();
     b.run(&mut g, "split_heads", format!("{batch}x{t}x{heads}x{hd}"), bytes(2 * qkv.numel()), || split_heads(&qkv, batch, heads, &table, 0));
+    let per_head = b.randn(&[batch * heads, t, hd]);
+    b.run(&mut g, "merge_heads", format!("{batch}x{t}x{heads}x{hd}"), bytes(2 * per_head.numel()), || merge_heads(&per_head, batch));
 
     let (tokens, vocab) = scale((64, 4096), (8192, 50_304));
     let logits = b.randn(&[tokens, vocab]);

@@ -336,6 +336,13 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
             qkv.iter().for_each(Tensor::zero_grad);
         });
     }
+    // Attention's layout changes at the same shape, 8 heads: the fused projection into
+    // rotated heads, and the heads back into token rows (each value read and written once).
+    let (batch, heads) = (bh / 8, 8);
+    let projection = randn(&dev, &[batch * t, 3 * heads * hd], rng)?;
+    let table = RopeTable::new(&dev, t, hd, 10_000.0)?;
+    r.run("split_heads", Work::Bytes(8.0 * projection.numel() as f64), &|| drop(split_heads(&projection, batch, heads, &table, 0)));
+    r.run("merge_heads", Work::Bytes(8.0 * seed.numel() as f64), &|| drop(merge_heads(&seed, batch)));
     Ok(())
 }
 
