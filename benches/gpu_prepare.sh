@@ -2,9 +2,11 @@
 # Prepares, on this machine (no GPU needed), everything one call of benches/gpu_run.sh
 # carries: the Vulkan loader .debs in .gl/ (the GPU machine has no loader) and release
 # builds in .dev/ of the CLI and of the test binaries gpu_run.sh runs. Both folders are
-# git-excluded. Then, through the device tool, carrying .gl and .dev:
+# git-excluded. Then, through the device tool, carrying .gl and .dev, one call each:
 #
-#   bash benches/gpu_run.sh goals pytorch torch profile suite
+#   bash benches/gpu_run.sh goals pytorch
+#   bash benches/gpu_run.sh torch profile
+#   bash benches/gpu_run.sh suite ops
 #
 # .dev/moegrad-base, a build of an earlier commit for before/after timings, is left as it
 # is (build it with `git worktree` at that commit and copy its target/release/moegrad).

@@ -2,9 +2,12 @@
 # One call of the workplace's GPU machine: Vulkan loaders, then the named steps, each under
 # its own time limit, with its full output in $OUT/<step>.log and the tail printed.
 #
-#   bash benches/gpu_run.sh ops pytorch torch torch_tf32 kernels suite
-#   bash benches/gpu_run.sh goals
+#   bash benches/gpu_run.sh goals pytorch
+#   bash benches/gpu_run.sh torch profile
+#   bash benches/gpu_run.sh suite ops
 #
+# The device tool ends a call after 600 s, so keep the steps' limits (below) in one call
+# under that: the three calls above take at most 480, 480 and 520 s.
 # Expects the loaders' .debs in .gl/ and release binaries in .dev/ (moegrad, suite,
 # ops_tests, engine_tests, models_tests), both carried with the call:
 # `bash benches/gpu_prepare.sh` makes them here.
