@@ -1,16 +1,21 @@
 // The softmax family along the last axis, one workgroup per row. MODE 0 = softmax,
 // 1 = log-softmax, 2 = StableMax (s(z) = z + 1 for z >= 0, 1 / (1 - z) below, over the row
 // sum). Logits are scaled by 1/temperature first. One pass over the row finds the max and
-// the sum together (the sum is rescaled whenever the max grows); a second pass reads the
-// row again (from cache) and writes.
+// the sum together (the sum is rescaled whenever the max grows); a second pass writes.
 // Each thread moves V values at a time (`common/row_chunks.wgsl`: vec4<f32> where rows
-// are whole vec4s, else f32), and the loops have no branches, so the compiler can issue
-// several loads before the first arrives.
+// are whole vec4s, else f32).
+// Rows of at most KEPT loads a thread are read once: a thread issues all its loads before
+// it uses the first, and keeps them for the second pass in variables of their own (each
+// EACH_KEPT line is written out once per load, # its number), which the compiler holds in
+// registers; an array indexed in a loop may be placed in memory. The row then costs one
+// read and one write. Longer rows (KEPT = 0) are read twice, the second time mostly from
+// cache.
 // MASK defines `allowed(row, j)`; masked entries get exactly 0 (log-softmax: the most
 // negative f32), and a fully masked row gives zeros, never NaN.
 
 const WG: u32 = {{WG}}u;
 const MODE: u32 = {{MODE}}u;
+const KEPT: u32 = {{KEPT}}u;
 
 struct Params { rows: u32, n: u32, inv_temp: f32, mask_rows: u32, causal_t: u32 }
 
@@ -26,6 +31,51 @@ fn stable_s(z: V) -> V {
     return select(V(1.0) / (V(1.0) - z), z + V(1.0), z >= V(0.0));
 }
 
+// Load c of the row at `base`, scaled by 1/temperature; 0 where no entry takes part, so
+// fully masked loads (half a causal row) are never read.
+fn scaled_load(base: u32, c: u32, ok: VB) -> V {
+    if !any(ok) {
+        return V(0.0);
+    }
+    return x[base + c] * p.inv_temp;
+}
+
+// Folds one load into the running (max, sum) of the row.
+fn fold(acc: vec2<f32>, z: V, ok: VB) -> vec2<f32> {
+    if MODE == 2u {
+        return vec2<f32>(acc.x, acc.y + chunk_sum(select(V(0.0), stable_s(z), ok)));
+    }
+    return online_fold(acc, z, ok);
+}
+
+// The output for one load, from the row's max m and sum s (as 1/s and log s).
+fn normalised(z: V, ok: VB, m: f32, inv_s: f32, log_s: f32) -> V {
+    var out: V;
+    if MODE == 0u {
+        out = exp(z - m) * inv_s;
+    } else if MODE == 1u {
+        out = z - m - log_s;
+    } else {
+        out = stable_s(z) * inv_s;
+    }
+    return select(V(select(0.0, MOST_NEGATIVE, MODE == 1u)), out, ok);
+}
+
+// A load a thread keeps between the passes: its scaled logits and which take part.
+struct Kept { z: V, ok: VB }
+
+// Load c of a kept row; past the row's end nothing takes part and nothing is read.
+fn kept_load(row: u32, base: u32, chunks: u32, c: u32) -> Kept {
+    let ok = select(VB(false), allowed_chunk(row, min(c, chunks - 1u)), c < chunks);
+    return Kept(scaled_load(base, c, ok), ok);
+}
+
+fn write_kept(base: u32, chunks: u32, c: u32, k: Kept, m: f32, inv_s: f32, log_s: f32) {
+    if c < chunks {
+        y[base + c] = normalised(k.z, k.ok, m, inv_s, log_s);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let row = inv.wid.x + inv.wid.y * inv.nwg.x;
@@ -35,40 +85,23 @@ fn main(inv: Invocation) {
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
-    for (var c = inv.lid; c < chunks; c += WG) {
-        let ok = allowed_chunk(row, c);
-        // Fully masked loads are never read (half a causal row); without a mask this
-        // test is constant and compiles away.
-        if !any(ok) {
-            continue;
-        }
-        let z = x[base + c] * p.inv_temp;
-        if MODE == 2u {
-            acc.y += chunk_sum(select(V(0.0), stable_s(z), ok));
-        } else {
-            acc = online_fold(acc, z, ok);
+    {{EACH_KEPT let k# = kept_load(row, base, chunks, inv.lid + #u * WG);}}
+    {{EACH_KEPT acc = fold(acc, k#.z, k#.ok);}}
+    if KEPT == 0u {
+        for (var c = inv.lid; c < chunks; c += WG) {
+            let ok = allowed_chunk(row, c);
+            acc = fold(acc, scaled_load(base, c, ok), ok);
         }
     }
     let row_stats = workgroup_max_sum(inv, acc);
     let m = row_stats.x;
     let inv_s = 1.0 / row_stats.y;
     let log_s = log(row_stats.y);
-    let masked = V(select(0.0, MOST_NEGATIVE, MODE == 1u));
-    for (var c = inv.lid; c < chunks; c += WG) {
-        let ok = allowed_chunk(row, c);
-        if !any(ok) {
-            y[base + c] = masked;
-            continue;
+    {{EACH_KEPT write_kept(base, chunks, inv.lid + #u * WG, k#, m, inv_s, log_s);}}
+    if KEPT == 0u {
+        for (var c = inv.lid; c < chunks; c += WG) {
+            let ok = allowed_chunk(row, c);
+            y[base + c] = normalised(scaled_load(base, c, ok), ok, m, inv_s, log_s);
         }
-        let z = x[base + c] * p.inv_temp;
-        var out: V;
-        if MODE == 0u {
-            out = exp(z - m) * inv_s;
-        } else if MODE == 1u {
-            out = z - m - log_s;
-        } else {
-            out = stable_s(z) * inv_s;
-        }
-        y[base + c] = select(masked, out, ok);
     }
 }

@@ -2,7 +2,8 @@
 //! row, one workgroup a row: enough for the row's loads, at most 256 on GPUs and 32 on CPU
 //! adapters, which run a workgroup's threads in turn, so more of them only add barriers
 //! (lavapipe, 512 x 1024 softmax: 0.9 ms with 32 threads, 2.3 with 256). `with_row_threads`
-//! overrides the choice, for tests that cover every size and for tuning.
+//! overrides the choice, for tests that cover every size and for tuning. `loads_kept` says
+//! whether a row is short enough for each thread to keep its loads in registers.
 
 use std::cell::Cell;
 
@@ -33,4 +34,19 @@ pub fn row_threads_allowed(dev: &Device) -> Vec<u32> {
 pub(crate) fn row_threads(dev: &Device, loads: usize) -> u32 {
     let most = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu { 32 } else { 256 };
     OVERRIDE.with(Cell::get).unwrap_or_else(|| loads.next_power_of_two().clamp(32, most) as u32)
+}
+
+/// Most loads a thread keeps in registers across a row kernel's two passes: 8 vec4s are 32
+/// registers, which leaves a 256-thread workgroup room for several more on an SM.
+pub const MOST_KEPT: usize = 8;
+
+/// Loads each of `threads` keeps for rows of `loads` loads, read once and held in
+/// registers; 0 when that is more than `MOST_KEPT`, for a kernel that reads the row twice.
+pub fn loads_kept(loads: usize, threads: u32) -> usize {
+    let per_thread = loads.div_ceil(threads as usize);
+    if per_thread <= MOST_KEPT {
+        per_thread
+    } else {
+        0
+    }
 }

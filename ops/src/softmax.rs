@@ -6,8 +6,8 @@
 use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
-use crate::row_threads::row_threads;
-use crate::wgsl_library::{floats_per_load, with_row_chunks};
+use crate::row_threads::{loads_kept, row_threads};
+use crate::wgsl_library::{each_kept, floats_per_load, with_row_chunks};
 use crate::workgroup_reduce::WorkgroupReduce;
 
 const SHADER: &str = include_str!("../../shaders/softmax.wgsl");
@@ -128,6 +128,7 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     let inv_temp = 1.0 / opts.temperature;
     let vec = floats_per_load(n);
     let wg = row_threads(dev, n / vec);
+    let kept = loads_kept(n / vec, wg);
     if rows > 0 {
         let (mask_key, mask_code) = match opts.mask {
             Mask::None => ("none", "fn allowed(row: u32, j: u32) -> bool { return true; }"),
@@ -139,14 +140,15 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
             ),
         };
         let reduce = WorkgroupReduce::for_device(dev);
-        let key = format!("softmax/{op}/{mask_key}/{wg}/vec{vec}/{}", reduce.name());
+        let key = format!("softmax/{op}/{mask_key}/{wg}/vec{vec}/kept{kept}/{}", reduce.name());
         let source = || {
-            let (wg, mode) = (wg.to_string(), opts.kind.mode().to_string());
-            let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
-            with_row_chunks(reduce.append_to(render_template(SHADER, &values)), vec)
+            let (wg, mode, kept_count) = (wg.to_string(), opts.kind.mode().to_string(), kept.to_string());
+            let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
+            with_row_chunks(reduce.append_to(render_template(&each_kept(SHADER, kept), &values)), vec)
         };
-        // SAFETY: chunk c < n / vec of row < rows indexes x and y within rows * n floats,
-        // mask entries stay below mask_rows * n, and every loop counts up to a bound.
+        // SAFETY: chunk c < n / vec of row < rows indexes x and y within rows * n floats
+        // (kept loads past the row's end are clamped or skipped), mask entries stay below
+        // mask_rows * n, and every loop counts up to a bound.
         let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
         let params = [rows as u32, n as u32, inv_temp.to_bits(), mask_rows as u32, causal_t as u32];
         match &opts.mask {
@@ -168,6 +170,7 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
     }
     let vec = floats_per_load(n);
     let wg = row_threads(dev, n / vec);
+    let kept = loads_kept(n / vec, wg);
     let logits = match kind {
         SoftmaxKind::StableMax => {
             "@group(0) @binding(4) var<storage, read> x: array<V>;\n\
@@ -176,14 +179,15 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
         _ => "fn ratio(c: u32) -> V { return V(1.0); }",
     };
     let reduce = WorkgroupReduce::for_device(dev);
-    let key = format!("softmax_backward/{}/{wg}/vec{vec}/{}", kind.name(), reduce.name());
+    let key = format!("softmax_backward/{}/{wg}/vec{vec}/kept{kept}/{}", kind.name(), reduce.name());
     let source = || {
-        let (wg, mode) = (wg.to_string(), kind.mode().to_string());
-        let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("LOGITS", logits)];
-        with_row_chunks(reduce.append_to(render_template(BACKWARD_SHADER, &values)), vec)
+        let (wg, mode, kept_count) = (wg.to_string(), kind.mode().to_string(), kept.to_string());
+        let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("LOGITS", logits)];
+        with_row_chunks(reduce.append_to(render_template(&each_kept(BACKWARD_SHADER, kept), &values)), vec)
     };
     // SAFETY: chunk c < n / vec of row < rows indexes y, g, dx and x within rows * n
-    // floats, and every loop counts up to a bound.
+    // floats (kept loads past the row's end are clamped or skipped), and every loop
+    // counts up to a bound.
     let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
     let params = [rows as u32, n as u32, inv_temp.to_bits()];
     match kind {

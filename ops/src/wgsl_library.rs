@@ -41,7 +41,38 @@ pub(crate) fn with_row_chunks(kernel: String, vec: usize) -> String {
     kernel + "\n" + types + "\n" + ROW_CHUNKS
 }
 
+/// `template` with each line `{{EACH_KEPT <code>}}` written out once for each of the
+/// `kept` loads a row kernel's thread keeps between its passes, `#` in the code standing
+/// for the load's number (none when `kept` is 0). Kept loads live in variables of their
+/// own, which compilers hold in registers; an array indexed in a loop may go to memory.
+pub(crate) fn each_kept(template: &str, kept: usize) -> String {
+    let mut out = String::with_capacity(template.len());
+    for line in template.lines() {
+        let code = line.trim_start().strip_prefix("{{EACH_KEPT ").and_then(|rest| rest.strip_suffix("}}"));
+        match code {
+            Some(code) => {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                (0..kept).for_each(|i| out += &format!("{indent}{}\n", code.replace('#', &i.to_string())));
+            }
+            None => out += &format!("{line}\n"),
+        }
+    }
+    out
+}
+
 /// `kernel` with `ranks_above`, the tie-breaking order of top-k selections.
 pub(crate) fn with_ranking(kernel: String) -> String {
     kernel + "\n" + RANKING
+}
+
+#[cfg(test)]
+mod tests {
+    use super::each_kept;
+
+    #[test]
+    fn each_kept_writes_a_line_per_load_and_none_for_zero() {
+        let template = "fn main() {\n    {{EACH_KEPT let k# = load(#u);}}\n    done();\n}\n";
+        assert_eq!(each_kept(template, 3), "fn main() {\n    let k0 = load(0u);\n    let k1 = load(1u);\n    let k2 = load(2u);\n    done();\n}\n");
+        assert_eq!(each_kept(template, 0), "fn main() {\n    done();\n}\n");
+    }
 }

@@ -1,8 +1,9 @@
 //! The softmax family and the fused cross-entropy.
 
 use moegrad::ops::cross_entropy::cross_entropy_reference;
+use moegrad::ops::row_threads::{loads_kept, MOST_KEPT};
 use moegrad::ops::softmax::softmax_reference;
-use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions};
+use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -96,6 +97,70 @@ fn tensor_masks_give_exact_zeros_and_no_nan() {
                 // leaves nothing for finite differences to measure).
                 let opts2 = opts.clone();
                 check_op(kind.name(), &[x], move |t| softmax_with(&t[0], &opts2), |h| softmax_reference(&h[0], kind, 1.0, Some(&mask), false), TOL);
+            }
+        }
+    });
+}
+
+/// dx for output gradient `w`, from the reference output `y` of logits `x` (temperature
+/// 1): the softmax family's Jacobian written out, where finite differences of rows this
+/// long would be lost in their tolerance.
+fn softmax_grad_reference(kind: SoftmaxKind, x: &HostTensor, y: &HostTensor, w: &HostTensor) -> Vec<f64> {
+    let n = *x.shape.last().unwrap();
+    let live = |y: f64| if kind == SoftmaxKind::LogSoftmax { y > f32::MIN as f64 } else { y != 0.0 };
+    let mut dx = Vec::with_capacity(x.numel());
+    for ((x, y), w) in x.data.chunks(n).zip(y.data.chunks(n)).zip(w.data.chunks(n)) {
+        let dot: f64 = (0..n).filter(|&j| live(y[j])).map(|j| if kind == SoftmaxKind::LogSoftmax { w[j] } else { w[j] * y[j] }).sum();
+        dx.extend((0..n).map(|j| match kind {
+            _ if !live(y[j]) => 0.0,
+            SoftmaxKind::Softmax => y[j] * (w[j] - dot),
+            SoftmaxKind::LogSoftmax => w[j] - y[j].exp() * dot,
+            SoftmaxKind::StableMax => y[j] / (1.0 + x[j].abs()) * (w[j] - dot),
+        }));
+    }
+    dx
+}
+
+/// `assert_close` relative to the largest finite value expected (the most negative f32 of
+/// masked log-softmax entries aside): long rows' probabilities and gradients are far below
+/// the tolerance's absolute floor of 1.
+fn assert_close_to_largest(what: &str, got: &[f32], want: &[f64]) {
+    let scale = want.iter().map(|v| v.abs()).filter(|&v| v < f32::MAX as f64).fold(f64::MIN_POSITIVE, f64::max);
+    let got: Vec<f32> = got.iter().map(|&g| (g as f64 / scale) as f32).collect();
+    assert_close(what, &got, &want.iter().map(|w| w / scale).collect::<Vec<_>>(), 1e-5);
+}
+
+#[test]
+fn rows_read_once_and_rows_read_twice_agree_with_the_reference() {
+    on_both_paths(|| {
+        let mut r = rng(57);
+        // With the fewest threads a row, rows up to MOST_KEPT loads a thread are read once
+        // and kept in registers, longer ones are read twice: sizes either side of that
+        // line, in scalar loads (odd n) and vec4 loads.
+        let threads = ROW_THREADS[0] as usize;
+        let most_scalar = MOST_KEPT * threads;
+        let sizes = [(most_scalar - 1, true), (most_scalar + 1, false), (4 * most_scalar, true), (4 * most_scalar + 4, false)];
+        for (n, kept) in sizes {
+            let loads = if n % 4 == 0 { n / 4 } else { n };
+            assert_eq!(loads_kept(loads, threads as u32) > 0, kept, "rows of {n}: which path the test covers");
+            for kind in KINDS {
+                let mask = random_mask(&mut r, 2, n);
+                let masks = [("no mask", Mask::None), ("causal", Mask::Causal), ("tensor mask", Mask::Tensor(upload(&mask)))];
+                for (mask_name, mask_opt) in masks {
+                    let what = format!("{} of rows of {n} with {mask_name}", kind.name());
+                    let x = host(&mut r, &[2, 3, n], -6.0, 6.0);
+                    let host_mask = matches!(mask_opt, Mask::Tensor(_)).then_some(&mask);
+                    let want = softmax_reference(&x, kind, 1.0, host_mask, matches!(mask_opt, Mask::Causal));
+                    let opts = SoftmaxOptions { mask: mask_opt, ..SoftmaxOptions::new(kind) };
+                    let input = upload(&x).requires_grad();
+                    let y = with_row_threads(threads as u32, || softmax_with(&input, &opts));
+                    assert_close_to_largest(&what, &y.to_vec().unwrap(), &want.data);
+                    let w = host(&mut r, &x.shape, -1.0, 1.0);
+                    with_row_threads(threads as u32, || y.backward_with(&upload(&w)));
+                    let grad = input.grad().unwrap().to_vec().unwrap();
+                    let want_grad = softmax_grad_reference(kind, &x, &want, &w);
+                    assert_close_to_largest(&format!("gradient of {what}"), &grad, &want_grad);
+                }
             }
         }
     });
