@@ -336,6 +336,13 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
             qkv.iter().for_each(Tensor::zero_grad);
         });
     }
+    // Attention's causal softmax at the same shape, at each row size a row kernel may use,
+    // for tuning `row_threads` on short rows as `softmax_threads_*` does on long ones; the
+    // masked half of the scores is never read, so it moves 6 bytes a score.
+    let scores = randn(&dev, &[bh, t, t], rng)?;
+    for threads in row_threads_allowed(&dev) {
+        r.run(&format!("causal_softmax_{t}_threads_{threads}"), Work::Bytes(6.0 * scores.numel() as f64), &|| drop(with_row_threads(threads, || causal_softmax(&scores))));
+    }
     // Attention's layout changes at the same shape, 8 heads: the fused projection into
     // rotated heads, and the heads back into token rows (each value read and written once).
     let (batch, heads) = (bh / 8, 8);
