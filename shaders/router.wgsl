@@ -8,9 +8,13 @@
 // lanes combine their partial max, sum and top-k candidates:
 // `router_exchange_subgroup.wgsl` (shuffles, no barriers) where the adapter has
 // subgroups, `router_exchange_workgroup.wgsl` (workgroup memory) elsewhere.
-// E and K are compiled in, so every loop has a constant trip count and unrolls.
-// When STATS, each token's log-normaliser m + ln S and entropy ln S - sum_e z_e (x_e - m) / S
-// (z_e = exp(x_e - m), S = sum_e z_e) are written too, by STATS_OUTPUT's `write_stats`.
+// E and K are compiled in, so every loop has a constant trip count, and a lane's loads are
+// variables of their own (each EACH_KEPT line is written out once per load, # its
+// number), which the compiler holds in registers; an array indexed in a loop may be
+// placed in memory.
+// When STATS, each token's log-normaliser m + ln S and entropy ln S - sum_x e_x (x - m) / S
+// over its logits x (e_x = exp(x - m), S = sum_x e_x) are written too, by STATS_OUTPUT's
+// `write_stats`.
 
 const RENORMALIZE: bool = {{RENORMALIZE}};
 const STATS: bool = {{STATS}};
@@ -18,7 +22,6 @@ const E: u32 = {{EXPERTS}}u;
 const K: u32 = {{K}}u;
 const LANES: u32 = {{LANES}}u;
 const CHUNKS: u32 = E / VEC;
-const PER_LANE: u32 = (CHUNKS + LANES - 1u) / LANES;
 const WG: u32 = {{WG}}u;
 const NONE: u32 = 0xffffffffu;
 
@@ -41,6 +44,40 @@ fn better(a: Candidate, b: Candidate) -> bool {
 
 {{EXCHANGE}}
 
+// Load c of token row `base`: past the row's end (and for threads past the last token)
+// the most negative f32, whose exp(z - m) is 0.
+fn token_load(live: bool, base: u32, c: u32) -> V {
+    if live && c < CHUNKS {
+        return logits[base + c];
+    }
+    return V(MOST_NEGATIVE);
+}
+
+// One load's share of the token's sum S of e = exp(z - m) and of sum e (z - m), for the
+// entropy. A logit of -inf has probability 0 and adds nothing (not 0 * -inf).
+fn sum_shares(e: V, shifted: V) -> vec2<f32> {
+    return vec2<f32>(chunk_sum(e), chunk_sum(select(V(0.0), e * shifted, e > V(0.0))));
+}
+
+fn write_probs(live: bool, base: u32, c: u32, pc: V) {
+    if live && c < CHUNKS {
+        probs[base + c] = pc;
+    }
+}
+
+// The better of `best` and the experts of load c (probabilities pc) that rank below
+// `prev`; no bound while prev is no candidate (the first round).
+fn best_in_load(best: Candidate, prev: Candidate, pc: V, c: u32) -> Candidate {
+    var b = best;
+    for (var q = 0u; q < VEC; q++) {
+        let candidate = Candidate(chunk_lane(pc, q), c * VEC + q);
+        if c < CHUNKS && (prev.e == NONE || better(prev, candidate)) && better(candidate, b) {
+            b = candidate;
+        }
+    }
+    return b;
+}
+
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let place = token_place(inv);
@@ -50,71 +87,42 @@ fn main(inv: Invocation) {
     let live = t < p.tokens;
     let base = t * CHUNKS;
 
-    var z: array<V, PER_LANE>;
+    {{EACH_KEPT let z# = token_load(live, base, lane + #u * LANES);}}
     var m = MOST_NEGATIVE;
-    for (var i = 0u; i < PER_LANE; i++) {
-        let c = lane + i * LANES;
-        z[i] = V(MOST_NEGATIVE);
-        if live && c < CHUNKS {
-            z[i] = logits[base + c];
-            m = max(m, chunk_max(z[i]));
-        }
-    }
+    {{EACH_KEPT m = max(m, chunk_max(z#));}}
     m = token_max(inv, m);
-    var s = 0.0;
-    var weighted_logits = 0.0;
-    for (var i = 0u; i < PER_LANE; i++) {
-        if lane + i * LANES < CHUNKS {
-            let shifted = z[i] - m;
-            z[i] = exp(shifted);
-            s += chunk_sum(z[i]);
-            if STATS {
-                // A logit of -inf has probability 0 and adds nothing (not 0 * -inf).
-                weighted_logits += chunk_sum(select(V(0.0), z[i] * shifted, z[i] > V(0.0)));
-            }
-        }
-    }
-    let total = token_sum(inv, s);
+    {{EACH_KEPT let e# = exp(z# - m);}}
+    var sums = vec2<f32>(0.0);
+    {{EACH_KEPT sums += sum_shares(e#, z# - m);}}
+    let total = token_sum(inv, sums.x);
     let inv_s = 1.0 / total;
     if STATS {
-        let weighted = token_sum(inv, weighted_logits);
+        let weighted = token_sum(inv, sums.y);
         if live && lane == 0u {
             write_stats(t, m + log(total), log(total) - weighted * inv_s);
         }
     }
-    for (var i = 0u; i < PER_LANE; i++) {
-        let c = lane + i * LANES;
-        z[i] *= inv_s;
-        if live && c < CHUNKS {
-            probs[base + c] = z[i];
-        }
-    }
+    {{EACH_KEPT let p# = e# * inv_s;}}
+    {{EACH_KEPT write_probs(live, base, lane + #u * LANES, p#);}}
 
     // Top-k: K rounds of an arg-max over the lanes' candidates, each round below the last.
     var prev = Candidate(0.0, NONE);
-    var chosen: array<Candidate, K>;
     var chosen_sum = 0.0;
     for (var j = 0u; j < K; j++) {
         var best = Candidate(0.0, NONE);
-        for (var i = 0u; i < PER_LANE; i++) {
-            let c = lane + i * LANES;
-            for (var q = 0u; q < VEC; q++) {
-                let candidate = Candidate(chunk_lane(z[i], q), c * VEC + q);
-                if c < CHUNKS && (j == 0u || better(prev, candidate)) && better(candidate, best) {
-                    best = candidate;
-                }
-            }
-        }
+        {{EACH_KEPT best = best_in_load(best, prev, p#, lane + #u * LANES);}}
         best = token_best(inv, best);
-        chosen[j] = best;
+        if live && lane == 0u {
+            weights[t * K + j] = best.v;
+            indices[t * K + j] = best.e;
+        }
         chosen_sum += best.v;
         prev = best;
     }
-    if live && lane == 0u {
-        let scale = select(1.0, 1.0 / chosen_sum, RENORMALIZE);
+    if RENORMALIZE && live && lane == 0u {
+        let scale = 1.0 / chosen_sum;
         for (var j = 0u; j < K; j++) {
-            weights[t * K + j] = chosen[j].v * scale;
-            indices[t * K + j] = chosen[j].e;
+            weights[t * K + j] *= scale;
         }
     }
 }

@@ -10,7 +10,7 @@ use moegrad_engine::{grid, record_multi, render_template, DType, Device, Tensor}
 
 use crate::host::HostTensor;
 use crate::topk::{topk_reference, MAX_K, MAX_ROW};
-use crate::wgsl_library::{floats_per_load, with_ranking, with_row_chunks};
+use crate::wgsl_library::{each_kept, floats_per_load, with_ranking, with_row_chunks};
 
 const SHADER: &str = include_str!("../../shaders/router.wgsl");
 const EXCHANGE_SUBGROUP: &str = include_str!("../../shaders/router_exchange_subgroup.wgsl");
@@ -128,6 +128,8 @@ fn launch_router(logits: &Tensor, k: usize, renormalize: bool, shuffles: bool, s
         } else {
             "fn write_stats(t: u32, lse: f32, h: f32) {}"
         };
+        // Each lane keeps every LANES-th load of its token's row.
+        let per_lane = (experts / vec).div_ceil(LANES);
         let source = || {
             let (experts, k, lanes, wg) = (experts.to_string(), k.to_string(), LANES.to_string(), ROUTER_WG.to_string());
             let exchange = if shuffles { EXCHANGE_SUBGROUP } else { EXCHANGE_WORKGROUP };
@@ -141,11 +143,11 @@ fn launch_router(logits: &Tensor, k: usize, renormalize: bool, shuffles: bool, s
                 ("WG", &wg),
                 ("EXCHANGE", exchange),
             ];
-            with_row_chunks(with_ranking(render_template(SHADER, &values)), vec)
+            with_row_chunks(with_ranking(render_template(&each_kept(SHADER, per_lane), &values)), vec)
         };
         // SAFETY: logits, probs, weights, indices and the statistics are indexed only for
-        // live tokens (t < tokens), loads below E / vec and choices below K; z and the workgroup arrays
-        // by lane and slot below their constant sizes; every loop has a constant bound.
+        // live tokens (t < tokens), loads below E / vec and choices below K; the workgroup
+        // arrays by lane below their constant sizes; every loop has a constant bound.
         let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
         let params = [tokens, experts, k].map(|v| v as u32);
         let mut buffers = vec![logits, &probs, &weights, &indices];
