@@ -10,8 +10,7 @@
 // subgroups, `router_exchange_workgroup.wgsl` (workgroup memory) elsewhere.
 // E and K are compiled in, so every loop has a constant trip count, and a lane's loads are
 // variables of their own (each EACH_KEPT line is written out once per load, # its
-// number), which the compiler holds in registers; an array indexed in a loop may be
-// placed in memory.
+// number), which stay in registers whether or not the compiler unrolls loops.
 // When STATS, each token's log-normaliser m + ln S and entropy ln S - sum_x e_x (x - m) / S
 // over its logits x (e_x = exp(x - m), S = sum_x e_x) are written too, by STATS_OUTPUT's
 // `write_stats`.

@@ -6,9 +6,9 @@
 // are whole vec4s, else f32).
 // Rows of at most KEPT loads a thread are read once: a thread issues all its loads before
 // it uses the first, and keeps them for the second pass in variables of their own (each
-// EACH_KEPT line is written out once per load, # its number), which the compiler holds in
-// registers; an array indexed in a loop may be placed in memory. The row then costs one
-// read and one write. Longer rows (KEPT = 0) are read twice, the second time mostly from
+// EACH_KEPT line is written out once per load, # its number), which stay in registers
+// whether or not the compiler unrolls loops (the measured kernel kept an array indexed
+// in a loop of unknown length: local memory). The row then costs one read and one write. Longer rows (KEPT = 0) are read twice, the second time mostly from
 // cache.
 // MASK defines `allowed(row, j)`; masked entries get exactly 0 (log-softmax: the most
 // negative f32), and a fully masked row gives zeros, never NaN.

@@ -44,7 +44,7 @@ pub(crate) fn with_row_chunks(kernel: String, vec: usize) -> String {
 /// `template` with each line `{{EACH_KEPT <code>}}` written out once for each of the
 /// `kept` loads a row kernel's thread keeps between its passes, `#` in the code standing
 /// for the load's number (none when `kept` is 0). Kept loads live in variables of their
-/// own, which compilers hold in registers; an array indexed in a loop may go to memory.
+/// own, which stay in registers whether or not the compiler unrolls loops over an array.
 pub(crate) fn each_kept(template: &str, kept: usize) -> String {
     let mut out = String::with_capacity(template.len());
     for line in template.lines() {
