@@ -1,4 +1,5 @@
-// The softmax family along the last axis, one workgroup per row. MODE 0 = softmax,
+// The softmax family along the last axis, WG threads a row and ROWS rows a workgroup
+// (`ops/src/row_threads.rs`: short rows packed, one subgroup each). MODE 0 = softmax,
 // 1 = log-softmax, 2 = StableMax (s(z) = z + 1 for z >= 0, 1 / (1 - z) below, over the row
 // sum). Logits are scaled by 1/temperature first. One pass over the row finds the max and
 // the sum together (the sum is rescaled whenever the max grows); a second pass writes.
@@ -14,6 +15,7 @@
 // negative f32), and a fully masked row gives zeros, never NaN.
 
 const WG: u32 = {{WG}}u;
+const ROWS: u32 = {{ROWS}}u;
 const MODE: u32 = {{MODE}}u;
 const KEPT: u32 = {{KEPT}}u;
 
@@ -70,36 +72,39 @@ fn kept_load(row: u32, base: u32, chunks: u32, c: u32) -> Kept {
     return Kept(scaled_load(base, c, ok), ok);
 }
 
-fn write_kept(base: u32, chunks: u32, c: u32, k: Kept, m: f32, inv_s: f32, log_s: f32) {
-    if c < chunks {
+fn write_kept(live: bool, base: u32, chunks: u32, c: u32, k: Kept, m: f32, inv_s: f32, log_s: f32) {
+    if live && c < chunks {
         y[base + c] = normalised(k.z, k.ok, m, inv_s, log_s);
     }
 }
 
-@compute @workgroup_size(WG)
+// Every thread reaches the reductions: a slot past the last row (the last workgroup's, or
+// the grid's rounding) repeats the last row and writes nothing.
+@compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
-    if row >= p.rows {
-        return;
-    }
+    let place = row_place(inv);
+    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
+    let live = slot_row < p.rows;
+    let row = min(slot_row, p.rows - 1u);
+    let lane = place.y;
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
-    {{EACH_KEPT let k# = kept_load(row, base, chunks, inv.lid + #u * WG);}}
+    {{EACH_KEPT let k# = kept_load(row, base, chunks, lane + #u * WG);}}
     {{EACH_KEPT acc = fold(acc, k#.z, k#.ok);}}
     if KEPT == 0u {
-        for (var c = inv.lid; c < chunks; c += WG) {
+        for (var c = lane; c < chunks; c += WG) {
             let ok = allowed_chunk(row, c);
             acc = fold(acc, scaled_load(base, c, ok), ok);
         }
     }
-    let row_stats = workgroup_max_sum(inv, acc);
+    let row_stats = row_max_sum(inv, acc);
     let m = row_stats.x;
     let inv_s = 1.0 / row_stats.y;
     let log_s = log(row_stats.y);
-    {{EACH_KEPT write_kept(base, chunks, inv.lid + #u * WG, k#, m, inv_s, log_s);}}
-    if KEPT == 0u {
-        for (var c = inv.lid; c < chunks; c += WG) {
+    {{EACH_KEPT write_kept(live, base, chunks, lane + #u * WG, k#, m, inv_s, log_s);}}
+    if KEPT == 0u && live {
+        for (var c = lane; c < chunks; c += WG) {
             let ok = allowed_chunk(row, c);
             y[base + c] = normalised(scaled_load(base, c, ok), ok, m, inv_s, log_s);
         }

@@ -1,4 +1,5 @@
-// Backward of the softmax family, one workgroup per row, from the saved output y:
+// Backward of the softmax family, laid out as the forward kernel (WG threads a row, ROWS
+// rows a workgroup), from the saved output y:
 //   softmax, StableMax: dx = y * r * (g - sum(g * y)) / temperature, where r = 1 for
 //     softmax and 1 / (1 + |z|) for StableMax (its s'(z) / s(z)), z the scaled logit;
 //   log-softmax: dx = (g - exp(y) * sum(g)) / temperature;
@@ -8,6 +9,7 @@
 // the passes, as in the forward kernel.
 
 const WG: u32 = {{WG}}u;
+const ROWS: u32 = {{ROWS}}u;
 const MODE: u32 = {{MODE}}u;
 const KEPT: u32 = {{KEPT}}u;
 
@@ -59,33 +61,36 @@ fn kept_load(base: u32, chunks: u32, c: u32) -> Kept {
     return Kept(yc, live_grad(base + c, yc));
 }
 
-fn write_kept(base: u32, chunks: u32, c: u32, k: Kept, dot: f32) {
-    if c < chunks {
+fn write_kept(live: bool, base: u32, chunks: u32, c: u32, k: Kept, dot: f32) {
+    if live && c < chunks {
         dx[base + c] = grad(base + c, k.y, k.g, dot);
     }
 }
 
-@compute @workgroup_size(WG)
+// Every thread reaches the reduction: a slot past the last row repeats the last row and
+// writes nothing.
+@compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
-    if row >= p.rows {
-        return;
-    }
+    let place = row_place(inv);
+    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
+    let live = slot_row < p.rows;
+    let row = min(slot_row, p.rows - 1u);
+    let lane = place.y;
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = 0.0;
-    {{EACH_KEPT let k# = kept_load(base, chunks, inv.lid + #u * WG);}}
+    {{EACH_KEPT let k# = kept_load(base, chunks, lane + #u * WG);}}
     {{EACH_KEPT acc += dot_share(k#.y, k#.g);}}
     if KEPT == 0u {
-        for (var c = inv.lid; c < chunks; c += WG) {
+        for (var c = lane; c < chunks; c += WG) {
             let yc = y[base + c];
             acc += dot_share(yc, live_grad(base + c, yc));
         }
     }
-    let dot = workgroup_sum(inv, acc);
-    {{EACH_KEPT write_kept(base, chunks, inv.lid + #u * WG, k#, dot);}}
-    if KEPT == 0u {
-        for (var c = inv.lid; c < chunks; c += WG) {
+    let dot = row_sum(inv, acc);
+    {{EACH_KEPT write_kept(live, base, chunks, lane + #u * WG, k#, dot);}}
+    if KEPT == 0u && live {
+        for (var c = lane; c < chunks; c += WG) {
             let yc = y[base + c];
             dx[base + c] = grad(base + c, yc, live_grad(base + c, yc), dot);
         }

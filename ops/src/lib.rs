@@ -52,7 +52,7 @@ pub use topk::{selection_mask, topk};
 pub use reduce::{reduce, reduce_all, ReduceOp};
 pub use slice::{concat, slice};
 pub use row_threads::{row_threads_allowed, with_row_threads, ROW_THREADS};
-pub use softmax::{causal_softmax, log_softmax, softmax, softmax_with, stablemax, Mask, SoftmaxKind, SoftmaxOptions};
+pub use softmax::{causal_softmax, log_softmax, softmax, softmax_layout, softmax_with, stablemax, Mask, SoftmaxKind, SoftmaxOptions};
 pub use strided::MAX_RANK;
 pub use tensor_ops::TensorOps;
 pub use unary::{unary, UnaryOp};

@@ -1,13 +1,24 @@
-//! How many threads a row kernel (the softmax family, cross-entropy, the norms) gives each
-//! row, one workgroup a row: enough for the row's loads, at most 256 on GPUs and 32 on CPU
-//! adapters, which run a workgroup's threads in turn, so more of them only add barriers
-//! (lavapipe, 512 x 1024 softmax: 0.9 ms with 32 threads, 2.3 with 256). `with_row_threads`
-//! overrides the choice, for tests that cover every size and for tuning. `loads_kept` says
-//! whether a row is short enough for each thread to keep its loads in registers.
+//! How a row kernel (the softmax family, cross-entropy, the norms) lays its rows on
+//! workgroups. By default a row gets a workgroup and as many threads as it has loads, at
+//! most 256 on GPUs and 32 on CPU adapters, which run a workgroup's threads in turn, so
+//! more of them only add barriers (lavapipe, 512 x 1024 softmax: 0.9 ms with 32 threads,
+//! 2.3 with 256). Kernels written against the row interface (`RowLayout`: the softmax
+//! family) pack short rows several to a workgroup where the adapter's subgroups can hold
+//! a row each: such a row reduces through shuffles alone, without the barriers and idle
+//! threads of a workgroup of its own (attention's rows of 512 are 128 vec4 loads: four
+//! loads for each lane of a 32-lane subgroup). `with_row_threads` forces one row a
+//! workgroup of a given size, for tests that cover every size and for tuning.
+//! `loads_kept` says whether a row is short enough for each thread to keep its loads in
+//! registers.
 
 use std::cell::Cell;
 
-use moegrad_engine::{wgpu, Device};
+use moegrad_engine::{grid, wgpu, Device};
+
+use crate::workgroup_reduce::{packs_rows_correctly, WorkgroupReduce};
+
+const ONE_ROW: &str = include_str!("../../shaders/common/reduce_one_row.wgsl");
+const PACKED_ROWS: &str = include_str!("../../shaders/common/reduce_rows_subgroup.wgsl");
 
 /// The workgroup sizes a row kernel may use.
 pub const ROW_THREADS: [u32; 6] = [32, 64, 128, 256, 512, 1024];
@@ -16,7 +27,8 @@ thread_local! {
     static OVERRIDE: Cell<Option<u32>> = const { Cell::new(None) };
 }
 
-/// Runs `f` with every row kernel recorded on this thread using `threads` per row.
+/// Runs `f` with every row kernel recorded on this thread using one workgroup of
+/// `threads` a row.
 pub fn with_row_threads<R>(threads: u32, f: impl FnOnce() -> R) -> R {
     assert!(ROW_THREADS.contains(&threads), "threads per row must be one of {ROW_THREADS:?}, got {threads}");
     let before = OVERRIDE.with(|t| t.replace(Some(threads)));
@@ -30,10 +42,18 @@ pub fn row_threads_allowed(dev: &Device) -> Vec<u32> {
     ROW_THREADS.into_iter().filter(|&t| t <= dev.limits().max_compute_invocations_per_workgroup).collect()
 }
 
-/// Threads per row for rows of `loads` loads on `dev`.
+/// The most threads a row kernel's workgroup has by default on `dev`.
+fn most_threads(dev: &Device) -> u32 {
+    if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        32
+    } else {
+        256
+    }
+}
+
+/// Threads for a workgroup holding one row of `loads` loads on `dev`.
 pub(crate) fn row_threads(dev: &Device, loads: usize) -> u32 {
-    let most = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu { 32 } else { 256 };
-    OVERRIDE.with(Cell::get).unwrap_or_else(|| loads.next_power_of_two().clamp(32, most) as u32)
+    OVERRIDE.with(Cell::get).unwrap_or_else(|| loads.next_power_of_two().clamp(32, most_threads(dev) as usize) as u32)
 }
 
 /// Most loads a thread keeps in registers across a row kernel's two passes: 8 vec4s are 32
@@ -49,4 +69,69 @@ pub fn loads_kept(loads: usize, threads: u32) -> usize {
     } else {
         0
     }
+}
+
+/// Where a row kernel's rows go: `threads` a row, `rows` a workgroup, reduced by `reduce`
+/// (several rows a workgroup only through subgroups, each row in one of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowLayout {
+    pub threads: u32,
+    pub rows: u32,
+    pub reduce: WorkgroupReduce,
+}
+
+impl RowLayout {
+    /// The layout for rows of `loads` loads on `dev`: packed where a row fits the lanes of
+    /// the adapter's smallest subgroup, keeping at most `MOST_KEPT` loads each (as many
+    /// threads as loads, up to that subgroup: consecutive lanes read consecutive loads),
+    /// and packed reductions passed their one-time check on the device; else a workgroup
+    /// a row.
+    pub fn for_rows(dev: &Device, loads: usize) -> Self {
+        let reduce = WorkgroupReduce::for_device(dev);
+        if OVERRIDE.with(Cell::get).is_none() {
+            let fits = |l: &RowLayout| l.threads as usize <= loads.next_power_of_two() && loads <= l.threads as usize * MOST_KEPT;
+            if let Some(packed) = packed_layouts(dev).into_iter().rfind(fits) {
+                if packs_rows_correctly(dev) {
+                    return packed;
+                }
+            }
+        }
+        RowLayout { threads: row_threads(dev, loads), rows: 1, reduce }
+    }
+
+    /// A name for pipeline keys and reports: threads x rows / reduction.
+    pub fn name(&self) -> String {
+        format!("{}x{}/{}", self.threads, self.rows, self.reduce.name())
+    }
+
+    /// `kernel`, which defines WG (threads a row) and ROWS (rows a workgroup), with the row
+    /// interface: `row_place`, `row_sum`, `row_max_sum`.
+    pub(crate) fn append_to(&self, kernel: String) -> String {
+        if self.rows > 1 {
+            kernel + "\n" + PACKED_ROWS
+        } else {
+            self.reduce.append_to(kernel) + "\n" + ONE_ROW
+        }
+    }
+
+    /// The workgroups for `rows` rows.
+    pub(crate) fn groups(&self, rows: usize) -> [u32; 3] {
+        grid(rows.div_ceil(self.rows as usize))
+    }
+}
+
+/// Every layout that packs rows on `dev`, fewest threads a row first: rows of 1, 2, 4 ...
+/// threads up to the smallest subgroup, in workgroups of the default size (or of the
+/// largest subgroup, if that is more), so that subgroups tile them. None without subgroups,
+/// or where the workgroup reductions fall back to workgroup memory.
+pub fn packed_layouts(dev: &Device) -> Vec<RowLayout> {
+    let Some((smallest, largest)) = dev.subgroup_sizes() else {
+        return Vec::new();
+    };
+    let group = most_threads(dev).max(largest);
+    let fits = smallest.is_power_of_two() && largest.is_power_of_two() && group <= dev.limits().max_compute_invocations_per_workgroup;
+    if !fits || WorkgroupReduce::for_device(dev) != WorkgroupReduce::Subgroup {
+        return Vec::new();
+    }
+    (0..=smallest.trailing_zeros()).map(|i| 1 << i).filter(|&threads| group / threads > 1).map(|threads| RowLayout { threads, rows: group / threads, reduce: WorkgroupReduce::Subgroup }).collect()
 }

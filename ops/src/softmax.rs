@@ -3,12 +3,11 @@
 //! `shaders/softmax.wgsl`, backward `shaders/softmax_backward.wgsl`; the variants come
 //! from those two templates.
 
-use moegrad_engine::{grid, record, render_template, DType, Tensor};
+use moegrad_engine::{record, render_template, DType, Device, Tensor};
 
 use crate::host::HostTensor;
-use crate::row_threads::{loads_kept, row_threads};
+use crate::row_threads::{loads_kept, RowLayout};
 use crate::wgsl_library::{each_kept, floats_per_load, with_row_chunks};
-use crate::workgroup_reduce::WorkgroupReduce;
 
 const SHADER: &str = include_str!("../../shaders/softmax.wgsl");
 const BACKWARD_SHADER: &str = include_str!("../../shaders/softmax_backward.wgsl");
@@ -119,6 +118,12 @@ fn layout(op: &str, x: &Tensor, mask: &Mask) -> (usize, usize, usize, usize) {
     }
 }
 
+/// How the softmax family lays rows of `n` entries on `dev`'s workgroups (forward and
+/// backward alike).
+pub fn softmax_layout(dev: &Device, n: usize) -> RowLayout {
+    RowLayout::for_rows(dev, n / floats_per_load(n))
+}
+
 pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     let op = opts.kind.name();
     assert!(opts.temperature > 0.0, "{op}: temperature must be positive, got {}", opts.temperature);
@@ -127,8 +132,8 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     let y = Tensor::empty(dev, x.shape(), DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
     let inv_temp = 1.0 / opts.temperature;
     let vec = floats_per_load(n);
-    let wg = row_threads(dev, n / vec);
-    let kept = loads_kept(n / vec, wg);
+    let layout = softmax_layout(dev, n);
+    let kept = loads_kept(n / vec, layout.threads);
     if rows > 0 {
         let (mask_key, mask_code) = match opts.mask {
             Mask::None => ("none", "fn allowed(row: u32, j: u32) -> bool { return true; }"),
@@ -139,21 +144,22 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
                  fn allowed(row: u32, j: u32) -> bool { return mask[(row % p.mask_rows) * p.n + j] != 0.0; }",
             ),
         };
-        let reduce = WorkgroupReduce::for_device(dev);
-        let key = format!("softmax/{op}/{mask_key}/{wg}/vec{vec}/kept{kept}/{}", reduce.name());
+        let key = format!("softmax/{op}/{mask_key}/{}/vec{vec}/kept{kept}", layout.name());
         let source = || {
-            let (wg, mode, kept_count) = (wg.to_string(), opts.kind.mode().to_string(), kept.to_string());
-            let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
-            with_row_chunks(reduce.append_to(render_template(&each_kept(SHADER, kept), &values)), vec)
+            let (wg, rows_per_group) = (layout.threads.to_string(), layout.rows.to_string());
+            let (mode, kept_count) = (opts.kind.mode().to_string(), kept.to_string());
+            let values = [("WG", wg.as_str()), ("ROWS", rows_per_group.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
+            with_row_chunks(layout.append_to(render_template(&each_kept(SHADER, kept), &values)), vec)
         };
-        // SAFETY: chunk c < n / vec of row < rows indexes x and y within rows * n floats
-        // (kept loads past the row's end are clamped or skipped), mask entries stay below
-        // mask_rows * n, and every loop counts up to a bound.
+        // SAFETY: chunk c < n / vec of row < rows (slots past the last row read the last
+        // row) indexes x and y within rows * n floats (kept loads past the row's end are
+        // clamped or skipped), mask entries stay below mask_rows * n, and every loop counts
+        // up to a bound.
         let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
         let params = [rows as u32, n as u32, inv_temp.to_bits(), mask_rows as u32, causal_t as u32];
         match &opts.mask {
-            Mask::Tensor(m) => dev.launch(&pipeline, &params, &[x, &y, m], grid(rows)),
-            _ => dev.launch(&pipeline, &params, &[x, &y], grid(rows)),
+            Mask::Tensor(m) => dev.launch(&pipeline, &params, &[x, &y, m], layout.groups(rows)),
+            _ => dev.launch(&pipeline, &params, &[x, &y], layout.groups(rows)),
         }
     }
     let (kind, saved_x, saved_y) = (opts.kind, x.clone(), y.clone());
@@ -169,8 +175,8 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
         return dx;
     }
     let vec = floats_per_load(n);
-    let wg = row_threads(dev, n / vec);
-    let kept = loads_kept(n / vec, wg);
+    let layout = softmax_layout(dev, n);
+    let kept = loads_kept(n / vec, layout.threads);
     let logits = match kind {
         SoftmaxKind::StableMax => {
             "@group(0) @binding(4) var<storage, read> x: array<V>;\n\
@@ -178,21 +184,21 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
         }
         _ => "fn ratio(c: u32) -> V { return V(1.0); }",
     };
-    let reduce = WorkgroupReduce::for_device(dev);
-    let key = format!("softmax_backward/{}/{wg}/vec{vec}/kept{kept}/{}", kind.name(), reduce.name());
+    let key = format!("softmax_backward/{}/{}/vec{vec}/kept{kept}", kind.name(), layout.name());
     let source = || {
-        let (wg, mode, kept_count) = (wg.to_string(), kind.mode().to_string(), kept.to_string());
-        let values = [("WG", wg.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("LOGITS", logits)];
-        with_row_chunks(reduce.append_to(render_template(&each_kept(BACKWARD_SHADER, kept), &values)), vec)
+        let (wg, rows_per_group) = (layout.threads.to_string(), layout.rows.to_string());
+        let (mode, kept_count) = (kind.mode().to_string(), kept.to_string());
+        let values = [("WG", wg.as_str()), ("ROWS", rows_per_group.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("LOGITS", logits)];
+        with_row_chunks(layout.append_to(render_template(&each_kept(BACKWARD_SHADER, kept), &values)), vec)
     };
-    // SAFETY: chunk c < n / vec of row < rows indexes y, g, dx and x within rows * n
-    // floats (kept loads past the row's end are clamped or skipped), and every loop
-    // counts up to a bound.
+    // SAFETY: chunk c < n / vec of row < rows (slots past the last row read the last row)
+    // indexes y, g, dx and x within rows * n floats (kept loads past the row's end are
+    // clamped or skipped), and every loop counts up to a bound.
     let pipeline = unsafe { dev.pipeline_unchecked(&key, "main", source) };
     let params = [rows as u32, n as u32, inv_temp.to_bits()];
     match kind {
-        SoftmaxKind::StableMax => dev.launch(&pipeline, &params, &[y, g, &dx, x], grid(rows)),
-        _ => dev.launch(&pipeline, &params, &[y, g, &dx], grid(rows)),
+        SoftmaxKind::StableMax => dev.launch(&pipeline, &params, &[y, g, &dx, x], layout.groups(rows)),
+        _ => dev.launch(&pipeline, &params, &[y, g, &dx], layout.groups(rows)),
     }
     dx
 }

@@ -45,7 +45,7 @@ fn a_profile_names_each_kernel_with_its_calls_and_time() {
 #[test]
 fn suites_report_every_workload_and_the_step_counters() {
     let kernels = run(&device(), "kernels", &Options { iters: 1, profile: true, ..Options::new(Scale::Tiny) }).unwrap();
-    assert_eq!(kernels.results.len(), 23 + 2 * row_threads_allowed(&device()).len());
+    assert_eq!(kernels.results.len(), 24 + 2 * row_threads_allowed(&device()).len());
     // With --profile every workload lists its kernels, which account for all of its time.
     for r in &kernels.results {
         let profile = r.profile.as_ref().unwrap_or_else(|| panic!("{} has no profile", r.key));
@@ -54,6 +54,10 @@ fn suites_report_every_workload_and_the_step_counters() {
         assert!((share - 1.0).abs() < 1e-6, "{}: shares sum to {share}", r.key);
     }
     assert!(kernels.results.iter().any(|r| r.profile.as_ref().unwrap()[0].kernel.starts_with("matmul")));
+    // The default causal softmax names its layout, and that is the one its kernel ran.
+    let packed = kernels.results.iter().find(|r| r.key.contains("_layout_")).expect("no causal softmax at its default layout");
+    let layout = packed.key.rsplit('_').next().unwrap();
+    assert!(packed.profile.as_ref().unwrap().iter().any(|k| k.kernel.contains(&format!("/{layout}/"))), "{}: {:?}", packed.key, packed.profile);
     // Causal attention runs the products that skip the masked half, full attention not.
     let attention_kernels = |name: &str| {
         let r = kernels.results.iter().find(|r| r.key.starts_with(name)).unwrap_or_else(|| panic!("no {name} workload"));

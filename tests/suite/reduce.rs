@@ -2,7 +2,8 @@
 
 use moegrad::ops::reduce::reduce_all_reference;
 use moegrad::engine::without_subgroups;
-use moegrad::ops::workgroup_reduce::{reduces_correctly, WorkgroupReduce};
+use moegrad::ops::row_threads::packed_layouts;
+use moegrad::ops::workgroup_reduce::{layouts_reduce_correctly, reduces_correctly, WorkgroupReduce};
 use moegrad::ops::{reduce, reduce_all, workgroup_reduction, HostTensor, ReduceOp};
 use moegrad::prelude::*;
 
@@ -75,12 +76,15 @@ fn bad_axis_is_named() {
 fn workgroup_reductions_give_every_thread_the_total_at_every_size() {
     // The row kernels' reductions, held to host sums for both implementations: on an
     // adapter with subgroups (lavapipe's have 8 lanes) the subgroup one must pass the
-    // device's one-time check and be the one in use.
+    // device's one-time check and be the one in use, and so must rows packed several to
+    // a workgroup, a subgroup's lanes each.
     let dev = device();
     assert!(reduces_correctly(&dev, WorkgroupReduce::Memory), "workgroup-memory reductions are wrong");
     if dev.subgroup_sizes().is_some() {
         assert!(reduces_correctly(&dev, WorkgroupReduce::Subgroup), "subgroup reductions are wrong");
         assert_eq!(workgroup_reduction(&dev), "subgroup operations");
+        let packed = packed_layouts(&dev);
+        assert!(!packed.is_empty() && layouts_reduce_correctly(&dev, &packed), "packed rows reduce wrongly: {packed:?}");
     }
     assert_eq!(without_subgroups(|| workgroup_reduction(&dev)), "workgroup memory");
 }
