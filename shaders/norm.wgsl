@@ -1,4 +1,5 @@
-// Row normalisation with a learned scale, one workgroup per row. RMS (MODE 0):
+// Row normalisation with a learned scale, WG threads a row and ROWS rows a workgroup
+// (`ops/src/row_threads.rs`: short rows packed, one subgroup each). RMS (MODE 0):
 // y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps). LayerNorm (MODE 1):
 // y = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var(x) + eps). The row's mean and rstd
 // are saved for the backward pass. Rows, scale and bias are read V values at a time
@@ -8,6 +9,7 @@
 // of an add and then a norm).
 
 const WG: u32 = {{WG}}u;
+const ROWS: u32 = {{ROWS}}u;
 const MODE: u32 = {{MODE}}u;
 
 struct Params { rows: u32, n: u32, eps: f32 }
@@ -21,34 +23,40 @@ struct Params { rows: u32, n: u32, eps: f32 }
 
 {{RESIDUAL}}
 
-@compute @workgroup_size(WG)
+// Every thread reaches the reductions: a slot past the last row (the last workgroup's, or
+// the grid's rounding) repeats the last row, then leaves without writing.
+@compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
-    if row >= p.rows {
-        return;
-    }
+    let place = row_place(inv);
+    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
+    let live = slot_row < p.rows;
+    let row = min(slot_row, p.rows - 1u);
+    let lane = place.y;
     let chunks = p.n / VEC;
     let base = row * chunks;
     var mean = 0.0;
     if MODE == 1u {
         var s = 0.0;
-        for (var c = inv.lid; c < chunks; c += WG) {
+        for (var c = lane; c < chunks; c += WG) {
             s += chunk_sum(row_chunk(base + c));
         }
-        mean = workgroup_sum(inv, s) / f32(p.n);
+        mean = row_sum(inv, s) / f32(p.n);
     }
     var sq = 0.0;
-    for (var c = inv.lid; c < chunks; c += WG) {
+    for (var c = lane; c < chunks; c += WG) {
         let d = row_chunk(base + c) - V(mean);
         sq += chunk_sum(d * d);
     }
-    let rstd = inverseSqrt(workgroup_sum(inv, sq) / f32(p.n) + p.eps);
-    for (var c = inv.lid; c < chunks; c += WG) {
+    let rstd = inverseSqrt(row_sum(inv, sq) / f32(p.n) + p.eps);
+    if !live {
+        return;
+    }
+    for (var c = lane; c < chunks; c += WG) {
         let v = row_chunk(base + c);
         keep_sum(base + c, v);
         y[base + c] = (v - V(mean)) * rstd * w[c] + select(V(0.0), b[c], MODE == 1u);
     }
-    if inv.lid == 0u {
+    if lane == 0u {
         stats[row * 2u] = mean;
         stats[row * 2u + 1u] = rstd;
     }

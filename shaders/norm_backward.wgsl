@@ -1,4 +1,5 @@
-// Backward of the row norms, one workgroup per row, from the saved mean and rstd:
+// Backward of the row norms, laid out as the forward kernel (WG threads a row, ROWS rows a
+// workgroup), from the saved mean and rstd:
 //   x_hat = (x - mean) * rstd, gw = g * w,
 //   dx = rstd * (gw - mean(gw) [LayerNorm only] - x_hat * mean(gw * x_hat)).
 // It also writes g * x_hat, which summed over rows is the scale's gradient. Loads are
@@ -6,6 +7,7 @@
 // added to dx: the gradient of a residual sum that is also used unnormalised (0 if none).
 
 const WG: u32 = {{WG}}u;
+const ROWS: u32 = {{ROWS}}u;
 const MODE: u32 = {{MODE}}u;
 
 struct Params { rows: u32, n: u32, eps: f32 }
@@ -20,26 +22,32 @@ struct Params { rows: u32, n: u32, eps: f32 }
 
 {{RESIDUAL}}
 
-@compute @workgroup_size(WG)
+// Every thread reaches the reductions: a slot past the last row repeats the last row, then
+// leaves without writing.
+@compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let row = inv.wid.x + inv.wid.y * inv.nwg.x;
-    if row >= p.rows {
-        return;
-    }
+    let place = row_place(inv);
+    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
+    let live = slot_row < p.rows;
+    let row = min(slot_row, p.rows - 1u);
+    let lane = place.y;
     let chunks = p.n / VEC;
     let base = row * chunks;
     let mean = stats[row * 2u];
     let rstd = stats[row * 2u + 1u];
     var sum_gw = 0.0;
     var sum_gw_xhat = 0.0;
-    for (var c = inv.lid; c < chunks; c += WG) {
+    for (var c = lane; c < chunks; c += WG) {
         let gw = g[base + c] * w[c];
         sum_gw += chunk_sum(gw);
         sum_gw_xhat += chunk_sum(gw * (x[base + c] - V(mean)) * rstd);
     }
-    let mean_gw = select(0.0, workgroup_sum(inv, sum_gw) / f32(p.n), MODE == 1u);
-    let mean_gw_xhat = workgroup_sum(inv, sum_gw_xhat) / f32(p.n);
-    for (var c = inv.lid; c < chunks; c += WG) {
+    let mean_gw = select(0.0, row_sum(inv, sum_gw) / f32(p.n), MODE == 1u);
+    let mean_gw_xhat = row_sum(inv, sum_gw_xhat) / f32(p.n);
+    if !live {
+        return;
+    }
+    for (var c = lane; c < chunks; c += WG) {
         let x_hat = (x[base + c] - V(mean)) * rstd;
         let gc = g[base + c];
         dx[base + c] = rstd * (gc * w[c] - V(mean_gw) - x_hat * mean_gw_xhat) + residual_grad(base + c);

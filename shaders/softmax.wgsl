@@ -72,14 +72,14 @@ fn kept_load(row: u32, base: u32, chunks: u32, c: u32) -> Kept {
     return Kept(scaled_load(base, c, ok), ok);
 }
 
-fn write_kept(live: bool, base: u32, chunks: u32, c: u32, k: Kept, m: f32, inv_s: f32, log_s: f32) {
-    if live && c < chunks {
+fn write_kept(base: u32, chunks: u32, c: u32, k: Kept, m: f32, inv_s: f32, log_s: f32) {
+    if c < chunks {
         y[base + c] = normalised(k.z, k.ok, m, inv_s, log_s);
     }
 }
 
-// Every thread reaches the reductions: a slot past the last row (the last workgroup's, or
-// the grid's rounding) repeats the last row and writes nothing.
+// Every thread reaches the reduction: a slot past the last row (the last workgroup's, or
+// the grid's rounding) repeats the last row, then leaves without writing.
 @compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
     let place = row_place(inv);
@@ -99,11 +99,14 @@ fn main(inv: Invocation) {
         }
     }
     let row_stats = row_max_sum(inv, acc);
+    if !live {
+        return;
+    }
     let m = row_stats.x;
     let inv_s = 1.0 / row_stats.y;
     let log_s = log(row_stats.y);
-    {{EACH_KEPT write_kept(live, base, chunks, lane + #u * WG, k#, m, inv_s, log_s);}}
-    if KEPT == 0u && live {
+    {{EACH_KEPT write_kept(base, chunks, lane + #u * WG, k#, m, inv_s, log_s);}}
+    if KEPT == 0u {
         for (var c = lane; c < chunks; c += WG) {
             let ok = allowed_chunk(row, c);
             y[base + c] = normalised(scaled_load(base, c, ok), ok, m, inv_s, log_s);

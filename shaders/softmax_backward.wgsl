@@ -61,14 +61,14 @@ fn kept_load(base: u32, chunks: u32, c: u32) -> Kept {
     return Kept(yc, live_grad(base + c, yc));
 }
 
-fn write_kept(live: bool, base: u32, chunks: u32, c: u32, k: Kept, dot: f32) {
-    if live && c < chunks {
+fn write_kept(base: u32, chunks: u32, c: u32, k: Kept, dot: f32) {
+    if c < chunks {
         dx[base + c] = grad(base + c, k.y, k.g, dot);
     }
 }
 
-// Every thread reaches the reduction: a slot past the last row repeats the last row and
-// writes nothing.
+// Every thread reaches the reduction: a slot past the last row repeats the last row, then
+// leaves without writing.
 @compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
     let place = row_place(inv);
@@ -88,8 +88,11 @@ fn main(inv: Invocation) {
         }
     }
     let dot = row_sum(inv, acc);
-    {{EACH_KEPT write_kept(live, base, chunks, lane + #u * WG, k#, dot);}}
-    if KEPT == 0u && live {
+    if !live {
+        return;
+    }
+    {{EACH_KEPT write_kept(base, chunks, lane + #u * WG, k#, dot);}}
+    if KEPT == 0u {
         for (var c = lane; c < chunks; c += WG) {
             let yc = y[base + c];
             dx[base + c] = grad(base + c, yc, live_grad(base + c, yc), dot);

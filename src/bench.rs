@@ -344,7 +344,7 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
         r.run(&format!("causal_softmax_{t}_threads_{threads}"), Work::Bytes(6.0 * scores.numel() as f64), &|| drop(with_row_threads(threads, || causal_softmax(&scores))));
     }
     // And as it runs by default: rows packed several to a workgroup where subgroups allow.
-    let layout = softmax_layout(&dev, t);
+    let layout = row_layout(&dev, t);
     r.run(&format!("causal_softmax_{t}_layout_{}x{}", layout.threads, layout.rows), Work::Bytes(6.0 * scores.numel() as f64), &|| drop(causal_softmax(&scores)));
     // Attention's layout changes at the same shape, 8 heads: the fused projection into
     // rotated heads, and the heads back into token rows (each value read and written once).

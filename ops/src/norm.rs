@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use moegrad_engine::{grid, record_multi, render_template, DType, Device, Kernel, Tensor};
+use moegrad_engine::{record_multi, render_template, DType, Device, Kernel, Tensor};
 
 use crate::host::HostTensor;
-use crate::row_threads::row_threads;
+use crate::row_threads::{row_layout, RowLayout};
 use crate::wgsl_library::{floats_per_load, with_row_chunks};
-use crate::workgroup_reduce::WorkgroupReduce;
 use crate::reduce::{reduce, ReduceOp};
 use crate::layout::reshape;
 
@@ -59,16 +58,21 @@ pub fn add_layer_norm(x: &Tensor, delta: &Tensor, weight: &Tensor, bias: &Tensor
 }
 
 /// The forward or backward kernel (`template`, keyed `name`) for rows of `n`, its
-/// `{{RESIDUAL}}` filled with `residual`: (a name for the key, the code).
-fn row_kernel(dev: &Device, name: &str, template: &str, kind: NormKind, n: usize, (residual_key, residual): (&str, &str)) -> Arc<Kernel> {
-    let (reduce, vec) = (WorkgroupReduce::for_device(dev), floats_per_load(n));
-    let wg = row_threads(dev, n / vec);
-    let key = format!("{name}/{}/{wg}/vec{vec}/{}/{residual_key}", kind.name(), reduce.name());
-    let source = || with_row_chunks(reduce.append_to(render_template(template, &[("MODE", kind.mode()), ("WG", &wg.to_string()), ("RESIDUAL", residual)])), vec);
-    // SAFETY: load c < n / vec of row < rows indexes the rows and the residual sums and
-    // their gradients (rows * n floats) and the scale and bias (n floats), row indexes
-    // stats (rows * 2), and every loop counts up to a bound.
-    unsafe { dev.pipeline_unchecked(&key, "main", source) }
+/// `{{RESIDUAL}}` filled with `residual`: (a name for the key, the code), and the layout of
+/// rows on workgroups it was built for.
+fn row_kernel(dev: &Device, name: &str, template: &str, kind: NormKind, n: usize, (residual_key, residual): (&str, &str)) -> (Arc<Kernel>, RowLayout) {
+    let vec = floats_per_load(n);
+    let layout = row_layout(dev, n);
+    let key = format!("{name}/{}/{}/vec{vec}/{residual_key}", kind.name(), layout.name());
+    let source = || {
+        let values = [("MODE", kind.mode()), ("WG", &layout.threads.to_string()), ("ROWS", &layout.rows.to_string()), ("RESIDUAL", residual)];
+        with_row_chunks(layout.append_to(render_template(template, &values)), vec)
+    };
+    // SAFETY: load c < n / vec of row < rows (slots past the last row read the last row)
+    // indexes the rows and the residual sums and their gradients (rows * n floats) and the
+    // scale and bias (n floats), row indexes stats (rows * 2), and every loop counts up to
+    // a bound.
+    (unsafe { dev.pipeline_unchecked(&key, "main", source) }, layout)
 }
 
 /// The norm of `x` (or of `s = x + delta`, returned too, when `delta` is given).
@@ -101,11 +105,11 @@ fn norm(kind: NormKind, x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, bia
             ),
             None => ("plain", "fn row_chunk(i: u32) -> V { return x[i]; }\nfn keep_sum(i: u32, v: V) {}"),
         };
-        let pipeline = row_kernel(dev, "norm", SHADER, kind, n, residual);
+        let (pipeline, layout) = row_kernel(dev, "norm", SHADER, kind, n, residual);
         // RMSNorm has no bias: the scale stands in for the unused binding.
         let mut buffers = vec![x, weight, bias.unwrap_or(weight), &y, &stats];
         buffers.extend(delta.into_iter().chain(&sum));
-        dev.launch(&pipeline, &params, &buffers, grid(rows));
+        dev.launch(&pipeline, &params, &buffers, layout.groups(rows));
     }
     // The backward pass needs the normalised input: x, or the sum.
     let normalised = sum.clone().unwrap_or_else(|| x.clone());
@@ -129,10 +133,10 @@ fn norm(kind: NormKind, x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, bia
                         Some(_) => ("residual", "@group(0) @binding(7) var<storage, read> g_sum: array<V>;\nfn residual_grad(i: u32) -> V { return g_sum[i]; }"),
                         None => ("plain", "fn residual_grad(i: u32) -> V { return V(0.0); }"),
                     };
-                    let pipeline = row_kernel(dev, "norm_backward", BACKWARD_SHADER, kind, n, residual);
+                    let (pipeline, layout) = row_kernel(dev, "norm_backward", BACKWARD_SHADER, kind, n, residual);
                     let mut buffers = vec![&normalised, &sw, &stats, g, &dx, &g_xhat];
                     buffers.extend(&g_sum);
-                    dev.launch(&pipeline, &params, &buffers, grid(rows));
+                    dev.launch(&pipeline, &params, &buffers, layout.groups(rows));
                 }
                 (dx, Some(g_xhat))
             }

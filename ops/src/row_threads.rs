@@ -3,7 +3,7 @@
 //! most 256 on GPUs and 32 on CPU adapters, which run a workgroup's threads in turn, so
 //! more of them only add barriers (lavapipe, 512 x 1024 softmax: 0.9 ms with 32 threads,
 //! 2.3 with 256). Kernels written against the row interface (`RowLayout`: the softmax
-//! family) pack short rows several to a workgroup where the adapter's subgroups can hold
+//! family and the norms) pack short rows several to a workgroup where the adapter's subgroups can hold
 //! a row each: such a row reduces through shuffles alone, without the barriers and idle
 //! threads of a workgroup of its own (attention's rows of 512 are 128 vec4 loads: four
 //! loads for each lane of a 32-lane subgroup). `with_row_threads` forces one row a
@@ -15,6 +15,7 @@ use std::cell::Cell;
 
 use moegrad_engine::{grid, wgpu, Device};
 
+use crate::wgsl_library::floats_per_load;
 use crate::workgroup_reduce::{packs_rows_correctly, WorkgroupReduce};
 
 const ONE_ROW: &str = include_str!("../../shaders/common/reduce_one_row.wgsl");
@@ -69,6 +70,12 @@ pub fn loads_kept(loads: usize, threads: u32) -> usize {
     } else {
         0
     }
+}
+
+/// How a row kernel written against the row interface (the softmax family, the norms)
+/// lays rows of `n` floats on `dev`'s workgroups, forward and backward alike.
+pub fn row_layout(dev: &Device, n: usize) -> RowLayout {
+    RowLayout::for_rows(dev, n / floats_per_load(n))
 }
 
 /// Where a row kernel's rows go: `threads` a row, `rows` a workgroup, reduced by `reduce`

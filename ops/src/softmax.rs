@@ -3,10 +3,10 @@
 //! `shaders/softmax.wgsl`, backward `shaders/softmax_backward.wgsl`; the variants come
 //! from those two templates.
 
-use moegrad_engine::{record, render_template, DType, Device, Tensor};
+use moegrad_engine::{record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
-use crate::row_threads::{loads_kept, RowLayout};
+use crate::row_threads::{loads_kept, row_layout};
 use crate::wgsl_library::{each_kept, floats_per_load, with_row_chunks};
 
 const SHADER: &str = include_str!("../../shaders/softmax.wgsl");
@@ -118,12 +118,6 @@ fn layout(op: &str, x: &Tensor, mask: &Mask) -> (usize, usize, usize, usize) {
     }
 }
 
-/// How the softmax family lays rows of `n` entries on `dev`'s workgroups (forward and
-/// backward alike).
-pub fn softmax_layout(dev: &Device, n: usize) -> RowLayout {
-    RowLayout::for_rows(dev, n / floats_per_load(n))
-}
-
 pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     let op = opts.kind.name();
     assert!(opts.temperature > 0.0, "{op}: temperature must be positive, got {}", opts.temperature);
@@ -132,7 +126,7 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     let y = Tensor::empty(dev, x.shape(), DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
     let inv_temp = 1.0 / opts.temperature;
     let vec = floats_per_load(n);
-    let layout = softmax_layout(dev, n);
+    let layout = row_layout(dev, n);
     let kept = loads_kept(n / vec, layout.threads);
     if rows > 0 {
         let (mask_key, mask_code) = match opts.mask {
@@ -175,7 +169,7 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
         return dx;
     }
     let vec = floats_per_load(n);
-    let layout = softmax_layout(dev, n);
+    let layout = row_layout(dev, n);
     let kept = loads_kept(n / vec, layout.threads);
     let logits = match kind {
         SoftmaxKind::StableMax => {

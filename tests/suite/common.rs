@@ -4,7 +4,8 @@
 
 use std::sync::OnceLock;
 
-use moegrad::ops::HostTensor;
+use moegrad::ops::row_threads::{packed_layouts, MOST_KEPT};
+use moegrad::ops::{row_layout, with_row_threads, HostTensor, RowLayout, ROW_THREADS};
 use moegrad::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,6 +25,33 @@ pub fn on_both_paths(check: impl Fn()) {
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
+}
+
+/// Each layout that packs short rows several to a workgroup on `dev` (lavapipe's 8-lane
+/// subgroups: rows of 1, 2, 4 and 8 threads), with row lengths a row kernel lays out so:
+/// the fewest loads that select it and a random number, as vec4 and as single floats.
+/// Asserts that packed layouts exist exactly where subgroups do, that every one is tested,
+/// and that `with_row_threads` and the portable path give a row a workgroup of its own.
+pub fn packed_row_lengths(dev: &Device, r: &mut StdRng) -> Vec<(RowLayout, Vec<usize>)> {
+    let layouts = packed_layouts(dev);
+    assert_eq!(layouts.is_empty(), dev.subgroup_sizes().is_none(), "packed layouts exist exactly where subgroups do");
+    assert_eq!(with_row_threads(ROW_THREADS[0], || row_layout(dev, 64)).rows, 1);
+    assert_eq!(moegrad::engine::without_subgroups(|| row_layout(dev, 64)).rows, 1);
+    let last = layouts.len().saturating_sub(1);
+    layouts
+        .iter()
+        .enumerate()
+        .map(|(i, &layout)| {
+            // The widest packed rows (the smallest subgroup) also take up to MOST_KEPT loads a lane.
+            let t = layout.threads as usize;
+            let most_loads = if i == last { MOST_KEPT * t } else { t };
+            let loads = [t / 2 + 1, r.random_range(t / 2 + 1..=most_loads)];
+            let sizes = loads.iter().flat_map(|&l| [4 * l, if l % 4 == 0 { l - 1 } else { l }]);
+            let sizes: Vec<usize> = sizes.filter(|&n| row_layout(dev, n) == layout).collect();
+            assert!(!sizes.is_empty(), "no row length tested is laid out as {layout:?}");
+            (layout, sizes)
+        })
+        .collect()
 }
 
 /// Sizes that are not multiples of any tile or workgroup.

@@ -1,13 +1,13 @@
 //! The softmax family and the fused cross-entropy.
 
 use moegrad::ops::cross_entropy::cross_entropy_reference;
-use moegrad::ops::row_threads::{loads_kept, packed_layouts, MOST_KEPT};
+use moegrad::ops::row_threads::{loads_kept, MOST_KEPT};
 use moegrad::ops::softmax::softmax_reference;
-use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_layout, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS};
+use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS};
 use moegrad::prelude::*;
 use rand::Rng;
 
-use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, packed_row_lengths, rng, upload, TOL};
 
 const KINDS: [SoftmaxKind; 3] = [SoftmaxKind::Softmax, SoftmaxKind::LogSoftmax, SoftmaxKind::StableMax];
 
@@ -171,19 +171,10 @@ fn rows_packed_several_to_a_workgroup_match_the_reference_at_every_layout() {
     // Short rows share a workgroup, one subgroup's lanes each, on adapters with subgroups
     // (lavapipe's 8 lanes: rows of 1, 2, 4 and 8 threads). Each packed layout at random
     // row lengths that select it, scalar and vec4 loads, with a last workgroup that is
-    // not full, every kind and mask, forward and gradient; `with_row_threads` and the
-    // portable path give a row a workgroup of its own.
+    // not full, every kind and mask, forward and gradient.
     let dev = device();
-    let layouts = packed_layouts(&dev);
-    assert_eq!(layouts.is_empty(), dev.subgroup_sizes().is_none(), "packed layouts exist exactly where subgroups do");
     let mut r = rng(58);
-    for (i, layout) in layouts.iter().enumerate() {
-        let t = layout.threads as usize;
-        let most_loads = if i + 1 == layouts.len() { MOST_KEPT * t } else { t };
-        let loads = [t / 2 + 1, r.random_range(t / 2 + 1..=most_loads)];
-        let sizes = loads.iter().flat_map(|&l| [4 * l, if l % 4 == 0 { l - 1 } else { l }]);
-        let sizes: Vec<usize> = sizes.filter(|&n| softmax_layout(&dev, n) == *layout).collect();
-        assert!(!sizes.is_empty(), "no row length tested is laid out as {layout:?}");
+    for (layout, sizes) in packed_row_lengths(&dev, &mut r) {
         for n in sizes {
             let batch = 2 * layout.rows as usize / n.min(3) + 1;
             for kind in KINDS {
@@ -207,8 +198,6 @@ fn rows_packed_several_to_a_workgroup_match_the_reference_at_every_layout() {
             }
         }
     }
-    assert_eq!(with_row_threads(ROW_THREADS[0], || softmax_layout(&dev, 64)).rows, 1);
-    assert_eq!(moegrad::engine::without_subgroups(|| softmax_layout(&dev, 64)).rows, 1);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use moegrad::models::{Ffn, FfnKind, KvCache, ModelConfig, Transformer};
 use moegrad::prelude::*;
 use rand::Rng;
 
-use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, packed_row_lengths, rng, upload, TOL};
 
 #[test]
 fn rms_and_layer_norm_match_reference_and_gradients() {
@@ -92,6 +92,31 @@ fn norms_at_every_workgroup_size() {
             }
         }
     });
+}
+
+#[test]
+fn norms_of_rows_packed_several_to_a_workgroup() {
+    // Each packed layout (short rows sharing a workgroup, a subgroup's lanes each) at row
+    // lengths that select it, with a last workgroup that is not full: both norms, plain
+    // and with a residual, forward and gradients.
+    let dev = device();
+    let mut r = rng(79);
+    for (layout, sizes) in packed_row_lengths(&dev, &mut r) {
+        for n in sizes {
+            let rows = 2 * layout.rows as usize + r.random_range(1..layout.rows as usize);
+            let what = |op: &str| format!("{op} of {rows} rows of {n}, {} threads x {} rows", layout.threads, layout.rows);
+            let (x, delta) = (host(&mut r, &[rows, n], -2.0, 2.0), host(&mut r, &[rows, n], -1.0, 1.0));
+            let (w, b) = (host(&mut r, &[n], 0.5, 1.5), host(&mut r, &[n], -0.5, 0.5));
+            check_op(&what("rms_norm"), &[x.clone(), w.clone()], |t| rms_norm(&t[0], &t[1], 1e-5), |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5), TOL);
+            check_op(
+                &what("add_layer_norm"),
+                &[x, delta, w, b],
+                |t| both(add_layer_norm(&t[0], &t[1], &t[2], &t[3], 1e-5)),
+                |h| both_reference(add_norm_reference(NormKind::Layer, h)),
+                TOL,
+            );
+        }
+    }
 }
 
 #[test]
