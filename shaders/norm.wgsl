@@ -23,15 +23,11 @@ struct Params { rows: u32, n: u32, eps: f32 }
 
 {{RESIDUAL}}
 
-// Every thread reaches the reductions: a slot past the last row (the last workgroup's, or
-// the grid's rounding) repeats the last row, then leaves without writing.
 @compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let place = row_place(inv);
-    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
-    let live = slot_row < p.rows;
-    let row = min(slot_row, p.rows - 1u);
-    let lane = place.y;
+    let at = row_at(inv, p.rows);
+    let row = at.row;
+    let lane = at.lane;
     let chunks = p.n / VEC;
     let base = row * chunks;
     var mean = 0.0;
@@ -48,7 +44,7 @@ fn main(inv: Invocation) {
         sq += chunk_sum(d * d);
     }
     let rstd = inverseSqrt(row_sum(inv, sq) / f32(p.n) + p.eps);
-    if !live {
+    if !at.live {
         return;
     }
     for (var c = lane; c < chunks; c += WG) {

@@ -22,15 +22,11 @@ struct Params { rows: u32, n: u32, eps: f32 }
 
 {{RESIDUAL}}
 
-// Every thread reaches the reductions: a slot past the last row repeats the last row, then
-// leaves without writing.
 @compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let place = row_place(inv);
-    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
-    let live = slot_row < p.rows;
-    let row = min(slot_row, p.rows - 1u);
-    let lane = place.y;
+    let at = row_at(inv, p.rows);
+    let row = at.row;
+    let lane = at.lane;
     let chunks = p.n / VEC;
     let base = row * chunks;
     let mean = stats[row * 2u];
@@ -44,7 +40,7 @@ fn main(inv: Invocation) {
     }
     let mean_gw = select(0.0, row_sum(inv, sum_gw) / f32(p.n), MODE == 1u);
     let mean_gw_xhat = row_sum(inv, sum_gw_xhat) / f32(p.n);
-    if !live {
+    if !at.live {
         return;
     }
     for (var c = lane; c < chunks; c += WG) {

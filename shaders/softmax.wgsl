@@ -78,15 +78,11 @@ fn write_kept(base: u32, chunks: u32, c: u32, k: Kept, m: f32, inv_s: f32, log_s
     }
 }
 
-// Every thread reaches the reduction: a slot past the last row (the last workgroup's, or
-// the grid's rounding) repeats the last row, then leaves without writing.
 @compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let place = row_place(inv);
-    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
-    let live = slot_row < p.rows;
-    let row = min(slot_row, p.rows - 1u);
-    let lane = place.y;
+    let at = row_at(inv, p.rows);
+    let row = at.row;
+    let lane = at.lane;
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = vec2<f32>(MOST_NEGATIVE, 0.0);
@@ -99,7 +95,7 @@ fn main(inv: Invocation) {
         }
     }
     let row_stats = row_max_sum(inv, acc);
-    if !live {
+    if !at.live {
         return;
     }
     let m = row_stats.x;

@@ -67,15 +67,11 @@ fn write_kept(base: u32, chunks: u32, c: u32, k: Kept, dot: f32) {
     }
 }
 
-// Every thread reaches the reduction: a slot past the last row repeats the last row, then
-// leaves without writing.
 @compute @workgroup_size(WG * ROWS)
 fn main(inv: Invocation) {
-    let place = row_place(inv);
-    let slot_row = (inv.wid.x + inv.wid.y * inv.nwg.x) * ROWS + place.x;
-    let live = slot_row < p.rows;
-    let row = min(slot_row, p.rows - 1u);
-    let lane = place.y;
+    let at = row_at(inv, p.rows);
+    let row = at.row;
+    let lane = at.lane;
     let chunks = p.n / VEC;
     let base = row * chunks;
     var acc = 0.0;
@@ -88,7 +84,7 @@ fn main(inv: Invocation) {
         }
     }
     let dot = row_sum(inv, acc);
-    if !live {
+    if !at.live {
         return;
     }
     {{EACH_KEPT write_kept(base, chunks, lane + #u * WG, k#, dot);}}

@@ -20,6 +20,7 @@ use crate::workgroup_reduce::{packs_rows_correctly, WorkgroupReduce};
 
 const ONE_ROW: &str = include_str!("../../shaders/common/reduce_one_row.wgsl");
 const PACKED_ROWS: &str = include_str!("../../shaders/common/reduce_rows_subgroup.wgsl");
+const ROW_AT: &str = include_str!("../../shaders/common/row_at.wgsl");
 
 /// The workgroup sizes a row kernel may use.
 pub const ROW_THREADS: [u32; 6] = [32, 64, 128, 256, 512, 1024];
@@ -112,13 +113,10 @@ impl RowLayout {
     }
 
     /// `kernel`, which defines WG (threads a row) and ROWS (rows a workgroup), with the row
-    /// interface: `row_place`, `row_sum`, `row_max_sum`.
+    /// interface: `row_place`, `row_sum`, `row_max_sum`, and `row_at`.
     pub(crate) fn append_to(&self, kernel: String) -> String {
-        if self.rows > 1 {
-            kernel + "\n" + PACKED_ROWS
-        } else {
-            self.reduce.append_to(kernel) + "\n" + ONE_ROW
-        }
+        let reductions = if self.rows > 1 { kernel + "\n" + PACKED_ROWS } else { self.reduce.append_to(kernel) + "\n" + ONE_ROW };
+        reductions + "\n" + ROW_AT
     }
 
     /// The workgroups for `rows` rows.
