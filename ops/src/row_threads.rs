@@ -3,11 +3,11 @@
 //! most 256 on GPUs and 32 on CPU adapters, which run a workgroup's threads in turn, so
 //! more of them only add barriers (lavapipe, 512 x 1024 softmax: 0.9 ms with 32 threads,
 //! 2.3 with 256). Kernels written against the row interface (`RowLayout`: the softmax
-//! family and the norms) pack short rows several to a workgroup where the adapter's subgroups can hold
-//! a row each: such a row reduces through shuffles alone, without the barriers and idle
-//! threads of a workgroup of its own (attention's rows of 512 are 128 vec4 loads: four
-//! loads for each lane of a 32-lane subgroup). `with_row_threads` forces one row a
-//! workgroup of a given size, for tests that cover every size and for tuning.
+//! family and the norms) pack short rows several to a workgroup where the adapter's
+//! subgroups can hold a row each: such a row reduces through shuffles alone, without the
+//! barriers and idle threads of a workgroup of its own (attention's rows of 512 are 128
+//! vec4 loads: four for each lane of a 32-lane subgroup). `with_row_threads` forces one
+//! row a workgroup of a given size, for tests that cover every size and for tuning.
 //! `loads_kept` says whether a row is short enough for each thread to keep its loads in
 //! registers.
 
@@ -127,8 +127,8 @@ impl RowLayout {
 
 /// Every layout that packs rows on `dev`, fewest threads a row first: rows of 1, 2, 4 ...
 /// threads up to the smallest subgroup, in workgroups of the default size (or of the
-/// largest subgroup, if that is more), so that subgroups tile them. None without subgroups,
-/// or where the workgroup reductions fall back to workgroup memory.
+/// largest subgroup, if that is more), so that subgroups tile them. Empty without
+/// subgroups, or where the workgroup reductions fall back to workgroup memory.
 pub fn packed_layouts(dev: &Device) -> Vec<RowLayout> {
     let Some((smallest, largest)) = dev.subgroup_sizes() else {
         return Vec::new();
