@@ -1,12 +1,15 @@
 // Element-wise y = f(x) and its backward dx = g * f'(x): one template for every unary op.
-// FORWARD and DERIVATIVE are WGSL expressions in `x` and the scalar `s`.
+// FORWARD and DERIVATIVE are WGSL expressions in `x` and the scalar `s`. A thread maps one
+// load of V (vec4<f32> where the length is a multiple of 4, for four times the bytes in
+// flight per thread; f32 otherwise), f and f' applied to each float by `f_each` and
+// `df_each`, which the Rust side (`each_float`) writes for V.
 
-struct Params { n: u32, s: f32 }
+struct Params { loads: u32, s: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x_in: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read> g_in: array<f32>; // backward only
+@group(0) @binding(1) var<storage, read> x_in: array<V>;
+@group(0) @binding(2) var<storage, read_write> out: array<V>;
+@group(0) @binding(3) var<storage, read> g_in: array<V>; // backward only
 
 fn sigmoid(z: f32) -> f32 {
     return 1.0 / (1.0 + exp(-z));
@@ -28,15 +31,15 @@ fn df(x: f32, s: f32) -> f32 { return {{DERIVATIVE}}; }
 @compute @workgroup_size(256)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if i < p.n {
-        out[i] = f(x_in[i], p.s);
+    if i < p.loads {
+        out[i] = f_each(x_in[i], p.s);
     }
 }
 
 @compute @workgroup_size(256)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if i < p.n {
-        out[i] = g_in[i] * df(x_in[i], p.s);
+    if i < p.loads {
+        out[i] = g_in[i] * df_each(x_in[i], p.s);
     }
 }

@@ -15,6 +15,7 @@ mod recorder;
 pub mod shape;
 mod tape;
 mod tensor;
+mod zip;
 
 pub use device::{subgroups_off_by, without_subgroups, AdapterSummary, Device, DeviceStats, ADAPTER_ENV, SUBGROUPS_ENV};
 pub use pool::MEMORY_LIMIT_ENV;
@@ -28,4 +29,5 @@ pub use recorder::PARAM_SLOT_BYTES;
 pub use shape::Shape;
 pub use tape::{clear_tape, is_grad_enabled, no_grad, record, record_multi, tape_len, BackwardFn};
 pub use tensor::{Tensor, TensorId};
+pub use zip::{floats_per_load, zip};
 pub use wgpu;

@@ -3,7 +3,7 @@
 //! gradient over the broadcast dimensions).
 
 use moegrad_engine::shape::{numel, strides};
-use moegrad_engine::{grid, record, DType, Tensor};
+use moegrad_engine::{grid, record, zip, DType, Tensor};
 
 use crate::host::{unravel, HostTensor};
 use crate::strided::{pack_dims, strided};
@@ -88,7 +88,13 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Tensor {
     let shape = broadcast_shape(op.name(), a.shape(), b.shape());
-    let out = strided(op.name(), op.wgsl(), &shape, a, &broadcast_strides(a.shape(), &shape), b, &broadcast_strides(b.shape(), &shape));
+    // Equal shapes need no index arithmetic: the contiguous kernel, a load of four floats a
+    // thread where it can.
+    let out = if a.shape() == b.shape() {
+        zip(op.name(), op.wgsl(), a, b)
+    } else {
+        strided(op.name(), op.wgsl(), &shape, a, &broadcast_strides(a.shape(), &shape), b, &broadcast_strides(b.shape(), &shape))
+    };
     let (sa, sb) = (a.clone(), b.clone());
     let (need_a, need_b) = (a.is_tracked(), b.is_tracked());
     let saved_out = out.clone();

@@ -5,6 +5,7 @@
 use moegrad_engine::{grid, record, render_template, DType, Tensor};
 
 use crate::host::HostTensor;
+use crate::wgsl_library::{each_float, floats_per_load, with_load_type};
 
 const SHADER: &str = include_str!("../../shaders/unary.wgsl");
 
@@ -94,11 +95,13 @@ impl UnaryOp {
 fn launch(op: UnaryOp, entry: &str, tensors: &[&Tensor], out: &Tensor) {
     let dev = out.device();
     let (forward, derivative) = op.wgsl();
-    let pipeline = dev.pipeline(&format!("unary/{}/{entry}", op.name()), entry, || {
-        render_template(SHADER, &[("FORWARD", forward), ("DERIVATIVE", derivative)])
+    let vec = floats_per_load(out.numel());
+    let pipeline = dev.pipeline(&format!("unary/{}/{entry}/vec{vec}", op.name()), entry, || {
+        let kernel = render_template(SHADER, &[("FORWARD", forward), ("DERIVATIVE", derivative)]);
+        with_load_type(kernel + &each_float("f", vec) + &each_float("df", vec), vec)
     });
-    let params = [out.numel() as u32, op.scalar().to_bits()];
-    dev.launch(&pipeline, &params, tensors, grid(out.numel().div_ceil(256)));
+    let loads = out.numel() / vec;
+    dev.launch(&pipeline, &[loads as u32, op.scalar().to_bits()], tensors, grid(loads.div_ceil(256)));
 }
 
 /// `op` applied to every element of `x`.

@@ -4,41 +4,49 @@
 const RANKING: &str = include_str!("../../shaders/common/ranking.wgsl");
 const ROW_CHUNKS: &str = include_str!("../../shaders/common/row_chunks.wgsl");
 
-/// Floats a row kernel loads at once for rows of `n`: a vec4 when rows are made of whole
-/// vec4s (so every row starts 16-byte aligned), else one.
-pub(crate) fn floats_per_load(n: usize) -> usize {
-    if n.is_multiple_of(4) {
-        4
-    } else {
-        1
-    }
-}
+pub(crate) use moegrad_engine::floats_per_load;
 
-/// `kernel` reading rows `vec` floats at a time (`floats_per_load`): `VEC`, the value type
-/// `V`, its bool `VB` and u32 `VU`, `LOAD_OFFSETS` (each value's offset within its load),
-/// `chunk_max`, `chunk_sum`, `chunk_lane` and `online_fold`.
-pub(crate) fn with_row_chunks(kernel: String, vec: usize) -> String {
+/// `kernel` loading `vec` floats at a time (`floats_per_load`): `VEC`, the value type
+/// `V`, its bool `VB` and u32 `VU`, and `LOAD_OFFSETS` (each value's offset within its
+/// load).
+pub(crate) fn with_load_type(kernel: String, vec: usize) -> String {
     let types = if vec == 4 {
         "const VEC: u32 = 4u;\n\
          alias V = vec4<f32>;\n\
          alias VB = vec4<bool>;\n\
          alias VU = vec4<u32>;\n\
-         const LOAD_OFFSETS: VU = VU(0u, 1u, 2u, 3u);\n\
-         fn chunk_max(v: vec4<f32>) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }\n\
-         fn chunk_sum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }\n\
-         fn chunk_lane(v: vec4<f32>, i: u32) -> f32 { return v[i]; }"
+         const LOAD_OFFSETS: VU = VU(0u, 1u, 2u, 3u);"
     } else {
-        assert_eq!(vec, 1, "row kernels load 1 or 4 floats at a time, not {vec}");
+        assert_eq!(vec, 1, "kernels load 1 or 4 floats at a time, not {vec}");
         "const VEC: u32 = 1u;\n\
          alias V = f32;\n\
          alias VB = bool;\n\
          alias VU = u32;\n\
-         const LOAD_OFFSETS: VU = 0u;\n\
-         fn chunk_max(v: f32) -> f32 { return v; }\n\
+         const LOAD_OFFSETS: VU = 0u;"
+    };
+    kernel + "\n" + types
+}
+
+/// `kernel` reading rows `vec` floats at a time: `with_load_type`'s types, and
+/// `chunk_max`, `chunk_sum`, `chunk_lane` and `online_fold` over a load.
+pub(crate) fn with_row_chunks(kernel: String, vec: usize) -> String {
+    let chunk_functions = if vec == 4 {
+        "fn chunk_max(v: vec4<f32>) -> f32 { return max(max(v.x, v.y), max(v.z, v.w)); }\n\
+         fn chunk_sum(v: vec4<f32>) -> f32 { return (v.x + v.y) + (v.z + v.w); }\n\
+         fn chunk_lane(v: vec4<f32>, i: u32) -> f32 { return v[i]; }"
+    } else {
+        "fn chunk_max(v: f32) -> f32 { return v; }\n\
          fn chunk_sum(v: f32) -> f32 { return v; }\n\
          fn chunk_lane(v: f32, i: u32) -> f32 { return v; }"
     };
-    kernel + "\n" + types + "\n" + ROW_CHUNKS
+    with_load_type(kernel, vec) + "\n" + chunk_functions + "\n" + ROW_CHUNKS
+}
+
+/// WGSL `fn {name}_each(x: V, s: f32) -> V`: the scalar function `{name}(x: f32, s: f32)`
+/// applied to each float of a load of `vec` floats.
+pub(crate) fn each_float(name: &str, vec: usize) -> String {
+    let body = if vec == 4 { format!("V({name}(x.x, s), {name}(x.y, s), {name}(x.z, s), {name}(x.w, s))") } else { format!("{name}(x, s)") };
+    format!("fn {name}_each(x: V, s: f32) -> V {{ return {body}; }}\n")
 }
 
 /// `template` with each line `{{EACH_KEPT <code>}}` written out once for each of the

@@ -2,6 +2,8 @@
 
 use moegrad::ops::{binary, broadcast_to, sum_to, unary, BinaryOp, HostTensor, UnaryOp};
 use moegrad::ops::binary::sum_to_reference;
+use moegrad::prelude::*;
+use rand::Rng;
 
 use crate::common::{check_op, dim, host, rng, shape, TOL};
 
@@ -38,6 +40,58 @@ fn activations_survive_extreme_inputs() {
     for op in [UnaryOp::Gelu, UnaryOp::Silu, UnaryOp::Sigmoid, UnaryOp::Relu] {
         let got = unary(op, &crate::common::upload(&x)).to_vec().unwrap();
         crate::common::assert_close(op.name(), &got, &op.reference(&x).data, 1e-5);
+    }
+}
+
+/// A random length that is a multiple of 4 (the kernels load vec4s) or is not (they load
+/// floats), at most 4 * max.
+fn length(r: &mut rand::rngs::StdRng, vec4: bool, max: usize) -> usize {
+    let n = 4 * dim(r, max);
+    if vec4 {
+        n
+    } else {
+        n - r.random_range(1..=3)
+    }
+}
+
+#[test]
+fn element_wise_kernels_load_four_floats_where_lengths_allow() {
+    let mut r = rng(4);
+    for vec4 in [true, false] {
+        for op in UNARY {
+            let n = length(&mut r, vec4, 300);
+            let x = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt) { host(&mut r, &[n], 0.2, 4.0) } else { host(&mut r, &[n], -4.0, 4.0) };
+            check_op(op.name(), &[x], |t| unary(op, &t[0]), |h| op.reference(&h[0]), TOL);
+        }
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+            let shape = [length(&mut r, vec4, 30), dim(&mut r, 9)];
+            let shape = if vec4 { shape } else { [shape[0], 1 + 2 * (shape[1] / 2)] };
+            let a = host(&mut r, &shape, -2.0, 2.0);
+            let b = if op == BinaryOp::Div { host(&mut r, &shape, 0.5, 2.0) } else { host(&mut r, &shape, -2.0, 2.0) };
+            check_op(op.name(), &[a, b], |t| binary(op, &t[0], &t[1]), |h| op.reference(&h[0], &h[1]), TOL);
+        }
+        // x * x reaches x by two paths: the tape sums the two gradients.
+        let n = length(&mut r, vec4, 300);
+        let x = host(&mut r, &[n], -2.0, 2.0);
+        check_op("x * x", &[x], |t| binary(BinaryOp::Mul, &t[0], &t[0]), |h| UnaryOp::Square.reference(&h[0]), TOL);
+    }
+}
+
+#[test]
+fn element_wise_kernels_name_their_load_width() {
+    // A device of its own, so that the profile holds only these kernels.
+    let dev = Device::new().unwrap();
+    if !dev.has_gpu_timer() {
+        return; // no profile without timestamp queries (lavapipe has them)
+    }
+    for (n, width) in [(4 * 37, "vec4"), (4 * 37 + 1, "vec1")] {
+        let x = Tensor::ones(&dev, &[n]).unwrap().requires_grad();
+        let ((), profile) = dev.profile_gpu(|| x.mul(&x).exp().sum_all().backward());
+        let kernels: Vec<String> = profile.unwrap().into_iter().map(|k| k.kernel).collect();
+        for kernel in ["zip/mul/", "unary/exp/forward/", "unary/exp/backward/", "zip/grad_sum/"] {
+            assert!(kernels.iter().any(|k| k.starts_with(kernel) && k.ends_with(width)), "{n} floats: no {kernel}{width} in {kernels:?}");
+        }
+        x.zero_grad();
     }
 }
 

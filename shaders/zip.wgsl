@@ -1,0 +1,24 @@
+// out = EXPR of a and b, element by element, over two contiguous operands of one shape:
+// the tape's gradient sums, and the binary ops on equal shapes, which need none of the
+// strided kernel's index arithmetic. A thread combines one load of V: vec4<f32> where
+// the length is a multiple of 4 (16-byte loads keep four times the bytes in flight per
+// thread), f32 otherwise. EXPR (`a + b`, `a * b`, ...) reads the same for either type.
+
+alias V = {{V}};
+
+struct Params { loads: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a_in: array<V>;
+@group(0) @binding(2) var<storage, read> b_in: array<V>;
+@group(0) @binding(3) var<storage, read_write> out: array<V>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i < p.loads {
+        let a = a_in[i];
+        let b = b_in[i];
+        out[i] = {{EXPR}};
+    }
+}
