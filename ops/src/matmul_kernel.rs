@@ -117,18 +117,31 @@ impl Tiles {
         (self.bm / self.tm) * (self.bn / self.tn)
     }
 
+    /// The share of the work a `m x n` product (`matrices` of them) tiled this way does
+    /// that lands in the output: tiles overhanging the product's edges compute rows and
+    /// columns that are thrown away, and so, grouped by rows, does the last tile of each
+    /// of `row_blocks` blocks (half a tile each, expected).
+    fn useful_fraction(&self, m: usize, n: usize, row_blocks: usize) -> f64 {
+        let rows = if row_blocks > 0 { m + row_blocks * self.bm / 2 } else { m.div_ceil(self.bm) * self.bm };
+        (m * n) as f64 / (rows * n.div_ceil(self.bn) * self.bn).max(1) as f64
+    }
+
     /// The table: the largest tiles that still give every core a few workgroups, counting
     /// the depth splits the product allows. On a CPU adapter (lavapipe, where a workgroup
-    /// runs on one core thread) LARGE measured 3x MEDIUM at 256^3 (2 cores). On an H100
+    /// runs on one core thread) LARGE measured 2x MEDIUM at 256^3 (2 cores), but lost to
+    /// it wherever a tenth or more of its work was overhang: the tiny LM step's attention
+    /// products (64 x 64), expert rows (blocks of about 64) and expert weight gradients
+    /// (128 x 64) took 4,300 tokens/s with LARGE, 5,000 with MEDIUM. On an H100
     /// (`moegrad bench --suite kernels`) 2048^3 ran at 32, 26 and 20 TFLOP/s with LARGE,
     /// MEDIUM and SMALL.
-    fn for_device(dev: &Device, m: usize, n: usize, matrices: usize, max_splits: usize) -> Tiles {
+    fn for_device(dev: &Device, m: usize, n: usize, matrices: usize, max_splits: usize, row_blocks: usize) -> Tiles {
         if let Some(t) = TILES_OVERRIDE.with(Cell::get).or_else(env_tiles) {
             return t;
         }
         let workgroups = |t: Tiles| m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices * max_splits;
         if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
-            return if workgroups(Tiles::LARGE) >= 4 { Tiles::LARGE } else { Tiles::MEDIUM };
+            let large = workgroups(Tiles::LARGE) >= 4 && Tiles::LARGE.useful_fraction(m, n, row_blocks) >= 0.9;
+            return if large { Tiles::LARGE } else { Tiles::MEDIUM };
         }
         if workgroups(Tiles::LARGE) >= BUSY_WORKGROUPS {
             Tiles::LARGE
@@ -549,7 +562,8 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
     };
     let splittable = !matches!(grouping, Grouping::Rows { .. }) && dev.adapter_info().device_type != wgpu::DeviceType::Cpu;
     let max_splits = if splittable { (depth / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS) } else { 1 };
-    let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices, max_splits));
+    let row_blocks = if let Grouping::Rows { experts, .. } = grouping { *experts } else { 0 };
+    let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices, max_splits, row_blocks));
     let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision, f16_tiles: f16_tiles || coop, vec_a, vec_b };
     let t = variant.tiles();
     let workgroups = m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices;
@@ -680,6 +694,19 @@ mod tests {
         assert!(err.contains("64x64/4x4") && err.contains("BMxBNxBK"), "{err}");
         let err = "64x64x16/2x4".parse::<Tiles>().unwrap_err();
         assert!(err.contains("multiples of 4"), "{err}");
+    }
+
+    #[test]
+    fn useful_fraction_counts_overhanging_tiles() {
+        // Whole tiles waste nothing; a 64 x 64 product fills a quarter of a 128 x 128 tile.
+        assert_eq!(Tiles::LARGE.useful_fraction(256, 512, 0), 1.0);
+        assert_eq!(Tiles::LARGE.useful_fraction(64, 64, 0), 0.25);
+        assert_eq!(Tiles::MEDIUM.useful_fraction(64, 64, 0), 1.0);
+        // Edges round up: 65 rows take two 64-row tiles.
+        assert_eq!(Tiles::MEDIUM.useful_fraction(65, 64, 0), 65.0 / 128.0);
+        // Grouped by rows, each of 8 experts' blocks ends half a tile short, expected.
+        assert_eq!(Tiles::LARGE.useful_fraction(512, 128, 8), 0.5);
+        assert_eq!(Tiles::MEDIUM.useful_fraction(512, 128, 8), 512.0 / 768.0);
     }
 
     #[test]
