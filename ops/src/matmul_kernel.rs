@@ -126,30 +126,45 @@ impl Tiles {
         (m * n) as f64 / (rows * n.div_ceil(self.bn) * self.bn).max(1) as f64
     }
 
-    /// The table: the largest tiles that still give every core a few workgroups, counting
-    /// the depth splits the product allows. On a CPU adapter (lavapipe, where a workgroup
-    /// runs on one core thread) LARGE measured 2x MEDIUM at 256^3 (2 cores), but lost to
-    /// it wherever a tenth or more of its work was overhang: the tiny LM step's attention
-    /// products (64 x 64), expert rows (blocks of about 64) and expert weight gradients
-    /// (128 x 64) took 4,300 tokens/s with LARGE, 5,000 with MEDIUM. On an H100
-    /// (`moegrad bench --suite kernels`) 2048^3 ran at 32, 26 and 20 TFLOP/s with LARGE,
-    /// MEDIUM and SMALL.
+    /// TFLOP/s at 2048^3 on the H100 (`moegrad bench --suite kernels`): how much useful
+    /// work a GPU gives up for each tile shape's rate.
+    fn h100_rate(&self) -> f64 {
+        match *self {
+            Tiles::LARGE => 41.0,
+            Tiles::MEDIUM => 27.0,
+            _ => 21.0,
+        }
+    }
+
+    /// The table. On GPUs: of the tile shapes that give every multiprocessor a few
+    /// workgroups (counting the depth splits the product allows; SMALL always qualifies),
+    /// the one whose H100 rate times its useful fraction is highest: LARGE on whole
+    /// tiles, MEDIUM where LARGE would overhang by half (attention's products whose
+    /// width is a 64-wide head). On a CPU adapter (lavapipe, where a workgroup runs on
+    /// one core thread) LARGE measured 2x MEDIUM at 256^3 (2 cores), but lost to it
+    /// wherever a tenth or more of its work was overhang, deep products included: the
+    /// tiny LM step's attention products (64 x 64), expert rows (blocks of about 64) and
+    /// expert weight gradients (128 x 64) took 4,300 tokens/s with LARGE, 5,000 with
+    /// MEDIUM.
     fn for_device(dev: &Device, m: usize, n: usize, matrices: usize, max_splits: usize, row_blocks: usize) -> Tiles {
         if let Some(t) = TILES_OVERRIDE.with(Cell::get).or_else(env_tiles) {
             return t;
         }
-        let workgroups = |t: Tiles| m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices * max_splits;
-        if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        let cpu = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        Tiles::choose(cpu, m, n, matrices * max_splits, row_blocks)
+    }
+
+    /// `for_device`'s table, for `copies` independent `m x n` products.
+    fn choose(cpu: bool, m: usize, n: usize, copies: usize, row_blocks: usize) -> Tiles {
+        let workgroups = |t: Tiles| m.div_ceil(t.bm) * n.div_ceil(t.bn) * copies;
+        if cpu {
             let large = workgroups(Tiles::LARGE) >= 4 && Tiles::LARGE.useful_fraction(m, n, row_blocks) >= 0.9;
             return if large { Tiles::LARGE } else { Tiles::MEDIUM };
         }
-        if workgroups(Tiles::LARGE) >= BUSY_WORKGROUPS {
-            Tiles::LARGE
-        } else if workgroups(Tiles::MEDIUM) >= BUSY_WORKGROUPS / 2 {
-            Tiles::MEDIUM
-        } else {
-            Tiles::SMALL
-        }
+        let busy = [(Tiles::LARGE, BUSY_WORKGROUPS), (Tiles::MEDIUM, BUSY_WORKGROUPS / 2), (Tiles::SMALL, 0)];
+        let useful_rate = |t: &Tiles| t.useful_fraction(m, n, row_blocks) * t.h100_rate();
+        let qualified = busy.into_iter().filter(|&(t, at_least)| workgroups(t) >= at_least).map(|(t, _)| t);
+        qualified.max_by(|a, b| useful_rate(a).total_cmp(&useful_rate(b))).unwrap_or(Tiles::SMALL)
     }
 }
 
@@ -707,6 +722,23 @@ mod tests {
         // Grouped by rows, each of 8 experts' blocks ends half a tile short, expected.
         assert_eq!(Tiles::LARGE.useful_fraction(512, 128, 8), 0.5);
         assert_eq!(Tiles::MEDIUM.useful_fraction(512, 128, 8), 512.0 / 768.0);
+    }
+
+    #[test]
+    fn tiles_fit_the_product_and_the_adapter() {
+        let (gpu, cpu) = (false, true);
+        // GPUs: big products take the fastest tiles; attention's head-wide products (128
+        // heads of 512 x 64) would waste half of them; small outputs need many small tiles.
+        assert_eq!(Tiles::choose(gpu, 2048, 2048, 1, 0), Tiles::LARGE);
+        assert_eq!(Tiles::choose(gpu, 512, 512, 128, 0), Tiles::LARGE);
+        assert_eq!(Tiles::choose(gpu, 512, 64, 128, 0), Tiles::MEDIUM);
+        assert_eq!(Tiles::choose(gpu, 16384, 2048, 1, 8), Tiles::LARGE);
+        assert_eq!(Tiles::choose(gpu, 256, 256, 1, 0), Tiles::SMALL);
+        // CPUs: LARGE only where it fits.
+        assert_eq!(Tiles::choose(cpu, 256, 256, 1, 0), Tiles::LARGE);
+        assert_eq!(Tiles::choose(cpu, 64, 64, 4, 0), Tiles::MEDIUM);
+        assert_eq!(Tiles::choose(cpu, 512, 128, 1, 8), Tiles::MEDIUM);
+        assert_eq!(Tiles::choose(cpu, 128, 128, 1, 0), Tiles::MEDIUM);
     }
 
     #[test]
