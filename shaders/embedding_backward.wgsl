@@ -2,8 +2,10 @@
 // A deterministic scatter-add without floating-point atomics: each workgroup owns ROWS
 // table rows and walks all ids in order, adding the gradient row of each id it owns (its
 // threads split the columns). Every table element is thus summed by one thread in index
-// order. The ids are read once per workgroup, so the cost is O(rows / ROWS * n_ids) reads
-// plus the O(n_ids * d) adds that any scatter-add needs.
+// order. The ids come in chunks of WG: each thread flags whether its id is owned, a scan
+// of the flags lists the owned ones in order, and the workgroup walks only that list (at
+// vocabulary sizes about WG * ROWS / rows of them, against WG ids a chunk). The cost is
+// O(rows / ROWS * n_ids) id reads plus the O(n_ids * d) adds that any scatter-add needs.
 
 struct Params { n_ids: u32, d: u32, rows: u32 }
 
@@ -14,8 +16,10 @@ struct Params { n_ids: u32, d: u32, rows: u32 }
 
 const WG: u32 = 256u;
 const ROWS: u32 = {{ROWS}}u;
-const NOT_OURS: u32 = 0xffffffffu;
-var<workgroup> owned: array<u32, WG>; // the chunk's ids, NOT_OURS where another workgroup's
+// How many of the chunk's ids up to each thread's (inclusive) are owned.
+var<workgroup> owned_before: array<u32, WG>;
+// The owned ids of the chunk, in order: (position in the chunk, table row).
+var<workgroup> owned: array<vec2<u32>, WG>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -25,19 +29,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     for (var chunk = 0u; chunk < p.n_ids; chunk += WG) {
         let i = chunk + lid;
-        var id = NOT_OURS;
+        var id = row0 + ROWS; // not ours
         if i < p.n_ids {
             id = ids[i];
         }
-        owned[lid] = select(NOT_OURS, id, id >= row0 && id < row0 + ROWS);
+        let ours = id >= row0 && id < row0 + ROWS;
+        // Inclusive scan of the flags (Hillis-Steele).
+        owned_before[lid] = select(0u, 1u, ours);
+        for (var offset = 1u; offset < WG; offset <<= 1u) {
+            workgroupBarrier();
+            var sum = owned_before[lid];
+            if lid >= offset {
+                sum += owned_before[lid - offset];
+            }
+            workgroupBarrier();
+            owned_before[lid] = sum;
+        }
         workgroupBarrier();
-        let end = min(WG, p.n_ids - chunk);
-        for (var t = 0u; t < end; t++) {
-            let row = owned[t];
-            if row != NOT_OURS {
-                for (var c = lid; c < p.d; c += WG) {
-                    dtable[row * p.d + c] += g[(chunk + t) * p.d + c];
-                }
+        if ours {
+            owned[owned_before[lid] - 1u] = vec2<u32>(lid, id);
+        }
+        let count = owned_before[WG - 1u];
+        workgroupBarrier();
+        for (var t = 0u; t < count; t++) {
+            let entry = owned[t];
+            for (var c = lid; c < p.d; c += WG) {
+                dtable[entry.y * p.d + c] += g[(chunk + entry.x) * p.d + c];
             }
         }
         workgroupBarrier();

@@ -316,6 +316,17 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     r.run("permute", Work::Tokens((tokens * 2) as f64), &|| drop(plan_routing(&routed.indices, 64)));
     let plan = plan_routing(&routed.indices, 64);
     r.run("load_balancing_loss", Work::Bytes(4.0 * (tokens * 64) as f64), &|| drop(load_balancing_loss(&routed.probs, &plan, 0.01)));
+    // The LM step's embedding at its shape (8,192 tokens of a 50,304 x 512 table), forward
+    // and backward: the gather reads and writes the tokens' rows, the backward pass fills
+    // the table's gradient, reads the rows' gradients and writes the table's.
+    let (lm_tokens, vocab, width) = if scale == Scale::Gpu { (8192, 50304, 512) } else { (256, 512, 64) };
+    let table = randn(&dev, &[vocab, width], rng)?.requires_grad();
+    let ids = Tensor::from_u32(&dev, &(0..lm_tokens).map(|_| rng.random_range(0..vocab as u32)).collect::<Vec<_>>(), &[lm_tokens])?;
+    let rows_grad = randn(&dev, &[lm_tokens, width], rng)?;
+    r.run("embedding_fwd_bwd", Work::Bytes(4.0 * (3 * lm_tokens * width + 2 * vocab * width) as f64), &|| {
+        embedding(&table, &ids).backward_with(&rows_grad);
+        table.zero_grad();
+    });
     let d = if scale == Scale::Gpu { 1024 } else { 64 };
     let h = randn(&dev, &[tokens, d], rng)?;
     r.run("gather_slots", Work::Bytes(16.0 * (tokens * d) as f64), &|| drop(gather_slots(&h, &plan)));

@@ -10,10 +10,11 @@ use crate::common::{check_op, device, dim, host, rng, TOL};
 #[test]
 fn gathers_rows_and_scatters_gradients() {
     let mut r = rng(40);
-    // Up to a few backward workgroups' worth of rows (64 each).
-    for _ in 0..5 {
-        let (rows, d) = (dim(&mut r, 200), dim(&mut r, 300));
-        let ids_shape = [dim(&mut r, 9), dim(&mut r, 70)];
+    // Up to a few backward workgroups' worth of rows (64 each) and chunks of ids (256
+    // each), the last one part-full; the first case has both for sure.
+    for case in 0..6 {
+        let (rows, d) = if case == 0 { (150, 257) } else { (dim(&mut r, 200), dim(&mut r, 300)) };
+        let ids_shape = if case == 0 { [5, 123] } else { [dim(&mut r, 9), dim(&mut r, 70)] };
         // Few rows and many ids, so most rows are hit several times.
         let ids: Vec<u32> = (0..ids_shape[0] * ids_shape[1]).map(|_| r.random_range(0..rows as u32)).collect();
         let ids_t = Tensor::from_u32(&device(), &ids, &ids_shape).unwrap();
