@@ -294,6 +294,16 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
     let (x, y) = (randn(&dev, &[len], rng)?, randn(&dev, &[len], rng)?);
     r.run("add", Work::Bytes(12.0 * len as f64), &|| drop(x.add(&y)));
     r.run("gelu", Work::Bytes(8.0 * len as f64), &|| drop(x.gelu()));
+    // A bias over the rows of a matrix, forward (read the rows, write the sums) and
+    // backward (read the rows' gradient to sum the bias's; the rows' own passes through).
+    let width = if scale == Scale::Gpu { 1024 } else { 64 };
+    let (rows, bias) = (randn(&dev, &[len / width, width], rng)?.requires_grad(), randn(&dev, &[width], rng)?.requires_grad());
+    let seed = randn(&dev, &[len / width, width], rng)?;
+    r.run("bias_add_fwd_bwd", Work::Bytes(12.0 * len as f64), &|| {
+        rows.add(&bias).backward_with(&seed);
+        rows.zero_grad();
+        bias.zero_grad();
+    });
     r.run("sum_all", Work::Bytes(4.0 * len as f64), &|| drop(x.sum_all()));
     let (rows, cols) = if scale == Scale::Gpu { (16384, 4096) } else { (512, 1024) };
     let s = randn(&dev, &[rows, cols], rng)?;

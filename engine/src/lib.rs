@@ -29,5 +29,5 @@ pub use recorder::PARAM_SLOT_BYTES;
 pub use shape::Shape;
 pub use tape::{clear_tape, is_grad_enabled, no_grad, record, record_multi, tape_len, BackwardFn};
 pub use tensor::{Tensor, TensorId};
-pub use zip::{floats_per_load, zip};
+pub use zip::{floats_per_load, repeats_within, zip};
 pub use wgpu;

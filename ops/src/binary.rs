@@ -3,9 +3,10 @@
 //! gradient over the broadcast dimensions).
 
 use moegrad_engine::shape::{numel, strides};
-use moegrad_engine::{grid, record, zip, DType, Tensor};
+use moegrad_engine::{grid, record, repeats_within, zip, DType, Tensor};
 
 use crate::host::{unravel, HostTensor};
+use crate::reduce::sum_middle;
 use crate::strided::{pack_dims, strided};
 use crate::unary::{unary, UnaryOp};
 
@@ -88,10 +89,11 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Tensor {
     let shape = broadcast_shape(op.name(), a.shape(), b.shape());
-    // Equal shapes need no index arithmetic: the contiguous kernel, a load of four floats a
-    // thread where it can.
-    let out = if a.shape() == b.shape() {
-        zip(op.name(), op.wgsl(), a, b)
+    // Equal shapes, or one operand repeating along the other's leading dimensions (a bias),
+    // need no index arithmetic: the contiguous kernel, a load of four floats a thread where
+    // it can.
+    let out = if a.shape() == b.shape() || repeats_within(a.shape(), b.shape()) || repeats_within(b.shape(), a.shape()) {
+        zip(op.name(), op.wgsl(), a, b).alias(&shape)
     } else {
         strided(op.name(), op.wgsl(), &shape, a, &broadcast_strides(a.shape(), &shape), b, &broadcast_strides(b.shape(), &shape))
     };
@@ -141,6 +143,22 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
         "sum_to: shape {full:?} is not a broadcast of {shape:?}"
     );
     let skip = full.len() - shape.len();
+    let reduced = |d: usize| d < skip || shape[d - skip] == 1;
+    // The common case (a bias's gradient, summed over the rows; a per-row scale's, over
+    // the columns): the summed dimensions are one run, so g is [outer, n, inner] summed
+    // over n, which the reductions do with enough threads for any shape. A thread per
+    // output, as below, leaves a GPU nearly idle when there are few outputs.
+    let dims: Vec<usize> = (0..full.len()).filter(|&d| full[d] > 1).collect();
+    let first = dims.iter().position(|&d| reduced(d));
+    let last = dims.iter().rposition(|&d| reduced(d));
+    if let (Some(first), Some(last), true) = (first, last, g.numel() > 0) {
+        if dims[first..=last].iter().all(|&d| reduced(d)) {
+            let size = |ds: &[usize]| ds.iter().map(|&d| full[d]).product::<usize>();
+            let split = [size(&dims[..first]), size(&dims[first..=last]), size(&dims[last + 1..])];
+            let out = sum_middle(g, split, 1.0, shape);
+            return record("sum_to", out, &[g], move |gg| vec![Some(broadcast_to(gg, &full))]);
+        }
+    }
     let g_strides = strides(&full);
     let (mut kept, mut kept_s, mut red, mut red_s) = (vec![], vec![], vec![], vec![]);
     for d in 0..full.len() {

@@ -64,11 +64,13 @@ fn element_wise_kernels_load_four_floats_where_lengths_allow() {
             check_op(op.name(), &[x], |t| unary(op, &t[0]), |h| op.reference(&h[0]), TOL);
         }
         for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
-            let shape = [length(&mut r, vec4, 30), dim(&mut r, 9)];
-            let shape = if vec4 { shape } else { [shape[0], 1 + 2 * (shape[1] / 2)] };
-            let a = host(&mut r, &shape, -2.0, 2.0);
-            let b = if op == BinaryOp::Div { host(&mut r, &shape, 0.5, 2.0) } else { host(&mut r, &shape, -2.0, 2.0) };
-            check_op(op.name(), &[a, b], |t| binary(op, &t[0], &t[1]), |h| op.reference(&h[0], &h[1]), TOL);
+            // Equal shapes, and a bias repeating along the rows, on either side.
+            let (rows, n) = (dim(&mut r, 9), length(&mut r, vec4, 30));
+            for (sa, sb) in [(vec![rows, n], vec![rows, n]), (vec![rows, n], vec![n]), (vec![1, n], vec![rows, 3, n])] {
+                let a = host(&mut r, &sa, -2.0, 2.0);
+                let b = if op == BinaryOp::Div { host(&mut r, &sb, 0.5, 2.0) } else { host(&mut r, &sb, -2.0, 2.0) };
+                check_op(op.name(), &[a, b], |t| binary(op, &t[0], &t[1]), |h| op.reference(&h[0], &h[1]), TOL);
+            }
         }
         // x * x reaches x by two paths: the tape sums the two gradients.
         let n = length(&mut r, vec4, 300);
@@ -92,6 +94,12 @@ fn element_wise_kernels_name_their_load_width() {
             assert!(kernels.iter().any(|k| k.starts_with(kernel) && k.ends_with(width)), "{n} floats: no {kernel}{width} in {kernels:?}");
         }
         x.zero_grad();
+        // A bias over 3 rows of x: the bias repeats, four floats at a time where x's
+        // length allows.
+        let rows = Tensor::ones(&dev, &[3, n]).unwrap();
+        let ((), profile) = dev.profile_gpu(|| drop(rows.add(&x)));
+        let kernels: Vec<String> = profile.unwrap().into_iter().map(|k| k.kernel).collect();
+        assert_eq!(kernels, [format!("zip/add/{width}/b_repeats")], "{n} floats");
     }
 }
 
@@ -127,7 +135,11 @@ fn binary_ops_broadcast_and_match_gradients() {
 #[test]
 fn broadcast_to_and_sum_to_are_adjoint() {
     let mut r = rng(3);
-    for (small, big) in [(vec![1, 5], vec![3, 5]), (vec![7], vec![4, 2, 7]), (vec![3, 1, 2], vec![3, 9, 2]), (vec![], vec![6, 5])] {
+    // Summed dimensions in one run (leading, middle, trailing, all), which reduce as
+    // [outer, n, inner], and in several runs, which take the general kernel.
+    let one_run = [(vec![1, 5], vec![3, 5]), (vec![7], vec![4, 2, 7]), (vec![3, 1, 2], vec![3, 9, 2]), (vec![5, 1], vec![5, 300]), (vec![], vec![6, 5])];
+    let several_runs = [(vec![1, 4, 1], vec![3, 4, 5]), (vec![2, 1, 3, 1], vec![2, 6, 3, 5])];
+    for (small, big) in one_run.into_iter().chain(several_runs) {
         let x = host(&mut r, &small, -1.0, 1.0);
         let target = big.clone();
         check_op(
