@@ -45,9 +45,10 @@ impl Tensor {
 }
 
 impl PendingRead {
-    /// The f32 values, once the GPU has produced them.
+    /// The f32 values, once the GPU has produced them. Copied out of the bytes, whose
+    /// allocation need not be aligned for f32 (an empty one never is).
     pub fn wait(self) -> Result<Vec<f32>> {
-        Ok(bytemuck::cast_slice(&self.wait_bytes()?).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(&self.wait_bytes()?))
     }
 
     /// The raw bytes, once the GPU has produced them. Waits for this read's submission

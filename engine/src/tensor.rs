@@ -248,7 +248,7 @@ impl Tensor {
 
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         self.expect_dtype(DType::U32)?;
-        Ok(bytemuck::cast_slice(&self.read_later().wait_bytes()?).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(&self.read_later().wait_bytes()?))
     }
 
     /// The value of a one-element tensor (a loss).

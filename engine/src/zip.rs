@@ -34,15 +34,18 @@ pub fn repeats_within(small: &[usize], big: &[usize]) -> bool {
 /// one shape, or the smaller `repeats_within` the larger, and is read again for each of
 /// its copies.
 pub fn zip(name: &str, expr: &str, a: &Tensor, b: &Tensor) -> Tensor {
-    let (a_repeats, b_repeats) = (a.numel() < b.numel(), b.numel() < a.numel());
-    let big = if a_repeats { b } else { a };
-    let small = if a_repeats { a } else { b };
+    // Which operand repeats is decided by the shapes, not the sizes: an empty tensor may
+    // repeat a non-empty one zero times.
+    let same = a.shape() == b.shape();
+    let a_repeats = !same && repeats_within(a.shape(), b.shape());
+    let b_repeats = !same && !a_repeats && repeats_within(b.shape(), a.shape());
     assert!(
-        repeats_within(small.shape(), big.shape()),
+        same || a_repeats || b_repeats,
         "{name}: element-wise operands must have one shape, or one the other's trailing dimensions, got {:?} and {:?}",
         a.shape(),
         b.shape()
     );
+    let big = if a_repeats { b } else { a };
     assert!(
         a.dtype() == DType::F32 && b.dtype() == DType::F32,
         "{name}: expects f32 tensors, got {:?} and {:?}",

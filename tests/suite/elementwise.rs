@@ -80,6 +80,17 @@ fn element_wise_kernels_load_four_floats_where_lengths_allow() {
 }
 
 #[test]
+fn empty_operands_repeat_zero_times() {
+    let dev = crate::common::device();
+    let (row, none) = (Tensor::ones(&dev, &[3]).unwrap(), Tensor::ones(&dev, &[0, 3]).unwrap());
+    for (a, b) in [(&row, &none), (&none, &row)] {
+        let out = binary(BinaryOp::Add, a, b);
+        assert_eq!(out.shape(), [0, 3]);
+        assert!(out.to_vec().unwrap().is_empty());
+    }
+}
+
+#[test]
 fn element_wise_kernels_name_their_load_width() {
     // A device of its own, so that the profile holds only these kernels.
     let dev = Device::new().unwrap();
