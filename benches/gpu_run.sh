@@ -45,7 +45,7 @@ for s in "$@"; do
         # size on long rows and on attention's (softmax_threads_*, causal_softmax_*_threads_*),
         # and attention's at its default, packed layout (causal_softmax_*_layout_*), to set
         # the GPU default.
-        goals) step goals 240 bash -c 'for b in .dev/moegrad "MOEGRAD_SUBGROUPS=off .dev/moegrad" .dev/moegrad-base; do echo "$b"; for w in softmax router; do env $b bench --suite pytorch --only $w --profile; done; for w in rms_norm cross_entropy attention add gelu; do env $b bench --suite kernels --only $w; done; done; for w in _threads_ _layout_; do .dev/moegrad bench --suite kernels --only $w; done' ;;
+        goals) step goals 240 bash -c 'for b in .dev/moegrad "MOEGRAD_SUBGROUPS=off .dev/moegrad" .dev/moegrad-base; do echo "$b"; for w in softmax router; do env $b bench --suite pytorch --only $w --profile; done; for w in rms_norm cross_entropy attention add gelu adamw; do env $b bench --suite kernels --only $w; done; done; for w in _threads_ _layout_; do .dev/moegrad bench --suite kernels --only $w; done' ;;
         profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
         torch) step torch 180 python3 benches/pytorch_reference.py --json ;;
         torch_tf32) step torch_tf32 180 python3 benches/pytorch_reference.py --json --tf32 ;;

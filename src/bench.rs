@@ -305,6 +305,17 @@ fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
         bias.zero_grad();
     });
     r.run("sum_all", Work::Bytes(4.0 * len as f64), &|| drop(x.sum_all()));
+    // The optimizer's pass over a parameter: the gradient norm (reads the gradient), then
+    // a clipped AdamW step (reads parameter, gradient and moments, writes all but the
+    // gradient).
+    let param = randn(&dev, &[len], rng)?.requires_grad();
+    param.set_grad(y.clone());
+    let mut opt = AdamW::new(vec![param.clone()], AdamWConfig::default())?;
+    let opt = std::cell::RefCell::new(&mut opt);
+    r.run("adamw_clipped", Work::Bytes(32.0 * len as f64), &|| {
+        let norm = grad_norm(std::slice::from_ref(&param), 1.0, 1.0).expect("the parameter has a gradient");
+        opt.borrow_mut().step_clipped(1e-3, &norm);
+    });
     let (rows, cols) = if scale == Scale::Gpu { (16384, 4096) } else { (512, 1024) };
     let s = randn(&dev, &[rows, cols], rng)?;
     let w = randn(&dev, &[cols], rng)?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use moegrad_engine::{grid, DType, Device, Kernel, Tensor};
 
+use crate::wgsl_library::{floats_per_load, with_row_chunks};
 use crate::workgroup_reduce::WorkgroupReduce;
 
 const SHADER: &str = include_str!("../../shaders/grad_norm.wgsl");
@@ -29,11 +30,12 @@ pub fn clip_grad_norm_scaled(params: &[Tensor], max_norm: f32, grad_scale: f32) 
     let out = grad_norm(params, max_norm, grad_scale)?;
     if max_norm.is_finite() || grad_scale != 1.0 {
         let dev = out.device();
-        let pipeline = norm_pipeline(dev, "scale");
         for p in params {
             let Some(g) = p.grad().filter(|g| g.numel() > 0) else { continue };
             let scaled = Tensor::empty(dev, g.shape(), DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-            dev.launch_bound(&pipeline, &[g.numel() as u32, 0, 0, 0], &[(1, &g), (4, &out), (5, &scaled)], grid(g.numel().div_ceil(256)));
+            let vec = floats_per_load(g.numel());
+            let loads = g.numel() / vec;
+            dev.launch_bound(&norm_pipeline(dev, "scale", vec), &[loads as u32, 0, 0, 0], &[(1, &g), (4, &out), (5, &scaled)], grid(loads.div_ceil(256)));
             p.set_grad(scaled);
         }
     }
@@ -52,20 +54,22 @@ pub fn grad_norm(params: &[Tensor], max_norm: f32, grad_scale: f32) -> Option<Te
     let total: usize = chunks.iter().sum();
     let partials = Tensor::zeros_of(&dev, &[total], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
     let out = Tensor::empty(&dev, &[2], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-    let partial = norm_pipeline(&dev, "partial_squares");
     let mut first = 0;
     for (g, &n) in grads.iter().zip(&chunks) {
         if g.numel() > 0 {
-            let params = [g.numel() as u32, first as u32, CHUNK as u32, max_norm.to_bits(), unscale];
-            dev.launch_bound(&partial, &params, &[(1, g), (2, &partials)], [n as u32, 1, 1]);
+            let vec = floats_per_load(g.numel());
+            let params = [(g.numel() / vec) as u32, first as u32, (CHUNK / vec) as u32, max_norm.to_bits(), unscale];
+            dev.launch_bound(&norm_pipeline(&dev, "partial_squares", vec), &params, &[(1, g), (2, &partials)], [n as u32, 1, 1]);
         }
         first += n;
     }
-    let finish = norm_pipeline(&dev, "finish");
+    let finish = norm_pipeline(&dev, "finish", 1);
     dev.launch_bound(&finish, &[total as u32, 0, 0, max_norm.to_bits(), unscale], &[(2, &partials), (3, &out)], [1, 1, 1]);
     Some(out)
 }
 
-fn norm_pipeline(dev: &Device, entry: &str) -> Arc<Kernel> {
-    WorkgroupReduce::for_device(dev).entry_pipeline(dev, "grad_norm", SHADER, entry)
+/// The `entry` kernel reading gradients `vec` floats at a time.
+fn norm_pipeline(dev: &Device, entry: &str, vec: usize) -> Arc<Kernel> {
+    let reduce = WorkgroupReduce::for_device(dev);
+    dev.pipeline(&format!("grad_norm/{entry}/{}/vec{vec}", reduce.name()), entry, || reduce.append_to(with_row_chunks(SHADER.to_string(), vec)))
 }

@@ -3,6 +3,8 @@
 
 use moegrad_engine::{grid, no_grad, render_template, Result, Tensor};
 
+use crate::wgsl_library::{floats_per_load, with_load_type};
+
 const SGD_SHADER: &str = include_str!("../../shaders/sgd.wgsl");
 const ADAMW_SHADER: &str = include_str!("../../shaders/adamw.wgsl");
 
@@ -56,7 +58,8 @@ impl Default for AdamWConfig {
 }
 
 /// Adam with decoupled weight decay, one fused kernel per parameter
-/// (`shaders/adamw.wgsl`). Its moments are tensors, so checkpoints can save them.
+/// (`shaders/adamw.wgsl`), four floats a thread where the parameter's length allows. Its
+/// moments are tensors, so checkpoints can save them.
 pub struct AdamW {
     params: Vec<Tensor>,
     /// First and second moments, one pair per parameter.
@@ -102,18 +105,19 @@ impl AdamW {
             for (p, (m, v)) in self.params.iter().zip(&self.moments) {
                 let Some(g) = p.grad() else { continue };
                 let dev = p.device();
-                let params = [p.numel() as u32, lr.to_bits(), c.beta1.to_bits(), c.beta2.to_bits(), c.eps.to_bits(), c.weight_decay.to_bits(), bc1.to_bits(), bc2.to_bits()];
-                match norm {
-                    Some(norm) => {
-                        let scale_code = "@group(0) @binding(5) var<storage, read> norm: array<f32>;\nfn grad_scale() -> f32 { return norm[1]; }";
-                        let pipeline = dev.pipeline("adamw/clipped", "main", || render_template(ADAMW_SHADER, &[("GRAD_SCALE", scale_code)]));
-                        dev.launch(&pipeline, &params, &[p, &g, m, v, norm], grid(p.numel().div_ceil(256)));
-                    }
-                    None => {
-                        let pipeline = dev.pipeline("adamw", "main", || render_template(ADAMW_SHADER, &[("GRAD_SCALE", "fn grad_scale() -> f32 { return 1.0; }")]));
-                        dev.launch(&pipeline, &params, &[p, &g, m, v], grid(p.numel().div_ceil(256)));
-                    }
-                }
+                let vec = floats_per_load(p.numel());
+                let loads = p.numel() / vec;
+                let params = [loads as u32, lr.to_bits(), c.beta1.to_bits(), c.beta2.to_bits(), c.eps.to_bits(), c.weight_decay.to_bits(), bc1.to_bits(), bc2.to_bits()];
+                let (name, scale_code, buffers) = match norm {
+                    Some(norm) => (
+                        "adamw/clipped",
+                        "@group(0) @binding(5) var<storage, read> norm: array<f32>;\nfn grad_scale() -> f32 { return norm[1]; }",
+                        vec![p, &g, m, v, norm],
+                    ),
+                    None => ("adamw", "fn grad_scale() -> f32 { return 1.0; }", vec![p, &g, m, v]),
+                };
+                let pipeline = dev.pipeline(&format!("{name}/vec{vec}"), "main", || with_load_type(render_template(ADAMW_SHADER, &[("GRAD_SCALE", scale_code)]), vec));
+                dev.launch(&pipeline, &params, &buffers, grid(loads.div_ceil(256)));
             }
         });
     }

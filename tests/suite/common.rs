@@ -23,8 +23,11 @@ pub fn on_both_paths(check: impl Fn()) {
     moegrad::engine::without_subgroups(check);
 }
 
+/// A seeded generator for a test's random shapes and data. `MOEGRAD_TEST_SEED=<n>` shifts
+/// every test's seed by n, to run the suite on other shapes than CI's.
 pub fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
+    let shift = std::env::var("MOEGRAD_TEST_SEED").map_or(0, |s| s.parse::<u64>().expect("MOEGRAD_TEST_SEED must be a whole number"));
+    StdRng::seed_from_u64(seed.wrapping_add(shift))
 }
 
 /// Each layout that packs short rows several to a workgroup on `dev` (lavapipe's 8-lane

@@ -1,6 +1,6 @@
 //! Unary and broadcasting binary ops against their references, with gradient checks.
 
-use moegrad::ops::{binary, broadcast_to, sum_to, unary, BinaryOp, HostTensor, UnaryOp};
+use moegrad::ops::{binary, broadcast_to, grad_norm, sum_to, unary, AdamW, AdamWConfig, BinaryOp, HostTensor, UnaryOp};
 use moegrad::ops::binary::sum_to_reference;
 use moegrad::prelude::*;
 use rand::Rng;
@@ -111,6 +111,15 @@ fn element_wise_kernels_name_their_load_width() {
         let ((), profile) = dev.profile_gpu(|| drop(rows.add(&x)));
         let kernels: Vec<String> = profile.unwrap().into_iter().map(|k| k.kernel).collect();
         assert_eq!(kernels, [format!("zip/add/{width}/b_repeats")], "{n} floats");
+        // The optimizer's passes over every parameter: the gradient norm, then a clipped
+        // AdamW step.
+        let mut opt = AdamW::new(vec![x.clone()], AdamWConfig::default()).unwrap();
+        x.set_grad(Tensor::ones(&dev, &[n]).unwrap());
+        let ((), profile) = dev.profile_gpu(|| opt.step_clipped(1e-3, &grad_norm(std::slice::from_ref(&x), 1.0, 1.0).unwrap()));
+        let kernels: Vec<String> = profile.unwrap().into_iter().map(|k| k.kernel).collect();
+        for kernel in ["grad_norm/partial_squares/", "adamw/clipped/"] {
+            assert!(kernels.iter().any(|k| k.starts_with(kernel) && k.ends_with(width)), "{n} floats: no {kernel}..{width} in {kernels:?}");
+        }
     }
 }
 
