@@ -40,7 +40,7 @@ for s in "$@"; do
         kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
         # The two goals still open: softmax and the router, with subgroup paths and
         # without (MOEGRAD_SUBGROUPS=off), and with .dev/moegrad-base, a build of an
-        # earlier commit, for a before/after in the same session (attention, add and gelu
+        # earlier commit, for a before/after in the same session (attention, add, gelu and adamw
         # too: their tiles and loads changed after the H100 run). Then every softmax row
         # size on long rows and on attention's (softmax_threads_*, causal_softmax_*_threads_*),
         # and attention's at its default, packed layout (causal_softmax_*_layout_*), to set
