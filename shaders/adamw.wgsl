@@ -1,8 +1,9 @@
 // One fused AdamW step, in place: moments, bias correction and decoupled weight decay,
 // on the gradient times GRAD_SCALE's `grad_scale()` (gradient clipping and loss-scale
-// removal, or 1). A thread updates one load of V (vec4<f32> where the parameter's length
-// is a multiple of 4: the kernel only moves memory, seven floats an element, so the
-// wider loads are what speed it up; f32 otherwise):
+// removal, or 1). A thread updates one load of V: vec4<f32> where the parameter's length
+// is a multiple of 4, for four times the bytes in flight per thread in a kernel that only
+// moves memory (seven floats an element); f32 otherwise.
+// The update:
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= lr * (m / bc1 / (sqrt(v / bc2) + eps) + wd * p)
 
