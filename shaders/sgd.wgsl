@@ -1,15 +1,16 @@
-// Plain SGD, in place: p <- p - lr * g.
+// Plain SGD, in place: p <- p - lr * g, a load of V a thread (vec4<f32> where the
+// parameter's length is a multiple of 4, else f32), as AdamW does.
 
-struct Params { n: u32, lr: f32 }
+struct Params { loads: u32, lr: f32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(1) var<storage, read_write> param: array<V>;
+@group(0) @binding(2) var<storage, read> grad: array<V>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 256u;
-    if i < p.n {
+    if i < p.loads {
         param[i] -= p.lr * grad[i];
     }
 }

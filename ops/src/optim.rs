@@ -30,8 +30,10 @@ impl Sgd {
             for p in &self.params {
                 let Some(g) = p.grad() else { continue };
                 let dev = p.device();
-                let pipeline = dev.pipeline("sgd", "main", || SGD_SHADER.to_string());
-                dev.launch(&pipeline, &[p.numel() as u32, self.lr.to_bits()], &[p, &g], grid(p.numel().div_ceil(256)));
+                let vec = floats_per_load(p.numel());
+                let loads = p.numel() / vec;
+                let pipeline = dev.pipeline(&format!("sgd/vec{vec}"), "main", || with_load_type(SGD_SHADER.to_string(), vec));
+                dev.launch(&pipeline, &[loads as u32, self.lr.to_bits()], &[p, &g], grid(loads.div_ceil(256)));
             }
         });
     }
@@ -129,6 +131,11 @@ impl AdamW {
     pub fn zero_grad(&self) {
         self.params.iter().for_each(Tensor::zero_grad);
     }
+}
+
+/// CPU reference of one SGD step on one parameter: the new p.
+pub fn sgd_reference(p: &[f64], g: &[f64], lr: f32) -> Vec<f64> {
+    p.iter().zip(g).map(|(p, g)| p - lr as f64 * g).collect()
 }
 
 /// CPU reference of one AdamW step on one parameter: (new p, new m, new v).

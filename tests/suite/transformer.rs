@@ -3,7 +3,7 @@
 use moegrad::ops::attention::attention_reference;
 use moegrad::ops::heads::{merge_heads_reference, split_heads_reference};
 use moegrad::ops::norm::norm_reference;
-use moegrad::ops::optim::adamw_reference;
+use moegrad::ops::optim::{adamw_reference, sgd_reference};
 use moegrad::ops::rope::rope_reference;
 use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
@@ -295,6 +295,26 @@ fn a_kv_cache_gives_the_logits_of_the_whole_sequence() {
         }
         assert_eq!(start, ids.len());
     });
+}
+
+#[test]
+fn sgd_steps_match_reference() {
+    let mut r = rng(73);
+    // A length of whole vec4 loads and one of single floats.
+    let n4 = 4 * r.random_range(1..300);
+    for n in [n4, n4 + 1 + 2 * r.random_range(0..100)] {
+        let p0 = host(&mut r, &[n], -1.0, 1.0);
+        let p = upload(&p0).requires_grad();
+        let mut opt = Sgd::new(vec![p.clone()], 0.1);
+        let mut reference = p0.data.clone();
+        for _ in 0..3 {
+            let g = host(&mut r, &[n], -1.0, 1.0);
+            p.set_grad(upload(&g));
+            opt.step();
+            reference = sgd_reference(&reference, &g.data, opt.lr);
+        }
+        assert_close(&format!("sgd param ({n})"), &p.to_vec().unwrap(), &reference, 1e-5);
+    }
 }
 
 #[test]
