@@ -2,15 +2,18 @@
 // summed in slot order (deterministic), and its two backward kernels:
 //   rows:    drows[pos, :] = w[s] * g[token of s, :], s = sorted_slots[pos];
 //   weights: dw[s] = <g[token of s, :], rows[slot_positions[s], :]>.
+// Rows are read one load of V at a time (vec4<f32> where they are whole vec4s, else
+// f32): d counts loads, and so does total, except in the weights' backward (slots).
 
 struct Params { total: u32, d: u32, k: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>; // rows (combine) or g (backward)
+@group(0) @binding(1) var<storage, read> a: array<V>; // rows (combine) or g (backward)
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> index: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read> rows: array<f32>; // weights' backward only
+@group(0) @binding(4) var<storage, read_write> out: array<V>;
+@group(0) @binding(5) var<storage, read> rows: array<V>; // weights' backward only
+@group(0) @binding(6) var<storage, read_write> dw: array<f32>; // weights' backward only
 
 @compute @workgroup_size(256)
 fn combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -20,7 +23,7 @@ fn combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
     let t = i / p.d;
     let c = i % p.d;
-    var acc = 0.0;
+    var acc = V(0.0);
     for (var j = 0u; j < p.k; j++) {
         let s = t * p.k + j;
         acc += w[s] * a[index[s] * p.d + c];
@@ -48,7 +51,7 @@ fn backward_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let r_row = index[s] * p.d;
     var acc = 0.0;
     for (var c = 0u; c < p.d; c++) {
-        acc += a[g_row + c] * rows[r_row + c];
+        acc += chunk_sum(a[g_row + c] * rows[r_row + c]);
     }
-    out[s] = acc;
+    dw[s] = acc;
 }

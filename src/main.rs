@@ -139,7 +139,8 @@ enum Command {
         /// Also run each workload once with every kernel timed, and list where the time went.
         #[arg(long)]
         profile: bool,
-        /// Run only the workloads whose key contains this, e.g. `moe_layer`.
+        /// Run only the workloads whose key contains this, or one of several parts
+        /// separated by commas, e.g. `moe_layer` or `softmax,router`.
         #[arg(long)]
         only: Option<String>,
     },

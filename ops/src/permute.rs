@@ -8,9 +8,12 @@
 //! (`shaders/gather_slots.wgsl`, `shaders/combine.wgsl`). Both are differentiable and
 //! deterministic (no floating-point atomics).
 
-use moegrad_engine::{grid, record, DType, Tensor};
+use std::sync::Arc;
+
+use moegrad_engine::{grid, record, DType, Device, Kernel, Tensor};
 
 use crate::host::HostTensor;
+use crate::wgsl_library::{floats_per_load, with_load_type, with_row_chunks};
 
 const PERMUTE_SHADER: &str = include_str!("../../shaders/permute.wgsl");
 const GATHER_SHADER: &str = include_str!("../../shaders/gather_slots.wgsl");
@@ -66,9 +69,10 @@ pub fn gather_slots(x: &Tensor, routing: &Routing) -> Tensor {
     let dev = x.device();
     let out = Tensor::empty(dev, &[routing.tokens * routing.k, d], DType::F32).unwrap_or_else(|e| panic!("gather_slots: {e}"));
     if out.numel() > 0 {
-        let pipeline = dev.pipeline("gather_slots", "gather", || GATHER_SHADER.to_string());
-        let params = [out.numel(), d, routing.k].map(|v| v as u32);
-        dev.launch(&pipeline, &params, &[x, &routing.sorted_slots, &out], grid(out.numel().div_ceil(256)));
+        let vec = floats_per_load(d);
+        let pipeline = dev.pipeline(&format!("gather_slots/vec{vec}"), "gather", || with_load_type(GATHER_SHADER.to_string(), vec));
+        let params = [out.numel() / vec, d / vec, routing.k].map(|v| v as u32);
+        dev.launch(&pipeline, &params, &[x, &routing.sorted_slots, &out], grid((out.numel() / vec).div_ceil(256)));
     }
     let r = routing.clone();
     record("gather_slots", out, &[x], move |g| {
@@ -91,18 +95,19 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
     record("combine_slots", out, &[rows, weights], move |g| {
         let dev = g.device();
         let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("combine_slots backward: {e}"));
+        let vec = floats_per_load(d);
         let drows = (need_rows && saved_rows.numel() > 0).then(|| {
             let drows = alloc(saved_rows.shape());
-            let pipeline = dev.pipeline("combine_backward_rows", "backward_rows", || COMBINE_SHADER.to_string());
-            let params = [drows.numel(), d, k].map(|v| v as u32);
-            dev.launch(&pipeline, &params, &[g, &saved_weights, &r.sorted_slots, &drows], grid(drows.numel().div_ceil(256)));
+            let params = [drows.numel() / vec, d / vec, k].map(|v| v as u32);
+            let loads = drows.numel() / vec;
+            dev.launch(&combine_pipeline(dev, "backward_rows", vec), &params, &[g, &saved_weights, &r.sorted_slots, &drows], grid(loads.div_ceil(256)));
             drows
         });
         let dweights = (need_weights && saved_weights.numel() > 0).then(|| {
             let dw = alloc(saved_weights.shape());
-            let pipeline = dev.pipeline("combine_backward_weights", "backward_weights", || COMBINE_SHADER.to_string());
-            let params = [dw.numel(), d, k].map(|v| v as u32);
-            dev.launch_bound(&pipeline, &params, &[(1, g), (3, &r.slot_positions), (4, &dw), (5, &saved_rows)], grid(dw.numel().div_ceil(256)));
+            let params = [dw.numel(), d / vec, k].map(|v| v as u32);
+            let bound = [(1, g), (3, &r.slot_positions), (5, &saved_rows), (6, &dw)];
+            dev.launch_bound(&combine_pipeline(dev, "backward_weights", vec), &params, &bound, grid(dw.numel().div_ceil(256)));
             dw
         });
         vec![drows, dweights]
@@ -115,11 +120,17 @@ fn combine_forward(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tensor
     let dev = rows.device();
     let out = Tensor::empty(dev, &[t, d], DType::F32).unwrap_or_else(|e| panic!("combine_slots: {e}"));
     if out.numel() > 0 {
-        let pipeline = dev.pipeline("combine", "combine", || COMBINE_SHADER.to_string());
-        let params = [out.numel(), d, k].map(|v| v as u32);
-        dev.launch(&pipeline, &params, &[rows, weights, &routing.slot_positions, &out], grid(out.numel().div_ceil(256)));
+        let vec = floats_per_load(d);
+        let params = [out.numel() / vec, d / vec, k].map(|v| v as u32);
+        let loads = out.numel() / vec;
+        dev.launch(&combine_pipeline(dev, "combine", vec), &params, &[rows, weights, &routing.slot_positions, &out], grid(loads.div_ceil(256)));
     }
     out
+}
+
+/// An entry of `combine.wgsl` reading rows `vec` floats at a time.
+fn combine_pipeline(dev: &Device, entry: &str, vec: usize) -> Arc<Kernel> {
+    dev.pipeline(&format!("combine/{entry}/vec{vec}"), entry, || with_row_chunks(COMBINE_SHADER.to_string(), vec))
 }
 
 /// CPU reference of `plan_routing`: (counts, offsets, sorted_slots, slot_positions).

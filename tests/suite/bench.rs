@@ -68,6 +68,8 @@ fn suites_report_every_workload_and_the_step_counters() {
     assert!(kernels.results.iter().all(|r| r.ms_range[0] <= r.ms && r.ms <= r.ms_range[1] && r.host_ms > 0.0));
     let only = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(only.results.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["gelu"]);
+    let several = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu,stablemax,".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    assert_eq!(several.results.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["gelu", "stablemax"], "an empty part matches nothing");
     // A device of its own: other tests' work would move the counters.
     let pytorch = run(&Device::new().unwrap(), "pytorch", &Options { iters: 1, ..Options::new(Scale::Tiny) }).unwrap();
     assert!(pytorch.results.iter().all(|r| r.profile.is_none()));

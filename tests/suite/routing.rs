@@ -162,7 +162,9 @@ fn permutation_is_stable_exact_and_deterministic() {
 #[test]
 fn gather_and_combine_match_reference_and_gradients() {
     let mut r = rng(64);
-    for (tokens, k, experts, d) in [(1, 1, 1, 1), (7, 2, 4, 33), (40, 3, 8, 65)] {
+    // Rows of single floats, and rows of whole vec4 loads (4 and a random multiple of 4).
+    let d4 = 4 * r.random_range(2..20);
+    for (tokens, k, experts, d) in [(1, 1, 1, 1), (7, 2, 4, 33), (40, 3, 8, 65), (3, 1, 2, 4), (37, 2, 8, d4)] {
         let ids = random_choices(&mut r, tokens, k, experts);
         let plan = plan_routing(&Tensor::from_u32(&device(), &ids, &[tokens, k]).unwrap(), experts);
         let (_, _, sorted, positions) = plan_routing_reference(&ids, experts);
