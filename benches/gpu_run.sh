@@ -44,9 +44,10 @@ for s in "$@"; do
         # adamw and the expert rows too: their tiles and loads changed after the H100
         # run). Then every softmax row size on long rows and on attention's
         # (softmax_threads_*, causal_softmax_*_threads_*), and attention's at its default,
-        # packed layout (causal_softmax_*_layout_*), to set the GPU default. Each bench
-        # invocation sets up every workload's data (seconds at GPU shapes), so the current
-        # build takes its workloads in one --only list; the base build knows no lists.
+        # packed layout (causal_softmax_*_layout_*), to set the GPU default. The current
+        # build sets up only the inputs of the workloads --only selects; the base build
+        # knows no lists and sets up every workload's inputs (seconds at GPU shapes) on
+        # each invocation.
         goals) step goals 240 bash -c 'k=rms_norm,cross_entropy,attention,add,gelu,adamw,_slots; for b in .dev/moegrad "MOEGRAD_SUBGROUPS=off .dev/moegrad"; do echo "$b"; env $b bench --suite pytorch --only softmax,router --profile; env $b bench --suite kernels --only $k; done; echo .dev/moegrad-base; for w in softmax router; do .dev/moegrad-base bench --suite pytorch --only $w --profile; done; for w in ${k//,/ }; do .dev/moegrad-base bench --suite kernels --only $w; done; .dev/moegrad bench --suite kernels --only _threads_,_layout_' ;;
         profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
         torch) step torch 180 python3 benches/pytorch_reference.py --json ;;

@@ -3,6 +3,7 @@
 //! otherwise), reported as throughput and, for known GPUs, as a fraction of peak.
 //! `benches/pytorch_reference.py` prints the same keys for PyTorch on the same GPU.
 
+use std::cell::{Cell, OnceCell, RefCell};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -108,6 +109,31 @@ enum Work {
 
 const WARM_UP: Duration = Duration::from_millis(300);
 
+/// A workload's input, made the first time a workload that runs reads it, so that `--only`
+/// sets up only what the chosen workloads read (at GPU shapes all of them are about 840M
+/// floats drawn on the host: seconds a run). Each input draws from a seed of its own, the
+/// suite's seed plus the input's place in the suite, so its values do not depend on which
+/// workloads run.
+struct Input<'a, T> {
+    value: OnceCell<T>,
+    make: Box<dyn Fn() -> Result<T> + 'a>,
+}
+
+impl<T> Input<'_, T> {
+    fn get(&self) -> Result<&T> {
+        if let Some(value) = self.value.get() {
+            return Ok(value);
+        }
+        let value = (self.make)()?;
+        Ok(self.value.get_or_init(|| value))
+    }
+}
+
+/// A workload's last step: its result is dropped unread (and the closure may use `?`).
+fn done<T>(_result: T) -> Result<()> {
+    Ok(())
+}
+
 struct Runner {
     device: Device,
     iters: usize,
@@ -116,10 +142,37 @@ struct Runner {
     only: Option<String>,
     results: Vec<BenchResult>,
     /// Runs of workloads so far, warm-ups included (for per-step counters).
-    runs: std::cell::Cell<usize>,
+    runs: Cell<usize>,
+    /// The suite's seed, and the inputs declared so far (the next input's place).
+    seed: u64,
+    inputs: Cell<u64>,
 }
 
 impl Runner {
+    /// An input made by `make` from its own seeded generator.
+    fn input<'a, T>(&self, make: impl Fn(&mut StdRng) -> Result<T> + 'a) -> Input<'a, T> {
+        let place = self.inputs.replace(self.inputs.get() + 1);
+        let seed = self.seed.wrapping_add(place);
+        Input { value: OnceCell::new(), make: Box::new(move || make(&mut StdRng::seed_from_u64(seed))) }
+    }
+
+    /// An input of standard normal values.
+    fn randn(&self, shape: &[usize]) -> Input<'static, Tensor> {
+        let (device, shape) = (self.device.clone(), shape.to_vec());
+        self.input(move |rng| Ok(Tensor::randn(&device, &shape, 1.0, rng)?))
+    }
+
+    /// An input of standard normal values that backward passes accumulate gradients into.
+    fn leaf(&self, shape: &[usize]) -> Input<'static, Tensor> {
+        let (device, shape) = (self.device.clone(), shape.to_vec());
+        self.input(move |rng| Ok(Tensor::randn(&device, &shape, 1.0, rng)?.requires_grad()))
+    }
+
+    /// Whether the workload `key` runs under `--only`.
+    fn selects(&self, key: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.split(',').any(|part| !part.is_empty() && key.contains(part)))
+    }
+
     /// The time of each of `iters` runs of `f` (sorted), after warming up for at least
     /// WARM_UP: an idle GPU runs at a fraction of its clock for a while, which would
     /// otherwise land in the first workloads' times. Also the host's time to record each
@@ -152,14 +205,19 @@ impl Runner {
         (times, host, timer)
     }
 
-    fn run(&mut self, key: &str, work: Work, f: &dyn Fn()) {
-        if self.only.as_ref().is_some_and(|only| !only.split(',').any(|part| !part.is_empty() && key.contains(part))) {
-            return;
+    /// Times the workload `key` (when `--only` selects it), which does `work` a run of `f`.
+    fn run(&mut self, key: &str, work: Work, f: &dyn Fn() -> Result<()>) -> Result<()> {
+        if !self.selects(key) {
+            return Ok(());
         }
-        let f = &|| {
+        let counted = || {
             self.runs.set(self.runs.get() + 1);
             f()
         };
+        // The first run makes the inputs the workload reads, so that a failure to set up
+        // (a tensor too large for the adapter) ends the bench with its error.
+        counted()?;
+        let f = &|| counted().expect("the first run made this workload's inputs");
         let (times, host, timer) = self.time(f);
         let host_ms = host[host.len() / 2].as_secs_f64() * 1e3;
         let s = times[times.len() / 2].as_secs_f64().max(1e-12);
@@ -174,6 +232,7 @@ impl Runner {
         };
         let profile = if self.profile { self.device.profile_gpu(f).1.map(kernel_shares) } else { None };
         self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, ms_range, host_ms, value, unit, peak_fraction, timer, profile });
+        Ok(())
     }
 }
 
@@ -189,59 +248,72 @@ fn kernel_shares(profile: Vec<KernelTime>) -> Vec<KernelShare> {
     rows
 }
 
-fn randn(dev: &Device, shape: &[usize], rng: &mut StdRng) -> Result<Tensor> {
-    Ok(Tensor::randn(dev, shape, 1.0, rng)?)
+/// The LM training step's model, optimizer and batch.
+struct LmStep {
+    model: Transformer,
+    opt: RefCell<AdamW>,
+    inputs: Tensor,
+    targets: Tensor,
 }
 
 /// The workloads of the PyTorch table.
-fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Option<StepCounters>> {
+fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     let dev = r.device.clone();
     let n = if scale == Scale::Gpu { 4096 } else { 256 };
-    let (a, b) = (randn(&dev, &[n, n], rng)?, randn(&dev, &[n, n], rng)?);
-    r.run(&format!("matmul_{n}_fp32"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(matmul(&a, &b)));
-    r.run(&format!("matmul_{n}_fp16"), Work::F16Flops(2.0 * (n * n * n) as f64), &|| drop(with_matmul_precision(Precision::F16, || matmul(&a, &b))));
+    let (a, b) = (r.randn(&[n, n]), r.randn(&[n, n]));
+    r.run(&format!("matmul_{n}_fp32"), Work::Flops(2.0 * (n * n * n) as f64), &|| done(matmul(a.get()?, b.get()?)))?;
+    r.run(&format!("matmul_{n}_fp16"), Work::F16Flops(2.0 * (n * n * n) as f64), &|| {
+        let (a, b) = (a.get()?, b.get()?);
+        done(with_matmul_precision(Precision::F16, || matmul(a, b)))
+    })?;
 
     let (rows, cols) = if scale == Scale::Gpu { (16384, 4096) } else { (512, 1024) };
-    let x = randn(&dev, &[rows, cols], rng)?;
-    r.run(&format!("softmax_{rows}x{cols}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(softmax(&x)));
-    r.run(&format!("log_softmax_{rows}x{cols}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(log_softmax(&x)));
+    let x = r.randn(&[rows, cols]);
+    r.run(&format!("softmax_{rows}x{cols}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| done(softmax(x.get()?)))?;
+    r.run(&format!("log_softmax_{rows}x{cols}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| done(log_softmax(x.get()?)))?;
 
     let tokens = if scale == Scale::Gpu { 65536 } else { 4096 };
-    let logits = randn(&dev, &[tokens, 64], rng)?;
-    r.run(&format!("router_softmax_top2_{tokens}x64"), Work::Latency, &|| drop(route(&logits, 2, false)));
+    let logits = r.randn(&[tokens, 64]);
+    r.run(&format!("router_softmax_top2_{tokens}x64"), Work::Latency, &|| done(route(logits.get()?, 2, false)))?;
 
     let (t, d, f) = if scale == Scale::Gpu { (16384, 1024, 2048) } else { (512, 64, 128) };
-    let cfg = MoeConfig { experts: 8, top_k: 2, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
-    let moe = MoeFfn::new(&dev, FfnKind::Topk, d, f, &cfg, 0.02, rng)?;
-    let x = randn(&dev, &[t, d], rng)?.requires_grad();
-    let seed = randn(&dev, &[t, d], rng)?;
+    let moe = r.input(|rng| {
+        let cfg = MoeConfig { experts: 8, top_k: 2, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
+        let layer = MoeFfn::new(&dev, FfnKind::Topk, d, f, &cfg, 0.02, rng)?;
+        Ok((layer, Tensor::randn(&dev, &[t, d], 1.0, rng)?.requires_grad(), Tensor::randn(&dev, &[t, d], 1.0, rng)?))
+    });
     let moe_flops = 3.0 * 2.0 * 2.0 * (t * 2 * d * f) as f64; // two grouped matmuls, forward + 2x backward
     r.run(&format!("moe_layer_fwd_bwd_T{t}_d{d}_f{f}_E8_k2"), Work::Flops(moe_flops), &|| {
-        moe.forward(&x, true).0.backward_with(&seed);
+        let (moe, x, seed) = moe.get()?;
+        moe.forward(x, true).0.backward_with(seed);
         moe.parameters().iter().for_each(|(_, p)| p.zero_grad());
         x.zero_grad();
-    });
+        Ok(())
+    })?;
 
     let (d, layers, batch, context, vocab) = if scale == Scale::Gpu { (512, 8, 16, 512, 50304) } else { (64, 2, 4, 64, 512) };
-    let model_cfg = ModelConfig {
-        vocab_size: vocab,
-        d_model: d,
-        layers,
-        heads: d / 64,
-        context,
-        ffn: FfnKind::Topk,
-        moe: MoeConfig { experts: 8, top_k: 2, expert_hidden: 2 * d, ..MoeConfig::default() },
-        ..ModelConfig::default()
-    };
-    let model = Transformer::new(&dev, &model_cfg, rng)?;
-    let mut opt = AdamW::new(model.parameters(), AdamWConfig::default())?;
-    let ids: Vec<u32> = (0..batch * (context + 1)).map(|_| rng.random_range(0..vocab as u32)).collect();
-    let inputs = Tensor::from_u32(&dev, &ids[..batch * context], &[batch, context])?;
-    let targets = Tensor::from_u32(&dev, &ids[batch..batch + batch * context], &[batch * context])?;
-    let opt = std::cell::RefCell::new(&mut opt);
+    let lm = r.input(|rng| {
+        let model_cfg = ModelConfig {
+            vocab_size: vocab,
+            d_model: d,
+            layers,
+            heads: d / 64,
+            context,
+            ffn: FfnKind::Topk,
+            moe: MoeConfig { experts: 8, top_k: 2, expert_hidden: 2 * d, ..MoeConfig::default() },
+            ..ModelConfig::default()
+        };
+        let model = Transformer::new(&dev, &model_cfg, rng)?;
+        let opt = RefCell::new(AdamW::new(model.parameters(), AdamWConfig::default())?);
+        let ids: Vec<u32> = (0..batch * (context + 1)).map(|_| rng.random_range(0..vocab as u32)).collect();
+        let inputs = Tensor::from_u32(&dev, &ids[..batch * context], &[batch, context])?;
+        let targets = Tensor::from_u32(&dev, &ids[batch..batch + batch * context], &[batch * context])?;
+        Ok(LmStep { model, opt, inputs, targets })
+    });
     let step = || {
-        let out = model.forward(&inputs, true);
-        let loss = cross_entropy(&out.logits, &targets, CrossEntropyOptions::default());
+        let LmStep { model, opt, inputs, targets } = lm.get()?;
+        let out = model.forward(inputs, true);
+        let loss = cross_entropy(&out.logits, targets, CrossEntropyOptions::default());
         match out.aux_loss() {
             Some(aux) => loss.add(&aux).backward(),
             None => loss.backward(),
@@ -251,17 +323,21 @@ fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Optio
         opt.borrow_mut().step_clipped(lr, &norm);
         opt.borrow().zero_grad();
         model.commit_defaults();
+        Ok(())
     };
-    step();
-    dev.synchronize();
+    let lm_key = format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}");
+    // One step before the counters start, which sets up the model and fills the pool.
+    if r.selects(&lm_key) {
+        step()?;
+        dev.synchronize();
+    }
     let (before, runs_before) = (dev.stats(), r.runs.get());
     dev.reset_peak_memory();
-    let lm_key = format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}");
-    r.run(&lm_key, Work::Tokens((batch * context) as f64), &step);
+    r.run(&lm_key, Work::Tokens((batch * context) as f64), &step)?;
     let after = dev.stats();
     let steps = (r.runs.get() - runs_before) as f64;
     // Mixed precision: f16 matmul operands (the loss scale changes no kernel's speed).
-    r.run(&format!("{lm_key}_f16"), Work::Tokens((batch * context) as f64), &|| with_matmul_precision(Precision::F16, step));
+    r.run(&format!("{lm_key}_f16"), Work::Tokens((batch * context) as f64), &|| with_matmul_precision(Precision::F16, step))?;
     // None when --only left the training step out.
     Ok((steps > 0.0).then(|| StepCounters {
         buffers_created_after_warmup: after.buffers_created - before.buffers_created,
@@ -272,119 +348,137 @@ fn pytorch_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<Optio
 }
 
 /// One forward run of every kernel family.
-fn kernels_suite(r: &mut Runner, scale: Scale, rng: &mut StdRng) -> Result<()> {
+fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
     let dev = r.device.clone();
     let n = if scale == Scale::Gpu { 2048 } else { 256 };
-    let (a, b) = (randn(&dev, &[n, n], rng)?, randn(&dev, &[n, n], rng)?);
+    let (a, b) = (r.randn(&[n, n]), r.randn(&[n, n]));
     for (ta, tb, name) in [(false, false, "nn"), (false, true, "nt"), (true, false, "tn")] {
-        r.run(&format!("matmul_{name}_{n}"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(matmul_t(&a, &b, ta, tb)));
+        r.run(&format!("matmul_{name}_{n}"), Work::Flops(2.0 * (n * n * n) as f64), &|| done(matmul_t(a.get()?, b.get()?, ta, tb)))?;
     }
     // Each entry of the register-tile table, for tuning `Tiles::for_device` on this adapter.
     for tiles in Tiles::ALL {
-        r.run(&format!("matmul_{n}_tiles_{tiles}"), Work::Flops(2.0 * (n * n * n) as f64), &|| drop(with_matmul_tiles(tiles, || matmul(&a, &b))));
+        r.run(&format!("matmul_{n}_tiles_{tiles}"), Work::Flops(2.0 * (n * n * n) as f64), &|| {
+            let (a, b) = (a.get()?, b.get()?);
+            done(with_matmul_tiles(tiles, || matmul(a, b)))
+        })?;
     }
     // And each tensor-core shape worth trying, where the adapter has tensor cores.
     if f16_matmul_kernel(&dev).starts_with("tensor cores") {
         for coop in CoopTiles::CANDIDATES {
-            let f16_product = || with_matmul_precision(Precision::F16, || with_coop_tiles(coop, || matmul(&a, &b)));
-            r.run(&format!("matmul_{n}_fp16_coop_{coop}"), Work::F16Flops(2.0 * (n * n * n) as f64), &|| drop(f16_product()));
+            r.run(&format!("matmul_{n}_fp16_coop_{coop}"), Work::F16Flops(2.0 * (n * n * n) as f64), &|| {
+                let (a, b) = (a.get()?, b.get()?);
+                done(with_matmul_precision(Precision::F16, || with_coop_tiles(coop, || matmul(a, b))))
+            })?;
         }
     }
     let len = if scale == Scale::Gpu { 1 << 26 } else { 1 << 18 };
-    let (x, y) = (randn(&dev, &[len], rng)?, randn(&dev, &[len], rng)?);
-    r.run("add", Work::Bytes(12.0 * len as f64), &|| drop(x.add(&y)));
-    r.run("gelu", Work::Bytes(8.0 * len as f64), &|| drop(x.gelu()));
+    let (x, y) = (r.randn(&[len]), r.randn(&[len]));
+    r.run("add", Work::Bytes(12.0 * len as f64), &|| done(x.get()?.add(y.get()?)))?;
+    r.run("gelu", Work::Bytes(8.0 * len as f64), &|| done(x.get()?.gelu()))?;
     // A bias over the rows of a matrix, forward (read the rows, write the sums) and
     // backward (read the rows' gradient to sum the bias's; the rows' own passes through).
     let width = if scale == Scale::Gpu { 1024 } else { 64 };
-    let (rows, bias) = (randn(&dev, &[len / width, width], rng)?.requires_grad(), randn(&dev, &[width], rng)?.requires_grad());
-    let seed = randn(&dev, &[len / width, width], rng)?;
+    let (rows, bias, seed) = (r.leaf(&[len / width, width]), r.leaf(&[width]), r.randn(&[len / width, width]));
     r.run("bias_add_fwd_bwd", Work::Bytes(12.0 * len as f64), &|| {
-        rows.add(&bias).backward_with(&seed);
+        let (rows, bias) = (rows.get()?, bias.get()?);
+        rows.add(bias).backward_with(seed.get()?);
         rows.zero_grad();
         bias.zero_grad();
-    });
-    r.run("sum_all", Work::Bytes(4.0 * len as f64), &|| drop(x.sum_all()));
+        Ok(())
+    })?;
+    r.run("sum_all", Work::Bytes(4.0 * len as f64), &|| done(x.get()?.sum_all()))?;
     // The optimizer's pass over a parameter: the gradient norm (reads the gradient), then
     // a clipped AdamW step (reads parameter, gradient and moments, writes all but the
     // gradient).
-    let param = randn(&dev, &[len], rng)?.requires_grad();
-    param.set_grad(y.clone());
-    let mut opt = AdamW::new(vec![param.clone()], AdamWConfig::default())?;
-    let opt = std::cell::RefCell::new(&mut opt);
-    r.run("adamw_clipped", Work::Bytes(32.0 * len as f64), &|| {
-        let norm = grad_norm(std::slice::from_ref(&param), 1.0, 1.0).expect("the parameter has a gradient");
-        opt.borrow_mut().step_clipped(1e-3, &norm);
+    let adamw = r.input(|rng| {
+        let param = Tensor::randn(&dev, &[len], 1.0, rng)?.requires_grad();
+        param.set_grad(Tensor::randn(&dev, &[len], 1.0, rng)?);
+        let opt = RefCell::new(AdamW::new(vec![param.clone()], AdamWConfig::default())?);
+        Ok((param, opt))
     });
+    r.run("adamw_clipped", Work::Bytes(32.0 * len as f64), &|| {
+        let (param, opt) = adamw.get()?;
+        let norm = grad_norm(std::slice::from_ref(param), 1.0, 1.0).expect("the parameter has a gradient");
+        opt.borrow_mut().step_clipped(1e-3, &norm);
+        Ok(())
+    })?;
     let (rows, cols) = if scale == Scale::Gpu { (16384, 4096) } else { (512, 1024) };
-    let s = randn(&dev, &[rows, cols], rng)?;
-    let w = randn(&dev, &[cols], rng)?;
-    r.run("stablemax", Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(stablemax(&s)));
+    let (s, w) = (r.randn(&[rows, cols]), r.randn(&[cols]));
+    r.run("stablemax", Work::Bytes(8.0 * (rows * cols) as f64), &|| done(stablemax(s.get()?)))?;
     // Each row size a row kernel may use, for tuning the default (`row_threads`) on this
     // adapter.
     for threads in row_threads_allowed(&dev) {
-        r.run(&format!("softmax_threads_{threads}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(with_row_threads(threads, || softmax(&s))));
+        r.run(&format!("softmax_threads_{threads}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| {
+            let s = s.get()?;
+            done(with_row_threads(threads, || softmax(s)))
+        })?;
     }
-    r.run("rms_norm", Work::Bytes(8.0 * (rows * cols) as f64), &|| drop(rms_norm(&s, &w, 1e-5)));
-    let delta = randn(&dev, &[rows, cols], rng)?;
-    r.run("add_rms_norm", Work::Bytes(16.0 * (rows * cols) as f64), &|| drop(add_rms_norm(&s, &delta, &w, 1e-5)));
-    let targets = Tensor::from_u32(&dev, &(0..rows as u32).map(|i| i % cols as u32).collect::<Vec<_>>(), &[rows])?;
-    r.run("cross_entropy", Work::Bytes(4.0 * (rows * cols) as f64), &|| drop(cross_entropy(&s, &targets, CrossEntropyOptions::default())));
+    r.run("rms_norm", Work::Bytes(8.0 * (rows * cols) as f64), &|| done(rms_norm(s.get()?, w.get()?, 1e-5)))?;
+    let delta = r.randn(&[rows, cols]);
+    r.run("add_rms_norm", Work::Bytes(16.0 * (rows * cols) as f64), &|| done(add_rms_norm(s.get()?, delta.get()?, w.get()?, 1e-5)))?;
+    let targets = r.input(|_| Ok(Tensor::from_u32(&dev, &(0..rows as u32).map(|i| i % cols as u32).collect::<Vec<_>>(), &[rows])?));
+    r.run("cross_entropy", Work::Bytes(4.0 * (rows * cols) as f64), &|| done(cross_entropy(s.get()?, targets.get()?, CrossEntropyOptions::default())))?;
     let tokens = if scale == Scale::Gpu { 65536 } else { 4096 };
-    let logits = randn(&dev, &[tokens, 64], rng)?;
-    let routed = route(&logits, 2, false);
-    r.run(&format!("router_with_stats_{tokens}x64"), Work::Latency, &|| drop(route_with_stats(&logits, 2, false)));
-    r.run("permute", Work::Tokens((tokens * 2) as f64), &|| drop(plan_routing(&routed.indices, 64)));
-    let plan = plan_routing(&routed.indices, 64);
-    r.run("load_balancing_loss", Work::Bytes(4.0 * (tokens * 64) as f64), &|| drop(load_balancing_loss(&routed.probs, &plan, 0.01)));
+    let logits = r.randn(&[tokens, 64]);
+    let routed = r.input(|_| Ok(route(logits.get()?, 2, false)));
+    let plan = r.input(|_| Ok(plan_routing(&routed.get()?.indices, 64)));
+    r.run(&format!("router_with_stats_{tokens}x64"), Work::Latency, &|| done(route_with_stats(logits.get()?, 2, false)))?;
+    r.run("permute", Work::Tokens((tokens * 2) as f64), &|| done(plan_routing(&routed.get()?.indices, 64)))?;
+    r.run("load_balancing_loss", Work::Bytes(4.0 * (tokens * 64) as f64), &|| done(load_balancing_loss(&routed.get()?.probs, plan.get()?, 0.01)))?;
     // The LM step's embedding at its shape (8,192 tokens of a 50,304 x 512 table), forward
     // and backward: the gather reads and writes the tokens' rows, the backward pass fills
     // the table's gradient, reads the rows' gradients and writes the table's.
     let (lm_tokens, vocab, width) = if scale == Scale::Gpu { (8192, 50304, 512) } else { (256, 512, 64) };
-    let table = randn(&dev, &[vocab, width], rng)?.requires_grad();
-    let ids = Tensor::from_u32(&dev, &(0..lm_tokens).map(|_| rng.random_range(0..vocab as u32)).collect::<Vec<_>>(), &[lm_tokens])?;
-    let rows_grad = randn(&dev, &[lm_tokens, width], rng)?;
+    let (table, rows_grad) = (r.leaf(&[vocab, width]), r.randn(&[lm_tokens, width]));
+    let ids = r.input(|rng| Ok(Tensor::from_u32(&dev, &(0..lm_tokens).map(|_| rng.random_range(0..vocab as u32)).collect::<Vec<_>>(), &[lm_tokens])?));
     r.run("embedding_fwd_bwd", Work::Bytes(4.0 * (3 * lm_tokens * width + 2 * vocab * width) as f64), &|| {
-        embedding(&table, &ids).backward_with(&rows_grad);
+        let table = table.get()?;
+        embedding(table, ids.get()?).backward_with(rows_grad.get()?);
         table.zero_grad();
-    });
+        Ok(())
+    })?;
     let d = if scale == Scale::Gpu { 1024 } else { 64 };
-    let h = randn(&dev, &[tokens, d], rng)?;
-    r.run("gather_slots", Work::Bytes(16.0 * (tokens * d) as f64), &|| drop(gather_slots(&h, &plan)));
-    let rows_sorted = randn(&dev, &[tokens * 2, d], rng)?;
-    r.run("combine_slots", Work::Bytes(12.0 * (tokens * d) as f64), &|| drop(combine_slots(&rows_sorted, &routed.weights, &plan)));
-    let ew = randn(&dev, &[64, d, d], rng)?;
-    r.run("grouped_matmul", Work::Flops(2.0 * (tokens * 2 * d * d) as f64), &|| drop(grouped_matmul(&rows_sorted, &ew, &plan.offsets)));
+    let h = r.randn(&[tokens, d]);
+    r.run("gather_slots", Work::Bytes(16.0 * (tokens * d) as f64), &|| done(gather_slots(h.get()?, plan.get()?)))?;
+    let rows_sorted = r.randn(&[tokens * 2, d]);
+    r.run("combine_slots", Work::Bytes(12.0 * (tokens * d) as f64), &|| done(combine_slots(rows_sorted.get()?, &routed.get()?.weights, plan.get()?)))?;
+    let ew = r.randn(&[64, d, d]);
+    r.run("grouped_matmul", Work::Flops(2.0 * (tokens * 2 * d * d) as f64), &|| done(grouped_matmul(rows_sorted.get()?, ew.get()?, &plan.get()?.offsets)))?;
     // Attention forward and backward at the LM step's shape (batch x heads, positions,
     // head width), causal and full: six products of 2 (bh t^2 hd) FLOPs each, of which
     // the causal mask leaves half to compute.
     let (bh, t, hd) = if scale == Scale::Gpu { (128, 512, 64) } else { (8, 256, 32) };
-    let qkv = (0..3).map(|_| Ok(randn(&dev, &[bh, t, hd], rng)?.requires_grad())).collect::<Result<Vec<Tensor>>>()?;
-    let seed = randn(&dev, &[bh, t, hd], rng)?;
+    let (q, k, v, seed) = (r.leaf(&[bh, t, hd]), r.leaf(&[bh, t, hd]), r.leaf(&[bh, t, hd]), r.randn(&[bh, t, hd]));
     let full_flops = 12.0 * (bh * t * t * hd) as f64;
     for (causal, name, flops) in [(true, "causal", full_flops / 2.0), (false, "full", full_flops)] {
         r.run(&format!("attention_{name}_fwd_bwd_{bh}x{t}x{hd}"), Work::Flops(flops), &|| {
-            attention(&qkv[0], &qkv[1], &qkv[2], causal).backward_with(&seed);
-            qkv.iter().for_each(Tensor::zero_grad);
-        });
+            let qkv = [q.get()?, k.get()?, v.get()?];
+            attention(qkv[0], qkv[1], qkv[2], causal).backward_with(seed.get()?);
+            qkv.iter().for_each(|t| t.zero_grad());
+            Ok(())
+        })?;
     }
     // Attention's causal softmax at the same shape, at each row size a row kernel may use,
     // for tuning `row_threads` on short rows as `softmax_threads_*` does on long ones; the
     // masked half of the scores is never read, so it moves 6 bytes a score.
-    let scores = randn(&dev, &[bh, t, t], rng)?;
+    let scores = r.randn(&[bh, t, t]);
+    let score_bytes = 6.0 * (bh * t * t) as f64;
     for threads in row_threads_allowed(&dev) {
-        r.run(&format!("causal_softmax_{t}_threads_{threads}"), Work::Bytes(6.0 * scores.numel() as f64), &|| drop(with_row_threads(threads, || causal_softmax(&scores))));
+        r.run(&format!("causal_softmax_{t}_threads_{threads}"), Work::Bytes(score_bytes), &|| {
+            let scores = scores.get()?;
+            done(with_row_threads(threads, || causal_softmax(scores)))
+        })?;
     }
     // And as it runs by default: rows packed several to a workgroup where subgroups allow.
     let layout = row_layout(&dev, t);
-    r.run(&format!("causal_softmax_{t}_layout_{}x{}", layout.threads, layout.rows), Work::Bytes(6.0 * scores.numel() as f64), &|| drop(causal_softmax(&scores)));
+    r.run(&format!("causal_softmax_{t}_layout_{}x{}", layout.threads, layout.rows), Work::Bytes(score_bytes), &|| done(causal_softmax(scores.get()?)))?;
     // Attention's layout changes at the same shape, 8 heads: the fused projection into
     // rotated heads, and the heads back into token rows (each value read and written once).
     let (batch, heads) = (bh / 8, 8);
-    let projection = randn(&dev, &[batch * t, 3 * heads * hd], rng)?;
-    let table = RopeTable::new(&dev, t, hd, 10_000.0)?;
-    r.run("split_heads", Work::Bytes(8.0 * projection.numel() as f64), &|| drop(split_heads(&projection, batch, heads, &table, 0)));
-    r.run("merge_heads", Work::Bytes(8.0 * seed.numel() as f64), &|| drop(merge_heads(&seed, batch)));
+    let projection = r.randn(&[batch * t, 3 * heads * hd]);
+    let table = r.input(|_| Ok(RopeTable::new(&dev, t, hd, 10_000.0)?));
+    r.run("split_heads", Work::Bytes(8.0 * (batch * t * 3 * heads * hd) as f64), &|| done(split_heads(projection.get()?, batch, heads, table.get()?, 0)))?;
+    r.run("merge_heads", Work::Bytes(8.0 * (bh * t * hd) as f64), &|| done(merge_heads(seed.get()?, batch)))?;
     Ok(())
 }
 
@@ -397,8 +491,8 @@ pub struct Options {
     pub seed: u64,
     /// Run each workload once more with every kernel timed.
     pub profile: bool,
-    /// Only the workloads whose key contains one of these comma-separated parts (each
-    /// invocation sets up every workload's data, so one with several parts beats several).
+    /// Only the workloads whose key contains one of these comma-separated parts, which
+    /// are also the only ones whose inputs are set up.
     pub only: Option<String>,
 }
 
@@ -410,21 +504,21 @@ impl Options {
 
 /// Runs `suite` (`pytorch` or `kernels`).
 pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
-    let (scale, seed) = (options.scale, options.seed);
     let mut runner = Runner {
         device: device.clone(),
         iters: options.iters.max(1),
         profile: options.profile,
         only: options.only.clone(),
         results: Vec::new(),
-        runs: Default::default(),
+        runs: Cell::default(),
+        seed: options.seed,
+        inputs: Cell::default(),
     };
-    let mut rng = StdRng::seed_from_u64(seed);
     // Forward-only workloads record nothing (their inputs track no gradient); the
     // training workloads and attention's backward need the tape.
     let counters = match suite {
-        "pytorch" => pytorch_suite(&mut runner, scale, &mut rng)?,
-        "kernels" => kernels_suite(&mut runner, scale, &mut rng).map(|_| None)?,
+        "pytorch" => pytorch_suite(&mut runner, options.scale)?,
+        "kernels" => kernels_suite(&mut runner, options.scale).map(|_| None)?,
         other => anyhow::bail!("--suite {other:?}: expected pytorch or kernels"),
     };
     let f16_matmul = f16_matmul_kernel(device).to_string();

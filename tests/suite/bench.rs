@@ -87,3 +87,15 @@ fn suites_report_every_workload_and_the_step_counters() {
     // At least the gradients of the tiny model's 2-layer MoE experts (8 x 2 x 64 x 128 f32).
     assert!(c.step_memory_mib > 1.0 && c.step_memory_mib < 512.0, "step memory {} MiB", c.step_memory_mib);
 }
+
+#[test]
+fn only_sets_up_the_inputs_of_the_workloads_it_runs() {
+    // A device of its own, so that its peak memory is this bench's alone.
+    let dev = Device::new().unwrap();
+    let report = run(&dev, "kernels", &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    assert_eq!(report.results.len(), 1);
+    // gelu reads one vector of 2^18 floats and writes another: 2 MiB. The suite's other
+    // inputs (matrices, scores, routing, optimizer state) are over 20 MiB more.
+    let peak_mib = dev.stats().peak_bytes_in_use as f64 / (1u64 << 20) as f64;
+    assert!(peak_mib <= 4.0, "--only gelu peaked at {peak_mib} MiB");
+}
