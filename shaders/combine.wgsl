@@ -1,9 +1,8 @@
 // The weighted combine back to token order, y[t, :] = sum_j w[t, j] * rows[pos(t, j), :],
-// summed in slot order (deterministic), and its two backward kernels:
-//   rows:    drows[pos, :] = w[s] * g[token of s, :], s = sorted_slots[pos];
-//   weights: dw[s] = <g[token of s, :], rows[slot_positions[s], :]>.
-// Rows are read one load of V at a time (vec4<f32> where they are whole vec4s, else
-// f32): d counts loads, and so does total, except in the weights' backward (slots).
+// summed in slot order (deterministic), and its gradient with respect to the rows:
+// drows[pos, :] = w[s] * g[token of s, :], s = sorted_slots[pos] (the weights' gradient,
+// a reduction, is `combine_weights_backward.wgsl`). Rows are read one load of V at a time
+// (vec4<f32> where they are whole vec4s, else f32): d and total count loads.
 
 struct Params { total: u32, d: u32, k: u32 }
 
@@ -12,8 +11,6 @@ struct Params { total: u32, d: u32, k: u32 }
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> index: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<V>;
-@group(0) @binding(5) var<storage, read> rows: array<V>; // weights' backward only
-@group(0) @binding(6) var<storage, read_write> dw: array<f32>; // weights' backward only
 
 @compute @workgroup_size(256)
 fn combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -39,19 +36,4 @@ fn backward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     let s = index[i / p.d];
     out[i] = w[s] * a[(s / p.k) * p.d + i % p.d];
-}
-
-@compute @workgroup_size(256)
-fn backward_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = gid.x + gid.y * nwg.x * 256u;
-    if s >= p.total {
-        return;
-    }
-    let g_row = (s / p.k) * p.d;
-    let r_row = index[s] * p.d;
-    var acc = 0.0;
-    for (var c = 0u; c < p.d; c++) {
-        acc += chunk_sum(a[g_row + c] * rows[r_row + c]);
-    }
-    dw[s] = acc;
 }

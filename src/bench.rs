@@ -442,6 +442,17 @@ fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
     r.run("gather_slots", Work::Bytes(16.0 * (tokens * d) as f64), &|| done(gather_slots(h.get()?, plan.get()?)))?;
     let rows_sorted = r.randn(&[tokens * 2, d]);
     r.run("combine_slots", Work::Bytes(12.0 * (tokens * d) as f64), &|| done(combine_slots(rows_sorted.get()?, &routed.get()?.weights, plan.get()?)))?;
+    // With its backward pass: each slot's row gradient (read the token's gradient, write
+    // the slot's row) and its weight's gradient (read both rows), 16 bytes a slot's float
+    // (two slots a token) on top of the forward pass's 12 a token's.
+    let (combined_rows, gate_weights, combined_grad) = (r.leaf(&[tokens * 2, d]), r.leaf(&[tokens, 2]), r.randn(&[tokens, d]));
+    r.run("combine_slots_fwd_bwd", Work::Bytes(44.0 * (tokens * d) as f64), &|| {
+        let (rows, weights) = (combined_rows.get()?, gate_weights.get()?);
+        combine_slots(rows, weights, plan.get()?).backward_with(combined_grad.get()?);
+        rows.zero_grad();
+        weights.zero_grad();
+        Ok(())
+    })?;
     let ew = r.randn(&[64, d, d]);
     r.run("grouped_matmul", Work::Flops(2.0 * (tokens * 2 * d * d) as f64), &|| done(grouped_matmul(rows_sorted.get()?, ew.get()?, &plan.get()?.offsets)))?;
     // Attention forward and backward at the LM step's shape (batch x heads, positions,

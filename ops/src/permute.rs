@@ -10,14 +10,16 @@
 
 use std::sync::Arc;
 
-use moegrad_engine::{grid, record, DType, Device, Kernel, Tensor};
+use moegrad_engine::{grid, record, render_template, DType, Device, Kernel, Tensor};
 
 use crate::host::HostTensor;
+use crate::row_threads::row_layout;
 use crate::wgsl_library::{floats_per_load, with_load_type, with_row_chunks};
 
 const PERMUTE_SHADER: &str = include_str!("../../shaders/permute.wgsl");
 const GATHER_SHADER: &str = include_str!("../../shaders/gather_slots.wgsl");
 const COMBINE_SHADER: &str = include_str!("../../shaders/combine.wgsl");
+const COMBINE_WEIGHTS_BACKWARD_SHADER: &str = include_str!("../../shaders/combine_weights_backward.wgsl");
 
 /// Most experts the permutation kernels handle (one workgroup scans the counts).
 pub const MAX_EXPERTS: usize = 256;
@@ -106,8 +108,13 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
         let dweights = (need_weights && saved_weights.numel() > 0).then(|| {
             let dw = alloc(saved_weights.shape());
             let params = [dw.numel(), d / vec, k].map(|v| v as u32);
-            let bound = [(1, g), (3, &r.slot_positions), (5, &saved_rows), (6, &dw)];
-            dev.launch_bound(&combine_pipeline(dev, "backward_weights", vec), &params, &bound, grid(dw.numel().div_ceil(256)));
+            let layout = row_layout(dev, d);
+            let key = format!("combine_weights_backward/{}/vec{vec}", layout.name());
+            let pipeline = dev.pipeline(&key, "main", || {
+                let values: [(&str, &str); 2] = [("WG", &layout.threads.to_string()), ("ROWS", &layout.rows.to_string())];
+                with_row_chunks(layout.append_to(render_template(COMBINE_WEIGHTS_BACKWARD_SHADER, &values)), vec)
+            });
+            dev.launch(&pipeline, &params, &[g, &r.slot_positions, &saved_rows, &dw], layout.groups(dw.numel()));
             dw
         });
         vec![drows, dweights]

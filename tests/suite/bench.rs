@@ -45,7 +45,7 @@ fn a_profile_names_each_kernel_with_its_calls_and_time() {
 #[test]
 fn suites_report_every_workload_and_the_step_counters() {
     let kernels = run(&device(), "kernels", &Options { iters: 1, profile: true, ..Options::new(Scale::Tiny) }).unwrap();
-    assert_eq!(kernels.results.len(), 27 + 2 * row_threads_allowed(&device()).len());
+    assert_eq!(kernels.results.len(), 28 + 2 * row_threads_allowed(&device()).len());
     // With --profile every workload lists its kernels, which account for all of its time.
     for r in &kernels.results {
         let profile = r.profile.as_ref().unwrap_or_else(|| panic!("{} has no profile", r.key));

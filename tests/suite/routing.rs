@@ -9,7 +9,7 @@ use moegrad::engine::without_subgroups;
 use moegrad::prelude::*;
 use rand::Rng;
 
-use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, packed_row_lengths, rng, upload, TOL};
 
 #[test]
 fn topk_values_indices_and_gradient() {
@@ -164,20 +164,33 @@ fn gather_and_combine_match_reference_and_gradients() {
     let mut r = rng(64);
     // Rows of single floats, and rows of whole vec4 loads (4 and a random multiple of 4).
     let d4 = 4 * r.random_range(2..20);
-    for (tokens, k, experts, d) in [(1, 1, 1, 1), (7, 2, 4, 33), (40, 3, 8, 65), (3, 1, 2, 4), (37, 2, 8, d4)] {
-        let ids = random_choices(&mut r, tokens, k, experts);
-        let plan = plan_routing(&Tensor::from_u32(&device(), &ids, &[tokens, k]).unwrap(), experts);
-        let (_, _, sorted, positions) = plan_routing_reference(&ids, experts);
-        let x = host(&mut r, &[tokens, d], -1.0, 1.0);
-        check_op("gather_slots", &[x], |t| gather_slots(&t[0], &plan), |h| gather_slots_reference(&h[0], &sorted, k), TOL);
-        let rows = host(&mut r, &[tokens * k, d], -1.0, 1.0);
-        let w = host(&mut r, &[tokens, k], 0.0, 1.0);
-        check_op(
-            "combine_slots",
-            &[rows, w],
-            |t| combine_slots(&t[0], &t[1], &plan),
-            |h| combine_slots_reference(&h[0], &h[1], &positions),
-            TOL,
-        );
+    let mut cases = vec![(1, 1, 1, 1), (7, 2, 4, 33), (40, 3, 8, 65), (3, 1, 2, 4), (37, 2, 8, d4)];
+    // The weights' gradient reduces each slot's dot product as a row kernel's row: each
+    // layout that packs rows, over a last workgroup that is not full.
+    for (layout, sizes) in packed_row_lengths(&device(), &mut r) {
+        cases.extend(sizes.into_iter().map(|d| (layout.rows as usize / 2 + 1, 2, 4, d)));
     }
+    let cases: Vec<_> = cases
+        .into_iter()
+        .map(|(tokens, k, experts, d)| {
+            let ids = random_choices(&mut r, tokens, k, experts);
+            let data = [host(&mut r, &[tokens, d], -1.0, 1.0), host(&mut r, &[tokens * k, d], -1.0, 1.0), host(&mut r, &[tokens, k], 0.0, 1.0)];
+            (tokens, k, experts, d, ids, data)
+        })
+        .collect();
+    on_both_paths(|| {
+        for (tokens, k, experts, d, ids, [x, rows, w]) in &cases {
+            let (tokens, k, experts, d) = (*tokens, *k, *experts, *d);
+            let plan = plan_routing(&Tensor::from_u32(&device(), ids, &[tokens, k]).unwrap(), experts);
+            let (_, _, sorted, positions) = plan_routing_reference(ids, experts);
+            check_op("gather_slots", std::slice::from_ref(x), |t| gather_slots(&t[0], &plan), |h| gather_slots_reference(&h[0], &sorted, k), TOL);
+            check_op(
+                &format!("combine_slots of {tokens} x {k} slots of {d}"),
+                &[rows.clone(), w.clone()],
+                |t| combine_slots(&t[0], &t[1], &plan),
+                |h| combine_slots_reference(&h[0], &h[1], &positions),
+                TOL,
+            );
+        }
+    });
 }
