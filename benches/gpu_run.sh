@@ -40,15 +40,18 @@ for s in "$@"; do
         kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
         # The two goals still open: softmax and the router, with subgroup paths and
         # without (MOEGRAD_SUBGROUPS=off), and with .dev/moegrad-base, a build of an
-        # earlier commit, for a before/after in the same session (attention, add, gelu,
-        # adamw and the expert rows too: their tiles and loads changed after the H100
-        # run). Then every softmax row size on long rows and on attention's
+        # earlier commit, for a before/after in the same session (RMSNorm, cross-entropy,
+        # add, gelu and the expert rows too: their loads changed after the H100 run).
+        # Attention and the optimizer pass, which the base build has no workloads for,
+        # the same two ways; attention also at the 128x128 tiles it took at the H100 run
+        # (MOEGRAD_MATMUL_TILES), to check the 64x64 tiles chosen for its head-wide
+        # products since. Then every softmax row size on long rows and on attention's
         # (softmax_threads_*, causal_softmax_*_threads_*), and attention's at its default,
         # packed layout (causal_softmax_*_layout_*), to set the GPU default. The current
         # build sets up only the inputs of the workloads --only selects; the base build
         # knows no lists and sets up every workload's inputs (seconds at GPU shapes) on
         # each invocation.
-        goals) step goals 240 bash -c 'k=rms_norm,cross_entropy,attention,add,gelu,adamw,_slots; for b in .dev/moegrad "MOEGRAD_SUBGROUPS=off .dev/moegrad"; do echo "$b"; env $b bench --suite pytorch --only softmax,router --profile; env $b bench --suite kernels --only $k; done; echo .dev/moegrad-base; for w in softmax router; do .dev/moegrad-base bench --suite pytorch --only $w --profile; done; for w in ${k//,/ }; do .dev/moegrad-base bench --suite kernels --only $w; done; .dev/moegrad bench --suite kernels --only _threads_,_layout_' ;;
+        goals) step goals 240 bash -c 'k=rms_norm,cross_entropy,attention,add,gelu,adamw,_slots; for b in .dev/moegrad "MOEGRAD_SUBGROUPS=off .dev/moegrad"; do echo "$b"; env $b bench --suite pytorch --only softmax,router --profile; env $b bench --suite kernels --only $k; done; echo "attention at 128x128 tiles"; MOEGRAD_MATMUL_TILES=128x128x8/8x8 .dev/moegrad bench --suite kernels --only attention; echo .dev/moegrad-base; for w in softmax router; do .dev/moegrad-base bench --suite pytorch --only $w --profile; done; for w in rms_norm cross_entropy add gelu _slots; do .dev/moegrad-base bench --suite kernels --only $w; done; .dev/moegrad bench --suite kernels --only _threads_,_layout_' ;;
         profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
         torch) step torch 180 python3 benches/pytorch_reference.py --json ;;
         torch_tf32) step torch_tf32 180 python3 benches/pytorch_reference.py --json --tf32 ;;
