@@ -106,6 +106,10 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
             drows
         });
         let dweights = (need_weights && saved_weights.numel() > 0).then(|| {
+            if d == 0 {
+                // Empty rows: every dot product is 0.
+                return Tensor::zeros(dev, saved_weights.shape()).unwrap_or_else(|e| panic!("combine_slots backward: {e}"));
+            }
             let dw = alloc(saved_weights.shape());
             let params = [dw.numel(), d / vec, k].map(|v| v as u32);
             let layout = row_layout(dev, d);

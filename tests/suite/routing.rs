@@ -162,9 +162,10 @@ fn permutation_is_stable_exact_and_deterministic() {
 #[test]
 fn gather_and_combine_match_reference_and_gradients() {
     let mut r = rng(64);
-    // Rows of single floats, and rows of whole vec4 loads (4 and a random multiple of 4).
+    // Rows of single floats, rows of whole vec4 loads (4 and a random multiple of 4), and
+    // empty rows.
     let d4 = 4 * r.random_range(2..20);
-    let mut cases = vec![(1, 1, 1, 1), (7, 2, 4, 33), (40, 3, 8, 65), (3, 1, 2, 4), (37, 2, 8, d4)];
+    let mut cases = vec![(1, 1, 1, 1), (7, 2, 4, 33), (40, 3, 8, 65), (3, 1, 2, 4), (37, 2, 8, d4), (5, 2, 3, 0)];
     // The weights' gradient reduces each slot's dot product as a row kernel's row: each
     // layout that packs rows, over a last workgroup that is not full.
     for (layout, sizes) in packed_row_lengths(&device(), &mut r) {
