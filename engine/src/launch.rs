@@ -33,14 +33,18 @@ impl Device {
     /// Like `launch`, with explicit binding numbers: for an entry point that uses only
     /// some of its module's bindings.
     pub fn launch_bound(&self, kernel: &Arc<Kernel>, params: &[u32], tensors: &[(u32, &Tensor)], groups: [u32; 3]) {
+        // Checked before the recorder is locked: a panic holding the lock would poison it,
+        // and with it every later use of the device.
+        for &(_, t) in tensors {
+            assert!(t.device().same(self), "tensor from another device passed to a kernel");
+            assert!(t.numel() > 0, "empty tensors are not bound to kernels");
+        }
         let inner = &self.0;
         let mut rec = inner.recorder.lock().unwrap();
         let layout = kernel.pipeline.get_bind_group_layout(0);
         let param_binding = rec.push_params(inner, params);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(param_binding) }];
         for &(binding, t) in tensors {
-            assert!(t.device().same(self), "tensor from another device passed to a kernel");
-            assert!(t.numel() > 0, "empty tensors are not bound to kernels");
             entries.push(wgpu::BindGroupEntry {
                 binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {

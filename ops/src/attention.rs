@@ -15,6 +15,7 @@ use crate::softmax::{softmax_reference, softmax_with, Mask, SoftmaxKind, Softmax
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Tensor {
     assert!(q.rank() >= 2 && q.rank() == k.rank() && k.shape() == v.shape(), "attention: q {:?}, k {:?}, v {:?} do not fit", q.shape(), k.shape(), v.shape());
     let d = q.shape()[q.rank() - 1];
+    assert!(d > 0, "attention: heads of width 0 (q {:?}) have no scores", q.shape());
     let (mask, scores_structure, probs_structure) = if causal { (Mask::Causal, Causal::Output, Causal::LowerA) } else { (Mask::None, Causal::None, Causal::None) };
     let scores = matmul_causal(q, k, false, true, scores_structure);
     // The 1/sqrt(d) scale is the softmax's temperature: no pass of its own over the scores.

@@ -142,6 +142,11 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
         shape.len() <= full.len() && broadcast_shape("sum_to", shape, &full) == full,
         "sum_to: shape {full:?} is not a broadcast of {shape:?}"
     );
+    if g.numel() == 0 {
+        // Nothing to sum: zeros, if a summed dimension is the empty one.
+        let out = Tensor::zeros(g.device(), shape).unwrap_or_else(|e| panic!("sum_to: {e}"));
+        return record("sum_to", out, &[g], move |gg| vec![Some(broadcast_to(gg, &full))]);
+    }
     let skip = full.len() - shape.len();
     let reduced = |d: usize| d < skip || shape[d - skip] == 1;
     // The common case (a bias's gradient, summed over the rows; a per-row scale's, over
@@ -151,7 +156,7 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
     let dims: Vec<usize> = (0..full.len()).filter(|&d| full[d] > 1).collect();
     let first = dims.iter().position(|&d| reduced(d));
     let last = dims.iter().rposition(|&d| reduced(d));
-    if let (Some(first), Some(last), true) = (first, last, g.numel() > 0) {
+    if let (Some(first), Some(last)) = (first, last) {
         if dims[first..=last].iter().all(|&d| reduced(d)) {
             let size = |ds: &[usize]| ds.iter().map(|&d| full[d]).product::<usize>();
             let split = [size(&dims[..first]), size(&dims[first..=last]), size(&dims[last + 1..])];

@@ -41,34 +41,35 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
     let n = logits.shape()[logits.rank() - 1];
     let rows = targets.numel();
     let dev = logits.device();
+    if rows == 0 {
+        // No rows, no loss: 0, as when every target is ignored.
+        let loss = Tensor::zeros(dev, &[]).unwrap_or_else(|e| panic!("cross_entropy: {e}"));
+        let saved_logits = logits.clone();
+        return record("cross_entropy", loss, &[logits], move |_| vec![Some(alloc_like(&saved_logits))]);
+    }
     let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("cross_entropy: {e}"));
-    let (row_loss, row_lse) = (alloc(&[rows.max(1)]), alloc(&[rows.max(1)]));
+    let (row_loss, row_lse) = (alloc(&[rows]), alloc(&[rows]));
     let (loss, count) = (alloc(&[]), alloc(&[1]));
     let params = [rows as u32, n as u32, opts.ignore_index, opts.z_coef.to_bits()];
     let reduce = WorkgroupReduce::for_device(dev);
     let source = |wg: u32, vec| with_row_chunks(reduce.append_to(render_template(SHADER, &[("WG", &wg.to_string())])), vec);
-    if rows > 0 {
-        let vec = floats_per_load(n);
-        let wg = row_threads(dev, n / vec);
-        // SAFETY: chunk c < n / vec of row < rows stays within the logits, the target's
-        // chunk is clamped into the row, and rows index targets and the row outputs (of
-        // rows entries); every loop counts up to a bound.
-        let p_rows = unsafe { dev.pipeline_unchecked(&format!("cross_entropy/rows/{wg}/vec{vec}/{}", reduce.name()), "rows", || source(wg, vec)) };
-        dev.launch(&p_rows, &params, &[logits, targets, &row_loss, &row_lse], grid(rows));
-    }
+    let vec = floats_per_load(n);
+    let wg = row_threads(dev, n / vec);
+    // SAFETY: chunk c < n / vec of row < rows stays within the logits, the target's chunk
+    // is clamped into the row, and rows index targets and the row outputs (of rows
+    // entries); every loop counts up to a bound.
+    let p_rows = unsafe { dev.pipeline_unchecked(&format!("cross_entropy/rows/{wg}/vec{vec}/{}", reduce.name()), "rows", || source(wg, vec)) };
+    dev.launch(&p_rows, &params, &[logits, targets, &row_loss, &row_lse], grid(rows));
     // One workgroup of 256 threads averages the row losses.
     let p_finish = dev.pipeline(&format!("cross_entropy/finish/{}", reduce.name()), "finish", || source(256, 1));
     dev.launch_bound(&p_finish, &params, &[(2, targets), (3, &row_loss), (5, &loss), (6, &count)], [1, 1, 1]);
     let (saved_logits, saved_targets) = (logits.clone(), targets.clone());
     record("cross_entropy", loss, &[logits], move |g| {
         let dx = alloc_like(&saved_logits);
-        if dx.numel() > 0 {
-            let vec = floats_per_load(n);
-            // SAFETY: load c < rows * n / vec indexes the logits and dx, its row < rows
-            // the targets and row_lse; g and count hold one value each.
-            let p = unsafe { g.device().pipeline_unchecked(&format!("cross_entropy_backward/vec{vec}"), "main", || with_row_chunks(BACKWARD_SHADER.to_string(), vec)) };
-            g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], grid((dx.numel() / vec).div_ceil(256)));
-        }
+        // SAFETY: load c < rows * n / vec indexes the logits and dx, its row < rows the
+        // targets and row_lse; g and count hold one value each.
+        let p = unsafe { g.device().pipeline_unchecked(&format!("cross_entropy_backward/vec{vec}"), "main", || with_row_chunks(BACKWARD_SHADER.to_string(), vec)) };
+        g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], grid((dx.numel() / vec).div_ceil(256)));
         vec![Some(dx)]
     })
 }

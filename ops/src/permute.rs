@@ -98,27 +98,31 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
         let dev = g.device();
         let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("combine_slots backward: {e}"));
         let vec = floats_per_load(d);
-        let drows = (need_rows && saved_rows.numel() > 0).then(|| {
+        let drows = need_rows.then(|| {
             let drows = alloc(saved_rows.shape());
-            let params = [drows.numel() / vec, d / vec, k].map(|v| v as u32);
-            let loads = drows.numel() / vec;
-            dev.launch(&combine_pipeline(dev, "backward_rows", vec), &params, &[g, &saved_weights, &r.sorted_slots, &drows], grid(loads.div_ceil(256)));
+            if drows.numel() > 0 {
+                let params = [drows.numel() / vec, d / vec, k].map(|v| v as u32);
+                let loads = drows.numel() / vec;
+                dev.launch(&combine_pipeline(dev, "backward_rows", vec), &params, &[g, &saved_weights, &r.sorted_slots, &drows], grid(loads.div_ceil(256)));
+            }
             drows
         });
-        let dweights = (need_weights && saved_weights.numel() > 0).then(|| {
+        let dweights = need_weights.then(|| {
             if d == 0 {
                 // Empty rows: every dot product is 0.
                 return Tensor::zeros(dev, saved_weights.shape()).unwrap_or_else(|e| panic!("combine_slots backward: {e}"));
             }
             let dw = alloc(saved_weights.shape());
-            let params = [dw.numel(), d / vec, k].map(|v| v as u32);
-            let layout = row_layout(dev, d);
-            let key = format!("combine_weights_backward/{}/vec{vec}", layout.name());
-            let pipeline = dev.pipeline(&key, "main", || {
-                let values: [(&str, &str); 2] = [("WG", &layout.threads.to_string()), ("ROWS", &layout.rows.to_string())];
-                with_row_chunks(layout.append_to(render_template(COMBINE_WEIGHTS_BACKWARD_SHADER, &values)), vec)
-            });
-            dev.launch(&pipeline, &params, &[g, &r.slot_positions, &saved_rows, &dw], layout.groups(dw.numel()));
+            if dw.numel() > 0 {
+                let params = [dw.numel(), d / vec, k].map(|v| v as u32);
+                let layout = row_layout(dev, d);
+                let key = format!("combine_weights_backward/{}/vec{vec}", layout.name());
+                let pipeline = dev.pipeline(&key, "main", || {
+                    let values: [(&str, &str); 2] = [("WG", &layout.threads.to_string()), ("ROWS", &layout.rows.to_string())];
+                    with_row_chunks(layout.append_to(render_template(COMBINE_WEIGHTS_BACKWARD_SHADER, &values)), vec)
+                });
+                dev.launch(&pipeline, &params, &[g, &r.slot_positions, &saved_rows, &dw], layout.groups(dw.numel()));
+            }
             dw
         });
         vec![drows, dweights]

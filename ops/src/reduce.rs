@@ -49,15 +49,17 @@ impl ReduceOp {
     }
 }
 
-fn check_axis(op: &str, x: &Tensor, axis: usize) {
+fn check_axis(reduction: ReduceOp, x: &Tensor, axis: usize) {
+    let op = reduction.name();
     assert!(axis < x.rank(), "{op}: axis {axis} is out of range for shape {:?}", x.shape());
     assert_eq!(x.dtype(), DType::F32, "{op}: expects an f32 tensor, got {:?}", x.dtype());
-    assert!(x.shape()[axis] > 0, "{op}: cannot reduce the empty axis {axis} of shape {:?}", x.shape());
+    // A sum of nothing is 0; a mean or a maximum of nothing has no value.
+    assert!(x.shape()[axis] > 0 || reduction == ReduceOp::Sum, "{op}: cannot reduce the empty axis {axis} of shape {:?}", x.shape());
 }
 
 /// Reduces `x` over `axis`. With `keepdim` the axis stays, with size 1.
 pub fn reduce(op: ReduceOp, x: &Tensor, axis: usize, keepdim: bool) -> Tensor {
-    check_axis(op.name(), x, axis);
+    check_axis(op, x, axis);
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
     let mut keep_shape = x.shape().to_vec();
     keep_shape[axis] = 1;
@@ -99,6 +101,9 @@ fn chunks(outputs: usize, n: usize, columns: bool) -> usize {
 /// two passes (chunks, then their sums), so it never runs on a handful of workgroups.
 pub(crate) fn sum_middle(x: &Tensor, [outer, n, inner]: [usize; 3], scale: f32, out_shape: &[usize]) -> Tensor {
     let dev = x.device();
+    if n == 0 {
+        return Tensor::zeros(dev, out_shape).unwrap_or_else(|e| panic!("sum: {e}"));
+    }
     let columns = inner > 1;
     let pieces = chunks(outer * inner, n, columns);
     let (chunk, pass_shape) = if pieces > 1 {

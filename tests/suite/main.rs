@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod device;
 mod elementwise;
+mod empty;
 mod embedding;
 mod fit;
 mod layout;
