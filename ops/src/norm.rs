@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use moegrad_engine::{record_multi, render_template, DType, Device, Kernel, Tensor};
+use moegrad_engine::{record_multi, DType, Device, Kernel, Tensor};
 
 use crate::host::HostTensor;
 use crate::row_threads::{row_layout, RowLayout};
@@ -65,8 +65,7 @@ fn row_kernel(dev: &Device, name: &str, template: &str, kind: NormKind, n: usize
     let layout = row_layout(dev, n);
     let key = format!("{name}/{}/{}/vec{vec}/{residual_key}", kind.name(), layout.name());
     let source = || {
-        let values = [("MODE", kind.mode()), ("WG", &layout.threads.to_string()), ("ROWS", &layout.rows.to_string()), ("RESIDUAL", residual)];
-        with_row_chunks(layout.append_to(render_template(template, &values)), vec)
+        with_row_chunks(layout.render(template, &[("MODE", kind.mode()), ("RESIDUAL", residual)]), vec)
     };
     // SAFETY: load c < n / vec of row < rows (slots past the last row read the last row)
     // indexes the rows and the residual sums and their gradients (rows * n floats) and the

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use moegrad_engine::{grid, record, render_template, DType, Device, Kernel, Tensor};
+use moegrad_engine::{grid, record, DType, Device, Kernel, Tensor};
 
 use crate::host::HostTensor;
 use crate::row_threads::row_layout;
@@ -117,10 +117,7 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
                 let params = [dw.numel(), d / vec, k].map(|v| v as u32);
                 let layout = row_layout(dev, d);
                 let key = format!("combine_weights_backward/{}/vec{vec}", layout.name());
-                let pipeline = dev.pipeline(&key, "main", || {
-                    let values: [(&str, &str); 2] = [("WG", &layout.threads.to_string()), ("ROWS", &layout.rows.to_string())];
-                    with_row_chunks(layout.append_to(render_template(COMBINE_WEIGHTS_BACKWARD_SHADER, &values)), vec)
-                });
+                let pipeline = dev.pipeline(&key, "main", || with_row_chunks(layout.render(COMBINE_WEIGHTS_BACKWARD_SHADER, &[]), vec));
                 dev.launch(&pipeline, &params, &[g, &r.slot_positions, &saved_rows, &dw], layout.groups(dw.numel()));
             }
             dw

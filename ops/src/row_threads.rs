@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 
-use moegrad_engine::{grid, wgpu, Device};
+use moegrad_engine::{grid, render_template, wgpu, Device};
 
 use crate::wgsl_library::floats_per_load;
 use crate::workgroup_reduce::{packs_rows_correctly, WorkgroupReduce};
@@ -112,9 +112,14 @@ impl RowLayout {
         format!("{}x{}/{}", self.threads, self.rows, self.reduce.name())
     }
 
-    /// `kernel`, which defines WG (threads a row) and ROWS (rows a workgroup), with the row
-    /// interface: `row_place`, `row_sum`, `row_max_sum`, and `row_at`.
-    pub(crate) fn append_to(&self, kernel: String) -> String {
+    /// A row kernel's `template` filled with `values` and with this layout's WG (threads a
+    /// row) and ROWS (rows a workgroup), followed by the row interface: `row_place`,
+    /// `row_sum`, `row_max_sum`, and `row_at`.
+    pub(crate) fn render(&self, template: &str, values: &[(&str, &str)]) -> String {
+        let (threads, rows) = (self.threads.to_string(), self.rows.to_string());
+        let mut all = vec![("WG", threads.as_str()), ("ROWS", rows.as_str())];
+        all.extend_from_slice(values);
+        let kernel = render_template(template, &all);
         let reductions = if self.rows > 1 { kernel + "\n" + PACKED_ROWS } else { self.reduce.append_to(kernel) + "\n" + ONE_ROW };
         reductions + "\n" + ROW_AT
     }

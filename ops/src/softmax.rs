@@ -3,7 +3,7 @@
 //! `shaders/softmax.wgsl`, backward `shaders/softmax_backward.wgsl`; the variants come
 //! from those two templates.
 
-use moegrad_engine::{record, render_template, DType, Tensor};
+use moegrad_engine::{record, DType, Tensor};
 
 use crate::host::HostTensor;
 use crate::row_threads::{loads_kept, row_layout};
@@ -140,10 +140,9 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
         };
         let key = format!("softmax/{op}/{mask_key}/{}/vec{vec}/kept{kept}", layout.name());
         let source = || {
-            let (wg, rows_per_group) = (layout.threads.to_string(), layout.rows.to_string());
             let (mode, kept_count) = (opts.kind.mode().to_string(), kept.to_string());
-            let values = [("WG", wg.as_str()), ("ROWS", rows_per_group.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
-            with_row_chunks(layout.append_to(render_template(&each_kept(SHADER, kept), &values)), vec)
+            let values = [("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("MASK", mask_code), ("ALLOWED_CHUNK", allowed_chunk_code(vec))];
+            with_row_chunks(layout.render(&each_kept(SHADER, kept), &values), vec)
         };
         // SAFETY: chunk c < n / vec of row < rows (slots past the last row read the last
         // row) indexes x and y within rows * n floats (kept loads past the row's end are
@@ -180,10 +179,9 @@ fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_t
     };
     let key = format!("softmax_backward/{}/{}/vec{vec}/kept{kept}", kind.name(), layout.name());
     let source = || {
-        let (wg, rows_per_group) = (layout.threads.to_string(), layout.rows.to_string());
         let (mode, kept_count) = (kind.mode().to_string(), kept.to_string());
-        let values = [("WG", wg.as_str()), ("ROWS", rows_per_group.as_str()), ("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("LOGITS", logits)];
-        with_row_chunks(layout.append_to(render_template(&each_kept(BACKWARD_SHADER, kept), &values)), vec)
+        let values = [("MODE", mode.as_str()), ("KEPT", kept_count.as_str()), ("LOGITS", logits)];
+        with_row_chunks(layout.render(&each_kept(BACKWARD_SHADER, kept), &values), vec)
     };
     // SAFETY: chunk c < n / vec of row < rows (slots past the last row read the last row)
     // indexes y, g, dx and x within rows * n floats (kept loads past the row's end are

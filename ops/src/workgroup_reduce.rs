@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use moegrad_engine::{grid, render_template, Device, Kernel, Tensor};
+use moegrad_engine::{grid, Device, Kernel, Tensor};
 
 use crate::row_threads::{packed_layouts, row_threads_allowed, RowLayout};
 
@@ -110,7 +110,7 @@ pub fn layouts_reduce_correctly(dev: &Device, layouts: &[RowLayout]) -> bool {
         let (threads, rows) = (layout.threads as usize, GROUPS * layout.rows as usize);
         let len = threads * 3 / 2 + 3;
         let key = format!("reduce_check/{}", layout.name());
-        let source = || layout.append_to(render_template(CHECK, &[("WG", &threads.to_string()), ("ROWS", &layout.rows.to_string())]));
+        let source = || layout.render(CHECK, &[]);
         let pipeline = dev.pipeline(&key, "main", source);
         let out = Tensor::zeros(dev, &[rows * threads, 3]).expect("workgroup reduction check");
         dev.launch(&pipeline, &[len as u32, SALT as u32], &[&out], grid(GROUPS));
