@@ -10,7 +10,7 @@ use moegrad_engine::{grid, record_multi, render_template, DType, Device, Tensor}
 
 use crate::host::HostTensor;
 use crate::topk::{topk_reference, MAX_K, MAX_ROW};
-use crate::wgsl_library::{each_kept, floats_per_load, with_ranking, with_row_chunks};
+use crate::wgsl_library::{each_kept, floats_per_load, with_ranking, with_row_chunks, LANE_GROUPS_SUBGROUP};
 
 const SHADER: &str = include_str!("../../shaders/router.wgsl");
 const EXCHANGE_SUBGROUP: &str = include_str!("../../shaders/router_exchange_subgroup.wgsl");
@@ -132,7 +132,7 @@ fn launch_router(logits: &Tensor, k: usize, renormalize: bool, shuffles: bool, s
         let per_lane = (experts / vec).div_ceil(LANES);
         let source = || {
             let (experts, k, lanes, wg) = (experts.to_string(), k.to_string(), LANES.to_string(), ROUTER_WG.to_string());
-            let exchange = if shuffles { EXCHANGE_SUBGROUP } else { EXCHANGE_WORKGROUP };
+            let exchange = if shuffles { format!("{LANE_GROUPS_SUBGROUP}\n{EXCHANGE_SUBGROUP}") } else { EXCHANGE_WORKGROUP.to_string() };
             let values = [
                 ("RENORMALIZE", flag(renormalize)),
                 ("STATS", flag(stats.is_some())),
@@ -141,7 +141,7 @@ fn launch_router(logits: &Tensor, k: usize, renormalize: bool, shuffles: bool, s
                 ("K", &k),
                 ("LANES", &lanes),
                 ("WG", &wg),
-                ("EXCHANGE", exchange),
+                ("EXCHANGE", &exchange),
             ];
             with_row_chunks(with_ranking(render_template(&each_kept(SHADER, per_lane), &values)), vec)
         };

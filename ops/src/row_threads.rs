@@ -15,7 +15,7 @@ use std::cell::Cell;
 
 use moegrad_engine::{grid, render_template, wgpu, Device};
 
-use crate::wgsl_library::floats_per_load;
+use crate::wgsl_library::{floats_per_load, LANE_GROUPS_SUBGROUP};
 use crate::workgroup_reduce::{packs_rows_correctly, WorkgroupReduce};
 
 const ONE_ROW: &str = include_str!("../../shaders/common/reduce_one_row.wgsl");
@@ -120,7 +120,7 @@ impl RowLayout {
         let mut all = vec![("WG", threads.as_str()), ("ROWS", rows.as_str())];
         all.extend_from_slice(values);
         let kernel = render_template(template, &all);
-        let reductions = if self.rows > 1 { kernel + "\n" + PACKED_ROWS } else { self.reduce.append_to(kernel) + "\n" + ONE_ROW };
+        let reductions = if self.rows > 1 { kernel + "\n" + LANE_GROUPS_SUBGROUP + "\n" + PACKED_ROWS } else { self.reduce.append_to(kernel) + "\n" + ONE_ROW };
         reductions + "\n" + ROW_AT
     }
 

@@ -3,6 +3,9 @@
 
 const RANKING: &str = include_str!("../../shaders/common/ranking.wgsl");
 const ROW_CHUNKS: &str = include_str!("../../shaders/common/row_chunks.wgsl");
+/// Items worked on by groups of GROUP subgroup lanes, reduced by shuffles: packed rows and
+/// the router's tokens.
+pub(crate) const LANE_GROUPS_SUBGROUP: &str = include_str!("../../shaders/common/lane_groups_subgroup.wgsl");
 
 pub(crate) use moegrad_engine::floats_per_load;
 
