@@ -10,6 +10,15 @@ use moegrad::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The variable that sets lavapipe's vector width in bits, hence its subgroup width (a
+/// 32-bit lane each): `subgroup_width.rs` runs the subgroup paths' tests at 512.
+pub const LAVAPIPE_VECTOR_WIDTH: &str = "LP_NATIVE_VECTOR_WIDTH";
+
+/// Whether `dev` is Mesa's lavapipe (llvmpipe's Vulkan driver).
+pub fn is_lavapipe(dev: &Device) -> bool {
+    dev.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu && dev.name().contains("llvmpipe")
+}
+
 /// The suite's shared device (pipelines compile once; each test thread has its own tape).
 pub fn device() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();
@@ -31,11 +40,17 @@ pub fn rng(seed: u64) -> StdRng {
 }
 
 /// Each layout that packs short rows several to a workgroup on `dev` (lavapipe's 8-lane
-/// subgroups: rows of 1, 2, 4 and 8 threads), with row lengths a row kernel lays out so:
-/// the fewest loads that select it and a random number, as vec4 and as single floats.
-/// Asserts that packed layouts exist exactly where subgroups do, that every one is tested,
-/// and that `with_row_threads` and the portable path give a row a workgroup of its own.
+/// subgroups: rows of 1, 2, 4 and 8 threads; 16 too at 512 bits), with row lengths a row
+/// kernel lays out so: the fewest loads that select it and a random number, as vec4 and
+/// as single floats. Asserts that lavapipe's subgroups are as wide as its vector width
+/// where that is set, that packed layouts exist exactly where subgroups do, that every one
+/// is tested, and that `with_row_threads` and the portable path give a row a workgroup of
+/// its own.
 pub fn packed_row_lengths(dev: &Device, r: &mut StdRng) -> Vec<(RowLayout, Vec<usize>)> {
+    if let (true, Ok(bits)) = (is_lavapipe(dev), std::env::var(LAVAPIPE_VECTOR_WIDTH)) {
+        let lanes = bits.parse::<u32>().expect("a vector width in bits") / 32;
+        assert_eq!(dev.subgroup_sizes(), Some((lanes, lanes)), "lavapipe at {bits} bits has subgroups of {lanes} lanes");
+    }
     let layouts = packed_layouts(dev);
     assert_eq!(layouts.is_empty(), dev.subgroup_sizes().is_none(), "packed layouts exist exactly where subgroups do");
     assert_eq!(with_row_threads(ROW_THREADS[0], || row_layout(dev, 64)).rows, 1);

@@ -16,6 +16,7 @@ mod moe_model;
 mod reduce;
 mod routing;
 mod softmax;
+mod subgroup_width;
 mod sweep;
 mod train;
 mod training;
