@@ -28,7 +28,7 @@ pub fn repeats_within(small: &[usize], big: &[usize]) -> bool {
     own.len() <= big.len() && own == &big[big.len() - own.len()..]
 }
 
-/// `expr` (a WGSL expression in `a` and `b`, valid on f32 and on vec4<f32>) applied to
+/// `expr` (a WGSL expression in `a` and `b`, valid on f32 and on `vec4<f32>`) applied to
 /// each pair of elements of two f32 tensors, as a new tensor off the tape, of the shape of
 /// the larger; `name` names the kernel in profiles (`zip/{name}/...`). The operands have
 /// one shape, or the smaller `repeats_within` the larger, and is read again for each of
