@@ -42,14 +42,14 @@ pub fn rng(seed: u64) -> StdRng {
 /// Each layout that packs short rows several to a workgroup on `dev` (lavapipe's 8-lane
 /// subgroups: rows of 1, 2, 4 and 8 threads; 16 too at 512 bits), with row lengths a row
 /// kernel lays out so: the fewest loads that select it and a random number, as vec4 and
-/// as single floats. Asserts that lavapipe's subgroups are as wide as its vector width
-/// where that is set, that packed layouts exist exactly where subgroups do, that every one
+/// as single floats. Asserts that lavapipe's subgroups, where in use, are as wide as its
+/// vector width where that is set, that packed layouts exist exactly where subgroups do, that every one
 /// is tested, and that `with_row_threads` and the portable path give a row a workgroup of
 /// its own.
 pub fn packed_row_lengths(dev: &Device, r: &mut StdRng) -> Vec<(RowLayout, Vec<usize>)> {
-    if let (true, Ok(bits)) = (is_lavapipe(dev), std::env::var(LAVAPIPE_VECTOR_WIDTH)) {
+    if let (true, Ok(bits), Some(sizes)) = (is_lavapipe(dev), std::env::var(LAVAPIPE_VECTOR_WIDTH), dev.subgroup_sizes()) {
         let lanes = bits.parse::<u32>().expect("a vector width in bits") / 32;
-        assert_eq!(dev.subgroup_sizes(), Some((lanes, lanes)), "lavapipe at {bits} bits has subgroups of {lanes} lanes");
+        assert_eq!(sizes, (lanes, lanes), "lavapipe at {bits} bits has subgroups of {lanes} lanes");
     }
     let layouts = packed_layouts(dev);
     assert_eq!(layouts.is_empty(), dev.subgroup_sizes().is_none(), "packed layouts exist exactly where subgroups do");

@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use moegrad::engine::grid;
+use moegrad::engine::{grid, SUBGROUPS_ENV};
 use moegrad::ops::{router_exchange, row_layout, workgroup_reduction};
 use moegrad::prelude::*;
 
@@ -27,8 +27,8 @@ const MUST_PASS: [&str; 5] = [
     "routing::gather_and_combine_match_reference_and_gradients",
 ];
 
-/// Runs the tests matching `filters` again with lavapipe's vectors `bits` wide; their
-/// report. None where the adapter is not lavapipe at its default width, whose subgroup
+/// Runs the tests matching `filters` again with lavapipe's vectors `bits` wide (and
+/// subgroups allowed, whatever `MOEGRAD_SUBGROUPS` says here); their report. None where the adapter is not lavapipe at its default width, whose subgroup
 /// width is not ours to set.
 fn suite_at_width(bits: u32, filters: &[&str]) -> Option<String> {
     if !is_lavapipe(&device()) || std::env::var_os(LAVAPIPE_VECTOR_WIDTH).is_some() {
@@ -36,7 +36,9 @@ fn suite_at_width(bits: u32, filters: &[&str]) -> Option<String> {
         return None;
     }
     let suite = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(suite).args(filters).env(LAVAPIPE_VECTOR_WIDTH, bits.to_string()).output().expect("the test binary runs again");
+    let mut child = Command::new(suite);
+    child.args(filters).env(LAVAPIPE_VECTOR_WIDTH, bits.to_string()).env_remove(SUBGROUPS_ENV);
+    let out = child.output().expect("the test binary runs again");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "at {bits}-bit vectors:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
     Some(report)
