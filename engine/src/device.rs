@@ -26,6 +26,23 @@ pub fn subgroups_off_by(value: Option<&str>) -> Result<bool> {
     }
 }
 
+/// Environment variable that makes kernel choices (matmul tiles and depth splits, threads
+/// a row) as for a GPU (`gpu`) or a CPU adapter (`cpu`), whatever the adapter is; `auto`,
+/// the default, goes by the adapter's type. `gpu` on lavapipe runs a GPU's choices where
+/// there is no GPU: how the tests cover them in CI.
+pub const TUNING_ENV: &str = "MOEGRAD_TUNING";
+
+/// Whether a `MOEGRAD_TUNING` value tunes kernels for a CPU adapter, on an adapter that is
+/// one (`cpu_adapter`) or not.
+pub fn tuned_for_cpu_by(value: Option<&str>, cpu_adapter: bool) -> Result<bool> {
+    match value.unwrap_or("").trim() {
+        "" | "auto" => Ok(cpu_adapter),
+        "cpu" => Ok(true),
+        "gpu" => Ok(false),
+        other => Err(Error::BadSetting { var: TUNING_ENV, value: other.to_string(), expected: "auto, gpu or cpu" }),
+    }
+}
+
 /// Features moegrad uses when the adapter has them; each has a portable fallback.
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
@@ -64,6 +81,8 @@ pub(crate) struct DeviceInner {
     pub verdicts: Mutex<std::collections::HashMap<&'static str, bool>>,
     /// `MOEGRAD_SUBGROUPS=off` was set when the device was opened.
     pub subgroups_off: bool,
+    /// Kernel choices suit a CPU adapter (see `Device::tuned_for_cpu`).
+    pub tuned_for_cpu: bool,
 }
 
 /// What `moegrad devices` prints about one adapter.
@@ -190,6 +209,7 @@ impl Device {
         let subgroups_off = subgroups_off_by(std::env::var(SUBGROUPS_ENV).ok().as_deref())?;
         let memory_limit = memory_limit_from(std::env::var(MEMORY_LIMIT_ENV).ok().as_deref())?;
         let info = adapter.get_info();
+        let tuned_for_cpu = tuned_for_cpu_by(std::env::var(TUNING_ENV).ok().as_deref(), info.device_type == wgpu::DeviceType::Cpu)?;
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         // Tensor cores are an experimental wgpu feature: opted into only where they exist,
         // and used only by kernels that check their tile shape against the adapter's list.
@@ -228,6 +248,7 @@ impl Device {
             cooperative_matrices,
             verdicts: Mutex::default(),
             subgroups_off,
+            tuned_for_cpu,
         })))
     }
 
@@ -246,6 +267,14 @@ impl Device {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.0.limits
+    }
+
+    /// Whether kernel choices suit a CPU adapter (lavapipe), whose workgroups each run on a
+    /// core thread, their threads in turn: fewer threads a row, tiles that fit the product,
+    /// no depth splits. The adapter's type decides, unless `MOEGRAD_TUNING` was set when
+    /// the device was opened.
+    pub fn tuned_for_cpu(&self) -> bool {
+        self.0.tuned_for_cpu
     }
 
     /// The adapter's (smallest, largest) subgroup size, when kernels may use subgroup

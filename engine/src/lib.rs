@@ -17,7 +17,7 @@ mod tape;
 mod tensor;
 mod zip;
 
-pub use device::{subgroups_off_by, without_subgroups, AdapterSummary, Device, DeviceStats, ADAPTER_ENV, SUBGROUPS_ENV};
+pub use device::{subgroups_off_by, tuned_for_cpu_by, without_subgroups, AdapterSummary, Device, DeviceStats, ADAPTER_ENV, SUBGROUPS_ENV, TUNING_ENV};
 pub use pool::MEMORY_LIMIT_ENV;
 pub use dtype::DType;
 pub use error::{Error, Result};

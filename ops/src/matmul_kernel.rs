@@ -150,8 +150,7 @@ impl Tiles {
         if let Some(t) = TILES_OVERRIDE.with(Cell::get).or_else(env_tiles) {
             return t;
         }
-        let cpu = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
-        Tiles::choose(cpu, m, n, matrices * max_splits, row_blocks)
+        Tiles::choose(dev.tuned_for_cpu(), m, n, matrices * max_splits, row_blocks)
     }
 
     /// `for_device`'s table, for `copies` independent `m x n` products.
@@ -575,7 +574,7 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
         Grouping::Rows { .. } => (1, k),
         Grouping::Depth { experts, .. } => (*experts, k / experts.max(&1)),
     };
-    let splittable = !matches!(grouping, Grouping::Rows { .. }) && dev.adapter_info().device_type != wgpu::DeviceType::Cpu;
+    let splittable = !matches!(grouping, Grouping::Rows { .. }) && !dev.tuned_for_cpu();
     let max_splits = if splittable { (depth / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS) } else { 1 };
     let row_blocks = if let Grouping::Rows { experts, .. } = grouping { *experts } else { 0 };
     let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices, max_splits, row_blocks));

@@ -1,8 +1,8 @@
 //! How a row kernel (the softmax family, cross-entropy, the norms) lays its rows on
 //! workgroups. By default a row gets a workgroup and as many threads as it has loads, at
-//! most 256 on GPUs and 32 on CPU adapters, which run a workgroup's threads in turn, so
-//! more of them only add barriers (lavapipe, 512 x 1024 softmax: 0.9 ms with 32 threads,
-//! 2.3 with 256). Kernels written against the row interface (`RowLayout`: the softmax
+//! most 256 on GPUs and 32 on CPU adapters (`Device::tuned_for_cpu`), which run a
+//! workgroup's threads in turn, so more of them only add barriers (lavapipe, 512 x 1024
+//! softmax: 0.9 ms with 32 threads, 2.3 with 256). Kernels written against the row interface (`RowLayout`: the softmax
 //! family and the norms) pack short rows several to a workgroup where the adapter's
 //! subgroups can hold a row each: such a row reduces through shuffles alone, without the
 //! barriers and idle threads of a workgroup of its own (attention's rows of 512 are 128
@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 
-use moegrad_engine::{grid, render_template, wgpu, Device};
+use moegrad_engine::{grid, render_template, Device};
 
 use crate::wgsl_library::{floats_per_load, LANE_GROUPS_SUBGROUP};
 use crate::workgroup_reduce::{packs_rows_correctly, WorkgroupReduce};
@@ -46,7 +46,7 @@ pub fn row_threads_allowed(dev: &Device) -> Vec<u32> {
 
 /// The most threads a row kernel's workgroup has by default on `dev`.
 fn most_threads(dev: &Device) -> u32 {
-    if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+    if dev.tuned_for_cpu() {
         32
     } else {
         256

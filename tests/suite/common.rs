@@ -25,6 +25,21 @@ pub fn device() -> Device {
     DEVICE.get_or_init(|| Device::new().expect("tests need a GPU adapter (lavapipe will do)")).clone()
 }
 
+/// The report of this test binary run again in a child process on the tests matching
+/// `filters`, with the variables `set` set and those in `unset` removed; the child's
+/// failure fails the caller, with its report.
+pub fn rerun_tests(filters: &[&str], set: &[(&str, &str)], unset: &[&str]) -> String {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the test binary's path"));
+    child.args(filters).envs(set.iter().copied());
+    for var in unset {
+        child.env_remove(var);
+    }
+    let out = child.output().expect("the test binary runs again");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "with {set:?}:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    report
+}
+
 /// Runs `check` on the kernels' subgroup fast paths (where the adapter has subgroups, as
 /// lavapipe does) and again on their portable fallbacks, so CI covers both.
 pub fn on_both_paths(check: impl Fn()) {

@@ -30,6 +30,19 @@ fn subgroup_setting_is_on_or_off_and_nothing_else() {
 }
 
 #[test]
+fn tuning_is_auto_gpu_or_cpu_and_nothing_else() {
+    use moegrad::engine::tuned_for_cpu_by;
+    for cpu_adapter in [false, true] {
+        assert_eq!(tuned_for_cpu_by(None, cpu_adapter).unwrap(), cpu_adapter);
+        assert_eq!(tuned_for_cpu_by(Some("auto"), cpu_adapter).unwrap(), cpu_adapter);
+        assert!(!tuned_for_cpu_by(Some("gpu"), cpu_adapter).unwrap());
+        assert!(tuned_for_cpu_by(Some(" cpu "), cpu_adapter).unwrap());
+    }
+    let msg = tuned_for_cpu_by(Some("fast"), true).expect_err("a bad setting must be refused").to_string();
+    assert!(msg.contains("MOEGRAD_TUNING") && msg.contains("\"fast\"") && msg.contains("auto, gpu or cpu"), "{msg}");
+}
+
+#[test]
 fn a_fast_path_whose_check_panics_is_not_trusted_and_not_checked_again() {
     let dev = device();
     assert!(!dev.verified("test/check-panics", || panic!("this kernel does not compile here")));

@@ -21,3 +21,4 @@ mod sweep;
 mod train;
 mod training;
 mod transformer;
+mod tuning;

@@ -6,13 +6,11 @@
 //! width nearer a GPU's; and the choice of fast paths at 1,024 bits, where Mesa 22.3
 //! reports 32 lanes but runs 16, a driver whose subgroups the self-checks must refuse.
 
-use std::process::Command;
-
 use moegrad::engine::{grid, SUBGROUPS_ENV};
 use moegrad::ops::{router_exchange, row_layout, workgroup_reduction};
 use moegrad::prelude::*;
 
-use crate::common::{device, is_lavapipe, LAVAPIPE_VECTOR_WIDTH};
+use crate::common::{device, is_lavapipe, rerun_tests, LAVAPIPE_VECTOR_WIDTH};
 
 /// The modules whose tests cover the subgroup paths (with their portable twins).
 const FILTERS: [&str; 5] = ["softmax::", "routing::", "reduce::", "transformer::", "moe_layer::"];
@@ -27,21 +25,15 @@ const MUST_PASS: [&str; 5] = [
     "routing::gather_and_combine_match_reference_and_gradients",
 ];
 
-/// Runs the tests matching `filters` again with lavapipe's vectors `bits` wide (and
-/// subgroups allowed, whatever `MOEGRAD_SUBGROUPS` says here); their report. None where the adapter is not lavapipe at its default width, whose subgroup
-/// width is not ours to set.
+/// The report of the tests matching `filters`, run again with lavapipe's vectors `bits`
+/// wide (and subgroups allowed, whatever `MOEGRAD_SUBGROUPS` says here). None where the
+/// adapter is not lavapipe at its default width, whose subgroup width is not ours to set.
 fn suite_at_width(bits: u32, filters: &[&str]) -> Option<String> {
     if !is_lavapipe(&device()) || std::env::var_os(LAVAPIPE_VECTOR_WIDTH).is_some() {
         eprintln!("skipped: the adapter is not lavapipe at its default width");
         return None;
     }
-    let suite = std::env::current_exe().expect("the test binary's path");
-    let mut child = Command::new(suite);
-    child.args(filters).env(LAVAPIPE_VECTOR_WIDTH, bits.to_string()).env_remove(SUBGROUPS_ENV);
-    let out = child.output().expect("the test binary runs again");
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "at {bits}-bit vectors:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
-    Some(report)
+    Some(rerun_tests(filters, &[(LAVAPIPE_VECTOR_WIDTH, &bits.to_string())], &[SUBGROUPS_ENV]))
 }
 
 #[test]
