@@ -1,13 +1,14 @@
 //! Kernel choices that depend on the kind of adapter: matmul tiles and depth splits, and
 //! threads a row. A CPU adapter (lavapipe) gets its own, so CI's lavapipe would never run
 //! a GPU's; `MOEGRAD_TUNING=gpu` makes them on any adapter, and on lavapipe the tests of
-//! every op with such choices run again that way, in a child process.
+//! every op with such choices run again that way, in a child process, at 16-lane subgroups
+//! (`subgroup_width.rs`): the nearest lavapipe comes to a GPU.
 
 use moegrad::engine::{tuned_for_cpu_by, TUNING_ENV};
 use moegrad::ops::row_layout;
 use moegrad::prelude::*;
 
-use crate::common::{device, is_lavapipe, rerun_tests};
+use crate::common::{device, is_lavapipe, rerun_tests, LAVAPIPE_VECTOR_WIDTH};
 
 /// The modules whose tests cover ops with kernel choices (and the model built on them).
 const FILTERS: [&str; 10] = ["matmul::", "softmax::", "transformer::", "moe_layer::", "moe_model::", "reduce::", "routing::", "embedding::", "empty::", "tuning::kernel_choices"];
@@ -23,11 +24,11 @@ const MUST_PASS: [&str; 5] = [
 
 #[test]
 fn ops_match_the_reference_with_a_gpus_kernel_choices() {
-    if !is_lavapipe(&device()) || std::env::var_os(TUNING_ENV).is_some() {
-        eprintln!("skipped: the adapter is not lavapipe at its own tuning");
+    if !is_lavapipe(&device()) || std::env::var_os(TUNING_ENV).is_some() || std::env::var_os(LAVAPIPE_VECTOR_WIDTH).is_some() {
+        eprintln!("skipped: the adapter is not lavapipe at its own tuning and width");
         return;
     }
-    let report = rerun_tests(&FILTERS, &[(TUNING_ENV, "gpu")], &[]);
+    let report = rerun_tests(&FILTERS, &[(TUNING_ENV, "gpu"), (LAVAPIPE_VECTOR_WIDTH, "512")], &[]);
     for name in MUST_PASS {
         assert!(report.contains(&format!("test {name} ... ok")), "{name} did not run and pass with MOEGRAD_TUNING=gpu:\n{report}");
     }
@@ -36,10 +37,11 @@ fn ops_match_the_reference_with_a_gpus_kernel_choices() {
 /// The device follows `MOEGRAD_TUNING` (else its adapter's type), and the choices follow
 /// the device: rows of 4,096 floats get 32 threads on a CPU adapter, 256 on a GPU; a
 /// product of 64 x 64 outputs over a depth of 2,048 splits its depth on a GPU only (one
-/// dispatch for the product, one for the sum of its slices).
+/// dispatch for the product, one for the sum of its slices; counted on a device of the
+/// test's own, which no other test dispatches to).
 #[test]
 fn kernel_choices_follow_the_tuning() {
-    let dev = device();
+    let dev = Device::new().unwrap();
     let cpu_adapter = dev.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu;
     let cpu = tuned_for_cpu_by(std::env::var(TUNING_ENV).ok().as_deref(), cpu_adapter).unwrap();
     assert_eq!(dev.tuned_for_cpu(), cpu);
