@@ -78,6 +78,8 @@ pub struct Report {
     pub router_exchange: String,
     /// How the row kernels (softmax family, norms, cross-entropy) reduce a row.
     pub row_reduction: String,
+    /// Whose kernel choices (tiles, depth splits, threads a row) ran: `gpu` or `cpu`.
+    pub tuning: String,
 }
 
 /// Dense peaks of adapters we know (SXM parts).
@@ -535,5 +537,6 @@ pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
     let f16_matmul = f16_matmul_kernel(device).to_string();
     let router_exchange = router_exchange(device).to_string();
     let row_reduction = workgroup_reduction(device).to_string();
-    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul, router_exchange, row_reduction })
+    let tuning = if device.tuned_for_cpu() { "cpu" } else { "gpu" }.to_string();
+    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul, router_exchange, row_reduction, tuning })
 }

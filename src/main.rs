@@ -427,8 +427,8 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, pro
     }
     let timer = report.results.first().map_or("-", |r| r.timer);
     println!(
-        "{} on {} ({:?} shapes; timer: {timer}; f16 matmuls: {}; router: {}; row reductions: {})",
-        report.suite, report.device, scale, report.f16_matmul, report.router_exchange, report.row_reduction
+        "{} on {} ({:?} shapes; timer: {timer}; tuning: {}; f16 matmuls: {}; router: {}; row reductions: {})",
+        report.suite, report.device, scale, report.tuning, report.f16_matmul, report.router_exchange, report.row_reduction
     );
     for r in &report.results {
         let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));

@@ -80,6 +80,7 @@ fn suites_report_every_workload_and_the_step_counters() {
     assert!(keys.iter().any(|k| k.starts_with("moe_lm_train_step_") && k.ends_with("_f16")), "no f16 training step in {keys:?}");
     assert!(["subgroup shuffles", "workgroup memory"].contains(&pytorch.router_exchange.as_str()), "router exchange {:?}", pytorch.router_exchange);
     assert!(["subgroup operations", "workgroup memory"].contains(&pytorch.row_reduction.as_str()), "row reduction {:?}", pytorch.row_reduction);
+    assert_eq!(pytorch.tuning, if device().tuned_for_cpu() { "cpu" } else { "gpu" });
     assert!(kernels.results.iter().chain(&pytorch.results).all(|r| r.value > 0.0 && r.ms > 0.0));
     let c = pytorch.counters.unwrap();
     assert_eq!(c.buffers_created_after_warmup, 0, "a training step must not create buffers");
