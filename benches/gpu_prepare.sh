@@ -8,6 +8,12 @@
 #   bash benches/gpu_run.sh torch profile
 #   bash benches/gpu_run.sh suite ops
 #
+# and back here, the README's table from the first call's pytorch.log (PyTorch's figures
+# change with PyTorch, not with moegrad; `torch` in the second call measures them again):
+#
+#   moegrad bench --report <files>/pytorch.log --against benches/results/h100-2026-11-23/torch.json \
+#       --against benches/results/h100-2026-11-23/torch_tf32.json
+#
 # .dev/moegrad-base, a build of an earlier commit for before/after timings, is left as it
 # is (build it with `git worktree` at that commit and copy its target/release/moegrad).
 set -eu

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One call of the workplace's GPU machine: Vulkan loaders, then the named steps, each under
-# its own time limit, with its full output in $OUT/<step>.log and the tail printed.
+# its own time limit, with its output in $OUT/<step>.log (stderr in <step>.err) and the
+# tails printed. The JSON of `pytorch` and `torch` is then a report that
+# `moegrad bench --report pytorch.log --against torch.log` sets side by side.
 #
 #   bash benches/gpu_run.sh goals pytorch
 #   bash benches/gpu_run.sh torch profile
@@ -25,9 +27,10 @@ step() {
     shift 2
     echo "== $name ($*)"
     local start=$SECONDS
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>"$OUT/$name.err"
     echo "rc=$? in $((SECONDS - start)) s"
-    grep -v XDG_RUNTIME "$OUT/$name.log" | tail -n "${TAIL:-25}"
+    grep -v XDG_RUNTIME "$OUT/$name.err" | tail -n 10
+    tail -n "${TAIL:-25}" "$OUT/$name.log"
 }
 
 for s in "$@"; do

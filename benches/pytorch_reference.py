@@ -3,7 +3,7 @@
 JSON keys, so that one command on a GPU machine gives the side-by-side table:
 
     python3 benches/pytorch_reference.py --json > torch.json
-    moegrad bench --suite pytorch --json > moegrad.json
+    moegrad bench --suite pytorch --against torch.json
 
 Times are CUDA-event medians over --iters runs after one warm-up. fp32 matmuls run without
 TF32 unless --tf32. The `_fp16`/`_f16` keys are the mixed-precision references: f16
@@ -201,7 +201,8 @@ def main():
         results.append(result(lm_key + "_f16", s, batch * context / s, "tokens/s", timer))
 
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
-    report = {"suite": "pytorch", "device": f"PyTorch {torch.__version__} on {name}", "results": results, "counters": counters}
+    tf32 = ", TF32 on" if args.tf32 else ""
+    report = {"suite": "pytorch", "device": f"PyTorch {torch.__version__} on {name}{tf32}", "results": results, "counters": counters}
     if args.json:
         print(json.dumps(report))
     else:

@@ -22,6 +22,7 @@
 
 pub mod accounting;
 pub mod bench;
+pub mod bench_table;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

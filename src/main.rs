@@ -143,6 +143,14 @@ enum Command {
         /// separated by commas, e.g. `moe_layer` or `softmax,router`.
         #[arg(long)]
         only: Option<String>,
+        /// A saved report to set beside the results as a Markdown table (repeatable): the
+        /// output of `benches/pytorch_reference.py --json`, or of another `moegrad bench --json`.
+        #[arg(long, conflicts_with = "json")]
+        against: Vec<PathBuf>,
+        /// With --against: a saved `moegrad bench --json` report to compare, instead of
+        /// running the suite.
+        #[arg(long, requires = "against")]
+        report: Option<PathBuf>,
     },
     /// Fit a scaling law to results (a sweep's results.jsonl or the Gemstones rows).
     Fit {
@@ -410,8 +418,16 @@ fn run_sweep_command(action: SweepAction, config: PathBuf, out: Option<PathBuf>,
     }
 }
 
-fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, profile: bool, only: Option<String>) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, profile: bool, only: Option<String>, against: &[PathBuf], report: Option<PathBuf>) -> Result<()> {
     use moegrad::bench::{run, Options, Scale};
+    use moegrad::bench_table::{load_references, side_by_side, SavedReport};
+    // Read the references first: a wrong path fails before minutes of benchmarks.
+    let references = load_references(against)?;
+    if let Some(path) = report {
+        println!("{}", side_by_side(&SavedReport::load(&path)?, &path.display().to_string(), &references));
+        return Ok(());
+    }
     let device = Device::new()?;
     let scale = match scale.as_deref() {
         Some("gpu") => Scale::Gpu,
@@ -443,6 +459,9 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, pro
             c.buffers_created_after_warmup, c.submissions_per_step, c.dispatches_per_step, c.step_memory_mib
         );
     }
+    if !references.is_empty() {
+        println!("\n{}", side_by_side(&SavedReport::from(&report), "this run", &references));
+    }
     Ok(())
 }
 
@@ -465,7 +484,7 @@ fn run(command: Command) -> Result<()> {
         Command::Sweep { action, config, out, shard, emit, shards, law, stop_after, quiet } => {
             run_sweep_command(action, config, out, shard, emit, shards, law, stop_after, quiet)
         }
-        Command::Bench { suite, scale, iters, json, profile, only } => run_bench(suite, scale, iters, json, profile, only),
+        Command::Bench { suite, scale, iters, json, profile, only, against, report } => run_bench(suite, scale, iters, json, profile, only, &against, report),
         Command::Fit { results, law, delta, no_embeddings, bootstrap, budget, json } => run_fit(results, law, delta, no_embeddings, bootstrap, budget, json),
         Command::Demo { steps, seed, lr } => demo(steps, seed, lr),
     }

@@ -2,10 +2,11 @@
 //! neither creates buffers nor synchronises per op.
 
 use moegrad::bench::{run, Options, Scale};
+use moegrad::bench_table::{load_references, side_by_side, SavedReport};
 use moegrad::ops::row_threads_allowed;
 use moegrad::prelude::*;
 
-use crate::common::device;
+use crate::common::{device, scratch};
 
 #[test]
 fn gpu_timer_measures_recorded_work() {
@@ -99,4 +100,52 @@ fn only_sets_up_the_inputs_of_the_workloads_it_runs() {
     // inputs (matrices, scores, routing, optimizer state) are over 20 MiB more.
     let peak_mib = dev.stats().peak_bytes_in_use as f64 / (1u64 << 20) as f64;
     assert!(peak_mib <= 4.0, "--only gelu peaked at {peak_mib} MiB");
+}
+
+#[test]
+fn saved_reports_are_set_side_by_side_with_moegrads_speed_relative_to_each() {
+    let dir = scratch("bench-table");
+    std::fs::create_dir_all(&dir).unwrap();
+    // This run's own JSON, as `--json` prints it, serves as a reference (another build's).
+    let ours = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu,stablemax".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    let before = dir.join("before.json");
+    std::fs::write(&before, serde_json::to_string(&ours).unwrap()).unwrap();
+    // A reference in pytorch_reference.py's form, twice as slow at gelu (its figure made up,
+    // to check how it is shown) and without stablemax.
+    let gelu = ours.results.iter().find(|r| r.key == "gelu").unwrap();
+    let torch = dir.join("torch.json");
+    let result = format!(r#"{{"key": "gelu", "ms": {}, "value": 0.00123456, "unit": "{}", "peak_fraction": null, "timer": "gpu"}}"#, 2.0 * gelu.ms, gelu.unit);
+    std::fs::write(&torch, format!(r#"{{"suite": "pytorch", "device": "PyTorch on a test", "results": [{result}], "counters": null}}"#)).unwrap();
+
+    let table = side_by_side(&SavedReport::from(&ours), "this run", &load_references(&[before.clone(), torch.clone()]).unwrap());
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "| workload | moegrad | before | moegrad vs before | torch | moegrad vs torch |", "{table}");
+    let row = |key: &str| -> Vec<String> {
+        let line = lines.iter().find(|l| l.starts_with(&format!("| {key} |"))).unwrap_or_else(|| panic!("no {key} row in\n{table}"));
+        line.trim_matches('|').split('|').map(|cell| cell.trim().to_string()).collect()
+    };
+    let g = row("gelu");
+    assert_eq!((g[2].as_str(), g[3].as_str(), g[5].as_str()), (g[1].as_str(), "1.00x", "2.00x"), "{table}");
+    // Three significant figures, however slow lavapipe is.
+    assert_eq!(g[4], format!("0.00123 {}", gelu.unit), "{table}");
+    let shown: f64 = g[1].strip_suffix(&format!(" {}", gelu.unit)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{table}"));
+    assert!((shown / gelu.value - 1.0).abs() < 5e-3, "{} shown as {shown}: {table}", gelu.value);
+    assert_eq!(row("stablemax")[4..], ["-", "-"], "{table}");
+    assert!(lines.contains(&format!("torch: PyTorch on a test ({})", torch.display()).as_str()), "{table}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with('|')).count(), 2 + ours.results.len());
+
+    // Two files of one name are told apart by their paths.
+    std::fs::create_dir_all(dir.join("other")).unwrap();
+    let other = dir.join("other/torch.json");
+    std::fs::copy(&torch, &other).unwrap();
+    let labels: Vec<String> = load_references(&[torch.clone(), other.clone(), before]).unwrap().into_iter().map(|r| r.label).collect();
+    assert_eq!(labels, [torch.display().to_string(), other.display().to_string(), "before".to_string()]);
+
+    // What is not a report is refused with the file and the field.
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"device": "x", "results": [{"key": "gelu", "ms": "slow", "value": 1, "unit": "TB/s"}]}"#).unwrap();
+    let err = format!("{:#}", load_references(std::slice::from_ref(&bad)).err().expect("a report with a string for a time"));
+    assert!(err.contains(&bad.display().to_string()) && err.contains("results[0].ms"), "{err}");
+    let err = format!("{:#}", SavedReport::load(&dir.join("missing.json")).expect_err("a missing report"));
+    assert!(err.contains("missing.json"), "{err}");
 }

@@ -19,6 +19,14 @@ pub fn is_lavapipe(dev: &Device) -> bool {
     dev.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu && dev.name().contains("llvmpipe")
 }
 
+/// An empty folder of this process's own under the system's temporary one, for a test
+/// named `name` (what an earlier run left there is removed).
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("moegrad-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// The suite's shared device (pipelines compile once; each test thread has its own tape).
 pub fn device() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();

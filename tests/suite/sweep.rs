@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use moegrad::fit::{fit, read_rows, Law, StartGrid};
 use moegrad::sweep::{finished, run_sweep, slurm_script, write_results, Sweep};
 
-use crate::common::device;
+use crate::common::{device, scratch};
 
 fn config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sweeps/tiny.toml")
@@ -18,8 +18,7 @@ fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
     let runs = sweep.plan().unwrap();
     assert_eq!(runs.len(), 12, "3 widths x 2 depths x 2 kinds");
     assert!(runs.iter().all(|r| r.config.model.heads * 16 == r.width && r.accounting.params > 0));
-    let out = std::env::temp_dir().join(format!("moegrad-test-{}-sweep", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = scratch("sweep");
 
     // Shard 0 is interrupted in its first run, then resumed; shard 1 runs after.
     run_sweep(&device(), &runs, &out, (0, 2), true, Some(30)).unwrap();
@@ -54,7 +53,7 @@ fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
 
 #[test]
 fn widths_that_do_not_divide_into_heads_are_refused_up_front() {
-    let dir = std::env::temp_dir().join(format!("moegrad-test-{}-badsweep", std::process::id()));
+    let dir = scratch("badsweep");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[sweep]\nwidths = [16, 40]\ndepths = [1]\nhead_dim = 16\ntokens = 1000\n").unwrap();

@@ -1,7 +1,7 @@
 //! The trainer end to end on tiny models: learning, exact resume, NaN stop, checkpoint and
 //! config errors, sampling, BPE.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use moegrad::accounting::account;
 use moegrad::checkpoint::{Checkpoint, CHECKPOINT_FILE};
@@ -11,13 +11,7 @@ use moegrad::sample::{generate, SampleOptions};
 use moegrad::train::{train, TrainOptions, TrainSummary};
 use moegrad::Device;
 
-use crate::common::device;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moegrad-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use crate::common::{device, scratch};
 
 /// A model small enough for a few seconds of lavapipe.
 fn tiny(extra: &[&str]) -> RunConfig {
