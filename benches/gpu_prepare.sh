@@ -29,11 +29,11 @@ fi
 cargo build --release
 cp target/release/moegrad .dev/moegrad
 # The test executables, found from what cargo reports building: the suite and the unit
-# tests of ops, engine and models.
+# tests of core and models.
 cargo test --release --workspace --no-run --message-format=json | python3 -c '
 import json, shutil, sys
-names = {("suite", "test"): "suite", ("moegrad_ops", "lib"): "ops_tests",
-         ("moegrad_engine", "lib"): "engine_tests", ("moegrad_models", "lib"): "models_tests"}
+names = {("suite", "test"): "suite", ("moegrad_core", "lib"): "core_tests",
+         ("moegrad_models", "lib"): "models_tests"}
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):

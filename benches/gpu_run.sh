@@ -11,7 +11,7 @@
 # The device tool ends a call after 600 s, so keep the steps' limits (below) in one call
 # under that: the three calls above take at most 480, 480 and 520 s.
 # Expects the loaders' .debs in .gl/ and release binaries in .dev/ (moegrad, suite,
-# ops_tests, engine_tests, models_tests), both carried with the call:
+# core_tests, models_tests), both carried with the call:
 # `bash benches/gpu_prepare.sh` makes them here.
 set -u
 for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -36,9 +36,9 @@ step() {
 for s in "$@"; do
     case $s in
         devices) step devices 60 .dev/moegrad devices ;;
-        ops) step ops 120 .dev/ops_tests --test-threads 4 ;;
+        ops) step ops 120 .dev/core_tests --test-threads 4 ;;
         suite) step suite 400 .dev/suite --test-threads 4 ;;
-        units) step units 120 bash -c '.dev/engine_tests && .dev/models_tests' ;;
+        units) step units 120 .dev/models_tests ;;
         pytorch) step pytorch 240 .dev/moegrad bench --suite pytorch --json ;;
         kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
         # The two goals still open: softmax and the router, with subgroup paths and

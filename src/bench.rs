@@ -7,12 +7,17 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use moegrad_engine::{Device, KernelTime, Tensor};
+use moegrad_core::{Device, KernelTime, Module, Tensor};
 use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, Transformer};
-use moegrad_ops::*;
+use moegrad_core::ops::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+
+use crate::config::TrainConfig;
+use crate::data::Batch;
+use crate::loss_scale::LossScaler;
+use crate::step::{train_step, StepSettings};
 
 /// Problem sizes: `Gpu` is the H100 table, `Tiny` the same workloads for lavapipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,12 +255,12 @@ fn kernel_shares(profile: Vec<KernelTime>) -> Vec<KernelShare> {
     rows
 }
 
-/// The LM training step's model, optimizer and batch.
+/// The LM training step's model, optimizer, loss scaler (f16) and batch.
 struct LmStep {
-    model: Transformer,
+    model: RefCell<Transformer>,
     opt: RefCell<AdamW>,
-    inputs: Tensor,
-    targets: Tensor,
+    scaler: RefCell<LossScaler>,
+    batch: Batch,
 }
 
 /// The workloads of the PyTorch table.
@@ -288,7 +293,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     r.run(&format!("moe_layer_fwd_bwd_T{t}_d{d}_f{f}_E8_k2"), Work::Flops(moe_flops), &|| {
         let (moe, x, seed) = moe.get()?;
         moe.forward(x, true).0.backward_with(seed);
-        moe.parameters().iter().for_each(|(_, p)| p.zero_grad());
+        moe.parameters().iter().for_each(Tensor::zero_grad);
         x.zero_grad();
         Ok(())
     })?;
@@ -306,26 +311,22 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
             ..ModelConfig::default()
         };
         let model = Transformer::new(&dev, &model_cfg, rng)?;
-        let opt = RefCell::new(AdamW::new(model.parameters(), AdamWConfig::default())?);
+        let opt = RefCell::new(AdamW::new(&model, AdamWConfig::default())?);
         let ids: Vec<u32> = (0..batch * (context + 1)).map(|_| rng.random_range(0..vocab as u32)).collect();
         let inputs = Tensor::from_u32(&dev, &ids[..batch * context], &[batch, context])?;
         let targets = Tensor::from_u32(&dev, &ids[batch..batch + batch * context], &[batch * context])?;
-        Ok(LmStep { model, opt, inputs, targets })
+        let scaler = RefCell::new(LossScaler::new(TrainConfig::default().loss_scale, TrainConfig::default().loss_scale_growth_every));
+        Ok(LmStep { model: RefCell::new(model), opt, scaler, batch: Batch { inputs, targets } })
     });
+    // The trainer's own step (`train_step`), with the f16 runs' loss scaling and its
+    // read-back of the gradient norm.
     let step = || {
-        let LmStep { model, opt, inputs, targets } = lm.get()?;
-        let out = model.forward(inputs, true);
-        let loss = cross_entropy(&out.logits, targets, CrossEntropyOptions::default());
-        match out.aux_loss() {
-            Some(aux) => loss.add(&aux).backward(),
-            None => loss.backward(),
-        }
-        let norm = grad_norm(opt.borrow().parameters(), 1.0, 1.0).expect("the model has gradients");
-        let lr = opt.borrow().config.lr;
-        opt.borrow_mut().step_clipped(lr, &norm);
-        opt.borrow().zero_grad();
-        model.commit_defaults();
-        Ok(())
+        let LmStep { model, opt, scaler, batch } = lm.get()?;
+        let settings = StepSettings { lr: opt.borrow().config.lr, clip: 1.0, grad_accum: 1 };
+        let f16 = matmul_precision() == Precision::F16;
+        let mut scaler = scaler.borrow_mut();
+        let out = train_step(&mut model.borrow_mut(), &mut opt.borrow_mut(), f16.then_some(&mut *scaler), settings, |_| Ok(batch.clone()))?;
+        done(out)
     };
     let lm_key = format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}");
     // One step before the counters start, which sets up the model and fills the pool.
@@ -338,7 +339,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     r.run(&lm_key, Work::Tokens((batch * context) as f64), &step)?;
     let after = dev.stats();
     let steps = (r.runs.get() - runs_before) as f64;
-    // Mixed precision: f16 matmul operands (the loss scale changes no kernel's speed).
+    // Mixed precision: f16 matmul operands, the loss scaled.
     r.run(&format!("{lm_key}_f16"), Work::Tokens((batch * context) as f64), &|| with_matmul_precision(Precision::F16, step))?;
     // None when --only left the training step out.
     Ok((steps > 0.0).then(|| StepCounters {
@@ -395,7 +396,7 @@ fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
     let adamw = r.input(|rng| {
         let param = Tensor::randn(&dev, &[len], 1.0, rng)?.requires_grad();
         param.set_grad(Tensor::randn(&dev, &[len], 1.0, rng)?);
-        let opt = RefCell::new(AdamW::new(vec![param.clone()], AdamWConfig::default())?);
+        let opt = RefCell::new(AdamW::new(&[param.clone()], AdamWConfig::default())?);
         Ok((param, opt))
     });
     r.run("adamw_clipped", Work::Bytes(32.0 * len as f64), &|| {

@@ -3,14 +3,14 @@
 //! steps, data position) as JSON in its metadata. Written to a temporary file and renamed
 //! into place, so a crash mid-write never leaves a broken checkpoint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use moegrad_engine::{Device, Tensor};
+use moegrad_core::ops::AdamW;
+use moegrad_core::{Module, Tensor};
 use moegrad_models::Transformer;
-use moegrad_ops::AdamW;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
@@ -50,11 +50,10 @@ pub struct Checkpoint {
 
 /// Writes `path` atomically.
 pub fn save(path: &Path, meta: &CheckpointMeta, model: &Transformer, opt: &AdamW) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    for ((name, p), (m, v)) in model.named_parameters().into_iter().zip(&opt.moments) {
-        named.push((format!("param.{name}"), p));
-        named.push((format!("adam_m.{name}"), m.clone()));
-        named.push((format!("adam_v.{name}"), v.clone()));
+    let mut named: Vec<(String, Tensor)> = model.named_parameters().into_iter().map(|(n, t)| (format!("param.{n}"), t)).collect();
+    for slot in opt.slots() {
+        named.push((format!("adam_m.{}", slot.name), slot.m.clone()));
+        named.push((format!("adam_v.{}", slot.name), slot.v.clone()));
     }
     named.extend(model.named_state().into_iter().map(|(n, t)| (format!("state.{n}"), t)));
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = named
@@ -123,21 +122,18 @@ impl Checkpoint {
     }
 
     /// Copies the parameters and Default-MoE vectors into `model`, and the moments into
-    /// `opt` when given.
-    pub fn restore(&self, device: &Device, model: &Transformer, opt: Option<&mut AdamW>) -> Result<()> {
+    /// `opt` when given, each by its name.
+    pub fn restore(&self, model: &Transformer, opt: Option<&mut AdamW>) -> Result<()> {
         for (name, p) in model.named_parameters() {
             p.write(self.get(&format!("param.{name}"), p.shape())?)?;
         }
-        let state = model
-            .named_state()
-            .into_iter()
-            .map(|(name, t)| Ok((name.clone(), Tensor::from_slice(device, self.get(&format!("state.{name}"), t.shape())?, t.shape())?)))
-            .collect::<Result<BTreeMap<_, _>>>()?;
-        model.set_state(&state);
+        for (name, t) in model.named_state() {
+            t.write(self.get(&format!("state.{name}"), t.shape())?)?;
+        }
         if let Some(opt) = opt {
-            for ((name, _), (m, v)) in model.named_parameters().into_iter().zip(&opt.moments) {
-                m.write(self.get(&format!("adam_m.{name}"), m.shape())?)?;
-                v.write(self.get(&format!("adam_v.{name}"), v.shape())?)?;
+            for slot in opt.slots() {
+                slot.m.write(self.get(&format!("adam_m.{}", slot.name), slot.m.shape())?)?;
+                slot.v.write(self.get(&format!("adam_v.{}", slot.name), slot.v.shape())?)?;
             }
             opt.step_count = self.meta.step;
         }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use moegrad_engine::Device;
+use moegrad_core::Device;
 use moegrad_models::FfnKind;
 
 use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use moegrad_engine::{Device, Tensor};
+use moegrad_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -80,6 +80,7 @@ impl Corpus {
 }
 
 /// Inputs and next-token targets, both u32 `[batch, context]`.
+#[derive(Clone)]
 pub struct Batch {
     pub inputs: Tensor,
     pub targets: Tensor,

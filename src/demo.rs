@@ -2,9 +2,9 @@
 //! It exercises the whole engine (forward ops, backward, optimizer, pooled buffers) and is
 //! what `moegrad demo` runs until the transformer trainer replaces it as the main job.
 
-use moegrad_engine::{no_grad, Device, Result, Tensor};
+use moegrad_core::{no_grad, Device, Result, Tensor};
 use moegrad_models::{Activation, Mlp};
-use moegrad_ops::{Sgd, TensorOps};
+use moegrad_core::ops::Sgd;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -46,7 +46,7 @@ fn mse(prediction: &Tensor, target: &Tensor) -> Tensor {
 pub fn train_mlp(device: &Device, cfg: &DemoConfig, mut on_step: impl FnMut(usize, f32)) -> Result<DemoResult> {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let model = Mlp::new(device, &[INPUTS, cfg.hidden, cfg.hidden, 1], Activation::Gelu, &mut rng)?;
-    let mut opt = Sgd::new(model.parameters(), cfg.lr);
+    let mut opt = Sgd::new(&model, cfg.lr);
     let (x_eval, y_eval) = batch(device, 512, &mut rng)?;
     let eval = |model: &Mlp| no_grad(|| mse(&model.forward(&x_eval), &y_eval).item());
     let initial_loss = eval(&model)?;

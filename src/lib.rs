@@ -15,8 +15,8 @@
 //! # Ok::<(), moegrad::Error>(())
 //! ```
 //!
-//! The crates behind the facade: [`engine`] (device, tensors, tape), [`ops`] (kernels with
-//! backward rules and CPU references) and [`models`].
+//! The crates behind the facade: `moegrad-core` (device, tensors, tape and [`ops`], the
+//! kernels with their backward rules and CPU references; re-exported here) and [`models`].
 // `!(x > 0.0)` rejects NaN as well as non-positive values: the negation is deliberate.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
@@ -33,22 +33,20 @@ pub mod loss_scale;
 pub mod plot;
 pub mod sample;
 pub mod schedule;
+pub mod step;
 pub mod sweep;
 pub mod sweep_report;
 pub mod tokenizer;
 pub mod train;
 
-pub use moegrad_engine as engine;
+pub use moegrad_core::*;
 pub use moegrad_models as models;
-pub use moegrad_ops as ops;
-
-pub use moegrad_engine::{no_grad, DType, Device, Error, Result, Tensor};
 
 /// What most programs need: `use moegrad::prelude::*;`.
 pub mod prelude {
-    pub use moegrad_engine::{no_grad, DType, Device, Tensor};
+    pub use moegrad_core::ops::{concat, Sgd};
+    pub use moegrad_core::{no_grad, DType, Device, Module, Tensor};
     pub use moegrad_models::{Activation, Linear, Mlp};
-    pub use moegrad_ops::{concat, Sgd, TensorOps};
 }
 
 /// The README's examples, compiled and run as doctests so they stay true.

@@ -218,7 +218,7 @@ fn devices() -> Result<()> {
             a.max_invocations_per_workgroup
         );
     }
-    println!("Pick one with {}=<part of its name>.", moegrad::engine::ADAPTER_ENV);
+    println!("Pick one with {}=<part of its name>.", moegrad::ADAPTER_ENV);
     Ok(())
 }
 
@@ -271,7 +271,7 @@ fn load_model(device: &Device, path: &std::path::Path) -> Result<(Checkpoint, Tr
     let cfg = &ckpt.meta.config;
     cfg.model.validate().map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", path.display()))?;
     let model = Transformer::new(device, &cfg.model, &mut rand::rngs::StdRng::seed_from_u64(0))?;
-    ckpt.restore(device, &model, None).with_context(|| format!("checkpoint {} does not fit its own config", path.display()))?;
+    ckpt.restore(&model, None).with_context(|| format!("checkpoint {} does not fit its own config", path.display()))?;
     Ok((ckpt, model))
 }
 
@@ -433,7 +433,7 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, pro
         Some("gpu") => Scale::Gpu,
         Some("tiny") => Scale::Tiny,
         Some(other) => anyhow::bail!("--scale {other:?}: expected gpu or tiny"),
-        None if device.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu => Scale::Tiny,
+        None if device.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu => Scale::Tiny,
         None => Scale::Gpu,
     };
     let report = run(&device, &suite, &Options { iters, profile, only, ..Options::new(scale) })?;
@@ -466,6 +466,13 @@ fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, pro
 }
 
 fn main() {
+    // Mesa's device-select layer, loaded into every Vulkan program, connects to a Wayland
+    // display to rank GPUs and, on a headless machine, prints two false "error:
+    // XDG_RUNTIME_DIR is invalid" lines; moegrad ranks adapters itself. Set while the
+    // process is still one thread, before anything reads the environment.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     if let Err(e) = run(Cli::parse().command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -3,8 +3,7 @@
 //! from one row of logits per token.
 
 use anyhow::{bail, Result};
-use moegrad_engine::{no_grad, Device, Tensor};
-use moegrad_ops::TensorOps;
+use moegrad_core::{no_grad, Device, Tensor};
 use moegrad_models::{KvCache, Transformer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

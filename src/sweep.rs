@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use moegrad_engine::Device;
+use moegrad_core::Device;
 use moegrad_models::FfnKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -1,6 +1,6 @@
-//! The training loop, flat as in llm.c and nanoGPT: for each step, micro-batches forward
-//! and backward, clip, AdamW, commit the Default-MoE vectors, then log, evaluate and
-//! checkpoint on their intervals. A step reads back one scalar, the loss, to stop on NaN,
+//! The training loop, flat as in llm.c and nanoGPT: for each step, `train_step`
+//! (micro-batches forward and backward, clip, AdamW, the Default-MoE vectors), then log,
+//! evaluate and checkpoint on their intervals. A step reads back one scalar, the loss, to stop on NaN,
 //! and checks it during the next step so that the GPU never waits for the host (f16 runs
 //! also read the gradient norm, to skip a step that overflowed); everything else stays on
 //! the GPU until a log line needs it.
@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use moegrad_engine::{no_grad, Device, PendingRead, Tensor};
+use moegrad_core::ops::{cross_entropy, with_matmul_precision, AdamW, AdamWConfig, CrossEntropyOptions, Precision};
+use moegrad_core::{no_grad, Device, PendingRead};
 use moegrad_models::Transformer;
-use moegrad_ops::{grad_norm, cross_entropy, with_matmul_precision, Precision, AdamW, AdamWConfig, CrossEntropyOptions, TensorOps};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -23,6 +23,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
 use crate::config::{RunConfig, TokenizerKind};
 use crate::data::{eval_batch, load_text, train_batch, Corpus};
 use crate::schedule::learning_rate;
+use crate::step::{train_step, StepSettings};
 use crate::tokenizer::Tokenizer;
 
 pub struct TrainOptions {
@@ -137,15 +138,15 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
 
     let t = config.train.clone();
     let mut rng = StdRng::seed_from_u64(t.seed);
-    let model = Transformer::new(device, &config.model, &mut rng)?;
+    let mut model = Transformer::new(device, &config.model, &mut rng)?;
     let adam = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
-    let mut opt = AdamW::new(model.parameters(), adam)?;
+    let mut opt = AdamW::new(&model, adam)?;
     let (mut step, mut tokens_seen, mut wall_before) = (0, 0, 0.0);
     let mixed = t.precision == Precision::F16;
     let mut scaler = mixed.then(|| LossScaler::new(t.loss_scale, t.loss_scale_growth_every));
     let metrics_path = out.join("metrics.jsonl");
     if let Some(c) = &resumed {
-        c.restore(device, &model, Some(&mut opt))?;
+        c.restore(&model, Some(&mut opt))?;
         (step, tokens_seen, wall_before) = (c.meta.step, c.meta.tokens_seen, c.meta.wall_seconds);
         if mixed {
             scaler = c.meta.loss_scaler.clone().or(scaler);
@@ -174,48 +175,20 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     while step < t.steps {
         step += 1;
         let lr = learning_rate(&t, step);
-        let mut loss_sum: Option<Tensor> = None;
-        let mut output_stats = None;
+        let settings = StepSettings { lr, clip: t.clip, grad_accum: t.grad_accum };
         let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-        for micro in 0..t.grad_accum {
-            let b = train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro)?;
-            let out = model.forward(&b.inputs, true);
-            let ce = cross_entropy(&out.logits, &b.targets.reshape(&[t.batch_size * context]), CrossEntropyOptions::default());
-            let total = match out.aux_loss() {
-                Some(aux) => ce.add(&aux),
-                None => ce.clone(),
-            };
-            total.mul_scalar(loss_scale / t.grad_accum as f32).backward();
-            loss_sum = Some(no_grad(|| match loss_sum.take() {
-                Some(s) => s.add(&ce),
-                None => ce,
-            }));
-            output_stats = Some(out.moe);
-        }
-        // Clipping and loss-scale removal happen inside AdamW's update.
-        let grad_norm = grad_norm(opt.parameters(), if t.clip > 0.0 { t.clip } else { f32::INFINITY }, loss_scale);
-        // f16: one more scalar read-back, to skip a step whose scaled gradients overflowed.
-        let apply = match (&mut scaler, &grad_norm) {
-            (Some(s), Some(norm)) => s.update(norm.to_vec()?[0]),
-            _ => true,
-        };
-        if apply {
-            match &grad_norm {
-                Some(norm) => opt.step_clipped(lr, norm),
-                None => opt.step_with_lr(lr),
-            }
-        } else if scaler.as_ref().is_some_and(LossScaler::stuck) {
+        let out = train_step(&mut model, &mut opt, scaler.as_mut(), settings, |micro| train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro))?;
+        if !out.applied && scaler.as_ref().is_some_and(LossScaler::stuck) {
             bar.abandon();
             bail!("f16 gradients overflowed {MAX_SKIPPED_IN_A_ROW} steps in a row (loss scale now {}); stopping at step {step}. Try train.precision = \"f32\" or a lower train.lr.", loss_scale / 2.0);
         }
-        opt.zero_grad();
-        model.commit_defaults();
+        let (grad_norm, output_stats) = (out.grad_norm, out.moe);
         tokens_seen += tokens_per_step;
         window.1 += tokens_per_step;
 
         // The loss is read back in the background: the previous step's is checked now,
         // while the GPU runs this one; a step that logs or checkpoints waits for its own.
-        let loss_read = loss_sum.expect("at least one micro-batch").read_later();
+        let loss_read = out.loss_sum.read_later();
         if let Some((at, previous)) = pending_loss.take() {
             check_finite(previous.wait()?[0] / t.grad_accum as f32, at, last_checkpoint, &ckpt_path, &bar)?;
         }
@@ -244,7 +217,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 line["loss_scale"] = json!(s.scale);
                 line["skipped_steps"] = json!(s.skipped);
             }
-            let layers = output_stats.iter().flatten().enumerate().map(|(i, s)| {
+            let layers = output_stats.iter().enumerate().map(|(i, s)| {
                 Ok(json!({
                     "layer": i,
                     "load": s.load.to_vec()?,

@@ -1,7 +1,7 @@
 //! Causal multi-head self-attention with rotary positions and an optional KV cache.
 
-use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::{attention, concat, merge_heads, split_heads, RopeTable, TensorOps};
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
+use moegrad_core::ops::{attention, concat, merge_heads, split_heads, RopeTable};
 use rand::Rng;
 
 use crate::init;
@@ -59,7 +59,11 @@ impl SelfAttention {
         merge_heads(&attention(&q, &k, &v, true), batch).matmul(&self.wo)
     }
 
-    pub fn parameters(&self) -> Vec<(&'static str, Tensor)> {
-        vec![("wqkv", self.wqkv.clone()), ("wo", self.wo.clone())]
+}
+
+impl Module for SelfAttention {
+    fn visit(&self, v: &mut Visitor) {
+        v.parameter("wqkv", &self.wqkv);
+        v.parameter("wo", &self.wo);
     }
 }

@@ -1,7 +1,7 @@
 //! The dense feed-forward block: `act(x W_in) W_out`, with GELU or SwiGLU.
 
-use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::{swiglu, TensorOps};
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
+use moegrad_core::ops::swiglu;
 use rand::Rng;
 
 use crate::config::FfnActivation;
@@ -46,7 +46,11 @@ impl DenseFfn {
         activate(&x.matmul(&self.w_in), self.activation).matmul(&self.w_out)
     }
 
-    pub fn parameters(&self) -> Vec<(&'static str, Tensor)> {
-        vec![("w_in", self.w_in.clone()), ("w_out", self.w_out.clone())]
+}
+
+impl Module for DenseFfn {
+    fn visit(&self, v: &mut Visitor) {
+        v.parameter("w_in", &self.w_in);
+        v.parameter("w_out", &self.w_out);
     }
 }

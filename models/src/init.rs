@@ -1,7 +1,7 @@
 //! Parameter initialisation: N(0, 0.02) as in GPT-2, scaled down for the projections that
 //! write into the residual stream.
 
-use moegrad_engine::{Device, Result, Tensor};
+use moegrad_core::{Device, Result, Tensor};
 use rand::Rng;
 
 pub const STD: f32 = 0.02;

@@ -1,4 +1,4 @@
-//! moegrad's models, built only from `moegrad-ops`: linear layers and MLPs, and the
+//! moegrad's models, built only from `moegrad-core`: linear layers and MLPs, and the
 //! decoder-only transformer whose feed-forward blocks are dense, TopK MoE or Default MoE.
 // `!(x > 0.0)` rejects NaN as well as non-positive values: the negation is deliberate.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]

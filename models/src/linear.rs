@@ -1,8 +1,7 @@
 //! A fully connected layer, `y = x W + b`, with W stored [in, out] so the forward pass is
 //! one plain matmul.
 
-use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::TensorOps;
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
 pub struct Linear {
@@ -27,7 +26,13 @@ impl Linear {
         }
     }
 
-    pub fn parameters(&self) -> Vec<Tensor> {
-        std::iter::once(self.weight.clone()).chain(self.bias.clone()).collect()
+}
+
+impl Module for Linear {
+    fn visit(&self, v: &mut Visitor) {
+        v.parameter("weight", &self.weight);
+        if let Some(b) = &self.bias {
+            v.parameter("bias", b);
+        }
     }
 }

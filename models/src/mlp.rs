@@ -1,7 +1,6 @@
 //! A multi-layer perceptron: linear layers with an activation between them.
 
-use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::TensorOps;
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
 use crate::linear::Linear;
@@ -48,7 +47,10 @@ impl Mlp {
         })
     }
 
-    pub fn parameters(&self) -> Vec<Tensor> {
-        self.layers.iter().flat_map(Linear::parameters).collect()
+}
+
+impl Module for Mlp {
+    fn visit(&self, v: &mut Visitor) {
+        v.module("layers", self.layers.as_slice());
     }
 }

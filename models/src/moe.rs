@@ -4,14 +4,12 @@
 //! top-k experts A in one grouped matmul per projection (no loop over experts) and gets
 //! `y = sum_{i in A} g_i E_i(x)`. The Default MoE adds `sum_{i not in A} p_i D_i`, where
 //! D_i, expert i's running mean output, is a constant to autodiff: every router
-//! probability then gets a gradient while only k experts run. After each training forward
-//! pass the layer computes the EMA update of D from this step's expert outputs; the
-//! trainer commits it after the backward pass (which still needs the old D).
+//! probability then gets a gradient while only k experts run. Each training forward pass
+//! returns the EMA update of D from this step's expert outputs (`MoeStats::new_defaults`);
+//! the training step applies it after the backward pass, which still needs the old D.
 
-use std::sync::Mutex;
-
-use moegrad_engine::{no_grad, Device, Result, Tensor};
-use moegrad_ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, load_balancing_loss, plan_routing, route_with_stats, selection_mask, TensorOps};
+use moegrad_core::{no_grad, Device, Module, Result, Tensor, Visitor};
+use moegrad_core::ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, load_balancing_loss, plan_routing, route_with_stats, selection_mask};
 use rand::Rng;
 
 use crate::config::{FfnKind, MoeConfig};
@@ -28,8 +26,7 @@ pub struct MoeFfn {
     /// `[E, hidden, d]`.
     pub w_out: Tensor,
     /// Default MoE: `[E, d]` default vectors, model state (saved, not trained).
-    pub defaults: Mutex<Tensor>,
-    pending_defaults: Mutex<Option<Tensor>>,
+    pub defaults: Tensor,
 }
 
 /// What one MoE layer reports for a forward pass; all on the GPU until logged.
@@ -42,6 +39,9 @@ pub struct MoeStats {
     pub aux_loss: Option<Tensor>,
     /// `coef * mean(logsumexp(logits)^2)`, when enabled.
     pub z_loss: Option<Tensor>,
+    /// Default MoE in training: the default vectors updated by this pass's expert
+    /// outputs, for the step to make current once the backward pass is done.
+    pub new_defaults: Option<Tensor>,
 }
 
 impl MoeFfn {
@@ -53,19 +53,18 @@ impl MoeFfn {
             router: init::normal(device, &[d, e], init::STD, rng)?,
             w_in: init::normal(device, &[e, d, input_width(hidden, config.activation)], init::STD, rng)?,
             w_out: init::normal(device, &[e, hidden, d], out_std, rng)?,
-            defaults: Mutex::new(Tensor::zeros(device, &[e, d])?),
-            pending_defaults: Mutex::new(None),
+            defaults: Tensor::zeros(device, &[e, d])?,
         })
     }
 
     /// A layer from existing tensors (`router` `[d, E]`, `w_in` `[E, d, _]`, `w_out`
     /// `[E, hidden, d]`, `defaults` `[E, d]`).
     pub fn from_parts(kind: FfnKind, config: &MoeConfig, router: Tensor, w_in: Tensor, w_out: Tensor, defaults: Tensor) -> Self {
-        MoeFfn { kind, config: config.clone(), router, w_in, w_out, defaults: Mutex::new(defaults), pending_defaults: Mutex::new(None) }
+        MoeFfn { kind, config: config.clone(), router, w_in, w_out, defaults }
     }
 
-    /// `x` `[tokens, d]` -> `[tokens, d]`. In training the Default MoE also prepares the
-    /// update of its default vectors (see `commit_defaults`).
+    /// `x` `[tokens, d]` -> `[tokens, d]`. In training the Default MoE also returns the
+    /// update of its default vectors (`MoeStats::new_defaults`).
     pub fn forward(&self, x: &Tensor, train: bool) -> (Tensor, MoeStats) {
         let c = &self.config;
         let (tokens, experts) = (x.shape()[0], c.experts);
@@ -75,31 +74,39 @@ impl MoeFfn {
         let hidden = activate(&grouped_matmul(&gather_slots(x, &plan), &self.w_in, &plan.offsets), c.activation);
         let expert_out = grouped_matmul(&hidden, &self.w_out, &plan.offsets); // [tokens * k, d], expert order
         let mut y = combine_slots(&expert_out, &routed.weights, &plan);
+        let mut new_defaults = None;
         if self.kind == FfnKind::Default {
-            let defaults = self.defaults.lock().unwrap().clone();
+            let defaults = &self.defaults;
             let skipped = selection_mask(&routed.indices, experts).neg().add_scalar(1.0); // [tokens, E], constant
-            let default_term = routed.probs.mul(&skipped).matmul(&defaults);
+            let default_term = routed.probs.mul(&skipped).matmul(defaults);
             y = if c.default_backward_only { y.add(&default_term.sub(&default_term.detach())) } else { y.add(&default_term) };
             if train {
-                let updated = no_grad(|| expert_output_ema(&defaults, &expert_out, &plan.offsets, c.beta));
-                *self.pending_defaults.lock().unwrap() = Some(updated);
+                new_defaults = Some(no_grad(|| expert_output_ema(defaults, &expert_out, &plan.offsets, c.beta)));
             }
         }
         let balance = load_balancing_loss(&routed.probs, &plan, c.aux_loss_coef);
         let (load, aux_loss) = (balance.load, (c.aux_loss_coef > 0.0).then_some(balance.loss));
         let z_loss = (c.z_loss_coef > 0.0).then(|| router_stats.log_normalizer.square().sum_all().mul_scalar(c.z_loss_coef / tokens as f32));
         let entropy = no_grad(|| router_stats.entropy.mean_all());
-        (y, MoeStats { load, entropy, aux_loss, z_loss })
+        (y, MoeStats { load, entropy, aux_loss, z_loss, new_defaults })
     }
 
-    /// Makes the default vectors prepared by the last training forward pass current.
-    pub fn commit_defaults(&self) {
-        if let Some(updated) = self.pending_defaults.lock().unwrap().take() {
-            *self.defaults.lock().unwrap() = updated;
+    /// Makes the default vectors a training pass returned (`MoeStats::new_defaults`)
+    /// current; nothing for a TopK layer or an evaluation pass.
+    pub fn apply(&mut self, stats: &MoeStats) {
+        if let Some(updated) = &stats.new_defaults {
+            self.defaults = updated.clone();
         }
     }
+}
 
-    pub fn parameters(&self) -> Vec<(&'static str, Tensor)> {
-        vec![("router", self.router.clone()), ("w_in", self.w_in.clone()), ("w_out", self.w_out.clone())]
+impl Module for MoeFfn {
+    fn visit(&self, v: &mut Visitor) {
+        v.parameter("router", &self.router);
+        v.parameter("w_in", &self.w_in);
+        v.parameter("w_out", &self.w_out);
+        if self.kind == FfnKind::Default {
+            v.state("defaults", &self.defaults);
+        }
     }
 }

@@ -2,10 +2,8 @@
 //! causal attention with rotary positions, RMSNorm, a dense or MoE feed-forward block),
 //! a final RMSNorm and the output projection (tied to the embedding or not).
 
-use std::collections::BTreeMap;
-
-use moegrad_engine::{Device, Result, Tensor};
-use moegrad_ops::{add_rms_norm, embedding, rms_norm, RopeTable, TensorOps};
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
+use moegrad_core::ops::{add_rms_norm, embedding, rms_norm, RopeTable};
 use rand::Rng;
 
 use crate::attention::{LayerCache, SelfAttention};
@@ -86,8 +84,8 @@ impl Transformer {
         })
     }
 
-    /// Logits for `ids` (u32 `[batch, t]`). With `train`, Default-MoE layers prepare their
-    /// default-vector updates (commit them with `commit_defaults` after the step).
+    /// Logits for `ids` (u32 `[batch, t]`). With `train`, Default-MoE layers return their
+    /// default-vector updates in `Output::moe`, for `apply` after the step.
     pub fn forward(&self, ids: &Tensor, train: bool) -> Output {
         self.run(ids, train, None)
     }
@@ -134,57 +132,41 @@ impl Transformer {
         Output { logits, moe }
     }
 
-    /// Makes every Default-MoE layer's prepared default vectors current.
-    pub fn commit_defaults(&self) {
-        for block in &self.blocks {
-            if let Ffn::Moe(m) = &block.ffn {
-                m.commit_defaults();
-            }
+    /// Makes the default vectors a training pass returned current in every Default-MoE
+    /// layer (`moe` is `Output::moe`, in layer order); the step calls it after the update.
+    pub fn apply(&mut self, moe: &[MoeStats]) {
+        let layers = self.blocks.iter_mut().filter_map(|b| match &mut b.ffn {
+            Ffn::Moe(m) => Some(m),
+            Ffn::Dense(_) => None,
+        });
+        for (layer, stats) in layers.zip(moe) {
+            layer.apply(stats);
         }
     }
+}
 
-    /// Every trainable tensor under a stable name (checkpoint keys).
-    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("embed".to_string(), self.embed.clone()), ("final_norm".to_string(), self.final_norm.clone())];
+impl Module for Block {
+    fn visit(&self, v: &mut Visitor) {
+        v.parameter("attn_norm", &self.attn_norm);
+        v.parameter("ffn_norm", &self.ffn_norm);
+        v.module("attn", &self.attn);
+        match &self.ffn {
+            Ffn::Dense(f) => v.module("ffn", f),
+            Ffn::Moe(f) => v.module("ffn", f),
+        }
+    }
+}
+
+/// Names are checkpoint keys: `embed`, `final_norm`, `lm_head`, `blocks.{i}.attn.wqkv`,
+/// `blocks.{i}.ffn.defaults` (state), ...
+impl Module for Transformer {
+    fn visit(&self, v: &mut Visitor) {
+        v.parameter("embed", &self.embed);
+        v.parameter("final_norm", &self.final_norm);
         if let Some(w) = &self.lm_head {
-            out.push(("lm_head".into(), w.clone()));
+            v.parameter("lm_head", w);
         }
-        for (i, b) in self.blocks.iter().enumerate() {
-            out.push((format!("blocks.{i}.attn_norm"), b.attn_norm.clone()));
-            out.push((format!("blocks.{i}.ffn_norm"), b.ffn_norm.clone()));
-            out.extend(b.attn.parameters().into_iter().map(|(n, t)| (format!("blocks.{i}.attn.{n}"), t)));
-            let ffn = match &b.ffn {
-                Ffn::Dense(f) => f.parameters(),
-                Ffn::Moe(f) => f.parameters(),
-            };
-            out.extend(ffn.into_iter().map(|(n, t)| (format!("blocks.{i}.ffn.{n}"), t)));
-        }
-        out
-    }
-
-    pub fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
-    }
-
-    /// Non-trainable state: the Default-MoE default vectors.
-    pub fn named_state(&self) -> Vec<(String, Tensor)> {
-        self.blocks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| match &b.ffn {
-                Ffn::Moe(m) if m.kind == FfnKind::Default => Some((format!("blocks.{i}.ffn.defaults"), m.defaults.lock().unwrap().clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Replaces the default vectors (from a checkpoint); names as in `named_state`.
-    pub fn set_state(&self, state: &BTreeMap<String, Tensor>) {
-        for (i, b) in self.blocks.iter().enumerate() {
-            if let (Ffn::Moe(m), Some(t)) = (&b.ffn, state.get(&format!("blocks.{i}.ffn.defaults"))) {
-                *m.defaults.lock().unwrap() = t.clone();
-            }
-        }
+        v.module("blocks", self.blocks.as_slice());
     }
 }
 

@@ -1,6 +1,7 @@
 //! Parameter accounting by formula equals the sizes of the model's tensors.
 
 use moegrad::accounting::account;
+use moegrad::Module;
 use moegrad::models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, Transformer};
 use rand::SeedableRng;
 

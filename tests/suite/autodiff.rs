@@ -1,6 +1,6 @@
 //! The tape: accumulation, no_grad, freeing, and error messages.
 
-use moegrad::engine::{clear_tape, tape_len};
+use moegrad::{clear_tape, tape_len};
 use moegrad::prelude::*;
 
 use crate::common::device;
@@ -37,7 +37,7 @@ fn no_grad_records_nothing() {
     let y = no_grad(|| x.exp().sum_all());
     assert_eq!(tape_len(), 0);
     assert!(!y.is_tracked());
-    assert!(moegrad::engine::is_grad_enabled(), "no_grad must restore the grad mode");
+    assert!(moegrad::is_grad_enabled(), "no_grad must restore the grad mode");
 }
 
 #[test]

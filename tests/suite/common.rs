@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use moegrad::ops::row_threads::{packed_layouts, MOST_KEPT};
+use moegrad::ops::rows::{packed_layouts, MOST_KEPT};
 use moegrad::ops::{row_layout, with_row_threads, HostTensor, RowLayout, ROW_THREADS};
 use moegrad::prelude::*;
 use rand::rngs::StdRng;
@@ -16,7 +16,7 @@ pub const LAVAPIPE_VECTOR_WIDTH: &str = "LP_NATIVE_VECTOR_WIDTH";
 
 /// Whether `dev` is Mesa's lavapipe (llvmpipe's Vulkan driver).
 pub fn is_lavapipe(dev: &Device) -> bool {
-    dev.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu && dev.name().contains("llvmpipe")
+    dev.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu && dev.name().contains("llvmpipe")
 }
 
 /// An empty folder of this process's own under the system's temporary one, for a test
@@ -52,7 +52,7 @@ pub fn rerun_tests(filters: &[&str], set: &[(&str, &str)], unset: &[&str]) -> St
 /// lavapipe does) and again on their portable fallbacks, so CI covers both.
 pub fn on_both_paths(check: impl Fn()) {
     check();
-    moegrad::engine::without_subgroups(check);
+    moegrad::without_subgroups(check);
 }
 
 /// A seeded generator for a test's random shapes and data. `MOEGRAD_TEST_SEED=<n>` shifts
@@ -77,7 +77,7 @@ pub fn packed_row_lengths(dev: &Device, r: &mut StdRng) -> Vec<(RowLayout, Vec<u
     let layouts = packed_layouts(dev);
     assert_eq!(layouts.is_empty(), dev.subgroup_sizes().is_none(), "packed layouts exist exactly where subgroups do");
     assert_eq!(with_row_threads(ROW_THREADS[0], || row_layout(dev, 64)).rows, 1);
-    assert_eq!(moegrad::engine::without_subgroups(|| row_layout(dev, 64)).rows, 1);
+    assert_eq!(moegrad::without_subgroups(|| row_layout(dev, 64)).rows, 1);
     let last = layouts.len().saturating_sub(1);
     layouts
         .iter()

@@ -21,7 +21,7 @@ fn adapter_is_chosen_by_name_or_refused_with_the_list() {
 
 #[test]
 fn subgroup_setting_is_on_or_off_and_nothing_else() {
-    use moegrad::engine::subgroups_off_by;
+    use moegrad::subgroups_off_by;
     assert!(!subgroups_off_by(None).unwrap());
     assert!(!subgroups_off_by(Some("on")).unwrap());
     assert!(subgroups_off_by(Some(" off")).unwrap());
@@ -31,7 +31,7 @@ fn subgroup_setting_is_on_or_off_and_nothing_else() {
 
 #[test]
 fn tuning_is_auto_gpu_or_cpu_and_nothing_else() {
-    use moegrad::engine::tuned_for_cpu_by;
+    use moegrad::tuned_for_cpu_by;
     for cpu_adapter in [false, true] {
         assert_eq!(tuned_for_cpu_by(None, cpu_adapter).unwrap(), cpu_adapter);
         assert_eq!(tuned_for_cpu_by(Some("auto"), cpu_adapter).unwrap(), cpu_adapter);
@@ -63,7 +63,7 @@ fn a_training_step_creates_no_buffers_or_pipelines_after_the_first() {
     let dev = Device::new().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let model = Mlp::new(&dev, &[5, 16, 3], Activation::Relu, &mut rng).unwrap();
-    let mut opt = Sgd::new(model.parameters(), 0.01);
+    let mut opt = Sgd::new(&model, 0.01);
     let x = Tensor::randn(&dev, &[9, 5], 1.0, &mut rng).unwrap();
     let target = Tensor::randn(&dev, &[9, 3], 1.0, &mut rng).unwrap();
     let step = |opt: &mut Sgd| {

@@ -162,12 +162,14 @@ fn default_vectors_follow_the_ema_of_expert_outputs() {
     let beta = 0.9;
     let cfg = MoeConfig { beta, ..config() };
     let tensors: Vec<Tensor> = h.iter().map(upload).collect();
-    let moe = layer(FfnKind::Default, &tensors, &defaults, &cfg);
-    moe.forward(&tensors[0], false);
-    moe.commit_defaults();
-    assert_eq!(moe.defaults.lock().unwrap().to_vec().unwrap(), defaults.data.iter().map(|&v| v as f32).collect::<Vec<_>>(), "evaluation must not update the defaults");
-    moe.forward(&tensors[0], true);
-    moe.commit_defaults();
+    let mut moe = layer(FfnKind::Default, &tensors, &defaults, &cfg);
+    let (_, stats) = moe.forward(&tensors[0], false);
+    assert!(stats.new_defaults.is_none(), "evaluation must not update the defaults");
+    moe.apply(&stats);
+    assert_eq!(moe.defaults.to_vec().unwrap(), defaults.data.iter().map(|&v| v as f32).collect::<Vec<_>>(), "evaluation must not update the defaults");
+    let (_, stats) = moe.forward(&tensors[0], true);
+    assert_eq!(moe.defaults.to_vec().unwrap(), defaults.data.iter().map(|&v| v as f32).collect::<Vec<_>>(), "the forward pass must leave the defaults to the step");
+    moe.apply(&stats);
     // Expert outputs in expert order (stable by slot), as the GPU lays them out.
     let rf = reference(&h);
     let mut order: Vec<usize> = (0..TOKENS * K).collect();
@@ -178,7 +180,7 @@ fn default_vectors_follow_the_ema_of_expert_outputs() {
         offsets[e + 1] = offsets[e] + rf.indices.iter().filter(|&&i| i as usize == e).count() as u32;
     }
     let want = expert_output_ema_reference(&defaults, &rows, &offsets, beta as f64);
-    assert_close("default vectors after one step", &moe.defaults.lock().unwrap().to_vec().unwrap(), &want.data, 1e-5);
+    assert_close("default vectors after one step", &moe.defaults.to_vec().unwrap(), &want.data, 1e-5);
 }
 
 #[test]

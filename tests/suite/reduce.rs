@@ -1,11 +1,10 @@
 //! Sum, mean and max over an axis and over everything.
 
 use moegrad::ops::reduce::reduce_all_reference;
-use moegrad::engine::without_subgroups;
-use moegrad::ops::row_threads::packed_layouts;
-use moegrad::ops::workgroup_reduce::{layouts_reduce_correctly, reduces_correctly, WorkgroupReduce};
+use moegrad::without_subgroups;
+use moegrad::ops::rows::packed_layouts;
+use moegrad::ops::rows::{layouts_reduce_correctly, reduces_correctly, WorkgroupReduce};
 use moegrad::ops::{reduce, reduce_all, workgroup_reduction, HostTensor, ReduceOp};
-use moegrad::prelude::*;
 
 use crate::common::{check_op, device, host, rng, shape, upload, TOL};
 

@@ -5,7 +5,7 @@ use moegrad::ops::load_balance::load_balancing_loss_reference;
 use moegrad::ops::router::{route_reference, router_stats_reference};
 use moegrad::ops::topk::topk_reference;
 use moegrad::ops::{combine_slots, concat, gather_slots, load_balancing_loss, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor};
-use moegrad::engine::without_subgroups;
+use moegrad::without_subgroups;
 use moegrad::prelude::*;
 use rand::Rng;
 

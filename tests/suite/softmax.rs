@@ -1,7 +1,7 @@
 //! The softmax family and the fused cross-entropy.
 
 use moegrad::ops::cross_entropy::cross_entropy_reference;
-use moegrad::ops::row_threads::{loads_kept, MOST_KEPT};
+use moegrad::ops::rows::{loads_kept, MOST_KEPT};
 use moegrad::ops::softmax::softmax_reference;
 use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS};
 use moegrad::prelude::*;

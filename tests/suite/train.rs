@@ -191,7 +191,7 @@ fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
     assert_eq!(ckpt.meta.tokenizer.vocab_size(), 300);
     assert!(out.join("tokenizer.json").exists());
     let model = moegrad::models::Transformer::new(&device(), &ckpt.meta.config.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
-    ckpt.restore(&device(), &model, None).unwrap();
+    ckpt.restore(&model, None).unwrap();
     let opts = SampleOptions { max_tokens: 12, temperature: 0.8, top_k: 20, seed: 3 };
     let sample = generate(&device(), &model, &ckpt.meta.tokenizer, "ROMEO.", &opts).unwrap();
     assert!(sample.starts_with("ROMEO.") && sample.len() > "ROMEO.".len(), "{sample:?}");

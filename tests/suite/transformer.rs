@@ -305,7 +305,7 @@ fn sgd_steps_match_reference() {
     for n in [n4, n4 + 1 + 2 * r.random_range(0..100)] {
         let p0 = host(&mut r, &[n], -1.0, 1.0);
         let p = upload(&p0).requires_grad();
-        let mut opt = Sgd::new(vec![p.clone()], 0.1);
+        let mut opt = Sgd::new(&[p.clone()], 0.1);
         let mut reference = p0.data.clone();
         for _ in 0..3 {
             let g = host(&mut r, &[n], -1.0, 1.0);
@@ -326,7 +326,7 @@ fn adamw_steps_match_reference() {
         let p0 = host(&mut r, &[n], -1.0, 1.0);
         let config = AdamWConfig { lr: 0.01, weight_decay: 0.1, ..AdamWConfig::default() };
         let p = upload(&p0).requires_grad();
-        let mut opt = AdamW::new(vec![p.clone()], config).unwrap();
+        let mut opt = AdamW::new(&[p.clone()], config).unwrap();
         let (mut pr, mut mr, mut vr) = (p0.data.clone(), vec![0.0; n], vec![0.0; n]);
         for step in 1..=3 {
             let g = host(&mut r, &[n], -1.0, 1.0);
@@ -335,8 +335,8 @@ fn adamw_steps_match_reference() {
             (pr, mr, vr) = adamw_reference(&pr, &g.data, &mr, &vr, config, step);
         }
         assert_close(&format!("adamw param ({n})"), &p.to_vec().unwrap(), &pr, 1e-5);
-        assert_close(&format!("adamw m ({n})"), &opt.moments[0].0.to_vec().unwrap(), &mr, 1e-5);
-        assert_close(&format!("adamw v ({n})"), &opt.moments[0].1.to_vec().unwrap(), &vr, 1e-5);
+        assert_close(&format!("adamw m ({n})"), &opt.slots()[0].m.to_vec().unwrap(), &mr, 1e-5);
+        assert_close(&format!("adamw v ({n})"), &opt.slots()[0].v.to_vec().unwrap(), &vr, 1e-5);
     }
 }
 
@@ -350,7 +350,7 @@ fn adamw_step_clipped_matches_reference_and_clipping_first() {
     let initial: Vec<HostTensor> = sizes.iter().map(|&n| host(&mut r, &[n], -1.0, 1.0)).collect();
     let fused: Vec<Tensor> = initial.iter().map(|h| upload(h).requires_grad()).collect();
     let separate: Vec<Tensor> = initial.iter().map(|h| upload(h).requires_grad()).collect();
-    let (mut fused_opt, mut separate_opt) = (AdamW::new(fused.clone(), config).unwrap(), AdamW::new(separate.clone(), config).unwrap());
+    let (mut fused_opt, mut separate_opt) = (AdamW::new(&fused, config).unwrap(), AdamW::new(&separate, config).unwrap());
     let mut reference: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = initial.iter().map(|h| (h.data.clone(), vec![0.0; h.numel()], vec![0.0; h.numel()])).collect();
     // (max_norm, loss scale): clipping active, loss scaling alone, neither.
     for (step, (max_norm, loss_scale)) in [(1.0f32, 1.0f32), (f32::INFINITY, 256.0), (f32::INFINITY, 1.0), (0.5, 64.0)].into_iter().enumerate() {
@@ -370,13 +370,13 @@ fn adamw_step_clipped_matches_reference_and_clipping_first() {
         }
     }
     for (i, (state, (p, q))) in reference.iter().zip(fused.iter().zip(&separate)).enumerate() {
-        let (fused_m, fused_v) = &fused_opt.moments[i];
+        let (fused_m, fused_v) = (&fused_opt.slots()[i].m, &fused_opt.slots()[i].v);
         assert_close("clipped adamw param", &p.to_vec().unwrap(), &state.0, 1e-5);
         assert_close("clipped adamw m", &fused_m.to_vec().unwrap(), &state.1, 1e-5);
         assert_close("clipped adamw v", &fused_v.to_vec().unwrap(), &state.2, 1e-5);
         assert_eq!(p.to_vec().unwrap(), q.to_vec().unwrap(), "parameter {i}: fused clipping must equal clipping first");
-        assert_eq!(fused_m.to_vec().unwrap(), separate_opt.moments[i].0.to_vec().unwrap(), "parameter {i}: first moments");
-        assert_eq!(fused_v.to_vec().unwrap(), separate_opt.moments[i].1.to_vec().unwrap(), "parameter {i}: second moments");
+        assert_eq!(fused_m.to_vec().unwrap(), separate_opt.slots()[i].m.to_vec().unwrap(), "parameter {i}: first moments");
+        assert_eq!(fused_v.to_vec().unwrap(), separate_opt.slots()[i].v.to_vec().unwrap(), "parameter {i}: second moments");
     }
 }
 

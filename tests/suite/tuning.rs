@@ -4,7 +4,7 @@
 //! every op with such choices run again that way, in a child process, at 16-lane subgroups
 //! (`subgroup_width.rs`): the nearest lavapipe comes to a GPU.
 
-use moegrad::engine::{tuned_for_cpu_by, TUNING_ENV};
+use moegrad::{tuned_for_cpu_by, TUNING_ENV};
 use moegrad::ops::row_layout;
 use moegrad::prelude::*;
 
@@ -42,7 +42,7 @@ fn ops_match_the_reference_with_a_gpus_kernel_choices() {
 #[test]
 fn kernel_choices_follow_the_tuning() {
     let dev = Device::new().unwrap();
-    let cpu_adapter = dev.adapter_info().device_type == moegrad::engine::wgpu::DeviceType::Cpu;
+    let cpu_adapter = dev.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu;
     let cpu = tuned_for_cpu_by(std::env::var(TUNING_ENV).ok().as_deref(), cpu_adapter).unwrap();
     assert_eq!(dev.tuned_for_cpu(), cpu);
     assert_eq!(row_layout(&dev, 4096).threads, if cpu { 32 } else { 256 });

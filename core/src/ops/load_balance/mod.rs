@@ -1,0 +1,72 @@
+//! The load-balancing loss of a top-k router (Switch Transformer), fused
+//! (`load_balance.wgsl`): the column sums of the probabilities (the reduction
+//! kernel), then the loads and the loss in one kernel, and the gradient in one, where the
+//! formula as tensor ops takes a dozen small kernels a layer. The loads come from the
+//! routing plan's counts, not from the chosen experts again.
+
+use crate::{grid, record, DType, Tensor};
+
+use crate::ops::host::HostTensor;
+use crate::ops::permute::Routing;
+use crate::ops::reduce::{reduce, ReduceOp};
+use crate::ops::common::rows::WorkgroupReduce;
+
+const SHADER: &str = include_str!("load_balance.wgsl");
+
+/// What `load_balancing_loss` gives.
+pub struct LoadBalance {
+    /// `[]` coef * E * sum_e f_e P_e, on the tape through the probabilities.
+    pub loss: Tensor,
+    /// `[E]` f_e, the share of the routed slots that went to each expert (a constant).
+    pub load: Tensor,
+}
+
+/// The loss of router probabilities `probs` `[T, E]` whose tokens were routed by `plan`:
+/// coef * E * sum_e f_e P_e, with P_e the mean probability of expert e. Its minimum,
+/// coef, is reached when both are uniform; f_e carries no gradient.
+pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBalance {
+    assert!(probs.rank() == 2 && probs.dtype() == DType::F32, "load_balancing_loss: probabilities must be f32 [tokens, experts], got {:?} {:?}", probs.dtype(), probs.shape());
+    let (tokens, experts) = (probs.shape()[0], probs.shape()[1]);
+    assert_eq!(
+        [tokens, experts],
+        [plan.tokens, plan.experts],
+        "load_balancing_loss: probabilities {:?} and a routing plan of {} tokens over {} experts disagree",
+        probs.shape(),
+        plan.tokens,
+        plan.experts
+    );
+    let dev = probs.device();
+    let params = [tokens as u32, experts as u32, (tokens * plan.k) as u32, coef.to_bits()];
+    let live = tokens > 0 && experts > 0 && plan.k > 0;
+    // Without tokens there is nothing to balance: a loss of 0 and loads of 0.
+    let alloc = |shape: &[usize]| if live { Tensor::empty(dev, shape, DType::F32) } else { Tensor::zeros(dev, shape) }.unwrap_or_else(|e| panic!("load_balancing_loss: {e}"));
+    let (loss, load) = (alloc(&[]), alloc(&[experts]));
+    if live {
+        let column_sums = reduce(ReduceOp::Sum, &probs.detach(), 0, false);
+        let pipeline = WorkgroupReduce::for_device(dev).entry_pipeline(dev, "load_balance", SHADER, "finish");
+        dev.launch_bound(&pipeline, &params, &[(1, &column_sums), (2, &plan.counts), (3, &load), (4, &loss)], [1, 1, 1]);
+    }
+    let saved_load = load.clone();
+    let shape = probs.shape().to_vec();
+    let loss = record("load_balancing_loss", loss, &[probs], move |g| {
+        let dev = saved_load.device();
+        let dprobs = if live { Tensor::empty(dev, &shape, DType::F32) } else { Tensor::zeros(dev, &shape) };
+        let dprobs = dprobs.unwrap_or_else(|e| panic!("load_balancing_loss backward: {e}"));
+        if live {
+            let pipeline = WorkgroupReduce::for_device(dev).entry_pipeline(dev, "load_balance", SHADER, "backward");
+            dev.launch_bound(&pipeline, &params, &[(3, &saved_load), (5, g), (6, &dprobs)], grid((tokens * experts).div_ceil(256)));
+        }
+        vec![Some(dprobs)]
+    });
+    LoadBalance { loss, load }
+}
+
+/// CPU reference from the chosen experts (u32 `[T * k]`): (loss, f_e for each expert).
+pub fn load_balancing_loss_reference(probs: &HostTensor, indices: &[u32], coef: f64) -> (f64, Vec<f64>) {
+    let (tokens, experts) = (probs.shape[0], probs.shape[1]);
+    let mut share = vec![0.0; experts];
+    indices.iter().for_each(|&e| share[e as usize] += 1.0 / indices.len() as f64);
+    let mean_prob = |e: usize| (0..tokens).map(|t| probs.data[t * experts + e]).sum::<f64>() / tokens as f64;
+    let loss = coef * experts as f64 * (0..experts).map(|e| share[e] * mean_prob(e)).sum::<f64>();
+    (loss, share)
+}

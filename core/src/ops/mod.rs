@@ -1,0 +1,57 @@
+//! The ops. Each family is one module holding the kernel launch (its WGSL beside it in
+//! the module's folder), the backward rule recorded on the tape, and a plain f64 CPU
+//! reference. The everyday ones are also methods of [`Tensor`](crate::Tensor) and
+//! operators on `&Tensor`; WGSL that several kernels share lives in `common/`.
+
+pub mod attention;
+pub mod binary;
+pub mod clip;
+pub(crate) mod common;
+pub mod cross_entropy;
+pub mod embedding;
+pub mod expert_ema;
+pub mod heads;
+pub mod host;
+pub mod layout;
+pub mod load_balance;
+pub mod matmul;
+pub mod norm;
+pub mod optim;
+pub mod permute;
+pub mod reduce;
+pub mod rope;
+pub mod router;
+pub mod slice;
+pub mod softmax;
+pub mod swiglu;
+pub(crate) mod strided;
+mod methods;
+pub mod topk;
+pub mod unary;
+
+pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
+pub use binary::{binary, broadcast_shape, broadcast_to, sum_to, BinaryOp};
+pub use embedding::embedding;
+pub use host::HostTensor;
+pub use layout::{reshape, transpose};
+pub use load_balance::{load_balancing_loss, LoadBalance};
+pub use matmul::{grouped_matmul, matmul, matmul_t};
+pub use matmul::kernel::{f16_matmul_kernel, matmul_precision, set_matmul_precision, with_coop_tiles, with_matmul_precision, with_matmul_splits, with_matmul_tiles, CoopTiles, Precision, Tiles};
+pub use attention::attention;
+pub use clip::{clip_grad_norm, clip_grad_norm_scaled, grad_norm};
+pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm, NormKind};
+pub use optim::{AdamW, AdamWConfig, AdamWSlot, Sgd};
+pub use rope::{rope, RopeTable};
+pub use heads::{merge_heads, split_heads};
+pub use swiglu::swiglu;
+pub use permute::{combine_slots, gather_slots, plan_routing, Routing};
+pub use router::{route, route_with_stats, router_exchange, RouterOutput, RouterStats};
+pub use expert_ema::expert_output_ema;
+pub use topk::{selection_mask, topk};
+pub use reduce::{reduce, reduce_all, ReduceOp};
+pub use slice::{concat, slice};
+pub use common::rows;
+pub use rows::{row_layout, row_threads_allowed, with_row_threads, workgroup_reduction, RowLayout, ROW_THREADS};
+pub use softmax::{causal_softmax, log_softmax, softmax, softmax_with, stablemax, Mask, SoftmaxKind, SoftmaxOptions};
+pub use strided::MAX_RANK;
+pub use unary::{unary, UnaryOp};

@@ -1,0 +1,163 @@
+//! Reverse-mode autodiff with a tape, micrograd-style.
+//!
+//! Every differentiable op that touches a tracked tensor appends an entry (its output id,
+//! its inputs, and a closure that maps the output's gradient to the inputs' gradients).
+//! `backward` walks the tape from the newest entry to the oldest, summing gradients per
+//! tensor, and adds the parameters' totals to their `grad()`. It consumes the tape, so
+//! the activations the closures saved are freed with it.
+//!
+//! The tape and the grad switch are per thread, like PyTorch's grad mode.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use smallvec::SmallVec;
+
+use crate::tensor::{Tensor, TensorId};
+use crate::ops::{binary, BinaryOp};
+
+/// Maps the gradients of an op's outputs (`None` where an output got none) to the
+/// gradients of its inputs, in input order (`None` for inputs that get none, such as
+/// integer indices).
+pub type BackwardFn = Box<dyn FnOnce(&[Option<Tensor>]) -> Vec<Option<Tensor>>>;
+
+struct Entry {
+    op: &'static str,
+    outputs: SmallVec<[TensorId; 2]>,
+    inputs: SmallVec<[Tensor; 3]>,
+    backward: BackwardFn,
+}
+
+thread_local! {
+    static TAPE: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(Cell::get)
+}
+
+/// Runs `f` with recording switched off (evaluation, optimizer updates, backward itself).
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+/// Entries on this thread's tape (for tests and leak hunting).
+pub fn tape_len() -> usize {
+    TAPE.with(|t| t.borrow().len())
+}
+
+/// Drops this thread's tape without computing gradients.
+pub fn clear_tape() {
+    TAPE.with(|t| t.borrow_mut().clear());
+}
+
+/// Records `output = op(inputs)` if gradients are on and any input is tracked; returns
+/// `output`, now tracked in that case.
+pub fn record(
+    op: &'static str,
+    output: Tensor,
+    inputs: &[&Tensor],
+    backward: impl FnOnce(&Tensor) -> Vec<Option<Tensor>> + 'static,
+) -> Tensor {
+    record_multi(op, &[&output], inputs, move |grads| {
+        backward(grads[0].as_ref().expect("a single-output op runs only when its output has a gradient"))
+    });
+    output
+}
+
+/// Records an op with several differentiable outputs (a router's probabilities and
+/// weights, say). Its backward runs once, after every consumer of every output, with
+/// `None` for outputs that received no gradient.
+pub fn record_multi(
+    op: &'static str,
+    outputs: &[&Tensor],
+    inputs: &[&Tensor],
+    backward: impl FnOnce(&[Option<Tensor>]) -> Vec<Option<Tensor>> + 'static,
+) {
+    if is_grad_enabled() && inputs.iter().any(|t| t.is_tracked()) {
+        outputs.iter().for_each(|t| t.mark_tracked());
+        let entry = Entry {
+            op,
+            outputs: outputs.iter().map(|t| t.id()).collect(),
+            inputs: inputs.iter().map(|&t| t.clone()).collect(),
+            backward: Box::new(backward),
+        };
+        TAPE.with(|t| t.borrow_mut().push(entry));
+    }
+}
+
+impl Tensor {
+    /// Backpropagates from this scalar loss.
+    pub fn backward(&self) {
+        assert_eq!(self.numel(), 1, "backward: the loss must have one element, got shape {:?}", self.shape());
+        let seed = Tensor::ones(self.device(), self.shape()).unwrap_or_else(|e| panic!("backward: {e}"));
+        self.backward_with(&seed);
+    }
+
+    /// Backpropagates with `grad` as this tensor's gradient (vector-Jacobian product).
+    pub fn backward_with(&self, grad: &Tensor) {
+        assert_eq!(grad.shape(), self.shape(), "backward_with: gradient shape {:?} != tensor shape {:?}", grad.shape(), self.shape());
+        let entries = TAPE.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        assert!(
+            self.is_tracked(),
+            "backward: this tensor depends on no parameter (made under no_grad, or from tensors without requires_grad)"
+        );
+        let mut grads: HashMap<TensorId, Tensor> = HashMap::from([(self.id(), grad.clone())]);
+        let mut params: HashMap<TensorId, Tensor> = HashMap::new();
+        if self.is_param() {
+            params.insert(self.id(), self.clone());
+        }
+        no_grad(|| {
+            for entry in entries.into_iter().rev() {
+                let output_grads: SmallVec<[Option<Tensor>; 2]> = entry.outputs.iter().map(|id| grads.remove(id)).collect();
+                if output_grads.iter().all(Option::is_none) {
+                    continue;
+                }
+                let input_grads = (entry.backward)(&output_grads);
+                assert_eq!(input_grads.len(), entry.inputs.len(), "{}: backward returned a wrong number of gradients", entry.op);
+                for (input, input_grad) in entry.inputs.iter().zip(input_grads) {
+                    let Some(input_grad) = input_grad.filter(|_| input.is_tracked()) else { continue };
+                    assert_eq!(
+                        input_grad.shape(),
+                        input.shape(),
+                        "{}: backward made a gradient of shape {:?} for an input of shape {:?}",
+                        entry.op,
+                        input_grad.shape(),
+                        input.shape()
+                    );
+                    if input.is_param() {
+                        params.entry(input.id()).or_insert_with(|| input.clone());
+                    }
+                    let total = match grads.remove(&input.id()) {
+                        Some(prev) => sum_grads(&prev, &input_grad),
+                        None => input_grad,
+                    };
+                    grads.insert(input.id(), total);
+                }
+            }
+            for (id, param) in params {
+                if let Some(g) = grads.remove(&id) {
+                    let total = match param.grad() {
+                        Some(prev) => sum_grads(&prev, &g),
+                        None => g,
+                    };
+                    param.set_grad(total);
+                }
+            }
+        });
+    }
+}
+
+/// `a + b` for two gradients of one shape: the add op itself (recorded nowhere, since
+/// `backward` runs under `no_grad`).
+fn sum_grads(a: &Tensor, b: &Tensor) -> Tensor {
+    binary(BinaryOp::Add, a, b)
+}

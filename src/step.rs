@@ -1,0 +1,82 @@
+//! One optimizer step of the transformer, the one the trainer runs and the benchmark
+//! times: micro-batches forward and backward (the loss scaled for f16 and divided over
+//! the accumulation), the gradient norm, a clipped AdamW update unless the loss scaler
+//! skips it, and the Default-MoE vectors the last forward pass returned made current.
+//! Nothing is read back but, in f16 runs, the gradient norm the scaler needs.
+
+use anyhow::Result;
+use moegrad_core::ops::{cross_entropy, grad_norm, AdamW, CrossEntropyOptions};
+use moegrad_core::{no_grad, Tensor};
+use moegrad_models::{MoeStats, Transformer};
+
+use crate::data::Batch;
+use crate::loss_scale::LossScaler;
+
+/// What a step needs besides the model, the optimizer and the data.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSettings {
+    pub lr: f32,
+    /// Clip the gradient norm to this (0: no clipping).
+    pub clip: f32,
+    /// Micro-batches whose gradients are summed before the update.
+    pub grad_accum: usize,
+}
+
+/// What a step leaves on the GPU for the caller to read when it needs to.
+pub struct StepOutput {
+    /// The sum of the micro-batches' mean cross-entropies (divide by `grad_accum`).
+    pub loss_sum: Tensor,
+    /// `[norm, scale]` from `grad_norm`, when any parameter had a gradient.
+    pub grad_norm: Option<Tensor>,
+    /// The last micro-batch's MoE statistics, per MoE layer.
+    pub moe: Vec<MoeStats>,
+    /// Whether the update was applied (the loss scaler skips steps that overflowed).
+    pub applied: bool,
+}
+
+/// One step over `grad_accum` micro-batches from `batch(micro)`, with `scaler` in f16 runs.
+pub fn train_step(
+    model: &mut Transformer,
+    opt: &mut AdamW,
+    scaler: Option<&mut LossScaler>,
+    settings: StepSettings,
+    mut batch: impl FnMut(usize) -> Result<Batch>,
+) -> Result<StepOutput> {
+    let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+    let mut loss_sum: Option<Tensor> = None;
+    let mut moe = Vec::new();
+    for micro in 0..settings.grad_accum {
+        let b = batch(micro)?;
+        let out = model.forward(&b.inputs, true);
+        let ce = cross_entropy(&out.logits, &b.targets.reshape(&[b.targets.numel()]), CrossEntropyOptions::default());
+        let total = match out.aux_loss() {
+            Some(aux) => ce.add(&aux),
+            None => ce.clone(),
+        };
+        total.mul_scalar(loss_scale / settings.grad_accum as f32).backward();
+        loss_sum = Some(no_grad(|| match loss_sum.take() {
+            Some(s) => s.add(&ce),
+            None => ce,
+        }));
+        moe = out.moe;
+    }
+    // Clipping and loss-scale removal happen inside AdamW's update.
+    let max_norm = if settings.clip > 0.0 { settings.clip } else { f32::INFINITY };
+    let norm = grad_norm(opt.parameters(), max_norm, loss_scale);
+    let applied = match (scaler, &norm) {
+        (Some(s), Some(n)) => s.update(n.to_vec()?[0]),
+        _ => true,
+    };
+    if applied {
+        match &norm {
+            Some(n) => opt.step_clipped(settings.lr, n),
+            None => opt.step_with_lr(settings.lr),
+        }
+    }
+    opt.zero_grad();
+    // The defaults follow the forward passes' expert outputs, which an overflow of the
+    // scaled gradients leaves valid: a skipped update still moves them.
+    model.apply(&moe);
+    let loss_sum = loss_sum.ok_or_else(|| anyhow::anyhow!("a step needs at least one micro-batch (train.grad_accum is 0)"))?;
+    Ok(StepOutput { loss_sum, grad_norm: norm, moe, applied })
+}
