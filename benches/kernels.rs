@@ -130,7 +130,7 @@ fn memory_bound(c: &mut Criterion) {
 
     let p = b.randn(&[n]).requires_grad();
     p.set_grad(b.randn(&[n]));
-    let mut opt = AdamW::new(&[p.clone()], AdamWConfig::default()).unwrap();
+    let mut opt = AdamW::new(std::slice::from_ref(&p), AdamWConfig::default()).unwrap();
     let opt = std::cell::RefCell::new(&mut opt);
     b.run(&mut g, "adamw", n, bytes(7 * n), || opt.borrow_mut().step());
     g.finish();

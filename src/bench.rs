@@ -7,9 +7,9 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use moegrad_core::ops::*;
 use moegrad_core::{Device, KernelTime, Module, Tensor};
 use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, Transformer};
-use moegrad_core::ops::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -285,7 +285,8 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
 
     let (t, d, f) = if scale == Scale::Gpu { (16384, 1024, 2048) } else { (512, 64, 128) };
     let moe = r.input(|rng| {
-        let cfg = MoeConfig { experts: 8, top_k: 2, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
+        let cfg =
+            MoeConfig { experts: 8, top_k: 2, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
         let layer = MoeFfn::new(&dev, FfnKind::Topk, d, f, &cfg, 0.02, rng)?;
         Ok((layer, Tensor::randn(&dev, &[t, d], 1.0, rng)?.requires_grad(), Tensor::randn(&dev, &[t, d], 1.0, rng)?))
     });
@@ -396,7 +397,7 @@ fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
     let adamw = r.input(|rng| {
         let param = Tensor::randn(&dev, &[len], 1.0, rng)?.requires_grad();
         param.set_grad(Tensor::randn(&dev, &[len], 1.0, rng)?);
-        let opt = RefCell::new(AdamW::new(&[param.clone()], AdamWConfig::default())?);
+        let opt = RefCell::new(AdamW::new(std::slice::from_ref(&param), AdamWConfig::default())?);
         Ok((param, opt))
     });
     r.run("adamw_clipped", Work::Bytes(32.0 * len as f64), &|| {
@@ -539,5 +540,14 @@ pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
     let router_exchange = router_exchange(device).to_string();
     let row_reduction = workgroup_reduction(device).to_string();
     let tuning = if device.tuned_for_cpu() { "cpu" } else { "gpu" }.to_string();
-    Ok(Report { suite: suite.to_string(), device: device.name().to_string(), results: runner.results, counters, f16_matmul, router_exchange, row_reduction, tuning })
+    Ok(Report {
+        suite: suite.to_string(),
+        device: device.name().to_string(),
+        results: runner.results,
+        counters,
+        f16_matmul,
+        router_exchange,
+        row_reduction,
+        tuning,
+    })
 }

@@ -56,10 +56,8 @@ pub fn save(path: &Path, meta: &CheckpointMeta, model: &Transformer, opt: &AdamW
         named.push((format!("adam_v.{}", slot.name), slot.v.clone()));
     }
     named.extend(model.named_state().into_iter().map(|(n, t)| (format!("state.{n}"), t)));
-    let host: Vec<(String, Vec<usize>, Vec<u8>)> = named
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.shape().to_vec(), bytemuck::cast_slice(&t.to_vec()?).to_vec())))
-        .collect::<Result<_>>()?;
+    let host: Vec<(String, Vec<usize>, Vec<u8>)> =
+        named.into_iter().map(|(n, t)| Ok((n, t.shape().to_vec(), bytemuck::cast_slice(&t.to_vec()?).to_vec()))).collect::<Result<_>>()?;
     let views = host
         .iter()
         .map(|(n, shape, bytes)| Ok((n.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)?)))

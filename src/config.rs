@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use moegrad_models::ModelConfig;
 use moegrad_core::ops::Precision;
+use moegrad_models::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,13 +115,10 @@ pub struct RunConfig {
     pub train: TrainConfig,
 }
 
-
 /// Sets `dotted.key` in a TOML table to `raw`, read as a TOML value (a bare word is a string).
 fn set_key(root: &mut toml::Table, key: &str, raw: &str) -> Result<()> {
-    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let value: toml::Value =
+        toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().filter(|s| !s.is_empty()).ok_or_else(|| anyhow!("--set {key}={raw}: empty key"))?;
     let mut table = root;
@@ -181,7 +178,10 @@ impl RunConfig {
         }
         model.validate().map_err(|e| anyhow!("config: {e}"))?;
         if self.data.tokenizer == TokenizerKind::Byte && !matches!(self.model.vocab_size, 0 | 256) {
-            bail!("config: model.vocab_size = {} but the byte tokenizer has 256 tokens (set data.tokenizer = \"bpe\" or leave model.vocab_size out)", self.model.vocab_size);
+            bail!(
+                "config: model.vocab_size = {} but the byte tokenizer has 256 tokens (set data.tokenizer = \"bpe\" or leave model.vocab_size out)",
+                self.model.vocab_size
+            );
         }
         if self.data.tokenizer == TokenizerKind::Bpe && self.bpe_vocab() < 256 {
             bail!("config: data.bpe_vocab = {} must be at least 256", self.bpe_vocab());
@@ -190,7 +190,13 @@ impl RunConfig {
             bail!("config: data.eval_fraction = {} must be in (0, 1)", self.data.eval_fraction);
         }
         let t = &self.train;
-        for (key, v) in [("train.steps", t.steps as usize), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum), ("train.eval_batches", t.eval_batches), ("train.log_every", t.log_every as usize)] {
+        for (key, v) in [
+            ("train.steps", t.steps as usize),
+            ("train.batch_size", t.batch_size),
+            ("train.grad_accum", t.grad_accum),
+            ("train.eval_batches", t.eval_batches),
+            ("train.log_every", t.log_every as usize),
+        ] {
             if v == 0 {
                 bail!("config: {key} must be positive");
             }
@@ -208,7 +214,11 @@ impl RunConfig {
             bail!("config: train.clip = {} must be 0 (off) or positive", t.clip);
         }
         if !(t.loss_scale > 0.0 && t.loss_scale.is_finite()) || t.loss_scale_growth_every == 0 {
-            bail!("config: train.loss_scale = {} must be positive and finite, train.loss_scale_growth_every = {} positive", t.loss_scale, t.loss_scale_growth_every);
+            bail!(
+                "config: train.loss_scale = {} must be positive and finite, train.loss_scale_growth_every = {} positive",
+                t.loss_scale,
+                t.loss_scale_growth_every
+            );
         }
         Ok(())
     }

@@ -34,7 +34,10 @@ pub fn load_text(path: &str) -> Result<String> {
         if files.is_empty() {
             bail!("data folder {path:?} has no .txt files");
         }
-        let texts = files.iter().map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {} as UTF-8 text", f.display()))).collect::<Result<Vec<_>>>()?;
+        let texts = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).with_context(|| format!("cannot read {} as UTF-8 text", f.display())))
+            .collect::<Result<Vec<_>>>()?;
         texts.join("\n\n")
     } else {
         std::fs::read_to_string(p).with_context(|| format!("cannot read {path:?} as UTF-8 text"))?

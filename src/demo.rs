@@ -2,9 +2,9 @@
 //! It exercises the whole engine (forward ops, backward, optimizer, pooled buffers) and is
 //! what `moegrad demo` runs until the transformer trainer replaces it as the main job.
 
+use moegrad_core::ops::Sgd;
 use moegrad_core::{no_grad, Device, Result, Tensor};
 use moegrad_models::{Activation, Mlp};
-use moegrad_core::ops::Sgd;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

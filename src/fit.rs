@@ -194,7 +194,8 @@ impl Gradient for Objective<'_> {
 /// L-BFGS from one start: (best theta, objective), or None if it failed.
 fn minimise(objective: &Objective, start: Vec<f64>, max_iters: u64) -> Option<(Vec<f64>, f64)> {
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10).with_tolerance_cost(1e-14).ok()?.with_tolerance_grad(1e-12).ok()?;
-    let result = Executor::new(Objective { data: objective.data, delta: objective.delta }, solver).configure(|s| s.param(start).max_iters(max_iters)).run().ok()?;
+    let result =
+        Executor::new(Objective { data: objective.data, delta: objective.delta }, solver).configure(|s| s.param(start).max_iters(max_iters)).run().ok()?;
     let state = result.state();
     let best = state.get_best_param()?.clone();
     let cost = state.get_best_cost();
@@ -283,7 +284,8 @@ const POLISHED: usize = 8;
 pub fn fit(rows: &[Row], law: Law, delta: f64, grid: &StartGrid, non_embedding: bool) -> Result<Fit> {
     let data = prepare(rows, law, non_embedding)?;
     let objective = Objective { data: &data, delta };
-    let mut scouts: Vec<(Vec<f64>, f64)> = grid.starts(law.variables().len()).into_par_iter().filter_map(|start| minimise(&objective, start, SCOUT_ITERS)).collect();
+    let mut scouts: Vec<(Vec<f64>, f64)> =
+        grid.starts(law.variables().len()).into_par_iter().filter_map(|start| minimise(&objective, start, SCOUT_ITERS)).collect();
     scouts.sort_by(|a, b| a.1.total_cmp(&b.1));
     scouts.truncate(POLISHED);
     let best = scouts

@@ -241,7 +241,15 @@ fn demo(steps: usize, seed: u64, lr: f32) -> Result<()> {
     Ok(())
 }
 
-fn run_train(config: Option<PathBuf>, mut overrides: Vec<String>, data: Option<String>, out: PathBuf, resume: bool, stop_after: Option<u64>, quiet: bool) -> Result<()> {
+fn run_train(
+    config: Option<PathBuf>,
+    mut overrides: Vec<String>,
+    data: Option<String>,
+    out: PathBuf,
+    resume: bool,
+    stop_after: Option<u64>,
+    quiet: bool,
+) -> Result<()> {
     if let Some(d) = data {
         overrides.push(format!("data.path={}", toml::Value::String(d)));
     }
@@ -252,7 +260,14 @@ fn run_train(config: Option<PathBuf>, mut overrides: Vec<String>, data: Option<S
     config.validate()?;
     let device = Device::new()?;
     if !quiet {
-        println!("device: {}  model: {} layers x d={} ({})  out: {}", device.name(), config.model.layers, config.model.d_model, config.model.ffn.name(), out.display());
+        println!(
+            "device: {}  model: {} layers x d={} ({})  out: {}",
+            device.name(),
+            config.model.layers,
+            config.model.d_model,
+            config.model.ffn.name(),
+            out.display()
+        );
         if config.train.precision == moegrad::ops::Precision::F16 {
             println!("precision: f16 matmuls on {}, loss scale {}", moegrad::ops::f16_matmul_kernel(&device), config.train.loss_scale);
         }
@@ -379,7 +394,17 @@ fn sweep_report(runs: &[moegrad::sweep::PlannedRun], out: &std::path::Path, law:
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_sweep_command(action: SweepAction, config: PathBuf, out: Option<PathBuf>, shard: Option<String>, emit: Option<String>, shards: usize, law: String, stop_after: Option<u64>, quiet: bool) -> Result<()> {
+fn run_sweep_command(
+    action: SweepAction,
+    config: PathBuf,
+    out: Option<PathBuf>,
+    shard: Option<String>,
+    emit: Option<String>,
+    shards: usize,
+    law: String,
+    stop_after: Option<u64>,
+    quiet: bool,
+) -> Result<()> {
     use moegrad::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, Sweep};
     let sweep = Sweep::load(&config)?;
     let runs = sweep.plan()?;
@@ -419,7 +444,16 @@ fn run_sweep_command(action: SweepAction, config: PathBuf, out: Option<PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_bench(suite: String, scale: Option<String>, iters: usize, json: bool, profile: bool, only: Option<String>, against: &[PathBuf], report: Option<PathBuf>) -> Result<()> {
+fn run_bench(
+    suite: String,
+    scale: Option<String>,
+    iters: usize,
+    json: bool,
+    profile: bool,
+    only: Option<String>,
+    against: &[PathBuf],
+    report: Option<PathBuf>,
+) -> Result<()> {
     use moegrad::bench::{run, Options, Scale};
     use moegrad::bench_table::{load_references, side_by_side, SavedReport};
     // Read the references first: a wrong path fails before minutes of benchmarks.

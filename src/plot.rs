@@ -97,7 +97,13 @@ pub fn line_chart(stem: &Path, title: &str, x_label: &str, y_label: &str, series
     Ok(())
 }
 
-fn draw_heatmap<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, x_labels: &[String], y_labels: &[String], values: &[Vec<Option<f64>>]) -> Result<()>
+fn draw_heatmap<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    x_labels: &[String],
+    y_labels: &[String],
+    values: &[Vec<Option<f64>>],
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {

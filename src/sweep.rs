@@ -42,7 +42,16 @@ pub struct SweepGrid {
 
 impl Default for SweepGrid {
     fn default() -> Self {
-        SweepGrid { widths: Vec::new(), depths: Vec::new(), pairs: Vec::new(), head_dim: 16, learning_rates: Vec::new(), ffn: Vec::new(), tokens: 0, tokens_per_param: 20.0 }
+        SweepGrid {
+            widths: Vec::new(),
+            depths: Vec::new(),
+            pairs: Vec::new(),
+            head_dim: 16,
+            learning_rates: Vec::new(),
+            ffn: Vec::new(),
+            tokens: 0,
+            tokens_per_param: 20.0,
+        }
     }
 }
 
@@ -85,7 +94,8 @@ impl Sweep {
     /// Every run, in a fixed order; shapes that do not fit are refused up front.
     pub fn plan(&self) -> Result<Vec<PlannedRun>> {
         let g = &self.grid;
-        let shapes: Vec<(usize, usize)> = if g.pairs.is_empty() { g.widths.iter().flat_map(|&w| g.depths.iter().map(move |&d| (w, d))).collect() } else { g.pairs.clone() };
+        let shapes: Vec<(usize, usize)> =
+            if g.pairs.is_empty() { g.widths.iter().flat_map(|&w| g.depths.iter().map(move |&d| (w, d))).collect() } else { g.pairs.clone() };
         if shapes.is_empty() {
             bail!("sweep: no shapes (set sweep.widths and sweep.depths, or sweep.pairs)");
         }
@@ -140,7 +150,17 @@ pub fn plan_table(runs: &[PlannedRun]) -> String {
         let a = &r.accounting;
         out += &format!(
             "{:<28} {:>6} {:>5} {:>8} {:>12} {:>12} {:>12} {:>12.4e} {:>12.4e} {:>12.4e} {:>8}\n",
-            r.name, r.width, r.depth, r.ffn.name(), a.params, a.non_embedding_params, a.active_params, a.flops_per_token, a.flops_per_token_6n, r.total_flops(), r.config.train.steps
+            r.name,
+            r.width,
+            r.depth,
+            r.ffn.name(),
+            a.params,
+            a.non_embedding_params,
+            a.active_params,
+            a.flops_per_token,
+            a.flops_per_token_6n,
+            r.total_flops(),
+            r.config.train.steps
         );
     }
     out
@@ -219,13 +239,16 @@ pub fn write_results(runs: &[PlannedRun], out: &Path) -> Result<usize> {
                 continue;
             }
             let a = &run.accounting;
-            lines.push(json!({
-                "run_name": run.name, "width": run.width, "depth": run.depth,
-                "params_active_precise": a.active_params, "params": a.params, "non_embedding_params": a.non_embedding_params,
-                "tokens": tokens, "step": step, "final_loss": loss,
-                "ffn": run.ffn.name(), "lr": run.lr, "flops": a.flops_per_token * tokens as f64,
-                "wall_seconds": v["wall_s"].as_f64(),
-            }).to_string());
+            lines.push(
+                json!({
+                    "run_name": run.name, "width": run.width, "depth": run.depth,
+                    "params_active_precise": a.active_params, "params": a.params, "non_embedding_params": a.non_embedding_params,
+                    "tokens": tokens, "step": step, "final_loss": loss,
+                    "ffn": run.ffn.name(), "lr": run.lr, "flops": a.flops_per_token * tokens as f64,
+                    "wall_seconds": v["wall_s"].as_f64(),
+                })
+                .to_string(),
+            );
         }
     }
     std::fs::create_dir_all(out)?;

@@ -116,7 +116,8 @@ pub fn write_plots(dir: &Path, rows: &[Row], fit: Option<(&Fit, Law)>) -> Result
             .iter()
             .enumerate()
             .map(|(i, kind)| {
-                let mut pts: Vec<(f64, f64)> = by_run.iter().filter(|(n, _)| ffn_of(n) == *kind).map(|(_, rs)| (rs[0].params.log10(), rs[rs.len() - 1].loss)).collect();
+                let mut pts: Vec<(f64, f64)> =
+                    by_run.iter().filter(|(n, _)| ffn_of(n) == *kind).map(|(_, rs)| (rs[0].params.log10(), rs[rs.len() - 1].loss)).collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 Series::dots(*kind, i, pts)
             })

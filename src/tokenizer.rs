@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum Tokenizer {
     Bytes,
     /// Token `256 + i` is the concatenation of the pair `merges[i]`.
-    Bpe { merges: Vec<(u32, u32)> },
+    Bpe {
+        merges: Vec<(u32, u32)>,
+    },
 }
 
 /// Text pieces BPE merges within: a word with its leading space, a run of digits, of

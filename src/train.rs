@@ -18,10 +18,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
-use crate::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
 use crate::config::{RunConfig, TokenizerKind};
 use crate::data::{eval_batch, load_text, train_batch, Corpus};
+use crate::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::schedule::learning_rate;
 use crate::step::{train_step, StepSettings};
 use crate::tokenizer::Tokenizer;
@@ -83,10 +83,8 @@ fn write_json_line(file: &mut std::fs::File, value: serde_json::Value) -> Result
 /// Keeps the metrics lines up to `step` (a resumed run rewrites what came after).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
-        .collect();
+    let kept: Vec<&str> =
+        text.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)).collect();
     std::fs::write(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
     Ok(())
 }
@@ -177,7 +175,9 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         let lr = learning_rate(&t, step);
         let settings = StepSettings { lr, clip: t.clip, grad_accum: t.grad_accum };
         let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-        let out = train_step(&mut model, &mut opt, scaler.as_mut(), settings, |micro| train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro))?;
+        let out = train_step(&mut model, &mut opt, scaler.as_mut(), settings, |micro| {
+            train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro)
+        })?;
         if !out.applied && scaler.as_ref().is_some_and(LossScaler::stuck) {
             bar.abandon();
             bail!("f16 gradients overflowed {MAX_SKIPPED_IN_A_ROW} steps in a row (loss scale now {}); stopping at step {step}. Try train.precision = \"f32\" or a lower train.lr.", loss_scale / 2.0);

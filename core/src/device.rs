@@ -44,9 +44,7 @@ pub fn tuned_for_cpu_by(value: Option<&str>, cpu_adapter: bool) -> Result<bool> 
 }
 
 /// Features moegrad uses when the adapter has them; each has a portable fallback.
-const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
-    .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16.union(wgpu::Features::SUBGROUP).union(wgpu::Features::TIMESTAMP_QUERY);
 
 thread_local! {
     static SUBGROUPS_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -180,11 +178,7 @@ impl Device {
                 match pos {
                     Some(i) => adapters.swap_remove(i),
                     None => {
-                        let available = adapters
-                            .iter()
-                            .map(|a| format!("{:?} ({:?})", a.get_info().name, a.get_info().backend))
-                            .collect::<Vec<_>>()
-                            .join(", ");
+                        let available = adapters.iter().map(|a| format!("{:?} ({:?})", a.get_info().name, a.get_info().backend)).collect::<Vec<_>>().join(", ");
                         return Err(Error::AdapterNotFound { wanted: wanted.to_string(), available });
                     }
                 }
@@ -221,8 +215,8 @@ impl Device {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
         let recorder = Recorder::new(&device, &limits);
         Ok(Device(Arc::new(DeviceInner {
             info,

@@ -47,11 +47,7 @@ impl Device {
         for &(binding, t) in tensors {
             entries.push(wgpu::BindGroupEntry {
                 binding,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: t.buffer(),
-                    offset: 0,
-                    size: wgpu::BufferSize::new(t.byte_len()),
-                }),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: t.buffer(), offset: 0, size: wgpu::BufferSize::new(t.byte_len()) }),
             });
         }
         let bind_group = inner.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use smallvec::SmallVec;
 
-use crate::tensor::{Tensor, TensorId};
 use crate::ops::{binary, BinaryOp};
+use crate::tensor::{Tensor, TensorId};
 
 /// Maps the gradients of an op's outputs (`None` where an output got none) to the
 /// gradients of its inputs, in input order (`None` for inputs that get none, such as
@@ -61,35 +61,19 @@ pub fn clear_tape() {
 
 /// Records `output = op(inputs)` if gradients are on and any input is tracked; returns
 /// `output`, now tracked in that case.
-pub fn record(
-    op: &'static str,
-    output: Tensor,
-    inputs: &[&Tensor],
-    backward: impl FnOnce(&Tensor) -> Vec<Option<Tensor>> + 'static,
-) -> Tensor {
-    record_multi(op, &[&output], inputs, move |grads| {
-        backward(grads[0].as_ref().expect("a single-output op runs only when its output has a gradient"))
-    });
+pub fn record(op: &'static str, output: Tensor, inputs: &[&Tensor], backward: impl FnOnce(&Tensor) -> Vec<Option<Tensor>> + 'static) -> Tensor {
+    record_multi(op, &[&output], inputs, move |grads| backward(grads[0].as_ref().expect("a single-output op runs only when its output has a gradient")));
     output
 }
 
 /// Records an op with several differentiable outputs (a router's probabilities and
 /// weights, say). Its backward runs once, after every consumer of every output, with
 /// `None` for outputs that received no gradient.
-pub fn record_multi(
-    op: &'static str,
-    outputs: &[&Tensor],
-    inputs: &[&Tensor],
-    backward: impl FnOnce(&[Option<Tensor>]) -> Vec<Option<Tensor>> + 'static,
-) {
+pub fn record_multi(op: &'static str, outputs: &[&Tensor], inputs: &[&Tensor], backward: impl FnOnce(&[Option<Tensor>]) -> Vec<Option<Tensor>> + 'static) {
     if is_grad_enabled() && inputs.iter().any(|t| t.is_tracked()) {
         outputs.iter().for_each(|t| t.mark_tracked());
-        let entry = Entry {
-            op,
-            outputs: outputs.iter().map(|t| t.id()).collect(),
-            inputs: inputs.iter().map(|&t| t.clone()).collect(),
-            backward: Box::new(backward),
-        };
+        let entry =
+            Entry { op, outputs: outputs.iter().map(|t| t.id()).collect(), inputs: inputs.iter().map(|&t| t.clone()).collect(), backward: Box::new(backward) };
         TAPE.with(|t| t.borrow_mut().push(entry));
     }
 }
@@ -106,10 +90,7 @@ impl Tensor {
     pub fn backward_with(&self, grad: &Tensor) {
         assert_eq!(grad.shape(), self.shape(), "backward_with: gradient shape {:?} != tensor shape {:?}", grad.shape(), self.shape());
         let entries = TAPE.with(|t| std::mem::take(&mut *t.borrow_mut()));
-        assert!(
-            self.is_tracked(),
-            "backward: this tensor depends on no parameter (made under no_grad, or from tensors without requires_grad)"
-        );
+        assert!(self.is_tracked(), "backward: this tensor depends on no parameter (made under no_grad, or from tensors without requires_grad)");
         let mut grads: HashMap<TensorId, Tensor> = HashMap::from([(self.id(), grad.clone())]);
         let mut params: HashMap<TensorId, Tensor> = HashMap::new();
         if self.is_param() {

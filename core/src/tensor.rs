@@ -24,9 +24,7 @@ fn next_id() -> TensorId {
 }
 
 /// Usage of every tensor buffer: bound by kernels, filled by clears and copies, read back.
-const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 /// An n-dimensional array on a GPU. Cloning is cheap and shares the data.
 #[derive(Clone)]

@@ -1,7 +1,7 @@
 //! Causal multi-head self-attention with rotary positions and an optional KV cache.
 
-use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use moegrad_core::ops::{attention, concat, merge_heads, split_heads, RopeTable};
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
 use crate::init;
@@ -58,7 +58,6 @@ impl SelfAttention {
         }
         merge_heads(&attention(&q, &k, &v, true), batch).matmul(&self.wo)
     }
-
 }
 
 impl Module for SelfAttention {

@@ -183,7 +183,13 @@ impl ModelConfig {
 
     /// Checks every constraint, naming the key that breaks one.
     pub fn validate(&self) -> Result<(), String> {
-        let positive = [("model.d_model", self.d_model), ("model.layers", self.layers), ("model.heads", self.heads), ("model.context", self.context), ("model.vocab_size", self.vocab_size)];
+        let positive = [
+            ("model.d_model", self.d_model),
+            ("model.layers", self.layers),
+            ("model.heads", self.heads),
+            ("model.context", self.context),
+            ("model.vocab_size", self.vocab_size),
+        ];
         for (key, v) in positive {
             if v == 0 {
                 return Err(format!("{key} must be positive"));

@@ -1,7 +1,7 @@
 //! The dense feed-forward block: `act(x W_in) W_out`, with GELU or SwiGLU.
 
-use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use moegrad_core::ops::swiglu;
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
 use crate::config::FfnActivation;
@@ -45,7 +45,6 @@ impl DenseFfn {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         activate(&x.matmul(&self.w_in), self.activation).matmul(&self.w_out)
     }
-
 }
 
 impl Module for DenseFfn {

@@ -25,7 +25,6 @@ impl Linear {
             None => y,
         }
     }
-
 }
 
 impl Module for Linear {

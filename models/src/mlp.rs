@@ -46,7 +46,6 @@ impl Mlp {
             }
         })
     }
-
 }
 
 impl Module for Mlp {

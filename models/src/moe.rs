@@ -8,8 +8,8 @@
 //! returns the EMA update of D from this step's expert outputs (`MoeStats::new_defaults`);
 //! the training step applies it after the backward pass, which still needs the old D.
 
-use moegrad_core::{no_grad, Device, Module, Result, Tensor, Visitor};
 use moegrad_core::ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, load_balancing_loss, plan_routing, route_with_stats, selection_mask};
+use moegrad_core::{no_grad, Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
 use crate::config::{FfnKind, MoeConfig};

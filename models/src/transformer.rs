@@ -2,8 +2,8 @@
 //! causal attention with rotary positions, RMSNorm, a dense or MoE feed-forward block),
 //! a final RMSNorm and the output projection (tied to the embedding or not).
 
-use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use moegrad_core::ops::{add_rms_norm, embedding, rms_norm, RopeTable};
+use moegrad_core::{Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
 use crate::attention::{LayerCache, SelfAttention};

@@ -1,8 +1,8 @@
 //! Parameter accounting by formula equals the sizes of the model's tensors.
 
 use moegrad::accounting::account;
-use moegrad::Module;
 use moegrad::models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, Transformer};
+use moegrad::Module;
 use rand::SeedableRng;
 
 use crate::common::device;
@@ -13,7 +13,16 @@ fn parameter_counts_equal_the_models_tensors_over_a_grid_of_shapes() {
     for (width, depth) in [(16, 1), (32, 2), (48, 3), (64, 1)] {
         for ffn in [FfnKind::Dense, FfnKind::Topk, FfnKind::Default] {
             for (tied, activation) in [(true, FfnActivation::Gelu), (false, FfnActivation::Swiglu)] {
-                let mut config = ModelConfig { vocab_size: 97, d_model: width, layers: depth, heads: width / 16, context: 16, tied_embeddings: tied, ffn, ..ModelConfig::default() };
+                let mut config = ModelConfig {
+                    vocab_size: 97,
+                    d_model: width,
+                    layers: depth,
+                    heads: width / 16,
+                    context: 16,
+                    tied_embeddings: tied,
+                    ffn,
+                    ..ModelConfig::default()
+                };
                 config.dense.activation = activation;
                 config.moe = MoeConfig { experts: 3 + depth, top_k: 2, expert_hidden: 24, activation, ..MoeConfig::default() };
                 config.validate().unwrap();

@@ -1,7 +1,7 @@
 //! The tape: accumulation, no_grad, freeing, and error messages.
 
-use moegrad::{clear_tape, tape_len};
 use moegrad::prelude::*;
+use moegrad::{clear_tape, tape_len};
 
 use crate::common::device;
 

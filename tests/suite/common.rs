@@ -149,13 +149,7 @@ pub const TOL: Tolerance = Tolerance { forward: 1e-4, grad: 2e-3 };
 /// 1. the GPU forward matches the CPU reference;
 /// 2. with a random output gradient w, the gradients the GPU backward rule gives every
 ///    input match central differences of sum(w * reference(inputs)) in f64.
-pub fn check_op(
-    name: &str,
-    inputs: &[HostTensor],
-    gpu: impl Fn(&[Tensor]) -> Tensor,
-    reference: impl Fn(&[HostTensor]) -> HostTensor,
-    tol: Tolerance,
-) {
+pub fn check_op(name: &str, inputs: &[HostTensor], gpu: impl Fn(&[Tensor]) -> Tensor, reference: impl Fn(&[HostTensor]) -> HostTensor, tol: Tolerance) {
     let mut rng = rng(0x5eed ^ inputs.iter().map(|t| t.numel() as u64).sum::<u64>());
     let tensors: Vec<Tensor> = inputs.iter().map(|t| upload(t).requires_grad()).collect();
     let out = gpu(&tensors);
@@ -170,8 +164,7 @@ pub fn check_op(
         let grad = t.grad().map(|g| g.to_vec().unwrap()).unwrap_or_else(|| vec![0.0; x.numel()]);
         assert_eq!(grad.len(), x.numel(), "{name}: gradient size of input {i}");
         // Every position of small inputs, a random sample of large ones.
-        let positions: Vec<usize> =
-            if x.numel() <= 40 { (0..x.numel()).collect() } else { (0..40).map(|_| rng.random_range(0..x.numel())).collect() };
+        let positions: Vec<usize> = if x.numel() <= 40 { (0..x.numel()).collect() } else { (0..40).map(|_| rng.random_range(0..x.numel())).collect() };
         for p in positions {
             let h = 1e-6 * x.data[p].abs().max(1.0);
             let mut xs = inputs.to_vec();

@@ -1,7 +1,7 @@
 //! Unary and broadcasting binary ops against their references, with gradient checks.
 
-use moegrad::ops::{binary, broadcast_to, grad_norm, sum_to, unary, AdamW, AdamWConfig, BinaryOp, HostTensor, UnaryOp};
 use moegrad::ops::binary::sum_to_reference;
+use moegrad::ops::{binary, broadcast_to, grad_norm, sum_to, unary, AdamW, AdamWConfig, BinaryOp, HostTensor, UnaryOp};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -114,7 +114,7 @@ fn element_wise_kernels_name_their_load_width() {
         assert_eq!(kernels, [format!("zip/add/{width}/b_repeats")], "{n} floats");
         // The optimizer's passes over every parameter: the gradient norm, then a clipped
         // AdamW step.
-        let mut opt = AdamW::new(&[x.clone()], AdamWConfig::default()).unwrap();
+        let mut opt = AdamW::new(std::slice::from_ref(&x), AdamWConfig::default()).unwrap();
         x.set_grad(Tensor::ones(&dev, &[n]).unwrap());
         let ((), profile) = dev.profile_gpu(|| opt.step_clipped(1e-3, &grad_norm(std::slice::from_ref(&x), 1.0, 1.0).unwrap()));
         let kernels: Vec<String> = profile.unwrap().into_iter().map(|k| k.kernel).collect();
@@ -163,13 +163,7 @@ fn broadcast_to_and_sum_to_are_adjoint() {
     for (small, big) in one_run.into_iter().chain(several_runs) {
         let x = host(&mut r, &small, -1.0, 1.0);
         let target = big.clone();
-        check_op(
-            "broadcast_to",
-            &[x],
-            |t| broadcast_to(&t[0], &target),
-            |h| BinaryOp::Add.reference(&h[0], &HostTensor::zeros(&target)),
-            TOL,
-        );
+        check_op("broadcast_to", &[x], |t| broadcast_to(&t[0], &target), |h| BinaryOp::Add.reference(&h[0], &HostTensor::zeros(&target)), TOL);
         let g = host(&mut r, &big, -1.0, 1.0);
         let target = small.clone();
         check_op("sum_to", &[g], |t| sum_to(&t[0], &target), |h| sum_to_reference(&h[0], &target), TOL);

@@ -122,4 +122,3 @@ fn what_has_no_value_is_refused_by_name() {
     assert_eq!(one.to_vec().unwrap(), vec![7.0]);
     assert_eq!(leaf(&[3]).add_scalar(1.0).to_vec().unwrap(), vec![1.0; 3]);
 }
-

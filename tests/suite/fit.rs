@@ -46,19 +46,34 @@ fn check_reproduces(law: Law, rows_file: &str, fit_file: &str, grid: &StartGrid,
     let deviations: Vec<f64> = rows.iter().map(|r| (ours.predict(&values(law, r)) / theirs.predict(&values(law, r)) - 1.0).abs()).collect();
     let worst = deviations.iter().cloned().fold(0.0, f64::max);
     let close = deviations.iter().filter(|&&d| d <= 0.005).count() as f64 / rows.len() as f64;
-    assert!(close >= within && worst <= 0.01, "{fit_file}: {:.1}% of predictions within 0.5% of the published law's (worst {worst:.4}); ours {ours:?}", 100.0 * close);
+    assert!(
+        close >= within && worst <= 0.01,
+        "{fit_file}: {:.1}% of predictions within 0.5% of the published law's (worst {worst:.4}); ours {ours:?}",
+        100.0 * close
+    );
 }
 
 #[test]
 fn reproduces_the_published_params_tokens_fits() {
-    for (rows, fit) in [("losses_hot.jsonl", "fit_delta1e-4_parameters_hot.json"), ("losses_cool_end.jsonl", "fit_delta1e-4_parameters_cool_end.json"), ("losses_hot_100b+.jsonl", "fit_delta1e-4_parameters_hot_100b+.json"), ("losses_lr_ablation_hot.jsonl", "fit_delta1e-4_parameters_lr_ablation_hot.json")] {
+    for (rows, fit) in [
+        ("losses_hot.jsonl", "fit_delta1e-4_parameters_hot.json"),
+        ("losses_cool_end.jsonl", "fit_delta1e-4_parameters_cool_end.json"),
+        ("losses_hot_100b+.jsonl", "fit_delta1e-4_parameters_hot_100b+.json"),
+        ("losses_lr_ablation_hot.jsonl", "fit_delta1e-4_parameters_lr_ablation_hot.json"),
+    ] {
         check_reproduces(Law::ParamsTokens, rows, fit, &StartGrid::gemstones(), 1.0);
     }
 }
 
 #[test]
 fn reproduces_the_published_width_depth_tokens_fit() {
-    check_reproduces(Law::WidthDepthTokens, "losses_hot_100b+.jsonl", "fit_delta1e-4_width_depth_hot_100b+.json", &StartGrid::for_law(Law::WidthDepthTokens), 1.0);
+    check_reproduces(
+        Law::WidthDepthTokens,
+        "losses_hot_100b+.jsonl",
+        "fit_delta1e-4_width_depth_hot_100b+.json",
+        &StartGrid::for_law(Law::WidthDepthTokens),
+        1.0,
+    );
 }
 
 /// Width, depth and parameters are nearly collinear here, so the objective is almost flat
@@ -67,7 +82,13 @@ fn reproduces_the_published_width_depth_tokens_fit() {
 /// longest runs). The objective must not be worse; 95% of predictions must agree to 0.5%.
 #[test]
 fn reproduces_the_published_width_depth_params_fit() {
-    check_reproduces(Law::WidthDepthParamsTokens, "losses_hot_100b+.jsonl", "fit_delta1e-4_width_depth_parameters_hot_100b+.json", &StartGrid::for_law(Law::WidthDepthParamsTokens), 0.95);
+    check_reproduces(
+        Law::WidthDepthParamsTokens,
+        "losses_hot_100b+.jsonl",
+        "fit_delta1e-4_width_depth_parameters_hot_100b+.json",
+        &StartGrid::for_law(Law::WidthDepthParamsTokens),
+        0.95,
+    );
 }
 
 #[test]

@@ -52,13 +52,7 @@ fn concat_along_each_axis() {
                 host(&mut r, &s, -1.0, 1.0)
             })
             .collect();
-        check_op(
-            "concat",
-            &inputs,
-            |t| concat(&t.iter().collect::<Vec<_>>(), axis),
-            |h| concat_reference(&h.iter().collect::<Vec<_>>(), axis),
-            TOL,
-        );
+        check_op("concat", &inputs, |t| concat(&t.iter().collect::<Vec<_>>(), axis), |h| concat_reference(&h.iter().collect::<Vec<_>>(), axis), TOL);
     }
 }
 

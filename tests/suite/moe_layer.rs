@@ -28,9 +28,8 @@ fn moe_reference(h: &[HostTensor], k: usize, renormalize: bool) -> HostTensor {
         for j in 0..k {
             let e = indices[t * k + j] as usize;
             assert!(e < experts);
-            let hidden: Vec<f64> = (0..f)
-                .map(|c| UnaryOp::Gelu.reference_scalar((0..d).map(|i| x.data[t * d + i] * w_in.data[(e * d + i) * f + c]).sum()))
-                .collect();
+            let hidden: Vec<f64> =
+                (0..f).map(|c| UnaryOp::Gelu.reference_scalar((0..d).map(|i| x.data[t * d + i] * w_in.data[(e * d + i) * f + c]).sum())).collect();
             for o in 0..d {
                 let out: f64 = (0..f).map(|c| hidden[c] * w_out.data[(e * f + c) * d + o]).sum();
                 y.data[t * d + o] += weights.data[t * k + j] * out;

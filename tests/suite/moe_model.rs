@@ -35,8 +35,9 @@ fn reference(h: &[HostTensor]) -> Reference {
         .map(|t| {
             (0..E)
                 .map(|e| {
-                    let hidden: Vec<f64> =
-                        (0..HIDDEN).map(|c| UnaryOp::Gelu.reference_scalar((0..D).map(|i| x.data[t * D + i] * w_in.data[(e * D + i) * HIDDEN + c]).sum())).collect();
+                    let hidden: Vec<f64> = (0..HIDDEN)
+                        .map(|c| UnaryOp::Gelu.reference_scalar((0..D).map(|i| x.data[t * D + i] * w_in.data[(e * D + i) * HIDDEN + c]).sum()))
+                        .collect();
                     (0..D).map(|o| (0..HIDDEN).map(|c| hidden[c] * w_out.data[(e * HIDDEN + c) * D + o]).sum()).collect()
                 })
                 .collect()
@@ -54,11 +55,7 @@ fn layer_reference(h: &[HostTensor], defaults: Option<&HostTensor>) -> HostTenso
         for e in 0..E {
             let p = r.probs.data[t * E + e];
             for o in 0..D {
-                y.data[t * D + o] += if chosen.contains(&(e as u32)) {
-                    p * r.expert_out[t][e][o]
-                } else {
-                    defaults.map_or(0.0, |dv| p * dv.data[e * D + o])
-                };
+                y.data[t * D + o] += if chosen.contains(&(e as u32)) { p * r.expert_out[t][e][o] } else { defaults.map_or(0.0, |dv| p * dv.data[e * D + o]) };
             }
         }
     }
@@ -168,7 +165,11 @@ fn default_vectors_follow_the_ema_of_expert_outputs() {
     moe.apply(&stats);
     assert_eq!(moe.defaults.to_vec().unwrap(), defaults.data.iter().map(|&v| v as f32).collect::<Vec<_>>(), "evaluation must not update the defaults");
     let (_, stats) = moe.forward(&tensors[0], true);
-    assert_eq!(moe.defaults.to_vec().unwrap(), defaults.data.iter().map(|&v| v as f32).collect::<Vec<_>>(), "the forward pass must leave the defaults to the step");
+    assert_eq!(
+        moe.defaults.to_vec().unwrap(),
+        defaults.data.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        "the forward pass must leave the defaults to the step"
+    );
     moe.apply(&stats);
     // Expert outputs in expert order (stable by slot), as the GPU lays them out.
     let rf = reference(&h);

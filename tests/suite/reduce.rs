@@ -1,10 +1,10 @@
 //! Sum, mean and max over an axis and over everything.
 
 use moegrad::ops::reduce::reduce_all_reference;
-use moegrad::without_subgroups;
 use moegrad::ops::rows::packed_layouts;
 use moegrad::ops::rows::{layouts_reduce_correctly, reduces_correctly, WorkgroupReduce};
 use moegrad::ops::{reduce, reduce_all, workgroup_reduction, HostTensor, ReduceOp};
+use moegrad::without_subgroups;
 
 use crate::common::{check_op, device, host, rng, shape, upload, TOL};
 

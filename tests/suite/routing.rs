@@ -1,12 +1,14 @@
 //! Routing: top-k, the fused router, token permutation, gather and combine.
 
-use moegrad::ops::permute::{combine_slots_reference, gather_slots_reference, plan_routing_reference};
 use moegrad::ops::load_balance::load_balancing_loss_reference;
+use moegrad::ops::permute::{combine_slots_reference, gather_slots_reference, plan_routing_reference};
 use moegrad::ops::router::{route_reference, router_stats_reference};
 use moegrad::ops::topk::topk_reference;
-use moegrad::ops::{combine_slots, concat, gather_slots, load_balancing_loss, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor};
-use moegrad::without_subgroups;
+use moegrad::ops::{
+    combine_slots, concat, gather_slots, load_balancing_loss, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor,
+};
 use moegrad::prelude::*;
+use moegrad::without_subgroups;
 use rand::Rng;
 
 use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, packed_row_lengths, rng, upload, TOL};

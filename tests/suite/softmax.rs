@@ -3,7 +3,9 @@
 use moegrad::ops::cross_entropy::cross_entropy_reference;
 use moegrad::ops::rows::{loads_kept, MOST_KEPT};
 use moegrad::ops::softmax::softmax_reference;
-use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS};
+use moegrad::ops::{
+    cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS,
+};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -186,7 +188,8 @@ fn rows_packed_several_to_a_workgroup_match_the_reference_at_every_layout() {
                     let causal = matches!(mask_opt, Mask::Causal);
                     let reference = |h: &[HostTensor]| softmax_reference(&h[0], kind, 1.5, host_mask, causal);
                     let opts = SoftmaxOptions { mask: mask_opt.clone(), temperature: 1.5, ..SoftmaxOptions::new(kind) };
-                    let what = format!("{} of {} rows of {n} with {mask_name}, {} threads x {} rows", kind.name(), batch * n.min(3), layout.threads, layout.rows);
+                    let what =
+                        format!("{} of {} rows of {n} with {mask_name}, {} threads x {} rows", kind.name(), batch * n.min(3), layout.threads, layout.rows);
                     if kind == SoftmaxKind::LogSoftmax && !matches!(mask_opt, Mask::None) {
                         // Masked entries are the most negative f32, outside finite differences.
                         let got = softmax_with(&upload(&x), &opts).to_vec().unwrap();
@@ -236,7 +239,11 @@ fn check_cross_entropy(logits: HostTensor, targets: &[u32], opts: CrossEntropyOp
             cross_entropy_reference(&l, targets, opts)
         };
         let numeric = (nudged(1e-6) - nudged(-1e-6)) / 2e-6;
-        assert!((grad[at] as f64 - numeric).abs() <= TOL.grad * numeric.abs().max(1.0), "cross_entropy: d/d logits[{row}, {target}] is {} on the GPU, {numeric} by finite differences", grad[at]);
+        assert!(
+            (grad[at] as f64 - numeric).abs() <= TOL.grad * numeric.abs().max(1.0),
+            "cross_entropy: d/d logits[{row}, {target}] is {} on the GPU, {numeric} by finite differences",
+            grad[at]
+        );
     }
 }
 

@@ -6,9 +6,9 @@
 //! width nearer a GPU's; and the choice of fast paths at 1,024 bits, where Mesa 22.3
 //! reports 32 lanes but runs 16, a driver whose subgroups the self-checks must refuse.
 
-use moegrad::{grid, SUBGROUPS_ENV};
 use moegrad::ops::{router_exchange, row_layout, workgroup_reduction};
 use moegrad::prelude::*;
+use moegrad::{grid, SUBGROUPS_ENV};
 
 use crate::common::{device, is_lavapipe, rerun_tests, LAVAPIPE_VECTOR_WIDTH};
 

@@ -16,9 +16,21 @@ use crate::common::{device, scratch};
 /// A model small enough for a few seconds of lavapipe.
 fn tiny(extra: &[&str]) -> RunConfig {
     let mut sets: Vec<String> = [
-        "model.d_model=32", "model.layers=1", "model.heads=2", "model.context=32", "model.ffn=\"default\"",
-        "model.moe.experts=4", "model.moe.top_k=2", "model.moe.expert_hidden=32",
-        "train.batch_size=8", "train.lr=1e-2", "train.min_lr=1e-3", "train.warmup=5", "train.eval_batches=2", "train.log_every=5", "train.eval_every=0",
+        "model.d_model=32",
+        "model.layers=1",
+        "model.heads=2",
+        "model.context=32",
+        "model.ffn=\"default\"",
+        "model.moe.experts=4",
+        "model.moe.top_k=2",
+        "model.moe.expert_hidden=32",
+        "train.batch_size=8",
+        "train.lr=1e-2",
+        "train.min_lr=1e-3",
+        "train.warmup=5",
+        "train.eval_batches=2",
+        "train.log_every=5",
+        "train.eval_every=0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -190,7 +202,8 @@ fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
     let ckpt = Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap();
     assert_eq!(ckpt.meta.tokenizer.vocab_size(), 300);
     assert!(out.join("tokenizer.json").exists());
-    let model = moegrad::models::Transformer::new(&device(), &ckpt.meta.config.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
+    let model =
+        moegrad::models::Transformer::new(&device(), &ckpt.meta.config.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
     ckpt.restore(&model, None).unwrap();
     let opts = SampleOptions { max_tokens: 12, temperature: 0.8, top_k: 20, seed: 3 };
     let sample = generate(&device(), &model, &ckpt.meta.tokenizer, "ROMEO.", &opts).unwrap();

@@ -1,5 +1,6 @@
 //! Transformer pieces: norms, SwiGLU, rotary embeddings, attention, AdamW, clipping.
 
+use moegrad::models::{Ffn, FfnKind, KvCache, ModelConfig, Transformer};
 use moegrad::ops::attention::attention_reference;
 use moegrad::ops::heads::{merge_heads_reference, split_heads_reference};
 use moegrad::ops::norm::norm_reference;
@@ -7,8 +8,11 @@ use moegrad::ops::optim::{adamw_reference, sgd_reference};
 use moegrad::ops::rope::rope_reference;
 use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
-use moegrad::ops::{add_layer_norm, add_rms_norm, attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, merge_heads, rms_norm, rope, row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable, Tiles};
-use moegrad::models::{Ffn, FfnKind, KvCache, ModelConfig, Transformer};
+use moegrad::ops::{
+    add_layer_norm, add_rms_norm, attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, merge_heads, rms_norm, rope,
+    row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable,
+    Tiles,
+};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -63,7 +67,13 @@ fn residual_norms_match_reference_and_gradients() {
             let (x, delta) = (host(&mut r, &[rows, n], -2.0, 2.0), host(&mut r, &[rows, n], -1.0, 1.0));
             let (w, b) = (host(&mut r, &[n], 0.5, 1.5), host(&mut r, &[n], -0.5, 0.5));
             let rms_inputs = [x.clone(), delta.clone(), w.clone()];
-            check_op("add_rms_norm", &rms_inputs, |t| both(add_rms_norm(&t[0], &t[1], &t[2], 1e-5)), |h| both_reference(add_norm_reference(NormKind::Rms, h)), TOL);
+            check_op(
+                "add_rms_norm",
+                &rms_inputs,
+                |t| both(add_rms_norm(&t[0], &t[1], &t[2], 1e-5)),
+                |h| both_reference(add_norm_reference(NormKind::Rms, h)),
+                TOL,
+            );
             // Only the norm used (the gradient of the sum is the norm's alone), only the sum.
             check_op("add_rms_norm, norm only", &rms_inputs, |t| add_rms_norm(&t[0], &t[1], &t[2], 1e-5).1, |h| add_norm_reference(NormKind::Rms, h).1, TOL);
             check_op("add_rms_norm, sum only", &rms_inputs, |t| add_rms_norm(&t[0], &t[1], &t[2], 1e-5).0, |h| add_norm_reference(NormKind::Rms, h).0, TOL);
@@ -107,7 +117,13 @@ fn norms_of_rows_packed_several_to_a_workgroup() {
             let what = |op: &str| format!("{op} of {rows} rows of {n}, {} threads x {} rows", layout.threads, layout.rows);
             let (x, delta) = (host(&mut r, &[rows, n], -2.0, 2.0), host(&mut r, &[rows, n], -1.0, 1.0));
             let (w, b) = (host(&mut r, &[n], 0.5, 1.5), host(&mut r, &[n], -0.5, 0.5));
-            check_op(&what("rms_norm"), &[x.clone(), w.clone()], |t| rms_norm(&t[0], &t[1], 1e-5), |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5), TOL);
+            check_op(
+                &what("rms_norm"),
+                &[x.clone(), w.clone()],
+                |t| rms_norm(&t[0], &t[1], 1e-5),
+                |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5),
+                TOL,
+            );
             check_op(
                 &what("add_layer_norm"),
                 &[x, delta, w, b],
@@ -185,13 +201,7 @@ fn attention_causal_and_full() {
             let q = host(&mut r, &[b, t, d], -1.0, 1.0);
             let k = host(&mut r, &[b, t, d], -1.0, 1.0);
             let v = host(&mut r, &[b, t, d], -1.0, 1.0);
-            check_op(
-                "attention",
-                &[q, k, v],
-                |x| attention(&x[0], &x[1], &x[2], causal),
-                |h| attention_reference(&h[0], &h[1], &h[2], causal),
-                TOL,
-            );
+            check_op("attention", &[q, k, v], |x| attention(&x[0], &x[1], &x[2], causal), |h| attention_reference(&h[0], &h[1], &h[2], causal), TOL);
         }
     }
 }
@@ -305,7 +315,7 @@ fn sgd_steps_match_reference() {
     for n in [n4, n4 + 1 + 2 * r.random_range(0..100)] {
         let p0 = host(&mut r, &[n], -1.0, 1.0);
         let p = upload(&p0).requires_grad();
-        let mut opt = Sgd::new(&[p.clone()], 0.1);
+        let mut opt = Sgd::new(std::slice::from_ref(&p), 0.1);
         let mut reference = p0.data.clone();
         for _ in 0..3 {
             let g = host(&mut r, &[n], -1.0, 1.0);
@@ -326,7 +336,7 @@ fn adamw_steps_match_reference() {
         let p0 = host(&mut r, &[n], -1.0, 1.0);
         let config = AdamWConfig { lr: 0.01, weight_decay: 0.1, ..AdamWConfig::default() };
         let p = upload(&p0).requires_grad();
-        let mut opt = AdamW::new(&[p.clone()], config).unwrap();
+        let mut opt = AdamW::new(std::slice::from_ref(&p), config).unwrap();
         let (mut pr, mut mr, mut vr) = (p0.data.clone(), vec![0.0; n], vec![0.0; n]);
         for step in 1..=3 {
             let g = host(&mut r, &[n], -1.0, 1.0);

@@ -4,14 +4,15 @@
 //! every op with such choices run again that way, in a child process, at 16-lane subgroups
 //! (`subgroup_width.rs`): the nearest lavapipe comes to a GPU.
 
-use moegrad::{tuned_for_cpu_by, TUNING_ENV};
 use moegrad::ops::row_layout;
 use moegrad::prelude::*;
+use moegrad::{tuned_for_cpu_by, TUNING_ENV};
 
 use crate::common::{device, is_lavapipe, rerun_tests, LAVAPIPE_VECTOR_WIDTH};
 
 /// The modules whose tests cover ops with kernel choices (and the model built on them).
-const FILTERS: [&str; 10] = ["matmul::", "softmax::", "transformer::", "moe_layer::", "moe_model::", "reduce::", "routing::", "embedding::", "empty::", "tuning::kernel_choices"];
+const FILTERS: [&str; 10] =
+    ["matmul::", "softmax::", "transformer::", "moe_layer::", "moe_model::", "reduce::", "routing::", "embedding::", "empty::", "tuning::kernel_choices"];
 
 /// Tests that must be among those that ran and passed with a GPU's choices.
 const MUST_PASS: [&str; 5] = [

@@ -7,8 +7,8 @@
 use crate::Tensor;
 
 use crate::ops::host::HostTensor;
-use crate::ops::matmul::{matmul_causal, matmul_reference};
 use crate::ops::matmul::kernel::Causal;
+use crate::ops::matmul::{matmul_causal, matmul_reference};
 use crate::ops::softmax::{softmax_reference, softmax_with, Mask, SoftmaxKind, SoftmaxOptions};
 
 /// `q` `[..., T, d]`, `k` and `v` `[..., S, d]` (heads folded into the leading dimensions).
@@ -16,7 +16,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Tensor {
     assert!(q.rank() >= 2 && q.rank() == k.rank() && k.shape() == v.shape(), "attention: q {:?}, k {:?}, v {:?} do not fit", q.shape(), k.shape(), v.shape());
     let d = q.shape()[q.rank() - 1];
     assert!(d > 0, "attention: heads of width 0 (q {:?}) have no scores", q.shape());
-    let (mask, scores_structure, probs_structure) = if causal { (Mask::Causal, Causal::Output, Causal::LowerA) } else { (Mask::None, Causal::None, Causal::None) };
+    let (mask, scores_structure, probs_structure) =
+        if causal { (Mask::Causal, Causal::Output, Causal::LowerA) } else { (Mask::None, Causal::None, Causal::None) };
     let scores = matmul_causal(q, k, false, true, scores_structure);
     // The 1/sqrt(d) scale is the softmax's temperature: no pass of its own over the scores.
     let probs = softmax_with(&scores, &SoftmaxOptions { mask, temperature: (d as f32).sqrt(), ..SoftmaxOptions::new(SoftmaxKind::Softmax) });

@@ -107,18 +107,11 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Tensor {
         let (ga, gb) = match op {
             BinaryOp::Add => (g.clone(), g.clone()),
             BinaryOp::Sub => (g.clone(), unary(UnaryOp::Neg, g)),
-            BinaryOp::Mul => (
-                if need_a { binary(BinaryOp::Mul, g, &sb) } else { g.clone() },
-                if need_b { binary(BinaryOp::Mul, g, &sa) } else { g.clone() },
-            ),
+            BinaryOp::Mul => (if need_a { binary(BinaryOp::Mul, g, &sb) } else { g.clone() }, if need_b { binary(BinaryOp::Mul, g, &sa) } else { g.clone() }),
             // d(a/b)/db = -(a/b)/b
             BinaryOp::Div => (
                 if need_a { binary(BinaryOp::Div, g, &sb) } else { g.clone() },
-                if need_b {
-                    unary(UnaryOp::Neg, &binary(BinaryOp::Div, &binary(BinaryOp::Mul, g, &saved_out), &sb))
-                } else {
-                    g.clone()
-                },
+                if need_b { unary(UnaryOp::Neg, &binary(BinaryOp::Div, &binary(BinaryOp::Mul, g, &saved_out), &sb)) } else { g.clone() },
             ),
         };
         vec![need_a.then(|| sum_to(&ga, sa.shape())), need_b.then(|| sum_to(&gb, sb.shape()))]
@@ -141,10 +134,7 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
         return g.clone();
     }
     let full = g.shape().to_vec();
-    assert!(
-        shape.len() <= full.len() && broadcast_shape("sum_to", shape, &full) == full,
-        "sum_to: shape {full:?} is not a broadcast of {shape:?}"
-    );
+    assert!(shape.len() <= full.len() && broadcast_shape("sum_to", shape, &full) == full, "sum_to: shape {full:?} is not a broadcast of {shape:?}");
     if g.numel() == 0 {
         // Nothing to sum: zeros, if a summed dimension is the empty one.
         let out = Tensor::zeros(g.device(), shape).unwrap_or_else(|e| panic!("sum_to: {e}"));

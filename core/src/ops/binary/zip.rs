@@ -33,12 +33,7 @@ pub fn zip(name: &str, expr: &str, a: &Tensor, b: &Tensor) -> Tensor {
         b.shape()
     );
     let big = if a_repeats { b } else { a };
-    assert!(
-        a.dtype() == DType::F32 && b.dtype() == DType::F32,
-        "{name}: expects f32 tensors, got {:?} and {:?}",
-        a.dtype(),
-        b.dtype()
-    );
+    assert!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "{name}: expects f32 tensors, got {:?} and {:?}", a.dtype(), b.dtype());
     assert!(a.device().same(b.device()), "{name}: tensors live on different devices");
     let dev = a.device();
     let out = Tensor::empty(dev, big.shape(), DType::F32).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -49,7 +44,16 @@ pub fn zip(name: &str, expr: &str, a: &Tensor, b: &Tensor) -> Tensor {
         let value_type = if vec == 4 { "vec4<f32>" } else { "f32" };
         let index = |repeats: bool, loads: &str| if repeats { format!("i % p.{loads}") } else { "i".to_string() };
         let (a_at, b_at) = (index(a_repeats, "a_loads"), index(b_repeats, "b_loads"));
-        let key = format!("zip/{name}/vec{vec}{}", if a_repeats { "/a_repeats" } else if b_repeats { "/b_repeats" } else { "" });
+        let key = format!(
+            "zip/{name}/vec{vec}{}",
+            if a_repeats {
+                "/a_repeats"
+            } else if b_repeats {
+                "/b_repeats"
+            } else {
+                ""
+            }
+        );
         let pipeline = dev.pipeline(&key, "main", || render_template(SHADER, &[("V", value_type), ("EXPR", expr), ("A_AT", &a_at), ("B_AT", &b_at)]));
         dev.launch(&pipeline, &loads, &[a, b, &out], grid((loads[0] as usize).div_ceil(256)));
     }

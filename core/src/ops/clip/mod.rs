@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::{grid, DType, Device, Kernel, Tensor};
 
-use crate::ops::common::{floats_per_load, with_row_chunks};
 use crate::ops::common::rows::WorkgroupReduce;
+use crate::ops::common::{floats_per_load, with_row_chunks};
 
 const SHADER: &str = include_str!("grad_norm.wgsl");
 /// Elements each partial-sum workgroup covers.

@@ -20,7 +20,6 @@ pub(crate) fn floats_per_load(n: usize) -> usize {
     }
 }
 
-
 /// `kernel` loading `vec` floats at a time (`floats_per_load`): `VEC`, the value type
 /// `V`, its bool `VB` and u32 `VU`, and `LOAD_OFFSETS` (each value's offset within its
 /// load).

@@ -153,9 +153,12 @@ pub fn packed_layouts(dev: &Device) -> Vec<RowLayout> {
     if !fits || WorkgroupReduce::for_device(dev) != WorkgroupReduce::Subgroup {
         return Vec::new();
     }
-    (0..=smallest.trailing_zeros()).map(|i| 1 << i).filter(|&threads| group / threads > 1).map(|threads| RowLayout { threads, rows: group / threads, reduce: WorkgroupReduce::Subgroup }).collect()
+    (0..=smallest.trailing_zeros())
+        .map(|i| 1 << i)
+        .filter(|&threads| group / threads > 1)
+        .map(|threads| RowLayout { threads, rows: group / threads, reduce: WorkgroupReduce::Subgroup })
+        .collect()
 }
-
 
 const MEMORY: &str = include_str!("reduce_memory.wgsl");
 const SUBGROUP: &str = include_str!("reduce_subgroup.wgsl");
@@ -262,7 +265,9 @@ pub fn layouts_reduce_correctly(dev: &Device, layouts: &[RowLayout]) -> bool {
             let sum: f64 = values.iter().sum();
             let max = values.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v)) * 0.25;
             let exp_sum: f64 = values.iter().map(|v| (v * 0.25 - max).exp()).sum();
-            got[row * threads * 3..(row + 1) * threads * 3].chunks(3).all(|t| t[0] as f64 == sum && t[1] as f64 == max && (t[2] as f64 - exp_sum).abs() <= 1e-5 * exp_sum)
+            got[row * threads * 3..(row + 1) * threads * 3]
+                .chunks(3)
+                .all(|t| t[0] as f64 == sum && t[1] as f64 == max && (t[2] as f64 - exp_sum).abs() <= 1e-5 * exp_sum)
         })
     })
 }

@@ -4,10 +4,10 @@
 
 use crate::{grid, record, render_template, DType, Tensor};
 
-use crate::ops::host::HostTensor;
 use crate::ops::common::rows::row_threads;
-use crate::ops::common::{floats_per_load, with_row_chunks};
 use crate::ops::common::rows::WorkgroupReduce;
+use crate::ops::common::{floats_per_load, with_row_chunks};
+use crate::ops::host::HostTensor;
 
 const SHADER: &str = include_str!("cross_entropy.wgsl");
 const BACKWARD_SHADER: &str = include_str!("cross_entropy_backward.wgsl");
@@ -31,13 +31,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
     assert_eq!(logits.dtype(), DType::F32, "cross_entropy: logits must be f32, got {:?}", logits.dtype());
     assert_eq!(targets.dtype(), DType::U32, "cross_entropy: targets must be u32, got {:?}", targets.dtype());
     assert!(logits.rank() >= 1 && logits.shape()[logits.rank() - 1] > 0, "cross_entropy: logits {:?} have no classes", logits.shape());
-    assert_eq!(
-        &logits.shape()[..logits.rank() - 1],
-        targets.shape(),
-        "cross_entropy: logits {:?} and targets {:?} disagree",
-        logits.shape(),
-        targets.shape()
-    );
+    assert_eq!(&logits.shape()[..logits.rank() - 1], targets.shape(), "cross_entropy: logits {:?} and targets {:?} disagree", logits.shape(), targets.shape());
     let n = logits.shape()[logits.rank() - 1];
     let rows = targets.numel();
     let dev = logits.device();
@@ -68,7 +62,8 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
         let dx = alloc_like(&saved_logits);
         // SAFETY: load c < rows * n / vec indexes the logits and dx, its row < rows the
         // targets and row_lse; g and count hold one value each.
-        let p = unsafe { g.device().pipeline_unchecked(&format!("cross_entropy_backward/vec{vec}"), "main", || with_row_chunks(BACKWARD_SHADER.to_string(), vec)) };
+        let p =
+            unsafe { g.device().pipeline_unchecked(&format!("cross_entropy_backward/vec{vec}"), "main", || with_row_chunks(BACKWARD_SHADER.to_string(), vec)) };
         g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], grid((dx.numel() / vec).div_ceil(256)));
         vec![Some(dx)]
     })

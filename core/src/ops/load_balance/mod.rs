@@ -6,10 +6,10 @@
 
 use crate::{grid, record, DType, Tensor};
 
+use crate::ops::common::rows::WorkgroupReduce;
 use crate::ops::host::HostTensor;
 use crate::ops::permute::Routing;
 use crate::ops::reduce::{reduce, ReduceOp};
-use crate::ops::common::rows::WorkgroupReduce;
 
 const SHADER: &str = include_str!("load_balance.wgsl");
 
@@ -25,7 +25,12 @@ pub struct LoadBalance {
 /// coef * E * sum_e f_e P_e, with P_e the mean probability of expert e. Its minimum,
 /// coef, is reached when both are uniform; f_e carries no gradient.
 pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBalance {
-    assert!(probs.rank() == 2 && probs.dtype() == DType::F32, "load_balancing_loss: probabilities must be f32 [tokens, experts], got {:?} {:?}", probs.dtype(), probs.shape());
+    assert!(
+        probs.rank() == 2 && probs.dtype() == DType::F32,
+        "load_balancing_loss: probabilities must be f32 [tokens, experts], got {:?} {:?}",
+        probs.dtype(),
+        probs.shape()
+    );
     let (tokens, experts) = (probs.shape()[0], probs.shape()[1]);
     assert_eq!(
         [tokens, experts],
@@ -39,7 +44,9 @@ pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBal
     let params = [tokens as u32, experts as u32, (tokens * plan.k) as u32, coef.to_bits()];
     let live = tokens > 0 && experts > 0 && plan.k > 0;
     // Without tokens there is nothing to balance: a loss of 0 and loads of 0.
-    let alloc = |shape: &[usize]| if live { Tensor::empty(dev, shape, DType::F32) } else { Tensor::zeros(dev, shape) }.unwrap_or_else(|e| panic!("load_balancing_loss: {e}"));
+    let alloc = |shape: &[usize]| {
+        if live { Tensor::empty(dev, shape, DType::F32) } else { Tensor::zeros(dev, shape) }.unwrap_or_else(|e| panic!("load_balancing_loss: {e}"))
+    };
     let (loss, load) = (alloc(&[]), alloc(&[experts]));
     if live {
         let column_sums = reduce(ReduceOp::Sum, &probs.detach(), 0, false);

@@ -258,19 +258,30 @@ impl CoopTiles {
         let pairs: Vec<(usize, usize)> = (0..self.qm).flat_map(|i| (0..self.qn).map(move |j| (i, j))).collect();
         let accumulators = pairs.iter().map(|(i, j)| format!("    var acc{i}_{j} = coop_mat16x16<f32, C>();\n")).collect();
         let mut multiply: String = (0..self.qn)
-            .map(|j| format!("            let ib{j} = kk * BS + sn + {}u;\n            let y{j} = coopLoadT<coop_mat16x16<f16, B>>(&b_tile[ib{j}], sb);\n", 16 * j))
+            .map(|j| {
+                format!("            let ib{j} = kk * BS + sn + {}u;\n            let y{j} = coopLoadT<coop_mat16x16<f16, B>>(&b_tile[ib{j}], sb);\n", 16 * j)
+            })
             .collect();
         for i in 0..self.qm {
-            multiply += &format!("            let ia{i} = kk * AS + sm + {}u;\n            let x{i} = coopLoad<coop_mat16x16<f16, A>>(&a_tile[ia{i}], sa);\n", 16 * i);
+            multiply +=
+                &format!("            let ia{i} = kk * AS + sm + {}u;\n            let x{i} = coopLoad<coop_mat16x16<f16, A>>(&a_tile[ia{i}], sa);\n", 16 * i);
             multiply += &(0..self.qn).map(|j| format!("            acc{i}_{j} = coopMultiplyAdd(x{i}, y{j}, acc{i}_{j});\n")).collect::<String>();
         }
         let store = pairs
             .iter()
-            .map(|(i, j)| format!("        let o{i}_{j} = rg.c_off + (gm + {}u) * p.n + gn + {}u;\n        coopStoreT(acc{i}_{j}, &c[o{i}_{j}], stride);\n", 16 * i, 16 * j))
+            .map(|(i, j)| {
+                format!(
+                    "        let o{i}_{j} = rg.c_off + (gm + {}u) * p.n + gn + {}u;\n        coopStoreT(acc{i}_{j}, &c[o{i}_{j}], stride);\n",
+                    16 * i,
+                    16 * j
+                )
+            })
             .collect();
         let store_edge = pairs
             .iter()
-            .map(|(i, j)| format!("        coopStoreT(acc{i}_{j}, &staging[own], s16);\n        copy_staged(rg, gm + {}u, gn + {}u, sg, lane);\n", 16 * i, 16 * j))
+            .map(|(i, j)| {
+                format!("        coopStoreT(acc{i}_{j}, &staging[own], s16);\n        copy_staged(rg, gm + {}u, gn + {}u, sg, lane);\n", 16 * i, 16 * j)
+            })
             .collect();
         [accumulators, multiply, store, store_edge]
     }
@@ -444,7 +455,15 @@ impl Variant {
 
     fn key(&self, grouping: &str) -> String {
         let kernel = self.tiles.map_or(format!("coop{}", self.coop), |t| t.to_string());
-        format!("matmul/{grouping}/{}{}/{kernel}/{:?}/{}/v{}{}", u8::from(self.trans_a), u8::from(self.trans_b), self.precision, self.f16_tiles, self.vec_a, self.vec_b)
+        format!(
+            "matmul/{grouping}/{}{}/{kernel}/{:?}/{}/v{}{}",
+            u8::from(self.trans_a),
+            u8::from(self.trans_b),
+            self.precision,
+            self.f16_tiles,
+            self.vec_a,
+            self.vec_b
+        )
     }
 
     /// The WGSL of this variant with `grouping`'s `ranges`.
@@ -473,7 +492,8 @@ impl Variant {
         };
         let main = if self.tiles.is_some() { REGISTER_SHADER } else { COOP_SHADER };
         let template = format!("{TILES_SHADER}\n{main}");
-        let (bm, bn, bk, tm, tn, threads) = (t.bm.to_string(), t.bn.to_string(), t.bk.to_string(), t.tm.to_string(), t.tn.to_string(), self.threads().to_string());
+        let (bm, bn, bk, tm, tn, threads) =
+            (t.bm.to_string(), t.bn.to_string(), t.bk.to_string(), t.tm.to_string(), t.tn.to_string(), self.threads().to_string());
         let (read_a, read_b) = (read("a", self.vec_a), read("b", self.vec_b));
         let mut values = vec![
             ("ENABLE", enable.as_str()),
@@ -531,7 +551,8 @@ fn tensor_cores_verified(dev: &Device) -> bool {
         let upload = |len, seed| Tensor::from_slice(dev, &values(len, seed), &[len]).expect("matmul self-check upload");
         let (a, b) = (upload(m * k, 1), upload(k * n, 2));
         let run = |tiles: Option<Tiles>| {
-            let variant = Variant { trans_a: false, trans_b: false, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
+            let variant =
+                Variant { trans_a: false, trans_b: false, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
             launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, [m, n, k], &[m, n])
                 .to_vec()
                 .expect("matmul self-check read-back")
@@ -540,7 +561,10 @@ fn tensor_cores_verified(dev: &Device) -> bool {
         let worst = coop.iter().zip(&portable).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         let ok = worst <= 1e-3;
         if !ok {
-            eprintln!("moegrad: {} advertises f16 cooperative matrices, but they differ from the portable kernel by {worst}; using the portable kernel", dev.name());
+            eprintln!(
+                "moegrad: {} advertises f16 cooperative matrices, but they differ from the portable kernel by {worst}; using the portable kernel",
+                dev.name()
+            );
         }
         ok
     })
@@ -661,12 +685,22 @@ mod tests {
     /// Every variant's source.
     fn all_sources() -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let batched = [Causal::None, Causal::Output, Causal::LowerA, Causal::UpperA].map(|c| (c.key(), render_template(BATCHED_RANGES, &[("CAUSAL", c.wgsl())])));
+        let batched =
+            [Causal::None, Causal::Output, Causal::LowerA, Causal::UpperA].map(|c| (c.key(), render_template(BATCHED_RANGES, &[("CAUSAL", c.wgsl())])));
         for (name, grouping) in batched.into_iter().chain([("rows", ROWS_RANGES.to_string()), ("depth", DEPTH_RANGES.to_string())]) {
             for trans_a in [false, true] {
                 for trans_b in [false, true] {
                     for vec in [1, 4] {
-                        let v = Variant { trans_a, trans_b, tiles: None, coop: CoopTiles::DEFAULT, precision: Precision::F16, f16_tiles: true, vec_a: vec, vec_b: vec };
+                        let v = Variant {
+                            trans_a,
+                            trans_b,
+                            tiles: None,
+                            coop: CoopTiles::DEFAULT,
+                            precision: Precision::F16,
+                            f16_tiles: true,
+                            vec_a: vec,
+                            vec_b: vec,
+                        };
                         for coop in CoopTiles::CANDIDATES {
                             let v = Variant { coop, ..v };
                             out.push((v.key(name), v.source(&grouping)));
@@ -808,10 +842,27 @@ mod tests {
         // C = A (a column) times the 1 x 1 matrix [1]: each output is one rounded operand.
         let a = Tensor::from_slice(&dev, &values, &[values.len()]).unwrap();
         let one = Tensor::from_slice(&dev, &[1.0], &[1]).unwrap();
-        let variant = Variant { trans_a: false, trans_b: false, tiles: Some(Tiles::SMALL), coop: CoopTiles::DEFAULT, precision: Precision::F16, f16_tiles: false, vec_a: 1, vec_b: 1 };
-        let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &one, [values.len(), 1, 1], &[values.len()])
-            .to_vec()
-            .unwrap();
+        let variant = Variant {
+            trans_a: false,
+            trans_b: false,
+            tiles: Some(Tiles::SMALL),
+            coop: CoopTiles::DEFAULT,
+            precision: Precision::F16,
+            f16_tiles: false,
+            vec_a: 1,
+            vec_b: 1,
+        };
+        let got = launch_variant(
+            variant,
+            Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None },
+            1,
+            &a,
+            &one,
+            [values.len(), 1, 1],
+            &[values.len()],
+        )
+        .to_vec()
+        .unwrap();
         for (x, g) in values.iter().zip(got) {
             let want = half::f16::from_f32(*x).to_f32();
             assert_eq!(g.to_bits(), want.to_bits(), "{x:e} rounded to {g:e}, f16 gives {want:e}");
@@ -846,7 +897,9 @@ mod tests {
             let want32 = reference(&a_host, &b_host, dims, trans_a, trans_b, false);
             for &(tiles, f16_tiles) in &paths {
                 let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
-                let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
+                let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, dims, &[m, n])
+                    .to_vec()
+                    .unwrap();
                 let (err16, err32) = (max_diff(&got, &want16), max_diff(&got, &want32));
                 assert!(err16 < 2e-5, "{variant:?}: {err16} from the f16-rounded reference");
                 assert!(err32 > 5e-4, "{variant:?}: only {err32} from the f32 product: operands were not rounded");
@@ -896,7 +949,8 @@ mod tests {
                     // Poison the pool, so that an output buffer it hands out holds NaN.
                     drop(Tensor::from_slice(&dev, &vec![f32::NAN; m * n], &[m * n]).unwrap());
                     let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision, f16_tiles: f16, vec_a: 1, vec_b: 1 };
-                    let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
+                    let got =
+                        launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
                     let tile = variant.tiles();
                     for i in 0..m {
                         for j in 0..n {

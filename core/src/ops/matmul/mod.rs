@@ -70,12 +70,7 @@ fn matmul_at(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, causal: Causa
     assert_eq!(ka, kb, "matmul: inner dimensions differ for a{} {:?} and b{} {:?}", t(trans_a), a.shape(), t(trans_b), b.shape());
     let batch_a = &a.shape()[..a.rank() - 2];
     let batch_b = &b.shape()[..b.rank() - 2];
-    assert!(
-        batch_a == batch_b || batch_a.is_empty() || batch_b.is_empty(),
-        "matmul: batch dimensions of {:?} and {:?} differ",
-        a.shape(),
-        b.shape()
-    );
+    assert!(batch_a == batch_b || batch_a.is_empty() || batch_b.is_empty(), "matmul: batch dimensions of {:?} and {:?} differ", a.shape(), b.shape());
     // x @ W with x batched: one big 2-D product instead of a batch of small ones.
     if batch_b.is_empty() && !batch_a.is_empty() && !trans_a && causal == Causal::None {
         let flat = reshape(a, &[numel(batch_a) * m, ka]);
@@ -116,15 +111,33 @@ pub fn grouped_matmul(x: &Tensor, w: &Tensor, offsets: &Tensor) -> Tensor {
     assert!(x.dtype() == DType::F32 && w.dtype() == DType::F32, "grouped_matmul: x and w must be f32");
     let (experts, inputs, outputs) = (w.shape()[0], w.shape()[1], w.shape()[2]);
     assert_eq!(x.shape()[1], inputs, "grouped_matmul: x {:?} and w {:?} disagree on the input width", x.shape(), w.shape());
-    assert!(offsets.dtype() == DType::U32 && offsets.shape() == [experts + 1], "grouped_matmul: offsets must be u32 [{}], got {:?} {:?}", experts + 1, offsets.dtype(), offsets.shape());
+    assert!(
+        offsets.dtype() == DType::U32 && offsets.shape() == [experts + 1],
+        "grouped_matmul: offsets must be u32 [{}], got {:?} {:?}",
+        experts + 1,
+        offsets.dtype(),
+        offsets.shape()
+    );
     let rows = x.shape()[0];
     let precision = matmul_precision();
-    let out = launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, [false, false], [rows, outputs, inputs], &[rows, outputs], precision);
+    let out =
+        launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, [false, false], [rows, outputs, inputs], &[rows, outputs], precision);
     let (sx, sw, so) = (x.clone(), w.clone(), offsets.clone());
     let (need_x, need_w) = (x.is_tracked(), w.is_tracked());
     record("grouped_matmul", out, &[x, w], move |g| {
-        let dx = need_x.then(|| launch(Grouping::Rows { offsets: &so, experts, stride_b: inputs * outputs }, g, &sw, [false, true], [rows, inputs, outputs], &[rows, inputs], precision));
-        let dw = need_w.then(|| launch(Grouping::Depth { offsets: &so, experts }, &sx, g, [true, false], [inputs, outputs, rows], &[experts, inputs, outputs], precision));
+        let dx = need_x.then(|| {
+            launch(
+                Grouping::Rows { offsets: &so, experts, stride_b: inputs * outputs },
+                g,
+                &sw,
+                [false, true],
+                [rows, inputs, outputs],
+                &[rows, inputs],
+                precision,
+            )
+        });
+        let dw = need_w
+            .then(|| launch(Grouping::Depth { offsets: &so, experts }, &sx, g, [true, false], [inputs, outputs, rows], &[experts, inputs, outputs], precision));
         vec![dx, dw]
     })
 }
@@ -175,8 +188,7 @@ pub fn matmul_reference(a: &HostTensor, b: &HostTensor, trans_a: bool, trans_b: 
     for bi in 0..batch {
         for i in 0..m {
             for j in 0..n {
-                data[(bi * m + i) * n + j] =
-                    (0..k).map(|p| at(a, batch_a.is_empty(), bi, i, p, trans_a) * at(b, batch_b.is_empty(), bi, p, j, trans_b)).sum();
+                data[(bi * m + i) * n + j] = (0..k).map(|p| at(a, batch_a.is_empty(), bi, i, p, trans_a) * at(b, batch_b.is_empty(), bi, p, j, trans_b)).sum();
             }
         }
     }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use crate::{record_multi, DType, Device, Kernel, Tensor};
 
-use crate::ops::host::HostTensor;
 use crate::ops::common::rows::{row_layout, RowLayout};
 use crate::ops::common::{floats_per_load, with_row_chunks};
-use crate::ops::reduce::{reduce, ReduceOp};
+use crate::ops::host::HostTensor;
 use crate::ops::layout::reshape;
+use crate::ops::reduce::{reduce, ReduceOp};
 
 const SHADER: &str = include_str!("norm.wgsl");
 const BACKWARD_SHADER: &str = include_str!("norm_backward.wgsl");
@@ -64,9 +64,7 @@ fn row_kernel(dev: &Device, name: &str, template: &str, kind: NormKind, n: usize
     let vec = floats_per_load(n);
     let layout = row_layout(dev, n);
     let key = format!("{name}/{}/{}/vec{vec}/{residual_key}", kind.name(), layout.name());
-    let source = || {
-        with_row_chunks(layout.render(template, &[("MODE", kind.mode()), ("RESIDUAL", residual)]), vec)
-    };
+    let source = || with_row_chunks(layout.render(template, &[("MODE", kind.mode()), ("RESIDUAL", residual)]), vec);
     // SAFETY: load c < n / vec of row < rows (slots past the last row read the last row)
     // indexes the rows and the residual sums and their gradients (rows * n floats) and the
     // scale and bias (n floats), row indexes stats (rows * 2), and every loop counts up to
@@ -114,7 +112,8 @@ fn norm(kind: NormKind, x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, bia
     let normalised = sum.clone().unwrap_or_else(|| x.clone());
     let delta_given = delta.is_some();
     let sw = weight.clone();
-    let (need_x, need_delta, need_w, need_b) = (x.is_tracked(), delta.is_some_and(Tensor::is_tracked), weight.is_tracked(), bias.is_some_and(Tensor::is_tracked));
+    let (need_x, need_delta, need_w, need_b) =
+        (x.is_tracked(), delta.is_some_and(Tensor::is_tracked), weight.is_tracked(), bias.is_some_and(Tensor::is_tracked));
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
     inputs.extend(delta);
@@ -129,7 +128,9 @@ fn norm(kind: NormKind, x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, bia
                 let (dx, g_xhat) = (alloc(normalised.shape()), alloc(normalised.shape()));
                 if rows > 0 {
                     let residual = match &g_sum {
-                        Some(_) => ("residual", "@group(0) @binding(7) var<storage, read> g_sum: array<V>;\nfn residual_grad(i: u32) -> V { return g_sum[i]; }"),
+                        Some(_) => {
+                            ("residual", "@group(0) @binding(7) var<storage, read> g_sum: array<V>;\nfn residual_grad(i: u32) -> V { return g_sum[i]; }")
+                        }
                         None => ("plain", "fn residual_grad(i: u32) -> V { return V(0.0); }"),
                     };
                     let (pipeline, layout) = row_kernel(dev, "norm_backward", BACKWARD_SHADER, kind, n, residual);

@@ -127,7 +127,8 @@ impl AdamW {
                 let dev = p.device();
                 let vec = floats_per_load(p.numel());
                 let loads = p.numel() / vec;
-                let params = [loads as u32, lr.to_bits(), c.beta1.to_bits(), c.beta2.to_bits(), c.eps.to_bits(), c.weight_decay.to_bits(), bc1.to_bits(), bc2.to_bits()];
+                let params =
+                    [loads as u32, lr.to_bits(), c.beta1.to_bits(), c.beta2.to_bits(), c.eps.to_bits(), c.weight_decay.to_bits(), bc1.to_bits(), bc2.to_bits()];
                 let (name, scale_code, buffers) = match norm {
                     Some(norm) => (
                         "adamw/clipped",
@@ -136,7 +137,8 @@ impl AdamW {
                     ),
                     None => ("adamw", "fn grad_scale() -> f32 { return 1.0; }", vec![p, &g, m, v]),
                 };
-                let pipeline = dev.pipeline(&format!("{name}/vec{vec}"), "main", || with_load_type(render_template(ADAMW_SHADER, &[("GRAD_SCALE", scale_code)]), vec));
+                let pipeline =
+                    dev.pipeline(&format!("{name}/vec{vec}"), "main", || with_load_type(render_template(ADAMW_SHADER, &[("GRAD_SCALE", scale_code)]), vec));
                 dev.launch(&pipeline, &params, &buffers, grid(loads.div_ceil(256)));
             }
         });

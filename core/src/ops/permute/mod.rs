@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use crate::{grid, record, DType, Device, Kernel, Tensor};
 
-use crate::ops::host::HostTensor;
 use crate::ops::common::rows::row_layout;
 use crate::ops::common::{floats_per_load, with_load_type, with_row_chunks};
+use crate::ops::host::HostTensor;
 
 const PERMUTE_SHADER: &str = include_str!("permute.wgsl");
 const GATHER_SHADER: &str = include_str!("gather_slots.wgsl");
@@ -42,7 +42,12 @@ pub struct Routing {
 
 /// Plans the permutation for expert choices `[T, k]` (u32, each below `experts`).
 pub fn plan_routing(expert_ids: &Tensor, experts: usize) -> Routing {
-    assert!(expert_ids.rank() == 2 && expert_ids.dtype() == DType::U32, "plan_routing: expert ids must be u32 [tokens, k], got {:?} {:?}", expert_ids.dtype(), expert_ids.shape());
+    assert!(
+        expert_ids.rank() == 2 && expert_ids.dtype() == DType::U32,
+        "plan_routing: expert ids must be u32 [tokens, k], got {:?} {:?}",
+        expert_ids.dtype(),
+        expert_ids.shape()
+    );
     assert!((1..=MAX_EXPERTS).contains(&experts), "plan_routing: expert count {experts} must be in 1..={MAX_EXPERTS}");
     let (tokens, k) = (expert_ids.shape()[0], expert_ids.shape()[1]);
     let slots = tokens * k;
@@ -149,10 +154,12 @@ fn combine_pipeline(dev: &Device, entry: &str, vec: usize) -> Arc<Kernel> {
 pub fn plan_routing_reference(expert_ids: &[u32], experts: usize) -> (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>) {
     let mut counts = vec![0u32; experts];
     expert_ids.iter().for_each(|&e| counts[e as usize] += 1);
-    let offsets: Vec<u32> = std::iter::once(0).chain(counts.iter().scan(0, |acc, &c| {
-        *acc += c;
-        Some(*acc)
-    })).collect();
+    let offsets: Vec<u32> = std::iter::once(0)
+        .chain(counts.iter().scan(0, |acc, &c| {
+            *acc += c;
+            Some(*acc)
+        }))
+        .collect();
     let mut sorted: Vec<u32> = (0..expert_ids.len() as u32).collect();
     sorted.sort_by_key(|&s| expert_ids[s as usize]); // stable: keeps slot order per expert
     let mut positions = vec![0u32; expert_ids.len()];

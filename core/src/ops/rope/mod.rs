@@ -88,7 +88,12 @@ pub(crate) fn move_heads(src: &Tensor, from: HeadLayout, dst: &Tensor, to: HeadL
         return;
     }
     if let Some((table, offset)) = rope {
-        assert!(table.head_dim == head_dim && offset + t <= table.positions, "rope: table of {} positions x {} does not cover {t} positions from {offset} of {head_dim}", table.positions, table.head_dim);
+        assert!(
+            table.head_dim == head_dim && offset + t <= table.positions,
+            "rope: table of {} positions x {} does not cover {t} positions from {offset} of {head_dim}",
+            table.positions,
+            table.head_dim
+        );
     }
     let dev = src.device();
     let pipeline = dev.pipeline(&format!("rope/{sign}"), "main", || render_template(SHADER, &[("SIGN", sign)]));

@@ -8,9 +8,9 @@
 
 use crate::{grid, record_multi, render_template, DType, Device, Tensor};
 
+use crate::ops::common::{each_kept, floats_per_load, with_ranking, with_row_chunks, LANE_GROUPS_SUBGROUP};
 use crate::ops::host::HostTensor;
 use crate::ops::topk::{topk_reference, MAX_K, MAX_ROW};
-use crate::ops::common::{each_kept, floats_per_load, with_ranking, with_row_chunks, LANE_GROUPS_SUBGROUP};
 
 const SHADER: &str = include_str!("router.wgsl");
 const EXCHANGE_SUBGROUP: &str = include_str!("router_exchange_subgroup.wgsl");
@@ -180,7 +180,10 @@ fn use_subgroup_exchange(dev: &Device) -> bool {
         let worst = probs.iter().zip(&portable_probs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let ok = indices == portable_indices && worst <= 1e-6;
         if !ok {
-            eprintln!("moegrad: {}'s subgroup shuffles route differently from workgroup memory (probabilities within {worst}); using workgroup memory", dev.name());
+            eprintln!(
+                "moegrad: {}'s subgroup shuffles route differently from workgroup memory (probabilities within {worst}); using workgroup memory",
+                dev.name()
+            );
         }
         ok
     })

@@ -25,12 +25,7 @@ fn copy_block(src: &Tensor, src_start: usize, dst: &Tensor, dst_start: usize, ax
 /// Positions `start..start+len` of `axis`.
 pub fn slice(x: &Tensor, axis: usize, start: usize, len: usize) -> Tensor {
     assert!(axis < x.rank(), "slice: axis {axis} is out of range for shape {:?}", x.shape());
-    assert!(
-        start + len <= x.shape()[axis],
-        "slice: range {start}..{} is out of bounds for axis {axis} of shape {:?}",
-        start + len,
-        x.shape()
-    );
+    assert!(start + len <= x.shape()[axis], "slice: range {start}..{} is out of bounds for axis {axis} of shape {:?}", start + len, x.shape());
     assert_eq!(x.dtype(), DType::F32, "slice: expects an f32 tensor, got {:?}", x.dtype());
     let mut shape = x.shape().to_vec();
     shape[axis] = len;

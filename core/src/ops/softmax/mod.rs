@@ -5,9 +5,9 @@
 
 use crate::{record, DType, Tensor};
 
-use crate::ops::host::HostTensor;
 use crate::ops::common::rows::{loads_kept, row_layout};
 use crate::ops::common::{each_kept, floats_per_load, with_row_chunks};
+use crate::ops::host::HostTensor;
 
 const SHADER: &str = include_str!("softmax.wgsl");
 const BACKWARD_SHADER: &str = include_str!("softmax_backward.wgsl");
@@ -209,7 +209,13 @@ pub fn softmax_reference(x: &HostTensor, kind: SoftmaxKind, temperature: f64, ma
         let z: Vec<f64> = row.iter().map(|v| v / temperature).collect();
         let keep: Vec<usize> = (0..n).filter(|&j| allowed(j)).collect();
         let weight = |z: f64| match kind {
-            SoftmaxKind::StableMax => if z >= 0.0 { z + 1.0 } else { 1.0 / (1.0 - z) },
+            SoftmaxKind::StableMax => {
+                if z >= 0.0 {
+                    z + 1.0
+                } else {
+                    1.0 / (1.0 - z)
+                }
+            }
             _ => z.exp(),
         };
         let total: f64 = keep.iter().map(|&j| weight(z[j])).sum();

@@ -4,8 +4,8 @@
 
 use crate::{grid, record, DType, Tensor};
 
-use crate::ops::host::HostTensor;
 use crate::ops::common::with_ranking;
+use crate::ops::host::HostTensor;
 
 const SHADER: &str = include_str!("topk.wgsl");
 const BACKWARD_SHADER: &str = include_str!("topk_backward.wgsl");

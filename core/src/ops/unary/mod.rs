@@ -4,8 +4,8 @@
 
 use crate::{grid, record, render_template, DType, Tensor};
 
-use crate::ops::host::HostTensor;
 use crate::ops::common::{each_float, floats_per_load, with_load_type};
+use crate::ops::host::HostTensor;
 
 const SHADER: &str = include_str!("unary.wgsl");
 
