@@ -271,7 +271,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     r.run(&format!("matmul_{n}_fp32"), Work::Flops(2.0 * (n * n * n) as f64), &|| done(matmul(a.get()?, b.get()?)))?;
     r.run(&format!("matmul_{n}_fp16"), Work::F16Flops(2.0 * (n * n * n) as f64), &|| {
         let (a, b) = (a.get()?, b.get()?);
-        done(with_matmul_precision(Precision::F16, || matmul(a, b)))
+        done(dev.with_policy(|p| p.precision = Precision::F16, || matmul(a, b)))
     })?;
 
     let (rows, cols) = if scale == Scale::Gpu { (16384, 4096) } else { (512, 1024) };
@@ -324,7 +324,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     let step = || {
         let LmStep { model, opt, scaler, batch } = lm.get()?;
         let settings = StepSettings { lr: opt.borrow().config.lr, clip: 1.0, grad_accum: 1 };
-        let f16 = matmul_precision() == Precision::F16;
+        let f16 = dev.policy().precision == Precision::F16;
         let mut scaler = scaler.borrow_mut();
         let out = train_step(&mut model.borrow_mut(), &mut opt.borrow_mut(), f16.then_some(&mut *scaler), settings, |_| Ok(batch.clone()))?;
         done(out)
@@ -341,7 +341,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     let after = dev.stats();
     let steps = (r.runs.get() - runs_before) as f64;
     // Mixed precision: f16 matmul operands, the loss scaled.
-    r.run(&format!("{lm_key}_f16"), Work::Tokens((batch * context) as f64), &|| with_matmul_precision(Precision::F16, step))?;
+    r.run(&format!("{lm_key}_f16"), Work::Tokens((batch * context) as f64), &|| dev.with_policy(|p| p.precision = Precision::F16, step))?;
     // None when --only left the training step out.
     Ok((steps > 0.0).then(|| StepCounters {
         buffers_created_after_warmup: after.buffers_created - before.buffers_created,
@@ -363,7 +363,7 @@ fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
     for tiles in Tiles::ALL {
         r.run(&format!("matmul_{n}_tiles_{tiles}"), Work::Flops(2.0 * (n * n * n) as f64), &|| {
             let (a, b) = (a.get()?, b.get()?);
-            done(with_matmul_tiles(tiles, || matmul(a, b)))
+            done(dev.with_policy(|p| p.matmul_tiles = Some(tiles), || matmul(a, b)))
         })?;
     }
     // And each tensor-core shape worth trying, where the adapter has tensor cores.
@@ -371,7 +371,7 @@ fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
         for coop in CoopTiles::CANDIDATES {
             r.run(&format!("matmul_{n}_fp16_coop_{coop}"), Work::F16Flops(2.0 * (n * n * n) as f64), &|| {
                 let (a, b) = (a.get()?, b.get()?);
-                done(with_matmul_precision(Precision::F16, || with_coop_tiles(coop, || matmul(a, b))))
+                done(dev.with_policy(|p| (p.precision, p.coop_tiles) = (Precision::F16, Some(coop)), || matmul(a, b)))
             })?;
         }
     }
@@ -414,7 +414,7 @@ fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
     for threads in row_threads_allowed(&dev) {
         r.run(&format!("softmax_threads_{threads}"), Work::Bytes(8.0 * (rows * cols) as f64), &|| {
             let s = s.get()?;
-            done(with_row_threads(threads, || softmax(s)))
+            done(dev.with_policy(|p| p.row_threads = Some(threads), || softmax(s)))
         })?;
     }
     r.run("rms_norm", Work::Bytes(8.0 * (rows * cols) as f64), &|| done(rms_norm(s.get()?, w.get()?, 1e-5)))?;
@@ -481,7 +481,7 @@ fn kernels_suite(r: &mut Runner, scale: Scale) -> Result<()> {
     for threads in row_threads_allowed(&dev) {
         r.run(&format!("causal_softmax_{t}_threads_{threads}"), Work::Bytes(score_bytes), &|| {
             let scores = scores.get()?;
-            done(with_row_threads(threads, || causal_softmax(scores)))
+            done(dev.with_policy(|p| p.row_threads = Some(threads), || causal_softmax(scores)))
         })?;
     }
     // And as it runs by default: rows packed several to a workgroup where subgroups allow.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use moegrad_core::ops::{cross_entropy, with_matmul_precision, AdamW, AdamWConfig, CrossEntropyOptions, Precision};
+use moegrad_core::ops::{cross_entropy, AdamW, AdamWConfig, CrossEntropyOptions, Precision};
 use moegrad_core::{no_grad, Device, PendingRead};
 use moegrad_models::Transformer;
 use rand::rngs::StdRng;
@@ -104,7 +104,8 @@ fn check_finite(loss: f32, step: u64, last_checkpoint: Option<u64>, ckpt_path: &
 }
 
 pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
-    with_matmul_precision(opts.config.train.precision, || run(device, opts))
+    let precision = opts.config.train.precision;
+    device.with_policy(|p| p.precision = precision, || run(device, opts))
 }
 
 fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {

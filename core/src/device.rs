@@ -5,60 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::pipeline::PipelineCache;
+use crate::policy::{KernelPolicy, Tuning};
 use crate::pool::{memory_limit_from, BufferPool, Shortage, MEMORY_LIMIT_ENV};
 use crate::recorder::Recorder;
 
 /// Environment variable that picks an adapter by (case-insensitive) substring of its name.
 pub const ADAPTER_ENV: &str = "MOEGRAD_ADAPTER";
 
-/// Environment variable that turns the subgroup fast paths off (`off`; `on` is the
-/// default) for a whole run: to compare them with the portable paths on one binary, or to
-/// sidestep a driver whose subgroups misbehave in a way the one-time checks miss.
-/// Tensor-core matmuls are not affected.
-pub const SUBGROUPS_ENV: &str = "MOEGRAD_SUBGROUPS";
-
-/// Whether a `MOEGRAD_SUBGROUPS` value turns subgroup fast paths off.
-pub fn subgroups_off_by(value: Option<&str>) -> Result<bool> {
-    match value.unwrap_or("").trim() {
-        "" | "on" => Ok(false),
-        "off" => Ok(true),
-        other => Err(Error::BadSetting { var: SUBGROUPS_ENV, value: other.to_string(), expected: "on or off" }),
-    }
-}
-
-/// Environment variable that makes kernel choices (matmul tiles and depth splits, threads
-/// a row) as for a GPU (`gpu`) or a CPU adapter (`cpu`), whatever the adapter is; `auto`,
-/// the default, goes by the adapter's type. `gpu` on lavapipe runs a GPU's choices where
-/// there is no GPU: how the tests cover them in CI.
-pub const TUNING_ENV: &str = "MOEGRAD_TUNING";
-
-/// Whether a `MOEGRAD_TUNING` value tunes kernels for a CPU adapter, on an adapter that is
-/// one (`cpu_adapter`) or not.
-pub fn tuned_for_cpu_by(value: Option<&str>, cpu_adapter: bool) -> Result<bool> {
-    match value.unwrap_or("").trim() {
-        "" | "auto" => Ok(cpu_adapter),
-        "cpu" => Ok(true),
-        "gpu" => Ok(false),
-        other => Err(Error::BadSetting { var: TUNING_ENV, value: other.to_string(), expected: "auto, gpu or cpu" }),
-    }
-}
-
 /// Features moegrad uses when the adapter has them; each has a portable fallback.
 const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16.union(wgpu::Features::SUBGROUP).union(wgpu::Features::TIMESTAMP_QUERY);
-
-thread_local! {
-    static SUBGROUPS_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with kernels recorded on this thread taking their portable paths, as on an
-/// adapter without subgroup operations: how tests cover those paths on adapters that have
-/// them.
-pub fn without_subgroups<R>(f: impl FnOnce() -> R) -> R {
-    let before = SUBGROUPS_OFF.with(|s| s.replace(true));
-    let out = f();
-    SUBGROUPS_OFF.with(|s| s.set(before));
-    out
-}
 
 /// A handle to one GPU; cheap to clone, shared by every tensor created on it.
 #[derive(Clone)]
@@ -77,10 +32,8 @@ pub(crate) struct DeviceInner {
     pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
     /// Results of one-time checks of fast paths (see `Device::verified`).
     pub verdicts: Mutex<std::collections::HashMap<&'static str, bool>>,
-    /// `MOEGRAD_SUBGROUPS=off` was set when the device was opened.
-    pub subgroups_off: bool,
-    /// Kernel choices suit a CPU adapter (see `Device::tuned_for_cpu`).
-    pub tuned_for_cpu: bool,
+    /// Which kernels run, as read from the environment when the device opened.
+    pub policy: KernelPolicy,
 }
 
 /// What `moegrad devices` prints about one adapter.
@@ -188,10 +141,9 @@ impl Device {
     }
 
     fn open(adapter: wgpu::Adapter) -> Result<Device> {
-        let subgroups_off = subgroups_off_by(std::env::var(SUBGROUPS_ENV).ok().as_deref())?;
+        let policy = KernelPolicy::from_env()?;
         let memory_limit = memory_limit_from(std::env::var(MEMORY_LIMIT_ENV).ok().as_deref())?;
         let info = adapter.get_info();
-        let tuned_for_cpu = tuned_for_cpu_by(std::env::var(TUNING_ENV).ok().as_deref(), info.device_type == wgpu::DeviceType::Cpu)?;
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         // Tensor cores are an experimental wgpu feature: opted into only where they exist,
         // and used only by kernels that check their tile shape against the adapter's list.
@@ -229,8 +181,7 @@ impl Device {
             recorder: Mutex::new(recorder),
             cooperative_matrices,
             verdicts: Mutex::default(),
-            subgroups_off,
-            tuned_for_cpu,
+            policy,
         })))
     }
 
@@ -253,17 +204,19 @@ impl Device {
 
     /// Whether kernel choices suit a CPU adapter (lavapipe), whose workgroups each run on a
     /// core thread, their threads in turn: fewer threads a row, tiles that fit the product,
-    /// no depth splits. The adapter's type decides, unless `MOEGRAD_TUNING` was set when
-    /// the device was opened.
+    /// no depth splits. The adapter's type decides, unless the policy's `tuning` does.
     pub fn tuned_for_cpu(&self) -> bool {
-        self.0.tuned_for_cpu
+        match self.policy().tuning {
+            Tuning::Auto => self.0.info.device_type == wgpu::DeviceType::Cpu,
+            Tuning::Cpu => true,
+            Tuning::Gpu => false,
+        }
     }
 
     /// The adapter's (smallest, largest) subgroup size, when kernels may use subgroup
-    /// operations: the adapter has them, and neither `without_subgroups` nor
-    /// `MOEGRAD_SUBGROUPS=off` is in force.
+    /// operations: the adapter has them, and the policy allows them.
     pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
-        let usable = self.0.features.contains(wgpu::Features::SUBGROUP) && !self.0.subgroups_off && !SUBGROUPS_OFF.with(std::cell::Cell::get);
+        let usable = self.0.features.contains(wgpu::Features::SUBGROUP) && self.policy().subgroups;
         usable.then_some((self.0.info.subgroup_min_size, self.0.info.subgroup_max_size))
     }
 

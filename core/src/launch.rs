@@ -22,6 +22,20 @@ pub fn grid(groups: usize) -> [u32; 3] {
     [x as u32, y as u32, 1]
 }
 
+/// Threads a workgroup of an element-wise kernel has (`ELEMENTWISE_WG` in its WGSL).
+pub const ELEMENTWISE_THREADS: usize = 256;
+
+/// WGSL appended to every kernel module: the element-wise kernels' workgroup size and
+/// `flat_index`, the inverse of `elementwise_grid`.
+pub(crate) const ELEMENTWISE_WGSL: &str = include_str!("elementwise.wgsl");
+
+/// The grid of an element-wise kernel with one thread for each of `threads` elements (or
+/// loads), whose WGSL finds its element with `flat_index`: the one launch convention of
+/// every such kernel.
+pub fn elementwise_grid(threads: usize) -> [u32; 3] {
+    grid(threads.div_ceil(ELEMENTWISE_THREADS))
+}
+
 impl Device {
     /// Records a dispatch of `kernel` over `groups` workgroups, binding `tensors` to
     /// bindings 1, 2, ... in order. Never waits for the GPU.

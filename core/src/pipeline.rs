@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::device::Device;
+use crate::launch::ELEMENTWISE_WGSL;
 
 /// A compiled kernel: its pipeline and the cache key naming its variant, which profiles
 /// report time under.
@@ -70,7 +71,9 @@ impl Device {
         if let Some(p) = cache.pipelines.lock().unwrap().get(key) {
             return p.clone();
         }
-        let source = source();
+        // Module-scope WGSL may come in any order, so the shared pieces go after the
+        // kernel's own source (whose `enable` directives must come first).
+        let source = source() + "\n" + ELEMENTWISE_WGSL;
         let device = &self.0.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(key), source: wgpu::ShaderSource::Wgsl(source.into()) };

@@ -10,7 +10,7 @@ use rand_distr::{Distribution, Normal, Uniform};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::launch::grid;
+use crate::launch::elementwise_grid;
 use crate::pool::PooledBuffer;
 use crate::recorder::Command;
 use crate::shape::{numel, Shape};
@@ -88,7 +88,7 @@ impl Tensor {
         let t = Tensor::empty(device, shape, DType::F32)?;
         if t.numel() > 0 {
             let pipeline = device.pipeline("fill", "main", || include_str!("fill.wgsl").to_string());
-            device.launch(&pipeline, &[t.numel() as u32, value.to_bits()], &[&t], grid(t.numel().div_ceil(256)));
+            device.launch(&pipeline, &[t.numel() as u32, value.to_bits()], &[&t], elementwise_grid(t.numel()));
         }
         Ok(t)
     }

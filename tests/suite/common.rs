@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use moegrad::ops::rows::{packed_layouts, MOST_KEPT};
-use moegrad::ops::{row_layout, with_row_threads, HostTensor, RowLayout, ROW_THREADS};
+use moegrad::ops::{row_layout, HostTensor, RowLayout, ROW_THREADS};
 use moegrad::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -52,7 +52,7 @@ pub fn rerun_tests(filters: &[&str], set: &[(&str, &str)], unset: &[&str]) -> St
 /// lavapipe does) and again on their portable fallbacks, so CI covers both.
 pub fn on_both_paths(check: impl Fn()) {
     check();
-    moegrad::without_subgroups(check);
+    device().with_policy(|p| p.subgroups = false, check);
 }
 
 /// A seeded generator for a test's random shapes and data. `MOEGRAD_TEST_SEED=<n>` shifts
@@ -67,7 +67,7 @@ pub fn rng(seed: u64) -> StdRng {
 /// kernel lays out so: the fewest loads that select it and a random number, as vec4 and
 /// as single floats. Asserts that lavapipe's subgroups, where in use, are as wide as its
 /// vector width where that is set, that packed layouts exist exactly where subgroups do, that every one
-/// is tested, and that `with_row_threads` and the portable path give a row a workgroup of
+/// is tested, and that a policy's `row_threads` and the portable path give a row a workgroup of
 /// its own.
 pub fn packed_row_lengths(dev: &Device, r: &mut StdRng) -> Vec<(RowLayout, Vec<usize>)> {
     if let (true, Ok(bits), Some(sizes)) = (is_lavapipe(dev), std::env::var(LAVAPIPE_VECTOR_WIDTH), dev.subgroup_sizes()) {
@@ -76,8 +76,8 @@ pub fn packed_row_lengths(dev: &Device, r: &mut StdRng) -> Vec<(RowLayout, Vec<u
     }
     let layouts = packed_layouts(dev);
     assert_eq!(layouts.is_empty(), dev.subgroup_sizes().is_none(), "packed layouts exist exactly where subgroups do");
-    assert_eq!(with_row_threads(ROW_THREADS[0], || row_layout(dev, 64)).rows, 1);
-    assert_eq!(moegrad::without_subgroups(|| row_layout(dev, 64)).rows, 1);
+    assert_eq!(device().with_policy(|p| p.row_threads = Some(ROW_THREADS[0]), || row_layout(dev, 64)).rows, 1);
+    assert_eq!(device().with_policy(|p| p.subgroups = false, || row_layout(dev, 64)).rows, 1);
     let last = layouts.len().saturating_sub(1);
     layouts
         .iter()

@@ -3,7 +3,7 @@
 
 use moegrad::demo::{train_mlp, DemoConfig};
 use moegrad::prelude::*;
-use moegrad::Error;
+use moegrad::{Error, KernelPolicy, Tuning};
 use rand::SeedableRng;
 
 use crate::common::device;
@@ -19,27 +19,58 @@ fn adapter_is_chosen_by_name_or_refused_with_the_list() {
     assert!(msg.contains("no-such-gpu") && msg.contains(&name), "{msg}");
 }
 
+/// The policy a device opens with, from these variables alone.
+fn policy_from(vars: &[(&str, &str)]) -> moegrad::Result<KernelPolicy> {
+    KernelPolicy::from_vars(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+}
+
 #[test]
 fn subgroup_setting_is_on_or_off_and_nothing_else() {
-    use moegrad::subgroups_off_by;
-    assert!(!subgroups_off_by(None).unwrap());
-    assert!(!subgroups_off_by(Some("on")).unwrap());
-    assert!(subgroups_off_by(Some(" off")).unwrap());
-    let msg = subgroups_off_by(Some("no")).expect_err("a bad setting must be refused").to_string();
+    assert!(policy_from(&[]).unwrap().subgroups);
+    assert!(policy_from(&[("MOEGRAD_SUBGROUPS", "on")]).unwrap().subgroups);
+    assert!(!policy_from(&[("MOEGRAD_SUBGROUPS", " off")]).unwrap().subgroups);
+    let msg = policy_from(&[("MOEGRAD_SUBGROUPS", "no")]).expect_err("a bad setting must be refused").to_string();
     assert!(msg.contains("MOEGRAD_SUBGROUPS") && msg.contains("\"no\"") && msg.contains("on or off"), "{msg}");
 }
 
 #[test]
 fn tuning_is_auto_gpu_or_cpu_and_nothing_else() {
-    use moegrad::tuned_for_cpu_by;
-    for cpu_adapter in [false, true] {
-        assert_eq!(tuned_for_cpu_by(None, cpu_adapter).unwrap(), cpu_adapter);
-        assert_eq!(tuned_for_cpu_by(Some("auto"), cpu_adapter).unwrap(), cpu_adapter);
-        assert!(!tuned_for_cpu_by(Some("gpu"), cpu_adapter).unwrap());
-        assert!(tuned_for_cpu_by(Some(" cpu "), cpu_adapter).unwrap());
-    }
-    let msg = tuned_for_cpu_by(Some("fast"), true).expect_err("a bad setting must be refused").to_string();
+    assert_eq!(policy_from(&[]).unwrap().tuning, Tuning::Auto);
+    assert_eq!(policy_from(&[("MOEGRAD_TUNING", "auto")]).unwrap().tuning, Tuning::Auto);
+    assert_eq!(policy_from(&[("MOEGRAD_TUNING", "gpu")]).unwrap().tuning, Tuning::Gpu);
+    assert_eq!(policy_from(&[("MOEGRAD_TUNING", " cpu ")]).unwrap().tuning, Tuning::Cpu);
+    let msg = policy_from(&[("MOEGRAD_TUNING", "fast")]).expect_err("a bad setting must be refused").to_string();
     assert!(msg.contains("MOEGRAD_TUNING") && msg.contains("\"fast\"") && msg.contains("auto, gpu or cpu"), "{msg}");
+    // The device resolves the tuning against its adapter's type.
+    let dev = device();
+    let cpu_adapter = dev.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu;
+    for (tuning, cpu) in [(Tuning::Auto, cpu_adapter), (Tuning::Gpu, false), (Tuning::Cpu, true)] {
+        assert_eq!(dev.with_policy(|p| p.tuning = tuning, || dev.tuned_for_cpu()), cpu, "{tuning:?}");
+    }
+}
+
+#[test]
+fn tile_settings_are_parsed_and_refused_by_name() {
+    let policy = policy_from(&[("MOEGRAD_MATMUL_TILES", "64x64x8/4x4"), ("MOEGRAD_COOP_TILES", "4x2/2x4/32")]).unwrap();
+    assert_eq!(policy.matmul_tiles.map(|t| t.to_string()).as_deref(), Some("64x64x8/4x4"));
+    assert_eq!(policy.coop_tiles.map(|t| t.to_string()).as_deref(), Some("4x2/2x4/32"));
+    for (var, value) in [("MOEGRAD_MATMUL_TILES", "64x64"), ("MOEGRAD_COOP_TILES", "2x2/4x4/8")] {
+        let msg = policy_from(&[(var, value)]).expect_err("a bad setting must be refused").to_string();
+        assert!(msg.contains(var) && msg.contains(value), "{msg}");
+    }
+}
+
+#[test]
+fn a_policy_override_is_scoped_and_survives_a_panic() {
+    use moegrad::ops::Precision;
+    let dev = device();
+    let before = dev.policy();
+    let inner = dev.with_policy(|p| p.precision = Precision::F16, || dev.with_policy(|p| p.row_threads = Some(64), || dev.policy()));
+    assert_eq!((inner.precision, inner.row_threads), (Precision::F16, Some(64)), "overrides nest");
+    assert_eq!(dev.policy(), before);
+    let panicked = std::panic::catch_unwind(|| dev.with_policy(|p| p.subgroups = false, || panic!("inside the override")));
+    assert!(panicked.is_err());
+    assert_eq!(dev.policy(), before, "a panic must not leave the override in force");
 }
 
 #[test]

@@ -4,7 +4,6 @@ use moegrad::ops::reduce::reduce_all_reference;
 use moegrad::ops::rows::packed_layouts;
 use moegrad::ops::rows::{layouts_reduce_correctly, reduces_correctly, WorkgroupReduce};
 use moegrad::ops::{reduce, reduce_all, workgroup_reduction, HostTensor, ReduceOp};
-use moegrad::without_subgroups;
 
 use crate::common::{check_op, device, host, rng, shape, upload, TOL};
 
@@ -85,5 +84,5 @@ fn workgroup_reductions_give_every_thread_the_total_at_every_size() {
         let packed = packed_layouts(&dev);
         assert!(!packed.is_empty() && layouts_reduce_correctly(&dev, &packed), "packed rows reduce wrongly: {packed:?}");
     }
-    assert_eq!(without_subgroups(|| workgroup_reduction(&dev)), "workgroup memory");
+    assert_eq!(dev.with_policy(|p| p.subgroups = false, || workgroup_reduction(&dev)), "workgroup memory");
 }

@@ -8,7 +8,6 @@ use moegrad::ops::{
     combine_slots, concat, gather_slots, load_balancing_loss, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor,
 };
 use moegrad::prelude::*;
-use moegrad::without_subgroups;
 use rand::Rng;
 
 use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, packed_row_lengths, rng, upload, TOL};
@@ -75,7 +74,7 @@ fn router_matches_reference_with_and_without_renormalisation() {
 
 #[test]
 fn router_without_subgroups_matches_reference() {
-    without_subgroups(|| check_router(&mut rng(63)));
+    device().with_policy(|p| p.subgroups = false, || check_router(&mut rng(63)));
 }
 
 #[test]

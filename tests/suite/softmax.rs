@@ -4,7 +4,7 @@ use moegrad::ops::cross_entropy::cross_entropy_reference;
 use moegrad::ops::rows::{loads_kept, MOST_KEPT};
 use moegrad::ops::softmax::softmax_reference;
 use moegrad::ops::{
-    cross_entropy, row_threads_allowed, softmax_with, with_row_threads, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS,
+    cross_entropy, row_threads_allowed, softmax_with, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS,
 };
 use moegrad::prelude::*;
 use rand::Rng;
@@ -38,17 +38,17 @@ fn every_workgroup_size_gives_the_same_softmax_and_cross_entropy() {
             for v in [37, 300] {
                 let targets: Vec<u32> = (0..5).map(|_| r.random_range(0..v as u32)).collect();
                 let logits = host(&mut r, &[5, v], -4.0, 4.0);
-                with_row_threads(threads, || check_cross_entropy(logits, &targets, CrossEntropyOptions { ignore_index: 2, z_coef: 0.1 }));
+                device().with_policy(|p| p.row_threads = Some(threads), || check_cross_entropy(logits, &targets, CrossEntropyOptions { ignore_index: 2, z_coef: 0.1 }));
             }
             for (kind, n) in [(SoftmaxKind::Softmax, 5), (SoftmaxKind::LogSoftmax, 36), (SoftmaxKind::StableMax, 300)] {
                 let x = host(&mut r, &[3, 4, n], -3.0, 3.0);
                 let opts = SoftmaxOptions { mask: Mask::Causal, ..SoftmaxOptions::new(kind) };
                 let reference = |h: &[HostTensor]| softmax_reference(&h[0], kind, 1.0, None, true);
                 if kind == SoftmaxKind::LogSoftmax {
-                    let got = with_row_threads(threads, || softmax_with(&upload(&x), &opts)).to_vec().unwrap();
+                    let got = device().with_policy(|p| p.row_threads = Some(threads), || softmax_with(&upload(&x), &opts)).to_vec().unwrap();
                     assert_close(&format!("{} with {threads} threads", kind.name()), &got, &reference(&[x]).data, 1e-5);
                 } else {
-                    with_row_threads(threads, || check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), reference, TOL));
+                    device().with_policy(|p| p.row_threads = Some(threads), || check_op(kind.name(), &[x], |t| softmax_with(&t[0], &opts), reference, TOL));
                 }
             }
         }
@@ -155,10 +155,10 @@ fn rows_read_once_and_rows_read_twice_agree_with_the_reference() {
                     let want = softmax_reference(&x, kind, 1.0, host_mask, matches!(mask_opt, Mask::Causal));
                     let opts = SoftmaxOptions { mask: mask_opt, ..SoftmaxOptions::new(kind) };
                     let input = upload(&x).requires_grad();
-                    let y = with_row_threads(threads as u32, || softmax_with(&input, &opts));
+                    let y = device().with_policy(|p| p.row_threads = Some(threads as u32), || softmax_with(&input, &opts));
                     assert_close_to_largest(&what, &y.to_vec().unwrap(), &want.data);
                     let w = host(&mut r, &x.shape, -1.0, 1.0);
-                    with_row_threads(threads as u32, || y.backward_with(&upload(&w)));
+                    device().with_policy(|p| p.row_threads = Some(threads as u32), || y.backward_with(&upload(&w)));
                     let grad = input.grad().unwrap().to_vec().unwrap();
                     let want_grad = softmax_grad_reference(kind, &x, &want, &w);
                     assert_close_to_largest(&format!("gradient of {what}"), &grad, &want_grad);

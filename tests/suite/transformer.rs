@@ -10,7 +10,7 @@ use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
 use moegrad::ops::{
     add_layer_norm, add_rms_norm, attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, merge_heads, rms_norm, rope,
-    row_threads_allowed, split_heads, swiglu, with_matmul_splits, with_matmul_tiles, with_row_threads, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable,
+    row_threads_allowed, split_heads, swiglu, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable,
     Tiles,
 };
 use moegrad::prelude::*;
@@ -95,9 +95,9 @@ fn norms_at_every_workgroup_size() {
         for threads in row_threads_allowed(&device()) {
             for n in [37, 300] {
                 let (x, w, b) = (host(&mut r, &[3, n], -2.0, 2.0), host(&mut r, &[n], 0.5, 1.5), host(&mut r, &[n], -0.5, 0.5));
-                let rms = |t: &[Tensor]| with_row_threads(threads, || rms_norm(&t[0], &t[1], 1e-5));
+                let rms = |t: &[Tensor]| device().with_policy(|p| p.row_threads = Some(threads), || rms_norm(&t[0], &t[1], 1e-5));
                 check_op("rms_norm", &[x.clone(), w.clone()], rms, |h| norm_reference(NormKind::Rms, &h[0], &h[1], None, 1e-5), TOL);
-                let layer = |t: &[Tensor]| with_row_threads(threads, || layer_norm(&t[0], &t[1], &t[2], 1e-5));
+                let layer = |t: &[Tensor]| device().with_policy(|p| p.row_threads = Some(threads), || layer_norm(&t[0], &t[1], &t[2], 1e-5));
                 check_op("layer_norm", &[x, w, b], layer, |h| norm_reference(NormKind::Layer, &h[0], &h[1], Some(&h[2]), 1e-5), TOL);
             }
         }
@@ -221,8 +221,8 @@ fn causal_attention_skips_the_masked_half() {
             let poison: Vec<Tensor> = (0..4).map(|_| Tensor::from_slice(&device(), &vec![f32::NAN; len], &[len]).unwrap()).collect();
             drop(poison);
         }
-        with_matmul_tiles(tiles, || {
-            with_matmul_splits(splits, || {
+        device().with_policy(|p| p.matmul_tiles = Some(tiles), || {
+            device().with_policy(|p| p.matmul_splits = Some(splits), || {
                 check_op(
                     "causal attention",
                     &[q.clone(), k.clone(), v.clone()],
@@ -292,7 +292,7 @@ fn a_kv_cache_gives_the_logits_of_the_whole_sequence() {
     let model = Transformer::new(&device(), &config, &mut rng(80)).unwrap();
     let mut r = rng(81);
     let ids: Vec<u32> = (0..45).map(|_| r.random_range(0..50)).collect();
-    with_matmul_tiles(Tiles::SMALL, || {
+    device().with_policy(|p| p.matmul_tiles = Some(Tiles::SMALL), || {
         let whole = no_grad(|| model.forward(&Tensor::from_u32(&device(), &ids, &[1, ids.len()]).unwrap(), false).logits).to_vec().unwrap();
         let mut cache = KvCache::new();
         let mut start = 0;

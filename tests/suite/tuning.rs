@@ -6,7 +6,7 @@
 
 use moegrad::ops::row_layout;
 use moegrad::prelude::*;
-use moegrad::{tuned_for_cpu_by, TUNING_ENV};
+use moegrad::{KernelPolicy, Tuning, TUNING_ENV};
 
 use crate::common::{device, is_lavapipe, rerun_tests, LAVAPIPE_VECTOR_WIDTH};
 
@@ -44,7 +44,11 @@ fn ops_match_the_reference_with_a_gpus_kernel_choices() {
 fn kernel_choices_follow_the_tuning() {
     let dev = Device::new().unwrap();
     let cpu_adapter = dev.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu;
-    let cpu = tuned_for_cpu_by(std::env::var(TUNING_ENV).ok().as_deref(), cpu_adapter).unwrap();
+    let cpu = match KernelPolicy::from_env().unwrap().tuning {
+        Tuning::Auto => cpu_adapter,
+        Tuning::Cpu => true,
+        Tuning::Gpu => false,
+    };
     assert_eq!(dev.tuned_for_cpu(), cpu);
     assert_eq!(row_layout(&dev, 4096).threads, if cpu { 32 } else { 256 });
     let a = Tensor::zeros(&dev, &[64, 2048]).unwrap();

@@ -40,10 +40,7 @@ pub use heads::{merge_heads, split_heads};
 pub use host::HostTensor;
 pub use layout::{reshape, transpose};
 pub use load_balance::{load_balancing_loss, LoadBalance};
-pub use matmul::kernel::{
-    f16_matmul_kernel, matmul_precision, set_matmul_precision, with_coop_tiles, with_matmul_precision, with_matmul_splits, with_matmul_tiles, CoopTiles,
-    Precision, Tiles,
-};
+pub use matmul::kernel::{f16_matmul_kernel, CoopTiles, Precision, Tiles};
 pub use matmul::{grouped_matmul, matmul, matmul_t};
 pub use norm::{add_layer_norm, add_rms_norm, layer_norm, rms_norm, NormKind};
 pub use optim::{AdamW, AdamWConfig, AdamWSlot, Sgd};
@@ -51,7 +48,7 @@ pub use permute::{combine_slots, gather_slots, plan_routing, Routing};
 pub use reduce::{reduce, reduce_all, ReduceOp};
 pub use rope::{rope, RopeTable};
 pub use router::{route, route_with_stats, router_exchange, RouterOutput, RouterStats};
-pub use rows::{row_layout, row_threads_allowed, with_row_threads, workgroup_reduction, RowLayout, ROW_THREADS};
+pub use rows::{row_layout, row_threads_allowed, workgroup_reduction, RowLayout, ROW_THREADS};
 pub use slice::{concat, slice};
 pub use softmax::{causal_softmax, log_softmax, softmax, softmax_with, stablemax, Mask, SoftmaxKind, SoftmaxOptions};
 pub use strided::MAX_RANK;

@@ -5,7 +5,7 @@
 pub mod zip;
 
 use crate::shape::{numel, strides};
-use crate::{grid, record, DType, Tensor};
+use crate::{elementwise_grid, grid, record, DType, Tensor};
 use zip::{repeats_within, zip};
 
 use crate::ops::host::{unravel, HostTensor};
@@ -180,7 +180,7 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
             params.extend(pack_dims("sum_to", dims));
         }
         let pipeline = dev.pipeline("sum_to", "main", || SUM_TO_SHADER.to_string());
-        dev.launch(&pipeline, &params, &[g, &out], grid(out.numel().div_ceil(256)));
+        dev.launch(&pipeline, &params, &[g, &out], elementwise_grid(out.numel()));
     }
     record("sum_to", out, &[g], move |gg| vec![Some(broadcast_to(gg, &full))])
 }

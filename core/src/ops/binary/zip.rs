@@ -4,7 +4,7 @@
 //! repetition (a bias): no division or remainder a dimension for each element.
 
 use crate::ops::common::floats_per_load;
-use crate::{grid, render_template, DType, Tensor};
+use crate::{elementwise_grid, grid, render_template, DType, Tensor};
 
 const SHADER: &str = include_str!("zip.wgsl");
 
@@ -55,7 +55,7 @@ pub fn zip(name: &str, expr: &str, a: &Tensor, b: &Tensor) -> Tensor {
             }
         );
         let pipeline = dev.pipeline(&key, "main", || render_template(SHADER, &[("V", value_type), ("EXPR", expr), ("A_AT", &a_at), ("B_AT", &b_at)]));
-        dev.launch(&pipeline, &loads, &[a, b, &out], grid((loads[0] as usize).div_ceil(256)));
+        dev.launch(&pipeline, &loads, &[a, b, &out], elementwise_grid(loads[0] as usize));
     }
     out
 }

@@ -15,9 +15,9 @@ struct Params { loads: u32, a_loads: u32, b_loads: u32 }
 @group(0) @binding(2) var<storage, read> b_in: array<V>;
 @group(0) @binding(3) var<storage, read_write> out: array<V>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i < p.loads {
         let a = a_in[{{A_AT}}];
         let b = b_in[{{B_AT}}];

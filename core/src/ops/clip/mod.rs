@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::{grid, DType, Device, Kernel, Tensor};
+use crate::{elementwise_grid, grid, DType, Device, Kernel, Tensor};
 
 use crate::ops::common::rows::WorkgroupReduce;
 use crate::ops::common::{floats_per_load, with_row_chunks};
@@ -35,7 +35,7 @@ pub fn clip_grad_norm_scaled(params: &[Tensor], max_norm: f32, grad_scale: f32) 
             let scaled = Tensor::empty(dev, g.shape(), DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
             let vec = floats_per_load(g.numel());
             let loads = g.numel() / vec;
-            dev.launch_bound(&norm_pipeline(dev, "scale", vec), &[loads as u32, 0, 0, 0], &[(1, &g), (4, &out), (5, &scaled)], grid(loads.div_ceil(256)));
+            dev.launch_bound(&norm_pipeline(dev, "scale", vec), &[loads as u32, 0, 0, 0], &[(1, &g), (4, &out), (5, &scaled)], elementwise_grid(loads));
             p.set_grad(scaled);
         }
     }

@@ -21,7 +21,6 @@
 //! packed layouts use the row interface over these (`row_place`, `row_sum`,
 //! `row_max_sum`), whose packed version reduces a row within a subgroup.
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::{grid, render_template, Device, Kernel, Tensor};
@@ -34,20 +33,6 @@ const ROW_AT: &str = include_str!("row_at.wgsl");
 
 /// The workgroup sizes a row kernel may use.
 pub const ROW_THREADS: [u32; 6] = [32, 64, 128, 256, 512, 1024];
-
-thread_local! {
-    static OVERRIDE: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
-/// Runs `f` with every row kernel recorded on this thread using one workgroup of
-/// `threads` a row.
-pub fn with_row_threads<R>(threads: u32, f: impl FnOnce() -> R) -> R {
-    assert!(ROW_THREADS.contains(&threads), "threads per row must be one of {ROW_THREADS:?}, got {threads}");
-    let before = OVERRIDE.with(|t| t.replace(Some(threads)));
-    let out = f();
-    OVERRIDE.with(|t| t.set(before));
-    out
-}
 
 /// The entries of `ROW_THREADS` that `dev` allows in one workgroup.
 pub fn row_threads_allowed(dev: &Device) -> Vec<u32> {
@@ -65,7 +50,7 @@ fn most_threads(dev: &Device) -> u32 {
 
 /// Threads for a workgroup holding one row of `loads` loads on `dev`.
 pub(crate) fn row_threads(dev: &Device, loads: usize) -> u32 {
-    OVERRIDE.with(Cell::get).unwrap_or_else(|| loads.next_power_of_two().clamp(32, most_threads(dev) as usize) as u32)
+    dev.policy().row_threads.unwrap_or_else(|| loads.next_power_of_two().clamp(32, most_threads(dev) as usize) as u32)
 }
 
 /// Most loads a thread keeps in registers across a row kernel's two passes: 8 vec4s are 32
@@ -106,7 +91,7 @@ impl RowLayout {
     /// a row.
     pub fn for_rows(dev: &Device, loads: usize) -> Self {
         let reduce = WorkgroupReduce::for_device(dev);
-        if OVERRIDE.with(Cell::get).is_none() {
+        if dev.policy().row_threads.is_none() {
             let fits = |l: &RowLayout| l.threads as usize <= loads.next_power_of_two() && loads <= l.threads as usize * MOST_KEPT;
             if let Some(packed) = packed_layouts(dev).into_iter().rfind(fits) {
                 if packs_rows_correctly(dev) {
@@ -173,7 +158,7 @@ pub enum WorkgroupReduce {
 
 impl WorkgroupReduce {
     /// The reductions for `dev`: subgroup operations where the adapter has them (and
-    /// `without_subgroups` is not in force) and they pass a one-time check on the device;
+    /// the policy allows them) and they pass a one-time check on the device;
     /// else workgroup memory, with a warning when the check failed.
     pub fn for_device(dev: &Device) -> Self {
         if dev.subgroup_sizes().is_none() {

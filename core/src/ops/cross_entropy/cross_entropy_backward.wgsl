@@ -13,9 +13,9 @@ struct Params { rows: u32, n: u32, ignore_index: u32, z_coef: f32 }
 @group(0) @binding(5) var<storage, read> g: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dx: array<V>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let c = gid.x + gid.y * nwg.x * 256u;
+    let c = flat_index(gid, nwg);
     let chunks = p.n / VEC;
     if c >= p.rows * chunks {
         return;

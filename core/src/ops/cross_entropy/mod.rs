@@ -2,7 +2,7 @@
 //! over counted tokens, and an optional z-loss `z_coef * mean(logsumexp(logits)^2)`.
 //! `cross_entropy.wgsl` (forward) and `cross_entropy_backward.wgsl`.
 
-use crate::{grid, record, render_template, DType, Tensor};
+use crate::{elementwise_grid, grid, record, render_template, DType, Tensor};
 
 use crate::ops::common::rows::row_threads;
 use crate::ops::common::rows::WorkgroupReduce;
@@ -64,7 +64,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
         // targets and row_lse; g and count hold one value each.
         let p =
             unsafe { g.device().pipeline_unchecked(&format!("cross_entropy_backward/vec{vec}"), "main", || with_row_chunks(BACKWARD_SHADER.to_string(), vec)) };
-        g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], grid((dx.numel() / vec).div_ceil(256)));
+        g.device().launch(&p, &params, &[&saved_logits, &saved_targets, &row_lse, &count, g, &dx], elementwise_grid(dx.numel() / vec));
         vec![Some(dx)]
     })
 }

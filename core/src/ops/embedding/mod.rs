@@ -2,7 +2,7 @@
 //! Its backward is a deterministic scatter-add into the table's gradient
 //! (`embedding_backward.wgsl`).
 
-use crate::{grid, record, render_template, DType, Tensor};
+use crate::{elementwise_grid, grid, record, render_template, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 
@@ -26,7 +26,7 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Tensor {
     if out.numel() > 0 {
         let pipeline = dev.pipeline("gather_rows", "main", || GATHER_SHADER.to_string());
         let params = [out.numel(), d, rows].map(|v| v as u32);
-        dev.launch(&pipeline, &params, &[table, ids, &out], grid(out.numel().div_ceil(256)));
+        dev.launch(&pipeline, &params, &[table, ids, &out], elementwise_grid(out.numel()));
     }
     let saved_ids = ids.clone();
     record("embedding", out, &[table, ids], move |g| vec![Some(embedding_backward(g, &saved_ids, rows, d)), None])

@@ -1,7 +1,7 @@
 //! The Default MoE's running defaults: each expert's EMA of its own outputs
 //! (`expert_ema.wgsl`). Not differentiable: the defaults are model state.
 
-use crate::{grid, DType, Tensor};
+use crate::{elementwise_grid, grid, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 
@@ -18,7 +18,7 @@ pub fn expert_output_ema(defaults: &Tensor, expert_rows: &Tensor, offsets: &Tens
     if updated.numel() > 0 && expert_rows.numel() > 0 {
         let pipeline = dev.pipeline("expert_ema", "main", || SHADER.to_string());
         let params = [experts as u32, d as u32, beta.to_bits()];
-        dev.launch(&pipeline, &params, &[defaults, expert_rows, offsets, &updated], grid(updated.numel().div_ceil(256)));
+        dev.launch(&pipeline, &params, &[defaults, expert_rows, offsets, &updated], elementwise_grid(updated.numel()));
         updated
     } else {
         defaults.detach()

@@ -31,9 +31,9 @@ fn finish(inv: Invocation) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat_index(gid, nwg);
     if i < p.tokens * p.experts {
         dprobs[i] = g[0] * p.coef * f32(p.experts) * load[i % p.experts] / f32(p.tokens);
     }

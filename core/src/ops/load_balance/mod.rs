@@ -4,7 +4,7 @@
 //! formula as tensor ops takes a dozen small kernels a layer. The loads come from the
 //! routing plan's counts, not from the chosen experts again.
 
-use crate::{grid, record, DType, Tensor};
+use crate::{elementwise_grid, grid, record, DType, Tensor};
 
 use crate::ops::common::rows::WorkgroupReduce;
 use crate::ops::host::HostTensor;
@@ -61,7 +61,7 @@ pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBal
         let dprobs = dprobs.unwrap_or_else(|e| panic!("load_balancing_loss backward: {e}"));
         if live {
             let pipeline = WorkgroupReduce::for_device(dev).entry_pipeline(dev, "load_balance", SHADER, "backward");
-            dev.launch_bound(&pipeline, &params, &[(3, &saved_load), (5, g), (6, &dprobs)], grid((tokens * experts).div_ceil(256)));
+            dev.launch_bound(&pipeline, &params, &[(3, &saved_load), (5, g), (6, &dprobs)], elementwise_grid(tokens * experts));
         }
         vec![Some(dprobs)]
     });

@@ -4,9 +4,7 @@
 //! main: `matmul.wgsl` (portable) or `matmul_coop.wgsl` (cooperative
 //! matrices). `matmul.rs` holds the ops built on it.
 
-use std::cell::Cell;
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use crate::{render_template, wgpu, DType, Device, Tensor, MAX_GROUPS_PER_DIM};
 
@@ -15,10 +13,6 @@ use crate::ops::reduce::sum_middle;
 const TILES_SHADER: &str = include_str!("matmul_tiles.wgsl");
 const REGISTER_SHADER: &str = include_str!("matmul.wgsl");
 const COOP_SHADER: &str = include_str!("matmul_coop.wgsl");
-
-/// Environment variable that forces one register tile shape, e.g. `128x128x8/8x8`: how the
-/// per-device table below is tuned with `moegrad bench`.
-pub const TILES_ENV: &str = "MOEGRAD_MATMUL_TILES";
 
 /// The arithmetic of matmul products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,59 +26,6 @@ pub enum Precision {
     F16,
 }
 
-thread_local! {
-    static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
-    static TILES_OVERRIDE: Cell<Option<Tiles>> = const { Cell::new(None) };
-    static SPLITS_OVERRIDE: Cell<Option<usize>> = const { Cell::new(None) };
-    static COOP_OVERRIDE: Cell<Option<CoopTiles>> = const { Cell::new(None) };
-}
-
-/// The precision of matmuls recorded from now on by this thread (training sets it per
-/// run; a backward pass uses the precision its forward pass was recorded with).
-pub fn set_matmul_precision(precision: Precision) {
-    PRECISION.with(|p| p.set(precision));
-}
-
-pub fn matmul_precision() -> Precision {
-    PRECISION.with(Cell::get)
-}
-
-/// Runs `f` with matmuls at `precision`, restoring the previous setting afterwards.
-pub fn with_matmul_precision<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
-    let before = matmul_precision();
-    set_matmul_precision(precision);
-    let out = f();
-    set_matmul_precision(before);
-    out
-}
-
-/// Runs `f` with every portable matmul on this thread using `tiles`: for tests that
-/// cover each table entry on any device, and for tuning.
-pub fn with_matmul_tiles<R>(tiles: Tiles, f: impl FnOnce() -> R) -> R {
-    let before = TILES_OVERRIDE.with(|t| t.replace(Some(tiles)));
-    let out = f();
-    TILES_OVERRIDE.with(|t| t.set(before));
-    out
-}
-
-/// Runs `f` with every tensor-core matmul on this thread shaped by `tiles`: for timing
-/// each shape (`moegrad bench --suite kernels`) on adapters that have tensor cores.
-pub fn with_coop_tiles<R>(tiles: CoopTiles, f: impl FnOnce() -> R) -> R {
-    let before = COOP_OVERRIDE.with(|t| t.replace(Some(tiles)));
-    let out = f();
-    COOP_OVERRIDE.with(|t| t.set(before));
-    out
-}
-
-/// Runs `f` with every batched or depth-grouped matmul on this thread split into `splits`
-/// slices of its depth: for tests that cover split products on any device.
-pub fn with_matmul_splits<R>(splits: usize, f: impl FnOnce() -> R) -> R {
-    assert!(splits >= 1, "matmul splits must be at least 1");
-    let before = SPLITS_OVERRIDE.with(|s| s.replace(Some(splits)));
-    let out = f();
-    SPLITS_OVERRIDE.with(|s| s.set(before));
-    out
-}
 
 /// Workgroups that keep a big GPU busy (about two per multiprocessor of an H100). A
 /// product with fewer output tiles splits its depth to get there.
@@ -147,7 +88,7 @@ impl Tiles {
     /// expert weight gradients (128 x 64) took 4,300 tokens/s with LARGE, 5,000 with
     /// MEDIUM.
     fn for_device(dev: &Device, m: usize, n: usize, matrices: usize, max_splits: usize, row_blocks: usize) -> Tiles {
-        if let Some(t) = TILES_OVERRIDE.with(Cell::get).or_else(env_tiles) {
+        if let Some(t) = dev.policy().matmul_tiles {
             return t;
         }
         Tiles::choose(dev.tuned_for_cpu(), m, n, matrices * max_splits, row_blocks)
@@ -197,17 +138,6 @@ impl FromStr for Tiles {
     }
 }
 
-fn env_tiles() -> Option<Tiles> {
-    static PARSED: OnceLock<Option<Tiles>> = OnceLock::new();
-    *PARSED.get_or_init(|| {
-        let value = std::env::var(TILES_ENV).ok().filter(|v| !v.is_empty())?;
-        Some(value.parse().unwrap_or_else(|e| panic!("{TILES_ENV}: {e}")))
-    })
-}
-
-/// Environment variable that forces the tensor-core kernel's shape, e.g. `4x2/2x4/32`.
-pub const COOP_TILES_ENV: &str = "MOEGRAD_COOP_TILES";
-
 /// The tensor-core kernel's shape: `sg_m x sg_n` subgroups of 32 lanes, each owning
 /// `qm x qn` accumulator matrices of 16 x 16, over `bk`-deep slices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,15 +171,9 @@ impl CoopTiles {
         self.sg_m * self.sg_n * 32
     }
 
-    /// The shape in use: `with_coop_tiles`, `MOEGRAD_COOP_TILES`, or the default.
-    fn current() -> CoopTiles {
-        static PARSED: OnceLock<CoopTiles> = OnceLock::new();
-        COOP_OVERRIDE.with(Cell::get).unwrap_or_else(|| {
-            *PARSED.get_or_init(|| match std::env::var(COOP_TILES_ENV).ok().filter(|v| !v.is_empty()) {
-                Some(v) => v.parse().unwrap_or_else(|e| panic!("{COOP_TILES_ENV}: {e}")),
-                None => CoopTiles::DEFAULT,
-            })
-        })
+    /// The shape `dev`'s policy asks for, or the default.
+    fn current(dev: &Device) -> CoopTiles {
+        dev.policy().coop_tiles.unwrap_or(CoopTiles::DEFAULT)
     }
 
     /// The kernel's accumulators, its multiply step and its two ways of storing, written
@@ -552,7 +476,7 @@ fn tensor_cores_verified(dev: &Device) -> bool {
         let (a, b) = (upload(m * k, 1), upload(k * n, 2));
         let run = |tiles: Option<Tiles>| {
             let variant =
-                Variant { trans_a: false, trans_b: false, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
+                Variant { trans_a: false, trans_b: false, tiles, coop: CoopTiles::current(dev), precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
             launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, [m, n, k], &[m, n])
                 .to_vec()
                 .expect("matmul self-check read-back")
@@ -590,7 +514,7 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
     let vec_b = vector_width(if trans_b { k } else { n }, trans_b && split_k);
     let f16 = precision == Precision::F16;
     let f16_tiles = f16 && dev.features().contains(wgpu::Features::SHADER_F16);
-    let coop = f16 && TILES_OVERRIDE.with(Cell::get).is_none() && dev.has_tensor_cores_f16() && tensor_cores_verified(dev);
+    let coop = f16 && dev.policy().matmul_tiles.is_none() && dev.has_tensor_cores_f16() && tensor_cores_verified(dev);
     // Products that tile independently (grouped rows share one run of row tiles), and the
     // depth of each.
     let (matrices, depth) = match grouping {
@@ -602,10 +526,10 @@ fn choose(grouping: &Grouping, a: &Tensor, trans_a: bool, trans_b: bool, [m, n, 
     let max_splits = if splittable { (depth / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS) } else { 1 };
     let row_blocks = if let Grouping::Rows { experts, .. } = grouping { *experts } else { 0 };
     let tiles = (!coop).then(|| Tiles::for_device(dev, m, n, matrices, max_splits, row_blocks));
-    let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision, f16_tiles: f16_tiles || coop, vec_a, vec_b };
+    let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(dev), precision, f16_tiles: f16_tiles || coop, vec_a, vec_b };
     let t = variant.tiles();
     let workgroups = m.div_ceil(t.bm) * n.div_ceil(t.bn) * matrices;
-    let splits = match SPLITS_OVERRIDE.with(Cell::get) {
+    let splits = match dev.policy().matmul_splits {
         Some(s) if !matches!(grouping, Grouping::Rows { .. }) => s,
         _ => BUSY_WORKGROUPS.div_ceil(workgroups.max(1)).min(max_splits),
     };
@@ -896,7 +820,7 @@ mod tests {
             let want16 = reference(&a_host, &b_host, dims, trans_a, trans_b, true);
             let want32 = reference(&a_host, &b_host, dims, trans_a, trans_b, false);
             for &(tiles, f16_tiles) in &paths {
-                let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
+                let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::DEFAULT, precision: Precision::F16, f16_tiles, vec_a: 1, vec_b: 1 };
                 let got = launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, dims, &[m, n])
                     .to_vec()
                     .unwrap();
@@ -948,7 +872,7 @@ mod tests {
                     let want = &exact[usize::from(f16)];
                     // Poison the pool, so that an output buffer it hands out holds NaN.
                     drop(Tensor::from_slice(&dev, &vec![f32::NAN; m * n], &[m * n]).unwrap());
-                    let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::current(), precision, f16_tiles: f16, vec_a: 1, vec_b: 1 };
+                    let variant = Variant { trans_a, trans_b, tiles, coop: CoopTiles::DEFAULT, precision, f16_tiles: f16, vec_a: 1, vec_b: 1 };
                     let got =
                         launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal }, 1, &a, &b, dims, &[m, n]).to_vec().unwrap();
                     let tile = variant.tiles();

@@ -1,8 +1,8 @@
 //! Matrix multiplication: 2-D and batched, either operand transposed, any sizes, and the
 //! grouped (per-expert) matmul of MoE layers, all from one kernel template
 //! (`matmul.wgsl`). A 2-D right operand is shared across a batched left one, the
-//! `x @ W` of every linear layer. Products run at the thread's `matmul_precision()`; which
-//! kernel runs them is `matmul_kernel`'s business.
+//! `x @ W` of every linear layer. Products run at the policy's precision (`Device::with_policy`);
+//! which kernel runs them is `kernel`'s business.
 
 pub mod kernel;
 
@@ -11,7 +11,7 @@ use crate::{record, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 use crate::ops::layout::reshape;
-use crate::ops::matmul::kernel::{launch, matmul_precision, Causal, Grouping, Precision};
+use crate::ops::matmul::kernel::{launch, Causal, Grouping, Precision};
 use crate::ops::reduce::{reduce, ReduceOp};
 
 /// (rows, cols) of `op(x)` for the last two dimensions.
@@ -32,7 +32,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
 /// `op(a) @ op(b)` where `op` transposes the last two dimensions when its flag is set.
 /// Batch dimensions must be equal, or one operand must be 2-D (shared by the batch).
 pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Tensor {
-    matmul_at(a, b, trans_a, trans_b, Causal::None, matmul_precision())
+    matmul_at(a, b, trans_a, trans_b, Causal::None, a.device().policy().precision)
 }
 
 /// `op(a) @ op(b)` for a batched product with attention's causal structure, which the
@@ -41,7 +41,7 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Tensor 
 /// the consumer must not read them and must give them a zero gradient, as the masked
 /// softmax does.
 pub(crate) fn matmul_causal(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool, causal: Causal) -> Tensor {
-    matmul_at(a, b, trans_a, trans_b, causal, matmul_precision())
+    matmul_at(a, b, trans_a, trans_b, causal, a.device().policy().precision)
 }
 
 /// The structure the gradients of a `causal` product `C = op(A) op(B)` inherit: (dA's
@@ -119,7 +119,7 @@ pub fn grouped_matmul(x: &Tensor, w: &Tensor, offsets: &Tensor) -> Tensor {
         offsets.shape()
     );
     let rows = x.shape()[0];
-    let precision = matmul_precision();
+    let precision = x.device().policy().precision;
     let out =
         launch(Grouping::Rows { offsets, experts, stride_b: inputs * outputs }, x, w, [false, false], [rows, outputs, inputs], &[rows, outputs], precision);
     let (sx, sw, so) = (x.clone(), w.clone(), offsets.clone());

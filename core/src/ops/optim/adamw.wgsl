@@ -17,9 +17,9 @@ struct Params { loads: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_de
 
 {{GRAD_SCALE}}
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i >= p.loads {
         return;
     }

@@ -1,7 +1,7 @@
 //! Optimizers update parameters in place on the GPU, so a training step allocates nothing
 //! and reads nothing back.
 
-use crate::{grid, no_grad, render_template, Module, Result, Tensor};
+use crate::{elementwise_grid, grid, no_grad, render_template, Module, Result, Tensor};
 
 use crate::ops::common::{floats_per_load, with_load_type};
 
@@ -35,7 +35,7 @@ impl Sgd {
                 let vec = floats_per_load(p.numel());
                 let loads = p.numel() / vec;
                 let pipeline = dev.pipeline(&format!("sgd/vec{vec}"), "main", || with_load_type(SGD_SHADER.to_string(), vec));
-                dev.launch(&pipeline, &[loads as u32, self.lr.to_bits()], &[p, &g], grid(loads.div_ceil(256)));
+                dev.launch(&pipeline, &[loads as u32, self.lr.to_bits()], &[p, &g], elementwise_grid(loads));
             }
         });
     }
@@ -139,7 +139,7 @@ impl AdamW {
                 };
                 let pipeline =
                     dev.pipeline(&format!("{name}/vec{vec}"), "main", || with_load_type(render_template(ADAMW_SHADER, &[("GRAD_SCALE", scale_code)]), vec));
-                dev.launch(&pipeline, &params, &buffers, grid(loads.div_ceil(256)));
+                dev.launch(&pipeline, &params, &buffers, elementwise_grid(loads));
             }
         });
     }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::{grid, record, DType, Device, Kernel, Tensor};
+use crate::{elementwise_grid, grid, record, DType, Device, Kernel, Tensor};
 
 use crate::ops::common::rows::row_layout;
 use crate::ops::common::{floats_per_load, with_load_type, with_row_chunks};
@@ -79,7 +79,7 @@ pub fn gather_slots(x: &Tensor, routing: &Routing) -> Tensor {
         let vec = floats_per_load(d);
         let pipeline = dev.pipeline(&format!("gather_slots/vec{vec}"), "gather", || with_load_type(GATHER_SHADER.to_string(), vec));
         let params = [out.numel() / vec, d / vec, routing.k].map(|v| v as u32);
-        dev.launch(&pipeline, &params, &[x, &routing.sorted_slots, &out], grid((out.numel() / vec).div_ceil(256)));
+        dev.launch(&pipeline, &params, &[x, &routing.sorted_slots, &out], elementwise_grid(out.numel() / vec));
     }
     let r = routing.clone();
     record("gather_slots", out, &[x], move |g| {
@@ -108,7 +108,7 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
             if drows.numel() > 0 {
                 let params = [drows.numel() / vec, d / vec, k].map(|v| v as u32);
                 let loads = drows.numel() / vec;
-                dev.launch(&combine_pipeline(dev, "backward_rows", vec), &params, &[g, &saved_weights, &r.sorted_slots, &drows], grid(loads.div_ceil(256)));
+                dev.launch(&combine_pipeline(dev, "backward_rows", vec), &params, &[g, &saved_weights, &r.sorted_slots, &drows], elementwise_grid(loads));
             }
             drows
         });
@@ -140,7 +140,7 @@ fn combine_forward(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tensor
         let vec = floats_per_load(d);
         let params = [out.numel() / vec, d / vec, k].map(|v| v as u32);
         let loads = out.numel() / vec;
-        dev.launch(&combine_pipeline(dev, "combine", vec), &params, &[rows, weights, &routing.slot_positions, &out], grid(loads.div_ceil(256)));
+        dev.launch(&combine_pipeline(dev, "combine", vec), &params, &[rows, weights, &routing.slot_positions, &out], elementwise_grid(loads));
     }
     out
 }

@@ -4,7 +4,7 @@
 //! outputs. Max remembers where its maximum was, for the backward pass.
 
 use crate::shape::split_at_axis;
-use crate::{grid, record, DType, Tensor};
+use crate::{elementwise_grid, grid, record, DType, Tensor};
 
 use crate::ops::binary::broadcast_to;
 use crate::ops::host::HostTensor;
@@ -151,7 +151,7 @@ fn max_backward(g: &Tensor, arg: &Tensor, x_shape: &[usize], axis: usize) -> Ten
     let dx = Tensor::empty(dev, x_shape, DType::F32).unwrap_or_else(|e| panic!("max backward: {e}"));
     if dx.numel() > 0 {
         let pipeline = dev.pipeline("max_backward", "main", || MAX_BACKWARD_SHADER.to_string());
-        dev.launch(&pipeline, &[dx.numel() as u32, n as u32, inner as u32], &[g, arg, &dx], grid(dx.numel().div_ceil(256)));
+        dev.launch(&pipeline, &[dx.numel() as u32, n as u32, inner as u32], &[g, arg, &dx], elementwise_grid(dx.numel()));
     }
     dx
 }

@@ -3,7 +3,7 @@
 //! kernel finds head vectors through a layout for each side, which lets `heads.rs` split a
 //! fused QKV projection into rotated heads in the same pass, and merge heads back.
 
-use crate::{grid, record, render_template, DType, Device, Result, Tensor};
+use crate::{elementwise_grid, grid, record, render_template, DType, Device, Result, Tensor};
 
 use crate::ops::host::HostTensor;
 
@@ -103,7 +103,7 @@ pub(crate) fn move_heads(src: &Tensor, from: HeadLayout, dst: &Tensor, to: HeadL
     let params: Vec<u32> = params.into_iter().map(|v| u32::try_from(v).unwrap_or_else(|_| panic!("rope: index {v} does not fit in u32"))).collect();
     // A copy reads no table: `src` stands in for both.
     let (cos, sin) = rope.map_or((src, src), |(table, _)| (&table.cos, &table.sin));
-    dev.launch(&pipeline, &params, &[src, cos, sin, dst], grid(threads.div_ceil(256)));
+    dev.launch(&pipeline, &params, &[src, cos, sin, dst], elementwise_grid(threads));
 }
 
 /// `x` `[..., T, head_dim]` turned as a whole.

@@ -23,9 +23,9 @@ fn value_offset(at: vec4<u32>, b: u32, h: u32, t: u32, j: u32) -> u32 {
     return at.x + b * at.y + h * at.z + t * at.w + j;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i >= p.threads {
         return;
     }

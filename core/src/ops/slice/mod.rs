@@ -2,7 +2,7 @@
 //! views (`copy_block.wgsl`), and each one's backward is the other's kind of copy.
 
 use crate::shape::split_at_axis;
-use crate::{grid, record, DType, Tensor};
+use crate::{elementwise_grid, grid, record, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 
@@ -19,7 +19,7 @@ fn copy_block(src: &Tensor, src_start: usize, dst: &Tensor, dst_start: usize, ax
     let dev = src.device();
     let params = [total, len, inner, src_axis, src_start, dst_axis, dst_start].map(|v| v as u32);
     let pipeline = dev.pipeline("copy_block", "main", || SHADER.to_string());
-    dev.launch(&pipeline, &params, &[src, dst], grid(total.div_ceil(256)));
+    dev.launch(&pipeline, &params, &[src, dst], elementwise_grid(total));
 }
 
 /// Positions `start..start+len` of `axis`.

@@ -2,7 +2,7 @@
 //! `broadcast_to` and `transpose`: each output element combines one element of each
 //! input, found through per-dimension strides.
 
-use crate::{grid, render_template, DType, Tensor};
+use crate::{elementwise_grid, grid, render_template, DType, Tensor};
 
 /// Most dimensions the strided kernels accept (after merging contiguous ones).
 pub const MAX_RANK: usize = 8;
@@ -58,7 +58,7 @@ pub(crate) fn strided(op: &str, expr: &str, out_shape: &[usize], a: &Tensor, sa:
     params.extend(pack_dims(op, &sa));
     params.extend(pack_dims(op, &sb));
     let pipeline = dev.pipeline(&format!("strided/{op}"), "main", || render_template(SHADER, &[("EXPR", expr)]));
-    dev.launch(&pipeline, &params, &[a, b, &out], grid(out.numel().div_ceil(256)));
+    dev.launch(&pipeline, &params, &[a, b, &out], elementwise_grid(out.numel()));
     out
 }
 

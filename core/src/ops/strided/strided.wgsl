@@ -17,9 +17,9 @@ struct Params {
 
 fn combine(a: f32, b: f32) -> f32 { return {{EXPR}}; }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i >= p.n {
         return;
     }

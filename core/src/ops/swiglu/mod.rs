@@ -1,6 +1,6 @@
 //! SwiGLU's gating, `silu(gate) * up`, fused forward and backward (`swiglu.wgsl`).
 
-use crate::{grid, record, DType, Tensor};
+use crate::{elementwise_grid, grid, record, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 
@@ -15,7 +15,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Tensor {
     let n = y.numel();
     if n > 0 {
         let pipeline = dev.pipeline("swiglu/forward", "forward", || SHADER.to_string());
-        dev.launch(&pipeline, &[n as u32], &[gate, up, &y], grid(n.div_ceil(256)));
+        dev.launch(&pipeline, &[n as u32], &[gate, up, &y], elementwise_grid(n));
     }
     let (sg, su) = (gate.clone(), up.clone());
     record("swiglu", y, &[gate, up], move |g| {
@@ -23,7 +23,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Tensor {
         if n > 0 {
             let dev = g.device();
             let pipeline = dev.pipeline("swiglu/backward", "backward", || SHADER.to_string());
-            dev.launch(&pipeline, &[n as u32], &[&sg, &su, &dgate, g, &dup], grid(n.div_ceil(256)));
+            dev.launch(&pipeline, &[n as u32], &[&sg, &su, &dgate, g, &dup], elementwise_grid(n));
         }
         vec![Some(dgate), Some(dup)]
     })

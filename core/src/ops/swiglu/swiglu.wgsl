@@ -14,17 +14,17 @@ fn sigmoid(z: f32) -> f32 {
     return 1.0 / (1.0 + exp(-z));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i < p.n {
         out[i] = gate[i] * sigmoid(gate[i]) * up[i];
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i < p.n {
         let s = sigmoid(gate[i]);
         out[i] = g[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s));

@@ -2,7 +2,7 @@
 //! `topk.wgsl`. Ties go to the lower index. Backward scatters the values' gradient
 //! to the chosen positions (`topk_backward.wgsl`).
 
-use crate::{grid, record, DType, Tensor};
+use crate::{elementwise_grid, grid, record, DType, Tensor};
 
 use crate::ops::common::with_ranking;
 use crate::ops::host::HostTensor;
@@ -38,7 +38,7 @@ pub fn topk(x: &Tensor, k: usize) -> (Tensor, Tensor) {
         let dx = Tensor::zeros(dev, &x_shape).unwrap_or_else(|e| panic!("topk backward: {e}"));
         if g.numel() > 0 {
             let pipeline = dev.pipeline("topk_backward", "main", || BACKWARD_SHADER.to_string());
-            dev.launch(&pipeline, &params, &[g, &saved_indices, &dx], grid(g.numel().div_ceil(256)));
+            dev.launch(&pipeline, &params, &[g, &saved_indices, &dx], elementwise_grid(g.numel()));
         }
         vec![Some(dx)]
     });
@@ -55,7 +55,7 @@ pub fn selection_mask(indices: &Tensor, n: usize) -> Tensor {
     if indices.numel() > 0 {
         let ones = Tensor::ones(dev, &[rows, k]).unwrap_or_else(|e| panic!("selection_mask: {e}"));
         let pipeline = dev.pipeline("topk_backward", "main", || BACKWARD_SHADER.to_string());
-        dev.launch(&pipeline, &[rows as u32, n as u32, k as u32], &[&ones, indices, &mask], grid(indices.numel().div_ceil(256)));
+        dev.launch(&pipeline, &[rows as u32, n as u32, k as u32], &[&ones, indices, &mask], elementwise_grid(indices.numel()));
     }
     mask
 }

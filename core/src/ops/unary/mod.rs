@@ -2,7 +2,7 @@
 //! WGSL derivative (both in `x` and the scalar `s`), and the f64 CPU reference. The kernel
 //! is `unary.wgsl`; its backward computes `g * f'(x)` in one pass.
 
-use crate::{grid, record, render_template, DType, Tensor};
+use crate::{elementwise_grid, grid, record, render_template, DType, Tensor};
 
 use crate::ops::common::{each_float, floats_per_load, with_load_type};
 use crate::ops::host::HostTensor;
@@ -101,7 +101,7 @@ fn launch(op: UnaryOp, entry: &str, tensors: &[&Tensor], out: &Tensor) {
         with_load_type(kernel + &each_float("f", vec) + &each_float("df", vec), vec)
     });
     let loads = out.numel() / vec;
-    dev.launch(&pipeline, &[loads as u32, op.scalar().to_bits()], tensors, grid(loads.div_ceil(256)));
+    dev.launch(&pipeline, &[loads as u32, op.scalar().to_bits()], tensors, elementwise_grid(loads));
 }
 
 /// `op` applied to every element of `x`.

@@ -28,17 +28,17 @@ fn gelu_grad(x: f32) -> f32 {
 fn f(x: f32, s: f32) -> f32 { return {{FORWARD}}; }
 fn df(x: f32, s: f32) -> f32 { return {{DERIVATIVE}}; }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i < p.loads {
         out[i] = f_each(x_in[i], p.s);
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENTWISE_WG)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if i < p.loads {
         out[i] = g_in[i] * df_each(x_in[i], p.s);
     }
