@@ -20,23 +20,9 @@
 // `!(x > 0.0)` rejects NaN as well as non-positive values: the negation is deliberate.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-pub mod accounting;
 pub mod bench;
-pub mod bench_table;
-pub mod checkpoint;
-pub mod compare;
-pub mod config;
-pub mod data;
 pub mod demo;
-pub mod fit;
-pub mod loss_scale;
-pub mod plot;
-pub mod sample;
-pub mod schedule;
-pub mod step;
-pub mod sweep;
-pub mod sweep_report;
-pub mod tokenizer;
+pub mod research;
 pub mod train;
 
 pub use moegrad_core::*;

@@ -1,6 +1,6 @@
 //! Parameter accounting by formula equals the sizes of the model's tensors.
 
-use moegrad::accounting::account;
+use moegrad::research::accounting::account;
 use moegrad::models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, Transformer};
 use moegrad::Module;
 use rand::SeedableRng;

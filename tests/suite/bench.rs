@@ -1,8 +1,8 @@
 //! The benchmark harness: GPU timestamps, every workload reports, and the training step
 //! neither creates buffers nor synchronises per op.
 
-use moegrad::bench::{run, Options, Scale};
-use moegrad::bench_table::{load_references, side_by_side, SavedReport};
+use moegrad::bench::{run, Options, Scale, Suite};
+use moegrad::bench::table::{load_references, side_by_side, SavedReport};
 use moegrad::ops::row_threads_allowed;
 use moegrad::prelude::*;
 
@@ -45,7 +45,7 @@ fn a_profile_names_each_kernel_with_its_calls_and_time() {
 
 #[test]
 fn suites_report_every_workload_and_the_step_counters() {
-    let kernels = run(&device(), "kernels", &Options { iters: 1, profile: true, ..Options::new(Scale::Tiny) }).unwrap();
+    let kernels = run(&device(), Suite::Kernels, &Options { iters: 1, profile: true, ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(kernels.results.len(), 28 + 2 * row_threads_allowed(&device()).len());
     // With --profile every workload lists its kernels, which account for all of its time.
     for r in &kernels.results {
@@ -67,12 +67,12 @@ fn suites_report_every_workload_and_the_step_counters() {
     assert_eq!(attention_kernels("attention_causal_").iter().filter(|k| k.starts_with("matmul/batched_causal_")).count(), 3);
     assert!(!attention_kernels("attention_full_").iter().any(|k| k.contains("causal")));
     assert!(kernels.results.iter().all(|r| r.ms_range[0] <= r.ms && r.ms <= r.ms_range[1] && r.host_ms > 0.0));
-    let only = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    let only = run(&device(), Suite::Kernels, &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(only.results.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["gelu"]);
-    let several = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu,stablemax,".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    let several = run(&device(), Suite::Kernels, &Options { iters: 1, only: Some("gelu,stablemax,".into()), ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(several.results.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["gelu", "stablemax"], "an empty part matches nothing");
     // A device of its own: other tests' work would move the counters.
-    let pytorch = run(&Device::new().unwrap(), "pytorch", &Options { iters: 1, ..Options::new(Scale::Tiny) }).unwrap();
+    let pytorch = run(&Device::new().unwrap(), Suite::Pytorch, &Options { iters: 1, ..Options::new(Scale::Tiny) }).unwrap();
     assert!(pytorch.results.iter().all(|r| r.profile.is_none()));
     let keys: Vec<&str> = pytorch.results.iter().map(|r| r.key.as_str()).collect();
     for prefix in ["matmul_256_fp32", "matmul_256_fp16", "softmax_", "log_softmax_", "router_softmax_top2_", "moe_layer_fwd_bwd_", "moe_lm_train_step_"] {
@@ -94,7 +94,7 @@ fn suites_report_every_workload_and_the_step_counters() {
 fn only_sets_up_the_inputs_of_the_workloads_it_runs() {
     // A device of its own, so that its peak memory is this bench's alone.
     let dev = Device::new().unwrap();
-    let report = run(&dev, "kernels", &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    let report = run(&dev, Suite::Kernels, &Options { iters: 1, only: Some("gelu".into()), ..Options::new(Scale::Tiny) }).unwrap();
     assert_eq!(report.results.len(), 1);
     // gelu reads one vector of 2^18 floats and writes another: 2 MiB. The suite's other
     // inputs (matrices, scores, routing, optimizer state) are over 20 MiB more.
@@ -107,7 +107,7 @@ fn saved_reports_are_set_side_by_side_with_moegrads_speed_relative_to_each() {
     let dir = scratch("bench-table");
     std::fs::create_dir_all(&dir).unwrap();
     // This run's own JSON, as `--json` prints it, serves as a reference (another build's).
-    let ours = run(&device(), "kernels", &Options { iters: 1, only: Some("gelu,stablemax".into()), ..Options::new(Scale::Tiny) }).unwrap();
+    let ours = run(&device(), Suite::Kernels, &Options { iters: 1, only: Some("gelu,stablemax".into()), ..Options::new(Scale::Tiny) }).unwrap();
     let before = dir.join("before.json");
     std::fs::write(&before, serde_json::to_string(&ours).unwrap()).unwrap();
     // A reference in pytorch_reference.py's form, twice as slow at gelu (its figure made up,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use moegrad::fit::{bootstrap, compute_optimal, fit, frontier, objective_of, read_rows, Fit, Law, Row, StartGrid};
+use moegrad::research::fit::{bootstrap, compute_optimal, fit, frontier, objective_of, read_rows, Fit, Law, Row, StartGrid};
 use rand::Rng;
 
 use crate::common::rng;

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use moegrad::fit::{fit, read_rows, Law, StartGrid};
-use moegrad::sweep::{finished, run_sweep, slurm_script, write_results, Sweep};
+use moegrad::research::fit::{fit, read_rows, Law, StartGrid};
+use moegrad::research::sweep::{finished, run_sweep, slurm_script, write_results, Sweep};
 
 use crate::common::{device, scratch};
 
@@ -42,7 +42,7 @@ fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
     let rows = read_rows(&out.join("results.jsonl")).unwrap();
     let law = fit(&rows, Law::ParamsTokens, 1e-3, &StartGrid::gemstones(), false).unwrap();
     assert!(law.objective.is_finite());
-    moegrad::sweep_report::write_plots(&out.join("plots"), &rows, Some((&law, Law::ParamsTokens))).unwrap();
+    moegrad::research::sweep_report::write_plots(&out.join("plots"), &rows, Some((&law, Law::ParamsTokens))).unwrap();
     for plot in ["loss_vs_tokens", "loss_vs_flops", "isoflop", "fit", "width_depth", "ffn_kinds"] {
         for ext in ["png", "svg"] {
             assert!(out.join("plots").join(format!("{plot}.{ext}")).exists(), "{plot}.{ext} missing");

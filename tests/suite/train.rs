@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use moegrad::accounting::account;
-use moegrad::checkpoint::{Checkpoint, CHECKPOINT_FILE};
-use moegrad::config::RunConfig;
-use moegrad::data::load_text;
-use moegrad::sample::{generate, SampleOptions};
+use moegrad::research::accounting::account;
+use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use moegrad::train::config::RunConfig;
+use moegrad::train::data::load_text;
+use moegrad::train::sample::{generate, SampleOptions};
 use moegrad::train::{train, TrainOptions, TrainSummary};
 use moegrad::Device;
 
@@ -193,7 +193,7 @@ fn missing_or_empty_data_is_refused() {
 fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
     let data = scratch("bpe-data");
     std::fs::create_dir_all(&data).unwrap();
-    let text = moegrad::data::BUNDLED_CORPUS;
+    let text = moegrad::train::data::BUNDLED_CORPUS;
     std::fs::write(data.join("b.txt"), &text[..60_000]).unwrap();
     std::fs::write(data.join("a.txt"), &text[200_000..260_000]).unwrap();
     let out = scratch("bpe");
@@ -214,18 +214,18 @@ fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
 #[test]
 fn compare_trains_each_kind_per_seed_and_writes_table_and_plots() {
     let out = scratch("compare");
-    let opts = moegrad::compare::CompareOptions {
+    let opts = moegrad::research::compare::CompareOptions {
         config: tiny(&["train.steps=2", "train.warmup=0"]),
         kinds: vec![moegrad::models::FfnKind::Topk, moegrad::models::FfnKind::Default],
         seeds: 2,
         out: out.clone(),
         quiet: true,
     };
-    let rows = moegrad::compare::compare(&device(), &opts).unwrap();
+    let rows = moegrad::research::compare::compare(&device(), &opts).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.final_eval.len() == 2 && r.mean().is_finite()));
     for f in ["compare.png", "compare.svg", "compare.json", "topk-seed0/metrics.jsonl", "default-seed1/checkpoint.safetensors"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
-    assert!(moegrad::compare::table(&rows).contains("default"));
+    assert!(moegrad::research::compare::table(&rows).contains("default"));
 }

@@ -9,10 +9,10 @@ use moegrad_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::tokenizer::Tokenizer;
+use crate::train::tokenizer::Tokenizer;
 
 /// The bundled corpus: eight Shakespeare plays (see data/README.md for provenance).
-pub const BUNDLED_CORPUS: &str = include_str!("../data/shakespeare.txt");
+pub const BUNDLED_CORPUS: &str = include_str!("../../data/shakespeare.txt");
 
 /// The text at `path` (a file, or every `.txt` file of a folder in name order), or the
 /// bundled corpus when `path` is empty.

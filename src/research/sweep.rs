@@ -16,9 +16,9 @@ use moegrad_models::FfnKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::accounting::{account, Accounting};
-use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
-use crate::config::{from_table, RunConfig, TokenizerKind};
+use crate::research::accounting::{account, Accounting};
+use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use crate::train::config::{from_table, RunConfig, TokenizerKind};
 use crate::train::{train, TrainOptions};
 
 /// The `[sweep]` table; the rest of the file is the base run config.

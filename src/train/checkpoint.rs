@@ -14,9 +14,9 @@ use moegrad_models::Transformer;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunConfig;
-use crate::loss_scale::LossScaler;
-use crate::tokenizer::Tokenizer;
+use crate::train::config::RunConfig;
+use crate::train::loss_scale::LossScaler;
+use crate::train::tokenizer::Tokenizer;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 const META_KEY: &str = "moegrad";

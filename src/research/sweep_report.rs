@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::fit::{frontier, Fit, Law, Row};
-use crate::plot::{heatmap, line_chart, Series};
+use crate::research::fit::{frontier, Fit, Law, Row};
+use crate::research::plot::{heatmap, line_chart, Series};
 
 /// Rows of one run, in token order.
 fn runs(rows: &[Row]) -> BTreeMap<&str, Vec<&Row>> {

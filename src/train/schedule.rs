@@ -1,6 +1,6 @@
 //! Learning-rate schedules: linear warmup, then cosine decay or warmup-stable-decay.
 
-use crate::config::{ScheduleKind, TrainConfig};
+use crate::train::config::{ScheduleKind, TrainConfig};
 
 /// The learning rate for optimizer step `step` (1-based).
 pub fn learning_rate(t: &TrainConfig, step: u64) -> f32 {

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 pub enum Law {
     /// Chinchilla approach 3: parameters and tokens.
     ParamsTokens,
@@ -28,15 +28,6 @@ pub enum Law {
 }
 
 impl Law {
-    pub fn parse(s: &str) -> Result<Law> {
-        match s {
-            "params-tokens" => Ok(Law::ParamsTokens),
-            "width-depth-tokens" => Ok(Law::WidthDepthTokens),
-            "width-depth-params-tokens" => Ok(Law::WidthDepthParamsTokens),
-            other => bail!("--law {other:?}: expected params-tokens, width-depth-tokens or width-depth-params-tokens"),
-        }
-    }
-
     /// The name in the Gemstones release's files.
     pub fn gemstones_name(self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@ use moegrad_models::{KvCache, Transformer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::tokenizer::Tokenizer;
+use crate::train::tokenizer::Tokenizer;
 
 pub struct SampleOptions {
     pub max_tokens: usize,

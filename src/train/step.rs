@@ -9,8 +9,8 @@ use moegrad_core::ops::{cross_entropy, grad_norm, AdamW, CrossEntropyOptions};
 use moegrad_core::{no_grad, Tensor};
 use moegrad_models::{MoeStats, Transformer};
 
-use crate::data::Batch;
-use crate::loss_scale::LossScaler;
+use crate::train::data::Batch;
+use crate::train::loss_scale::LossScaler;
 
 /// What a step needs besides the model, the optimizer and the data.
 #[derive(Clone, Copy, Debug)]

@@ -3,6 +3,8 @@
 //! otherwise), reported as throughput and, for known GPUs, as a fraction of peak.
 //! `benches/pytorch_reference.py` prints the same keys for PyTorch on the same GPU.
 
+pub mod table;
+
 use std::cell::{Cell, OnceCell, RefCell};
 use std::time::{Duration, Instant};
 
@@ -14,16 +16,34 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::config::TrainConfig;
-use crate::data::Batch;
-use crate::loss_scale::LossScaler;
-use crate::step::{train_step, StepSettings};
+use crate::train::config::TrainConfig;
+use crate::train::data::Batch;
+use crate::train::loss_scale::LossScaler;
+use crate::train::step::{train_step, StepSettings};
 
 /// Problem sizes: `Gpu` is the H100 table, `Tiny` the same workloads for lavapipe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scale {
     Gpu,
     Tiny,
+}
+
+/// The benchmark suites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// The workloads of the PyTorch comparison (`benches/pytorch_reference.py`).
+    Pytorch,
+    /// One or more workloads per kernel family.
+    Kernels,
+}
+
+impl Suite {
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Pytorch => "pytorch",
+            Suite::Kernels => "kernels",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -517,8 +537,8 @@ impl Options {
     }
 }
 
-/// Runs `suite` (`pytorch` or `kernels`).
-pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
+/// Runs `suite`.
+pub fn run(device: &Device, suite: Suite, options: &Options) -> Result<Report> {
     let mut runner = Runner {
         device: device.clone(),
         iters: options.iters.max(1),
@@ -532,16 +552,15 @@ pub fn run(device: &Device, suite: &str, options: &Options) -> Result<Report> {
     // Forward-only workloads record nothing (their inputs track no gradient); the
     // training workloads and attention's backward need the tape.
     let counters = match suite {
-        "pytorch" => pytorch_suite(&mut runner, options.scale)?,
-        "kernels" => kernels_suite(&mut runner, options.scale).map(|_| None)?,
-        other => anyhow::bail!("--suite {other:?}: expected pytorch or kernels"),
+        Suite::Pytorch => pytorch_suite(&mut runner, options.scale)?,
+        Suite::Kernels => kernels_suite(&mut runner, options.scale).map(|_| None)?,
     };
     let f16_matmul = f16_matmul_kernel(device).to_string();
     let router_exchange = router_exchange(device).to_string();
     let row_reduction = workgroup_reduction(device).to_string();
     let tuning = if device.tuned_for_cpu() { "cpu" } else { "gpu" }.to_string();
     Ok(Report {
-        suite: suite.to_string(),
+        suite: suite.name().to_string(),
         device: device.name().to_string(),
         results: runner.results,
         counters,

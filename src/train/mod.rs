@@ -5,6 +5,15 @@
 //! also read the gradient norm, to skip a step that overflowed); everything else stays on
 //! the GPU until a log line needs it.
 
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod loss_scale;
+pub mod sample;
+pub mod schedule;
+pub mod step;
+pub mod tokenizer;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,13 +27,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
-use crate::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
-use crate::config::{RunConfig, TokenizerKind};
-use crate::data::{eval_batch, load_text, train_batch, Corpus};
-use crate::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
-use crate::schedule::learning_rate;
-use crate::step::{train_step, StepSettings};
-use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
+use crate::train::config::{RunConfig, TokenizerKind};
+use crate::train::data::{eval_batch, load_text, train_batch, Corpus};
+use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
+use crate::train::schedule::learning_rate;
+use crate::train::step::{train_step, StepSettings};
+use crate::train::tokenizer::Tokenizer;
 
 pub struct TrainOptions {
     pub config: RunConfig,
@@ -124,7 +133,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     };
 
     let text = load_text(&config.data.path)?;
-    let (train_text, eval_text) = crate::data::split_text(&text, config.data.eval_fraction);
+    let (train_text, eval_text) = crate::train::data::split_text(&text, config.data.eval_fraction);
     let tokenizer = match &resumed {
         Some(c) => c.meta.tokenizer.clone(),
         None => make_tokenizer(&config, train_text),

@@ -1,0 +1,89 @@
+//! `moegrad bench`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use moegrad::bench::{Scale, Suite};
+use moegrad::Device;
+
+/// Benchmark suites, timed with GPU timestamp queries: `pytorch` (the workloads of the
+/// PyTorch comparison; see benches/pytorch_reference.py) or `kernels`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which workloads to run.
+    #[arg(long, value_enum, default_value = "pytorch")]
+    suite: Suite,
+    /// Problem sizes: gpu (the H100 table's) or tiny; default: tiny on CPU adapters, else gpu.
+    #[arg(long, value_enum)]
+    scale: Option<Scale>,
+    /// Timed runs per workload; the median is reported, with the range.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Also run each workload once with every kernel timed, and list where the time went.
+    #[arg(long)]
+    profile: bool,
+    /// Run only the workloads whose key contains this, or one of several parts
+    /// separated by commas, e.g. `moe_layer` or `softmax,router`.
+    #[arg(long)]
+    only: Option<String>,
+    /// A saved report to set beside the results as a Markdown table (repeatable): the
+    /// output of `benches/pytorch_reference.py --json`, or of another `moegrad bench --json`.
+    #[arg(long, conflicts_with = "json")]
+    against: Vec<PathBuf>,
+    /// With --against: a saved `moegrad bench --json` report to compare, instead of
+    /// running the suite.
+    #[arg(long, requires = "against")]
+    report: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    pub fn run(self) -> Result<()> {
+        let BenchArgs { suite, scale, iters, json, profile, only, against, report } = self;
+        let against = &against;
+    use moegrad::bench::{run, Options};
+    use moegrad::bench::table::{load_references, side_by_side, SavedReport};
+    // Read the references first: a wrong path fails before minutes of benchmarks.
+    let references = load_references(against)?;
+    if let Some(path) = report {
+        println!("{}", side_by_side(&SavedReport::load(&path)?, &path.display().to_string(), &references));
+        return Ok(());
+    }
+    let device = Device::new()?;
+    let scale = match scale {
+        Some(scale) => scale,
+        None if device.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu => Scale::Tiny,
+        None => Scale::Gpu,
+    };
+    let report = run(&device, suite, &Options { iters, profile, only, ..Options::new(scale) })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let timer = report.results.first().map_or("-", |r| r.timer);
+    println!(
+        "{} on {} ({:?} shapes; timer: {timer}; tuning: {}; f16 matmuls: {}; router: {}; row reductions: {})",
+        report.suite, report.device, scale, report.tuning, report.f16_matmul, report.router_exchange, report.row_reduction
+    );
+    for r in &report.results {
+        let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
+        println!("  {:<52} {:>10.3} ms ({:.3}..{:.3}, host {:.3})  {:>12.3} {}{peak}", r.key, r.ms, r.ms_range[0], r.ms_range[1], r.host_ms, r.value, r.unit);
+        for k in r.profile.iter().flatten() {
+            println!("      {:>5.1}%  {:>9.3} ms  {:>5} x  {}", 100.0 * k.share, k.ms, k.calls, k.kernel);
+        }
+    }
+    if let Some(c) = &report.counters {
+        println!(
+            "  training step: {} buffers created after warm-up, {:.1} submissions and {:.0} dispatches per step, {:.0} MiB beyond the model and optimizer",
+            c.buffers_created_after_warmup, c.submissions_per_step, c.dispatches_per_step, c.step_memory_mib
+        );
+    }
+    if !references.is_empty() {
+        println!("\n{}", side_by_side(&SavedReport::from(&report), "this run", &references));
+    }
+    Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! `moegrad compare`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use moegrad::train::config::RunConfig;
+use moegrad::Device;
+
+/// Train the same model with several feed-forward kinds and seeds; table and plot.
+#[derive(Args)]
+pub struct CompareArgs {
+    /// A TOML run config (see configs/).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. --set train.steps=100.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Comma-separated kinds: dense, topk, default.
+    #[arg(long, default_value = "topk,default")]
+    ffn: String,
+    /// Seeds per kind.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Folder for the runs, compare.json and the plots.
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bars or log lines: only the table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl CompareArgs {
+    pub fn run(self) -> Result<()> {
+        let CompareArgs { config, overrides, ffn, seeds, out, quiet } = self;
+    let config = RunConfig::load(config.as_deref(), &overrides)?;
+    config.validate()?;
+    let kinds = ffn.split(',').map(|k| k.trim().parse().map_err(|e: String| anyhow::anyhow!("--ffn: {e}"))).collect::<Result<Vec<_>>>()?;
+    let device = Device::new()?;
+    let rows = moegrad::research::compare::compare(&device, &moegrad::research::compare::CompareOptions { config, kinds, seeds, out: out.clone(), quiet })?;
+    print!("{}", moegrad::research::compare::table(&rows));
+    println!("curves: {} and .svg", out.join("compare.png").display());
+    Ok(())
+    }
+}

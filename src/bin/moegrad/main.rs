@@ -1,0 +1,59 @@
+//! The `moegrad` command line: one module a subcommand, each a clap `Args` struct with
+//! its own `run`, over the `moegrad` library.
+
+mod bench;
+mod compare;
+mod demo;
+mod devices;
+mod eval;
+mod fit;
+mod sample;
+mod sweep;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "moegrad", version, about = "Train Mixture-of-Experts transformers on any GPU wgpu reaches")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Devices(devices::DevicesArgs),
+    Train(train::TrainArgs),
+    Eval(eval::EvalArgs),
+    Sample(sample::SampleArgs),
+    Compare(compare::CompareArgs),
+    Sweep(sweep::SweepArgs),
+    Bench(bench::BenchArgs),
+    Fit(fit::FitArgs),
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    // Mesa's device-select layer, loaded into every Vulkan program, connects to a Wayland
+    // display to rank GPUs and, on a headless machine, prints two false "error:
+    // XDG_RUNTIME_DIR is invalid" lines; moegrad ranks adapters itself. Set while the
+    // process is still one thread, before anything reads the environment.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+    let result = match Cli::parse().command {
+        Command::Devices(a) => a.run(),
+        Command::Train(a) => a.run(),
+        Command::Eval(a) => a.run(),
+        Command::Sample(a) => a.run(),
+        Command::Compare(a) => a.run(),
+        Command::Sweep(a) => a.run(),
+        Command::Bench(a) => a.run(),
+        Command::Fit(a) => a.run(),
+        Command::Demo(a) => a.run(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,44 @@
+//! `moegrad sample`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use moegrad::train::sample::{generate, SampleOptions};
+use moegrad::Device;
+
+use crate::eval::load_model;
+
+/// Generate text from a checkpoint.
+#[derive(Args)]
+pub struct SampleArgs {
+    /// The checkpoint to sample from (a run's checkpoint.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text the generated tokens continue.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    tokens: usize,
+    /// Softmax temperature (lower is greedier).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample among the k most likely tokens.
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl SampleArgs {
+    pub fn run(self) -> Result<()> {
+        let SampleArgs { checkpoint, prompt, tokens, temperature, top_k, seed } = self;
+        let opts = SampleOptions { max_tokens: tokens, temperature, top_k, seed };
+    let device = Device::new()?;
+    let (ckpt, model) = load_model(&device, &checkpoint)?;
+    println!("{}", generate(&device, &model, &ckpt.meta.tokenizer, &prompt, &opts)?);
+    Ok(())
+    }
+}

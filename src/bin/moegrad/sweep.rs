@@ -1,0 +1,116 @@
+//! `moegrad sweep plan|run|report`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use moegrad::research::fit::Law;
+use moegrad::Device;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SweepAction {
+    /// The table of runs (and, with --emit, a job-array script).
+    Plan,
+    /// Train the runs (finished ones skipped, an unfinished one resumed).
+    Run,
+    /// results.jsonl, the fit and the plots from whatever runs exist.
+    Report,
+}
+
+/// Schedulers `plan --emit` writes a job-array script for.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Emit {
+    Slurm,
+}
+
+/// Width x depth sweeps: `plan`, `run` (the default) or `report`.
+#[derive(Args)]
+pub struct SweepArgs {
+    /// What to do with the sweep.
+    #[arg(value_enum, default_value = "run")]
+    action: SweepAction,
+    /// A sweep file (see sweeps/).
+    #[arg(long)]
+    config: PathBuf,
+    /// Folder for the runs, results.jsonl, fit.json and plots/.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Run the i-th of n disjoint subsets, e.g. 0/4.
+    #[arg(long)]
+    shard: Option<String>,
+    /// With `plan`: write a job-array script for this scheduler into --out.
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+    /// With `plan --emit`: how many array tasks (shards).
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+    /// Law fitted by `report` (and after a complete `run`).
+    #[arg(long, value_enum, default_value = "params-tokens")]
+    law: Law,
+    /// Interrupt the first run started after this many steps (to test resumption).
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// No progress bars or log lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl SweepArgs {
+    pub fn run(self) -> Result<()> {
+        let SweepArgs { action, config, out, shard, emit, shards, law, stop_after, quiet } = self;
+    use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, Sweep};
+    let sweep = Sweep::load(&config)?;
+    let runs = sweep.plan()?;
+    let out_dir = || out.clone().ok_or_else(|| anyhow::anyhow!("--out is required"));
+    match action {
+        SweepAction::Plan => {
+            print!("{}", plan_table(&runs));
+            let total: f64 = runs.iter().map(|r| r.total_flops()).sum();
+            println!("{} runs, {total:.3e} FLOPs in all", runs.len());
+            match emit {
+                None => {}
+                Some(Emit::Slurm) => {
+                    let out = out_dir()?;
+                    std::fs::create_dir_all(&out)?;
+                    let script = out.join("sweep.slurm");
+                    std::fs::write(&script, slurm_script(&config, &out, shards))?;
+                    println!("wrote {} ({shards} array tasks): sbatch {}", script.display(), script.display());
+                }
+            }
+            Ok(())
+        }
+        SweepAction::Run => {
+            let out = out_dir()?;
+            let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
+            let device = Device::new()?;
+            run_sweep(&device, &runs, &out, shard, quiet, stop_after)?;
+            if runs.iter().all(|r| finished(&out, r)) {
+                sweep_report(&runs, &out, law)
+            } else {
+                println!("shard {}/{} done; other shards' runs are unfinished (report with `moegrad sweep report`)", shard.0, shard.1);
+                Ok(())
+            }
+        }
+        SweepAction::Report => sweep_report(&runs, &out_dir()?, law),
+    }
+    }
+}
+
+fn sweep_report(runs: &[moegrad::research::sweep::PlannedRun], out: &std::path::Path, law: Law) -> Result<()> {
+    use moegrad::research::fit::{fit, read_rows, StartGrid};
+    let count = moegrad::research::sweep::write_results(runs, out)?;
+    println!("{count} evaluated checkpoints in {}", out.join("results.jsonl").display());
+    let rows = read_rows(&out.join("results.jsonl"))?;
+    let fitted = if rows.len() > 2 * law.variables().len() + 1 {
+        let f = fit(&rows, law, 1e-4, &StartGrid::for_law(law), false)?;
+        std::fs::write(out.join("fit.json"), serde_json::to_string(&f)?)?;
+        println!("fit: exponents {:?} coefficients {:?} e {:.4} objective {:.3e}", f.exponents, f.coefficients, f.irreducible_error, f.objective);
+        Some(f)
+    } else {
+        println!("too few rows to fit {law:?}");
+        None
+    };
+    moegrad::research::sweep_report::write_plots(&out.join("plots"), &rows, fitted.as_ref().map(|f| (f, law)))?;
+    println!("plots in {}", out.join("plots").display());
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `moegrad train`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use moegrad::train::checkpoint::Checkpoint;
+use moegrad::train::config::RunConfig;
+use moegrad::train::{train, TrainOptions};
+use moegrad::Device;
+
+/// Train a transformer language model (dense, TopK MoE or Default MoE).
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A TOML run config (see configs/); with --resume, the checkpoint's own by default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. --set model.ffn=topk --set train.steps=100.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Training text: a file or a folder of .txt files (default: bundled Shakespeare).
+    #[arg(long)]
+    data: Option<String>,
+    /// Folder for checkpoint.safetensors, metrics.jsonl, config.toml, tokenizer.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps (with a checkpoint), as if interrupted.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// No progress bar or log lines: only the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl TrainArgs {
+    pub fn run(self) -> Result<()> {
+        let TrainArgs { config, mut overrides, data, out, resume, stop_after, quiet } = self;
+    if let Some(d) = data {
+        overrides.push(format!("data.path={}", toml::Value::String(d)));
+    }
+    let config = match (&config, resume) {
+        (None, true) => Checkpoint::load(&out.join(moegrad::train::checkpoint::CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
+        _ => RunConfig::load(config.as_deref(), &overrides)?,
+    };
+    config.validate()?;
+    let device = Device::new()?;
+    if !quiet {
+        println!(
+            "device: {}  model: {} layers x d={} ({})  out: {}",
+            device.name(),
+            config.model.layers,
+            config.model.d_model,
+            config.model.ffn.name(),
+            out.display()
+        );
+        if config.train.precision == moegrad::ops::Precision::F16 {
+            println!("precision: f16 matmuls on {}, loss scale {}", moegrad::ops::f16_matmul_kernel(&device), config.train.loss_scale);
+        }
+    }
+    let s = train(&device, TrainOptions { config, out, resume, quiet, stop_after })?;
+    println!(
+        "done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB",
+        s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss, s.peak_memory_mib
+    );
+    Ok(())
+    }
+}
