@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use moegrad_core::Device;
 use moegrad_models::FfnKind;
 
+use crate::research::plot::{line_chart, Series};
 use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::train::config::RunConfig;
-use crate::research::plot::{line_chart, Series};
 use crate::train::{train, TrainOptions};
 
 pub struct CompareOptions {

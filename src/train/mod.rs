@@ -27,13 +27,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
-use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
 use crate::train::config::{RunConfig, TokenizerKind};
 use crate::train::data::{eval_batch, load_text, train_batch, Corpus};
 use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::train::schedule::learning_rate;
 use crate::train::step::{train_step, StepSettings};
 use crate::train::tokenizer::Tokenizer;
+use checkpoint::{Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
 
 pub struct TrainOptions {
     pub config: RunConfig,

@@ -1,7 +1,7 @@
 //! Parameter accounting by formula equals the sizes of the model's tensors.
 
-use moegrad::research::accounting::account;
 use moegrad::models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, Transformer};
+use moegrad::research::accounting::account;
 use moegrad::Module;
 use rand::SeedableRng;
 

@@ -1,8 +1,8 @@
 //! The benchmark harness: GPU timestamps, every workload reports, and the training step
 //! neither creates buffers nor synchronises per op.
 
-use moegrad::bench::{run, Options, Scale, Suite};
 use moegrad::bench::table::{load_references, side_by_side, SavedReport};
+use moegrad::bench::{run, Options, Scale, Suite};
 use moegrad::ops::row_threads_allowed;
 use moegrad::prelude::*;
 

@@ -68,7 +68,7 @@ fn a_policy_override_is_scoped_and_survives_a_panic() {
     let inner = dev.with_policy(|p| p.precision = Precision::F16, || dev.with_policy(|p| p.row_threads = Some(64), || dev.policy()));
     assert_eq!((inner.precision, inner.row_threads), (Precision::F16, Some(64)), "overrides nest");
     assert_eq!(dev.policy(), before);
-    let panicked = std::panic::catch_unwind(|| dev.with_policy(|p| p.subgroups = false, || panic!("inside the override")));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dev.with_policy(|p| p.subgroups = false, || panic!("inside the override"))));
     assert!(panicked.is_err());
     assert_eq!(dev.policy(), before, "a panic must not leave the override in force");
 }

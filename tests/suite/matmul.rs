@@ -120,7 +120,10 @@ fn every_tile_shape_with_vector_and_scalar_loads() {
                 let (m, k, n) = (size(&mut r), size(&mut r), size(&mut r));
                 let a = host(&mut r, &operand(&[2], m, k, ta), -1.0, 1.0);
                 let b = host(&mut r, &operand(&[], k, n, tb), -1.0, 1.0);
-                device().with_policy(|p| p.matmul_tiles = Some(tiles), || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL));
+                device().with_policy(
+                    |p| p.matmul_tiles = Some(tiles),
+                    || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL),
+                );
             }
         }
         let dims = [4 * dim(&mut r, 40), 3, 4 * dim(&mut r, 20), dim(&mut r, 70)];
@@ -141,7 +144,10 @@ fn split_depth_products_sum_their_slices() {
                 let (m, k, n) = (dim(&mut r, 70), dim(&mut r, 300), dim(&mut r, 70));
                 let a = host(&mut r, &operand(&[2], m, k, ta), -1.0, 1.0);
                 let b = host(&mut r, &operand(&[], k, n, tb), -1.0, 1.0);
-                device().with_policy(|p| p.matmul_splits = Some(splits), || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL));
+                device().with_policy(
+                    |p| p.matmul_splits = Some(splits),
+                    || check_op("matmul", &[a, b], |t| matmul_t(&t[0], &t[1], ta, tb), |h| matmul_reference(&h[0], &h[1], ta, tb), TOL),
+                );
             }
         }
         let dims = [dim(&mut r, 200), 4, dim(&mut r, 30), dim(&mut r, 30)];
@@ -158,7 +164,9 @@ fn split_depth_products_in_f16_agree_with_unsplit_ones() {
     for (m, k, n) in [(150, 700, 136), (33, 517, 70)] {
         let a = upload(&host(&mut r, &[m, k], -1.0, 1.0));
         let b = upload(&host(&mut r, &[k, n], -1.0, 1.0));
-        let product = |splits| device().with_policy(|p| (p.precision, p.matmul_splits) = (Precision::F16, Some(splits)), || matmul_t(&a, &b, false, false)).to_vec().unwrap();
+        let product = |splits| {
+            device().with_policy(|p| (p.precision, p.matmul_splits) = (Precision::F16, Some(splits)), || matmul_t(&a, &b, false, false)).to_vec().unwrap()
+        };
         let (whole, split) = (product(1), product(5));
         let worst = whole.iter().zip(&split).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         assert!(worst < 1e-4, "{} ({}): split f16 product differs by {worst}", dev.name(), f16_matmul_kernel(&dev));

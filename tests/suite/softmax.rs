@@ -3,9 +3,7 @@
 use moegrad::ops::cross_entropy::cross_entropy_reference;
 use moegrad::ops::rows::{loads_kept, MOST_KEPT};
 use moegrad::ops::softmax::softmax_reference;
-use moegrad::ops::{
-    cross_entropy, row_threads_allowed, softmax_with, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS,
-};
+use moegrad::ops::{cross_entropy, row_threads_allowed, softmax_with, CrossEntropyOptions, HostTensor, Mask, SoftmaxKind, SoftmaxOptions, ROW_THREADS};
 use moegrad::prelude::*;
 use rand::Rng;
 
@@ -38,7 +36,10 @@ fn every_workgroup_size_gives_the_same_softmax_and_cross_entropy() {
             for v in [37, 300] {
                 let targets: Vec<u32> = (0..5).map(|_| r.random_range(0..v as u32)).collect();
                 let logits = host(&mut r, &[5, v], -4.0, 4.0);
-                device().with_policy(|p| p.row_threads = Some(threads), || check_cross_entropy(logits, &targets, CrossEntropyOptions { ignore_index: 2, z_coef: 0.1 }));
+                device().with_policy(
+                    |p| p.row_threads = Some(threads),
+                    || check_cross_entropy(logits, &targets, CrossEntropyOptions { ignore_index: 2, z_coef: 0.1 }),
+                );
             }
             for (kind, n) in [(SoftmaxKind::Softmax, 5), (SoftmaxKind::LogSoftmax, 36), (SoftmaxKind::StableMax, 300)] {
                 let x = host(&mut r, &[3, 4, n], -3.0, 3.0);

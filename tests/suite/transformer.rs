@@ -10,8 +10,7 @@ use moegrad::ops::slice::concat_reference;
 use moegrad::ops::swiglu::swiglu_reference;
 use moegrad::ops::{
     add_layer_norm, add_rms_norm, attention, clip_grad_norm, clip_grad_norm_scaled, concat, grad_norm, layer_norm, merge_heads, rms_norm, rope,
-    row_threads_allowed, split_heads, swiglu, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable,
-    Tiles,
+    row_threads_allowed, split_heads, swiglu, AdamW, AdamWConfig, HostTensor, NormKind, RopeTable, Tiles,
 };
 use moegrad::prelude::*;
 use rand::Rng;
@@ -221,17 +220,23 @@ fn causal_attention_skips_the_masked_half() {
             let poison: Vec<Tensor> = (0..4).map(|_| Tensor::from_slice(&device(), &vec![f32::NAN; len], &[len]).unwrap()).collect();
             drop(poison);
         }
-        device().with_policy(|p| p.matmul_tiles = Some(tiles), || {
-            device().with_policy(|p| p.matmul_splits = Some(splits), || {
-                check_op(
-                    "causal attention",
-                    &[q.clone(), k.clone(), v.clone()],
-                    |x| attention(&x[0], &x[1], &x[2], true),
-                    |h| attention_reference(&h[0], &h[1], &h[2], true),
-                    TOL,
+        device().with_policy(
+            |p| p.matmul_tiles = Some(tiles),
+            || {
+                device().with_policy(
+                    |p| p.matmul_splits = Some(splits),
+                    || {
+                        check_op(
+                            "causal attention",
+                            &[q.clone(), k.clone(), v.clone()],
+                            |x| attention(&x[0], &x[1], &x[2], true),
+                            |h| attention_reference(&h[0], &h[1], &h[2], true),
+                            TOL,
+                        )
+                    },
                 )
-            })
-        });
+            },
+        );
     }
 }
 
@@ -292,19 +297,22 @@ fn a_kv_cache_gives_the_logits_of_the_whole_sequence() {
     let model = Transformer::new(&device(), &config, &mut rng(80)).unwrap();
     let mut r = rng(81);
     let ids: Vec<u32> = (0..45).map(|_| r.random_range(0..50)).collect();
-    device().with_policy(|p| p.matmul_tiles = Some(Tiles::SMALL), || {
-        let whole = no_grad(|| model.forward(&Tensor::from_u32(&device(), &ids, &[1, ids.len()]).unwrap(), false).logits).to_vec().unwrap();
-        let mut cache = KvCache::new();
-        let mut start = 0;
-        for len in [13, 1, 1, 7, 20, 3] {
-            let chunk = Tensor::from_u32(&device(), &ids[start..start + len], &[1, len]).unwrap();
-            let got = no_grad(|| model.forward_cached(&chunk, &mut cache)).to_vec().unwrap();
-            let want: Vec<f64> = whole[start * 50..(start + len) * 50].iter().map(|&v| v as f64).collect();
-            assert_close(&format!("logits of positions {start}..{}", start + len), &got, &want, 1e-5);
-            start += len;
-        }
-        assert_eq!(start, ids.len());
-    });
+    device().with_policy(
+        |p| p.matmul_tiles = Some(Tiles::SMALL),
+        || {
+            let whole = no_grad(|| model.forward(&Tensor::from_u32(&device(), &ids, &[1, ids.len()]).unwrap(), false).logits).to_vec().unwrap();
+            let mut cache = KvCache::new();
+            let mut start = 0;
+            for len in [13, 1, 1, 7, 20, 3] {
+                let chunk = Tensor::from_u32(&device(), &ids[start..start + len], &[1, len]).unwrap();
+                let got = no_grad(|| model.forward_cached(&chunk, &mut cache)).to_vec().unwrap();
+                let want: Vec<f64> = whole[start * 50..(start + len) * 50].iter().map(|&v| v as f64).collect();
+                assert_close(&format!("logits of positions {start}..{}", start + len), &got, &want, 1e-5);
+                start += len;
+            }
+            assert_eq!(start, ids.len());
+        },
+    );
 }
 
 #[test]

@@ -44,46 +44,49 @@ impl BenchArgs {
     pub fn run(self) -> Result<()> {
         let BenchArgs { suite, scale, iters, json, profile, only, against, report } = self;
         let against = &against;
-    use moegrad::bench::{run, Options};
-    use moegrad::bench::table::{load_references, side_by_side, SavedReport};
-    // Read the references first: a wrong path fails before minutes of benchmarks.
-    let references = load_references(against)?;
-    if let Some(path) = report {
-        println!("{}", side_by_side(&SavedReport::load(&path)?, &path.display().to_string(), &references));
-        return Ok(());
-    }
-    let device = Device::new()?;
-    let scale = match scale {
-        Some(scale) => scale,
-        None if device.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu => Scale::Tiny,
-        None => Scale::Gpu,
-    };
-    let report = run(&device, suite, &Options { iters, profile, only, ..Options::new(scale) })?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
-    }
-    let timer = report.results.first().map_or("-", |r| r.timer);
-    println!(
-        "{} on {} ({:?} shapes; timer: {timer}; tuning: {}; f16 matmuls: {}; router: {}; row reductions: {})",
-        report.suite, report.device, scale, report.tuning, report.f16_matmul, report.router_exchange, report.row_reduction
-    );
-    for r in &report.results {
-        let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
-        println!("  {:<52} {:>10.3} ms ({:.3}..{:.3}, host {:.3})  {:>12.3} {}{peak}", r.key, r.ms, r.ms_range[0], r.ms_range[1], r.host_ms, r.value, r.unit);
-        for k in r.profile.iter().flatten() {
-            println!("      {:>5.1}%  {:>9.3} ms  {:>5} x  {}", 100.0 * k.share, k.ms, k.calls, k.kernel);
+        use moegrad::bench::table::{load_references, side_by_side, SavedReport};
+        use moegrad::bench::{run, Options};
+        // Read the references first: a wrong path fails before minutes of benchmarks.
+        let references = load_references(against)?;
+        if let Some(path) = report {
+            println!("{}", side_by_side(&SavedReport::load(&path)?, &path.display().to_string(), &references));
+            return Ok(());
         }
-    }
-    if let Some(c) = &report.counters {
+        let device = Device::new()?;
+        let scale = match scale {
+            Some(scale) => scale,
+            None if device.adapter_info().device_type == moegrad::wgpu::DeviceType::Cpu => Scale::Tiny,
+            None => Scale::Gpu,
+        };
+        let report = run(&device, suite, &Options { iters, profile, only, ..Options::new(scale) })?;
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
+        let timer = report.results.first().map_or("-", |r| r.timer);
         println!(
-            "  training step: {} buffers created after warm-up, {:.1} submissions and {:.0} dispatches per step, {:.0} MiB beyond the model and optimizer",
-            c.buffers_created_after_warmup, c.submissions_per_step, c.dispatches_per_step, c.step_memory_mib
+            "{} on {} ({:?} shapes; timer: {timer}; tuning: {}; f16 matmuls: {}; router: {}; row reductions: {})",
+            report.suite, report.device, scale, report.tuning, report.f16_matmul, report.router_exchange, report.row_reduction
         );
-    }
-    if !references.is_empty() {
-        println!("\n{}", side_by_side(&SavedReport::from(&report), "this run", &references));
-    }
-    Ok(())
+        for r in &report.results {
+            let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
+            println!(
+                "  {:<52} {:>10.3} ms ({:.3}..{:.3}, host {:.3})  {:>12.3} {}{peak}",
+                r.key, r.ms, r.ms_range[0], r.ms_range[1], r.host_ms, r.value, r.unit
+            );
+            for k in r.profile.iter().flatten() {
+                println!("      {:>5.1}%  {:>9.3} ms  {:>5} x  {}", 100.0 * k.share, k.ms, k.calls, k.kernel);
+            }
+        }
+        if let Some(c) = &report.counters {
+            println!(
+                "  training step: {} buffers created after warm-up, {:.1} submissions and {:.0} dispatches per step, {:.0} MiB beyond the model and optimizer",
+                c.buffers_created_after_warmup, c.submissions_per_step, c.dispatches_per_step, c.step_memory_mib
+            );
+        }
+        if !references.is_empty() {
+            println!("\n{}", side_by_side(&SavedReport::from(&report), "this run", &references));
+        }
+        Ok(())
     }
 }

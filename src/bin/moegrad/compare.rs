@@ -33,13 +33,13 @@ pub struct CompareArgs {
 impl CompareArgs {
     pub fn run(self) -> Result<()> {
         let CompareArgs { config, overrides, ffn, seeds, out, quiet } = self;
-    let config = RunConfig::load(config.as_deref(), &overrides)?;
-    config.validate()?;
-    let kinds = ffn.split(',').map(|k| k.trim().parse().map_err(|e: String| anyhow::anyhow!("--ffn: {e}"))).collect::<Result<Vec<_>>>()?;
-    let device = Device::new()?;
-    let rows = moegrad::research::compare::compare(&device, &moegrad::research::compare::CompareOptions { config, kinds, seeds, out: out.clone(), quiet })?;
-    print!("{}", moegrad::research::compare::table(&rows));
-    println!("curves: {} and .svg", out.join("compare.png").display());
-    Ok(())
+        let config = RunConfig::load(config.as_deref(), &overrides)?;
+        config.validate()?;
+        let kinds = ffn.split(',').map(|k| k.trim().parse().map_err(|e: String| anyhow::anyhow!("--ffn: {e}"))).collect::<Result<Vec<_>>>()?;
+        let device = Device::new()?;
+        let rows = moegrad::research::compare::compare(&device, &moegrad::research::compare::CompareOptions { config, kinds, seeds, out: out.clone(), quiet })?;
+        print!("{}", moegrad::research::compare::table(&rows));
+        println!("curves: {} and .svg", out.join("compare.png").display());
+        Ok(())
     }
 }

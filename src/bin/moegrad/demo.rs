@@ -22,21 +22,21 @@ pub struct DemoArgs {
 impl DemoArgs {
     pub fn run(self) -> Result<()> {
         let DemoArgs { steps, seed, lr } = self;
-    let device = Device::new()?;
-    println!("device: {}", device.name());
-    let cfg = DemoConfig { steps, seed, lr, ..DemoConfig::default() };
-    let started = std::time::Instant::now();
-    let result = train_mlp(&device, &cfg, |step, loss| println!("step {step:5}  train mse {loss:.5}"))?;
-    let stats = device.stats();
-    println!(
-        "eval mse: {:.5} untrained -> {:.5} trained ({:.1}s, {} dispatches in {} submissions, {} buffers created)",
-        result.initial_loss,
-        result.final_loss,
-        started.elapsed().as_secs_f32(),
-        stats.dispatches,
-        stats.submissions,
-        stats.buffers_created
-    );
-    Ok(())
+        let device = Device::new()?;
+        println!("device: {}", device.name());
+        let cfg = DemoConfig { steps, seed, lr, ..DemoConfig::default() };
+        let started = std::time::Instant::now();
+        let result = train_mlp(&device, &cfg, |step, loss| println!("step {step:5}  train mse {loss:.5}"))?;
+        let stats = device.stats();
+        println!(
+            "eval mse: {:.5} untrained -> {:.5} trained ({:.1}s, {} dispatches in {} submissions, {} buffers created)",
+            result.initial_loss,
+            result.final_loss,
+            started.elapsed().as_secs_f32(),
+            stats.dispatches,
+            stats.submissions,
+            stats.buffers_created
+        );
+        Ok(())
     }
 }

@@ -28,25 +28,25 @@ pub struct EvalArgs {
 impl EvalArgs {
     pub fn run(self) -> Result<()> {
         let EvalArgs { checkpoint, data, batches } = self;
-    let device = Device::new()?;
-    let (ckpt, model) = load_model(&device, &checkpoint)?;
-    let cfg = &ckpt.meta.config;
-    let corpus = match &data {
-        // The whole of the given text is held out: evaluate on all of it.
-        Some(path) => {
-            let text = load_text(path)?;
-            Corpus::new(&text, &text, &ckpt.meta.tokenizer, cfg.model.context)?
-        }
-        None => {
-            let text = load_text(&cfg.data.path)?;
-            let (train_text, eval_text) = moegrad::train::data::split_text(&text, cfg.data.eval_fraction);
-            Corpus::new(train_text, eval_text, &ckpt.meta.tokenizer, cfg.model.context)?
-        }
-    };
-    let loss = evaluate(&device, &model, &corpus.eval, cfg.train.batch_size, batches)?;
-    let bits_per_byte = loss as f64 / corpus.eval_bytes_per_token / std::f64::consts::LN_2;
-    println!("step {}  loss {loss:.4} nats/token  perplexity {:.2}  {bits_per_byte:.4} bits/byte", ckpt.meta.step, (loss as f64).exp());
-    Ok(())
+        let device = Device::new()?;
+        let (ckpt, model) = load_model(&device, &checkpoint)?;
+        let cfg = &ckpt.meta.config;
+        let corpus = match &data {
+            // The whole of the given text is held out: evaluate on all of it.
+            Some(path) => {
+                let text = load_text(path)?;
+                Corpus::new(&text, &text, &ckpt.meta.tokenizer, cfg.model.context)?
+            }
+            None => {
+                let text = load_text(&cfg.data.path)?;
+                let (train_text, eval_text) = moegrad::train::data::split_text(&text, cfg.data.eval_fraction);
+                Corpus::new(train_text, eval_text, &ckpt.meta.tokenizer, cfg.model.context)?
+            }
+        };
+        let loss = evaluate(&device, &model, &corpus.eval, cfg.train.batch_size, batches)?;
+        let bits_per_byte = loss as f64 / corpus.eval_bytes_per_token / std::f64::consts::LN_2;
+        println!("step {}  loss {loss:.4} nats/token  perplexity {:.2}  {bits_per_byte:.4} bits/byte", ckpt.meta.step, (loss as f64).exp());
+        Ok(())
     }
 }
 

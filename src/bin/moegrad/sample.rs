@@ -36,9 +36,9 @@ impl SampleArgs {
     pub fn run(self) -> Result<()> {
         let SampleArgs { checkpoint, prompt, tokens, temperature, top_k, seed } = self;
         let opts = SampleOptions { max_tokens: tokens, temperature, top_k, seed };
-    let device = Device::new()?;
-    let (ckpt, model) = load_model(&device, &checkpoint)?;
-    println!("{}", generate(&device, &model, &ckpt.meta.tokenizer, &prompt, &opts)?);
-    Ok(())
+        let device = Device::new()?;
+        let (ckpt, model) = load_model(&device, &checkpoint)?;
+        println!("{}", generate(&device, &model, &ckpt.meta.tokenizer, &prompt, &opts)?);
+        Ok(())
     }
 }

@@ -58,41 +58,41 @@ pub struct SweepArgs {
 impl SweepArgs {
     pub fn run(self) -> Result<()> {
         let SweepArgs { action, config, out, shard, emit, shards, law, stop_after, quiet } = self;
-    use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, Sweep};
-    let sweep = Sweep::load(&config)?;
-    let runs = sweep.plan()?;
-    let out_dir = || out.clone().ok_or_else(|| anyhow::anyhow!("--out is required"));
-    match action {
-        SweepAction::Plan => {
-            print!("{}", plan_table(&runs));
-            let total: f64 = runs.iter().map(|r| r.total_flops()).sum();
-            println!("{} runs, {total:.3e} FLOPs in all", runs.len());
-            match emit {
-                None => {}
-                Some(Emit::Slurm) => {
-                    let out = out_dir()?;
-                    std::fs::create_dir_all(&out)?;
-                    let script = out.join("sweep.slurm");
-                    std::fs::write(&script, slurm_script(&config, &out, shards))?;
-                    println!("wrote {} ({shards} array tasks): sbatch {}", script.display(), script.display());
+        use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, Sweep};
+        let sweep = Sweep::load(&config)?;
+        let runs = sweep.plan()?;
+        let out_dir = || out.clone().ok_or_else(|| anyhow::anyhow!("--out is required"));
+        match action {
+            SweepAction::Plan => {
+                print!("{}", plan_table(&runs));
+                let total: f64 = runs.iter().map(|r| r.total_flops()).sum();
+                println!("{} runs, {total:.3e} FLOPs in all", runs.len());
+                match emit {
+                    None => {}
+                    Some(Emit::Slurm) => {
+                        let out = out_dir()?;
+                        std::fs::create_dir_all(&out)?;
+                        let script = out.join("sweep.slurm");
+                        std::fs::write(&script, slurm_script(&config, &out, shards))?;
+                        println!("wrote {} ({shards} array tasks): sbatch {}", script.display(), script.display());
+                    }
                 }
-            }
-            Ok(())
-        }
-        SweepAction::Run => {
-            let out = out_dir()?;
-            let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
-            let device = Device::new()?;
-            run_sweep(&device, &runs, &out, shard, quiet, stop_after)?;
-            if runs.iter().all(|r| finished(&out, r)) {
-                sweep_report(&runs, &out, law)
-            } else {
-                println!("shard {}/{} done; other shards' runs are unfinished (report with `moegrad sweep report`)", shard.0, shard.1);
                 Ok(())
             }
+            SweepAction::Run => {
+                let out = out_dir()?;
+                let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
+                let device = Device::new()?;
+                run_sweep(&device, &runs, &out, shard, quiet, stop_after)?;
+                if runs.iter().all(|r| finished(&out, r)) {
+                    sweep_report(&runs, &out, law)
+                } else {
+                    println!("shard {}/{} done; other shards' runs are unfinished (report with `moegrad sweep report`)", shard.0, shard.1);
+                    Ok(())
+                }
+            }
+            SweepAction::Report => sweep_report(&runs, &out_dir()?, law),
         }
-        SweepAction::Report => sweep_report(&runs, &out_dir()?, law),
-    }
     }
 }
 

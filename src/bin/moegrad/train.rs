@@ -38,33 +38,33 @@ pub struct TrainArgs {
 impl TrainArgs {
     pub fn run(self) -> Result<()> {
         let TrainArgs { config, mut overrides, data, out, resume, stop_after, quiet } = self;
-    if let Some(d) = data {
-        overrides.push(format!("data.path={}", toml::Value::String(d)));
-    }
-    let config = match (&config, resume) {
-        (None, true) => Checkpoint::load(&out.join(moegrad::train::checkpoint::CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
-        _ => RunConfig::load(config.as_deref(), &overrides)?,
-    };
-    config.validate()?;
-    let device = Device::new()?;
-    if !quiet {
-        println!(
-            "device: {}  model: {} layers x d={} ({})  out: {}",
-            device.name(),
-            config.model.layers,
-            config.model.d_model,
-            config.model.ffn.name(),
-            out.display()
-        );
-        if config.train.precision == moegrad::ops::Precision::F16 {
-            println!("precision: f16 matmuls on {}, loss scale {}", moegrad::ops::f16_matmul_kernel(&device), config.train.loss_scale);
+        if let Some(d) = data {
+            overrides.push(format!("data.path={}", toml::Value::String(d)));
         }
-    }
-    let s = train(&device, TrainOptions { config, out, resume, quiet, stop_after })?;
-    println!(
-        "done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB",
-        s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss, s.peak_memory_mib
-    );
-    Ok(())
+        let config = match (&config, resume) {
+            (None, true) => Checkpoint::load(&out.join(moegrad::train::checkpoint::CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
+            _ => RunConfig::load(config.as_deref(), &overrides)?,
+        };
+        config.validate()?;
+        let device = Device::new()?;
+        if !quiet {
+            println!(
+                "device: {}  model: {} layers x d={} ({})  out: {}",
+                device.name(),
+                config.model.layers,
+                config.model.d_model,
+                config.model.ffn.name(),
+                out.display()
+            );
+            if config.train.precision == moegrad::ops::Precision::F16 {
+                println!("precision: f16 matmuls on {}, loss scale {}", moegrad::ops::f16_matmul_kernel(&device), config.train.loss_scale);
+            }
+        }
+        let s = train(&device, TrainOptions { config, out, resume, quiet, stop_after })?;
+        println!(
+            "done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB",
+            s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss, s.peak_memory_mib
+        );
+        Ok(())
     }
 }

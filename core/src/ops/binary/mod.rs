@@ -5,7 +5,7 @@
 pub mod zip;
 
 use crate::shape::{numel, strides};
-use crate::{elementwise_grid, grid, record, DType, Tensor};
+use crate::{elementwise_grid, record, DType, Tensor};
 use zip::{repeats_within, zip};
 
 use crate::ops::host::{unravel, HostTensor};

@@ -4,7 +4,7 @@
 //! repetition (a bias): no division or remainder a dimension for each element.
 
 use crate::ops::common::floats_per_load;
-use crate::{elementwise_grid, grid, render_template, DType, Tensor};
+use crate::{elementwise_grid, render_template, DType, Tensor};
 
 const SHADER: &str = include_str!("zip.wgsl");
 

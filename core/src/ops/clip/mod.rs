@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::{elementwise_grid, grid, DType, Device, Kernel, Tensor};
+use crate::{elementwise_grid, DType, Device, Kernel, Tensor};
 
 use crate::ops::common::rows::WorkgroupReduce;
 use crate::ops::common::{floats_per_load, with_row_chunks};

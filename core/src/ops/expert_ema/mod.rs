@@ -1,7 +1,7 @@
 //! The Default MoE's running defaults: each expert's EMA of its own outputs
 //! (`expert_ema.wgsl`). Not differentiable: the defaults are model state.
 
-use crate::{elementwise_grid, grid, DType, Tensor};
+use crate::{elementwise_grid, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 

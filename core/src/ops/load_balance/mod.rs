@@ -4,7 +4,7 @@
 //! formula as tensor ops takes a dozen small kernels a layer. The loads come from the
 //! routing plan's counts, not from the chosen experts again.
 
-use crate::{elementwise_grid, grid, record, DType, Tensor};
+use crate::{elementwise_grid, record, DType, Tensor};
 
 use crate::ops::common::rows::WorkgroupReduce;
 use crate::ops::host::HostTensor;

@@ -26,7 +26,6 @@ pub enum Precision {
     F16,
 }
 
-
 /// Workgroups that keep a big GPU busy (about two per multiprocessor of an H100). A
 /// product with fewer output tiles splits its depth to get there.
 const BUSY_WORKGROUPS: usize = 256;
@@ -475,8 +474,16 @@ fn tensor_cores_verified(dev: &Device) -> bool {
         let upload = |len, seed| Tensor::from_slice(dev, &values(len, seed), &[len]).expect("matmul self-check upload");
         let (a, b) = (upload(m * k, 1), upload(k * n, 2));
         let run = |tiles: Option<Tiles>| {
-            let variant =
-                Variant { trans_a: false, trans_b: false, tiles, coop: CoopTiles::current(dev), precision: Precision::F16, f16_tiles: true, vec_a: 1, vec_b: 1 };
+            let variant = Variant {
+                trans_a: false,
+                trans_b: false,
+                tiles,
+                coop: CoopTiles::current(dev),
+                precision: Precision::F16,
+                f16_tiles: true,
+                vec_a: 1,
+                vec_b: 1,
+            };
             launch_variant(variant, Grouping::Batched { batch: 1, stride_a: 0, stride_b: 0, causal: Causal::None }, 1, &a, &b, [m, n, k], &[m, n])
                 .to_vec()
                 .expect("matmul self-check read-back")

@@ -1,7 +1,7 @@
 //! Optimizers update parameters in place on the GPU, so a training step allocates nothing
 //! and reads nothing back.
 
-use crate::{elementwise_grid, grid, no_grad, render_template, Module, Result, Tensor};
+use crate::{elementwise_grid, no_grad, render_template, Module, Result, Tensor};
 
 use crate::ops::common::{floats_per_load, with_load_type};
 

@@ -3,7 +3,7 @@
 //! kernel finds head vectors through a layout for each side, which lets `heads.rs` split a
 //! fused QKV projection into rotated heads in the same pass, and merge heads back.
 
-use crate::{elementwise_grid, grid, record, render_template, DType, Device, Result, Tensor};
+use crate::{elementwise_grid, record, render_template, DType, Device, Result, Tensor};
 
 use crate::ops::host::HostTensor;
 

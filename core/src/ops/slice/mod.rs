@@ -2,7 +2,7 @@
 //! views (`copy_block.wgsl`), and each one's backward is the other's kind of copy.
 
 use crate::shape::split_at_axis;
-use crate::{elementwise_grid, grid, record, DType, Tensor};
+use crate::{elementwise_grid, record, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 

@@ -2,7 +2,7 @@
 //! `broadcast_to` and `transpose`: each output element combines one element of each
 //! input, found through per-dimension strides.
 
-use crate::{elementwise_grid, grid, render_template, DType, Tensor};
+use crate::{elementwise_grid, render_template, DType, Tensor};
 
 /// Most dimensions the strided kernels accept (after merging contiguous ones).
 pub const MAX_RANK: usize = 8;

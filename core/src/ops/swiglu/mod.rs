@@ -1,6 +1,6 @@
 //! SwiGLU's gating, `silu(gate) * up`, fused forward and backward (`swiglu.wgsl`).
 
-use crate::{elementwise_grid, grid, record, DType, Tensor};
+use crate::{elementwise_grid, record, DType, Tensor};
 
 use crate::ops::host::HostTensor;
 

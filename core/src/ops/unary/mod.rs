@@ -2,7 +2,7 @@
 //! WGSL derivative (both in `x` and the scalar `s`), and the f64 CPU reference. The kernel
 //! is `unary.wgsl`; its backward computes `g * f'(x)` in one pass.
 
-use crate::{elementwise_grid, grid, record, render_template, DType, Tensor};
+use crate::{elementwise_grid, record, render_template, DType, Tensor};
 
 use crate::ops::common::{each_float, floats_per_load, with_load_type};
 use crate::ops::host::HostTensor;
