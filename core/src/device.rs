@@ -34,6 +34,9 @@ pub(crate) struct DeviceInner {
     pub verdicts: Mutex<std::collections::HashMap<&'static str, bool>>,
     /// Which kernels run, as read from the environment when the device opened.
     pub policy: KernelPolicy,
+    /// The first resource failure since the last read-back took it (see `Device::check`);
+    /// shared with the device-lost callback.
+    pub failure: Arc<Mutex<Option<Error>>>,
 }
 
 /// What `moegrad devices` prints about one adapter.
@@ -170,6 +173,11 @@ impl Device {
         let (device, queue) =
             pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
         let recorder = Recorder::new(&device, &limits);
+        let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+        let lost = failure.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            lost.lock().unwrap().get_or_insert(Error::DeviceLost(format!("{reason:?}: {message}")));
+        });
         Ok(Device(Arc::new(DeviceInner {
             info,
             features,
@@ -182,6 +190,7 @@ impl Device {
             cooperative_matrices,
             verdicts: Mutex::default(),
             policy,
+            failure,
         })))
     }
 
@@ -302,6 +311,28 @@ impl Device {
     /// Submits what has been recorded without waiting.
     pub fn flush(&self) {
         self.0.recorder.lock().unwrap().flush(&self.0);
+    }
+
+    /// Returns, and clears, the first resource failure (out of memory, past the binding
+    /// limit, device lost) since the last call or read-back. Ops never panic on those: the
+    /// failure waits here, the op's output is void, and work that touches a void tensor
+    /// records nothing. Read-backs (`to_vec`, `item`, `PendingRead::wait`) call this first,
+    /// so a training loop that reads its loss each step sees the failure at that step.
+    pub fn check(&self) -> Result<()> {
+        match self.0.failure.lock().unwrap().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a failure is waiting for `check`.
+    pub(crate) fn failed(&self) -> bool {
+        self.0.failure.lock().unwrap().is_some()
+    }
+
+    /// Keeps `error` for `check`, unless an earlier failure is waiting there already.
+    pub(crate) fn fail(&self, error: Error) {
+        self.0.failure.lock().unwrap().get_or_insert(error);
     }
 
     pub fn same(&self, other: &Device) -> bool {

@@ -1,5 +1,6 @@
 //! Errors for the fallible parts of the engine: finding a device, allocating, reading back.
-//! Shape mistakes in ops are programming errors and panic instead (with both shapes).
+//! Shape mistakes in ops are programming errors and panic instead (with both shapes); the
+//! crate's documentation states the whole policy.
 
 /// Everything the engine can fail at without it being a bug in the caller's code.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,31 @@ pub enum Error {
 
     #[error("tensor has dtype {got:?}, but {wanted:?} was asked for")]
     DType { wanted: crate::DType, got: crate::DType },
+
+    /// A resource failure inside an op, reported by the next read-back or `Device::check`.
+    #[error("{op}: {source}")]
+    Op { op: String, source: Box<Error> },
+
+    #[error(
+        "this tensor of shape {shape:?} holds nothing: the op that made it failed for lack of GPU \
+         resources (the error was returned by an earlier read-back or Device::check)"
+    )]
+    Void { shape: Vec<usize> },
+
+    #[error("the GPU device was lost ({0}); its tensors are gone: restart from the last checkpoint")]
+    DeviceLost(String),
+}
+
+impl Error {
+    /// Whether this is a lack of GPU resources (memory, the binding limit, the device
+    /// itself) rather than bad input: the kind a smaller batch or model may cure.
+    pub fn is_resource(&self) -> bool {
+        match self {
+            Error::OutOfMemory { .. } | Error::TooLarge { .. } | Error::DeviceLost(_) | Error::Void { .. } => true,
+            Error::Op { source, .. } => source.is_resource(),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,6 +14,23 @@
 //! println!("loss {} grad {:?}", loss.item()?, w.grad().unwrap().to_vec()?);
 //! # Ok::<(), moegrad_core::Error>(())
 //! ```
+//!
+//! # Errors
+//!
+//! - **Programming mistakes panic**, naming the op and what was wrong: shapes that do not
+//!   fit (`add: shapes [2, 3] and [4] cannot be broadcast together`), a wrong dtype,
+//!   tensors of two devices, `backward` on a tensor that depends on no parameter.
+//! - **Bad input or settings are `Err` at once**: no adapter, an unknown
+//!   `MOEGRAD_ADAPTER`, a bad `MOEGRAD_*` value (naming the variable), data of the wrong
+//!   length, and every constructor (`Tensor::zeros`, `from_slice`, ...) that lacks memory.
+//! - **Resource failures inside an op never panic.** An op whose output does not fit (out
+//!   of memory, over the adapter's binding limit) or that runs on a lost device records
+//!   the failure on the device and returns a void tensor of the right shape; kernels that
+//!   would touch a void tensor are skipped, so the rest of the step records nothing. The
+//!   failure is returned, naming the op, by the next read-back (`to_vec`, `item`,
+//!   `PendingRead::wait`) or [`Device::check`]; a void tensor's own read-back fails too.
+//!   [`Error::is_resource`] tells these apart, which is how the trainer knows to advise a
+//!   smaller batch and to keep its last checkpoint.
 
 mod device;
 mod dtype;

@@ -23,6 +23,9 @@ impl Tensor {
     pub fn read_later(&self) -> PendingRead {
         let bytes = self.byte_len();
         let device = self.device().clone();
+        if let Err(e) = device.check().and_then(|()| self.expect_data()) {
+            return PendingRead { staging: Err(e), bytes, submission: None, device };
+        }
         if bytes == 0 {
             return PendingRead { staging: Ok(None), bytes, submission: None, device };
         }

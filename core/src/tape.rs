@@ -82,7 +82,7 @@ impl Tensor {
     /// Backpropagates from this scalar loss.
     pub fn backward(&self) {
         assert_eq!(self.numel(), 1, "backward: the loss must have one element, got shape {:?}", self.shape());
-        let seed = Tensor::ones(self.device(), self.shape()).unwrap_or_else(|e| panic!("backward: {e}"));
+        let seed = Tensor::output_full(self.device(), self.shape(), 1.0, "backward");
         self.backward_with(&seed);
     }
 

@@ -34,7 +34,8 @@ struct TensorInner {
     id: TensorId,
     shape: Shape,
     dtype: DType,
-    storage: Arc<PooledBuffer>,
+    /// `None` for a void tensor: the output of an op that could not get memory for it.
+    storage: Option<Arc<PooledBuffer>>,
     device: Device,
     /// A leaf whose gradient the user wants (a parameter).
     is_param: bool,
@@ -54,10 +55,61 @@ impl Tensor {
             return Err(Error::TooLarge { shape: shape.to_vec(), bytes, limit, adapter: device.name().to_string() });
         }
         let storage = PooledBuffer::new(&device.0, bytes.max(4), STORAGE_USAGE).map_err(|s| device.out_of_memory(s, shape, bytes))?;
-        Ok(Tensor::from_parts(device.clone(), Arc::new(storage), shape, dtype, false))
+        Ok(Tensor::from_parts(device.clone(), Some(Arc::new(storage)), shape, dtype, false))
     }
 
-    fn from_parts(device: Device, storage: Arc<PooledBuffer>, shape: &[usize], dtype: DType, is_param: bool) -> Tensor {
+    /// An op's output: as `empty`, except that a resource failure does not panic. It is
+    /// recorded on the device, under `op`'s name, for the next read-back to return, and
+    /// the op gets a void tensor of the right shape. Until a read-back has taken the
+    /// failure every op's output is void (none of them could hold a right value), and every
+    /// kernel that would touch a void tensor is skipped, so nothing computed from a failed
+    /// op can be read as if it were right.
+    pub(crate) fn output(device: &Device, shape: &[usize], dtype: DType, op: impl std::fmt::Display) -> Tensor {
+        let void = || Tensor::from_parts(device.clone(), None, shape, dtype, false);
+        if device.failed() {
+            return void();
+        }
+        Tensor::empty(device, shape, dtype).unwrap_or_else(|e| {
+            device.fail(Error::Op { op: op.to_string(), source: Box::new(e) });
+            void()
+        })
+    }
+
+    /// `output`, zero-filled.
+    pub(crate) fn output_zeros(device: &Device, shape: &[usize], dtype: DType, op: impl std::fmt::Display) -> Tensor {
+        let t = Tensor::output(device, shape, dtype, op);
+        t.clear();
+        t
+    }
+
+    /// `output`, every element `value`.
+    pub(crate) fn output_full(device: &Device, shape: &[usize], value: f32, op: impl std::fmt::Display) -> Tensor {
+        let t = Tensor::output(device, shape, DType::F32, op);
+        t.fill(value);
+        t
+    }
+
+    /// Whether this tensor holds nothing because the op that made it failed for lack of
+    /// memory (see `Device::check`).
+    pub fn is_void(&self) -> bool {
+        self.0.storage.is_none()
+    }
+
+    fn clear(&self) {
+        if self.byte_len() > 0 && !self.is_void() {
+            self.0.device.0.recorder.lock().unwrap().push(Command::Clear { buffer: self.buffer().clone(), size: self.byte_len() });
+        }
+    }
+
+    fn fill(&self, value: f32) {
+        if self.numel() > 0 {
+            let device = &self.0.device;
+            let pipeline = device.pipeline("fill", "main", || include_str!("fill.wgsl").to_string());
+            device.launch(&pipeline, &[self.numel() as u32, value.to_bits()], &[self], elementwise_grid(self.numel()));
+        }
+    }
+
+    fn from_parts(device: Device, storage: Option<Arc<PooledBuffer>>, shape: &[usize], dtype: DType, is_param: bool) -> Tensor {
         Tensor(Arc::new(TensorInner {
             id: next_id(),
             shape: Shape::from_slice(shape),
@@ -77,19 +129,14 @@ impl Tensor {
     /// Zero-filled with a GPU clear command (recorded in order, no upload).
     pub fn zeros_of(device: &Device, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let t = Tensor::empty(device, shape, dtype)?;
-        if t.byte_len() > 0 {
-            device.0.recorder.lock().unwrap().push(Command::Clear { buffer: t.buffer().clone(), size: t.byte_len() });
-        }
+        t.clear();
         Ok(t)
     }
 
     /// Every element `value`, filled by a kernel (recorded in order, no upload).
     pub fn full(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
         let t = Tensor::empty(device, shape, DType::F32)?;
-        if t.numel() > 0 {
-            let pipeline = device.pipeline("fill", "main", || include_str!("fill.wgsl").to_string());
-            device.launch(&pipeline, &[t.numel() as u32, value.to_bits()], &[&t], elementwise_grid(t.numel()));
-        }
+        t.fill(value);
         Ok(t)
     }
 
@@ -132,6 +179,7 @@ impl Tensor {
     /// Overwrites the contents in place (a new data batch, a loaded checkpoint).
     pub fn write(&self, data: &[f32]) -> Result<()> {
         self.expect_dtype(DType::F32)?;
+        self.expect_data()?;
         if data.len() != self.numel() {
             return Err(Error::DataLength { shape: self.shape().to_vec(), expected: self.numel(), got: data.len() });
         }
@@ -140,7 +188,7 @@ impl Tensor {
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
-        if bytes.is_empty() {
+        if bytes.is_empty() || self.is_void() {
             return;
         }
         let dev = &self.0.device.0;
@@ -197,8 +245,9 @@ impl Tensor {
     }
 
     /// The wgpu buffer, for kernels. It may be larger than `byte_len` (pooled size class).
+    /// Panics on a void tensor, which nothing binds.
     pub fn buffer(&self) -> &wgpu::Buffer {
-        self.0.storage.buffer()
+        self.0.storage.as_deref().expect("a void tensor has no buffer: kernels that touch one are skipped").buffer()
     }
 
     pub fn is_param(&self) -> bool {
@@ -227,6 +276,14 @@ impl Tensor {
     pub fn set_grad(&self, grad: Tensor) {
         assert_eq!(grad.shape(), self.shape(), "set_grad: gradient shape {:?} != tensor shape {:?}", grad.shape(), self.shape());
         *self.0.grad.lock().unwrap() = Some(grad);
+    }
+
+    /// `Error::Void` for a void tensor.
+    pub(crate) fn expect_data(&self) -> Result<()> {
+        match self.is_void() {
+            true => Err(Error::Void { shape: self.shape().to_vec() }),
+            false => Ok(()),
+        }
     }
 
     fn expect_dtype(&self, wanted: DType) -> Result<()> {

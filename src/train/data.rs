@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use crate::train::tokenizer::Tokenizer;
 
 /// The bundled corpus: eight Shakespeare plays (see data/README.md for provenance).
-pub const BUNDLED_CORPUS: &str = include_str!("../../data/shakespeare.txt");
+pub const BUNDLED_CORPUS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare.txt"));
 
 /// The text at `path` (a file, or every `.txt` file of a folder in name order), or the
 /// bundled corpus when `path` is empty.

@@ -114,7 +114,24 @@ fn check_finite(loss: f32, step: u64, last_checkpoint: Option<u64>, ckpt_path: &
 
 pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     let precision = opts.config.train.precision;
-    device.with_policy(|p| p.precision = precision, || run(device, opts))
+    let checkpoint = opts.out.join(CHECKPOINT_FILE);
+    device.with_policy(|p| p.precision = precision, || run(device, opts)).map_err(|e| advise(e, &checkpoint))
+}
+
+/// A lack of GPU resources (memory, the binding limit, a lost device) gets advice and the
+/// state of the checkpoint. The loop writes a checkpoint only after its step's loss was
+/// read back, which is where such a failure surfaces, so the one on disk is good.
+fn advise(e: anyhow::Error, checkpoint: &Path) -> anyhow::Error {
+    if !e.downcast_ref::<moegrad_core::Error>().is_some_and(moegrad_core::Error::is_resource) {
+        return e;
+    }
+    let kept = match checkpoint.exists() {
+        true => format!("the last good checkpoint is kept at {} (continue with --resume)", checkpoint.display()),
+        false => "no checkpoint had been written yet".to_string(),
+    };
+    e.context(format!(
+        "training stopped for lack of GPU resources; {kept}. Try a smaller train.batch_size (train.grad_accum keeps the tokens per step), model.context or model, or train.precision = \"f16\""
+    ))
 }
 
 fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {

@@ -210,9 +210,21 @@ fn a_memory_limit_is_enforced_with_a_clear_error_after_releasing_the_cache() {
     let x = Tensor::zeros(&dev, &[100_000]).expect("the cached 800 KB are released to make room");
     assert_eq!(dev.stats().bytes_cached, 0);
     let y = x.mul_scalar(2.0);
-    let op = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| x.add(&y))).expect_err("a third 400 KB tensor does not fit");
-    let msg = op.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(msg.starts_with("add") && msg.contains("out of GPU memory") && msg.contains("[100000]"), "{msg}");
+    // A third 400 KB tensor does not fit: the op does not panic, its output is void, work
+    // on it records nothing, and the next read-back returns the failure, naming the op.
+    let dispatches = dev.stats().dispatches;
+    let z = x.add(&y);
+    assert!(z.is_void() && !y.is_void());
+    let w = z.mul_scalar(3.0).sum_all();
+    assert!(w.is_void(), "the work after a failure makes void tensors too");
+    assert_eq!(dev.stats().dispatches, dispatches, "no kernel touches a void tensor");
+    let err = w.item().expect_err("the failure surfaces at the next read-back");
+    let msg = err.to_string();
+    assert!(err.is_resource() && msg.starts_with("add") && msg.contains("out of GPU memory") && msg.contains("[100000]"), "{msg}");
+    let again = z.to_vec().expect_err("a void tensor holds nothing");
+    assert!(matches!(again, Error::Void { .. }), "{again}");
+    dev.check().expect("the failure was taken by the first read-back");
+    drop((z, w));
     let read = y.read_later().wait().expect_err("no room for a 400 KB staging buffer either");
     assert!(matches!(read, Error::OutOfMemory { .. }), "{read}");
 

@@ -31,7 +31,7 @@ pub fn split_heads(qkv: &Tensor, batch: usize, heads: usize, table: &RopeTable, 
     let dims = [batch, heads, t, hd];
     let turns = [Turn::Forward(table, offset), Turn::Forward(table, offset), Turn::Copy];
     let parts: [Tensor; PARTS] = std::array::from_fn(|part| {
-        let out = Tensor::empty(qkv.device(), &[batch * heads, t, hd], DType::F32).unwrap_or_else(|e| panic!("split_heads: {e}"));
+        let out = Tensor::output(qkv.device(), &[batch * heads, t, hd], DType::F32, "split_heads");
         move_heads(qkv, HeadLayout::packed(part, PARTS, heads, t, hd), &out, HeadLayout::contiguous(heads, t, hd), dims, turns[part]);
         out
     });
@@ -40,8 +40,11 @@ pub fn split_heads(qkv: &Tensor, batch: usize, heads: usize, table: &RopeTable, 
         // Every column of the projection is written by one part; a part without a gradient
         // (values unused, say) leaves zeros.
         let device = grads.iter().flatten().next().expect("split_heads backward runs with a gradient").device().clone();
-        let dqkv = if grads.iter().all(Option::is_some) { Tensor::empty(&device, &qkv_shape, DType::F32) } else { Tensor::zeros(&device, &qkv_shape) };
-        let dqkv = dqkv.unwrap_or_else(|e| panic!("split_heads backward: {e}"));
+        let dqkv = if grads.iter().all(Option::is_some) {
+            Tensor::output(&device, &qkv_shape, DType::F32, "split_heads backward")
+        } else {
+            Tensor::output_zeros(&device, &qkv_shape, DType::F32, "split_heads backward")
+        };
         let back = [Turn::Back(&table, offset), Turn::Back(&table, offset), Turn::Copy];
         for (part, g) in grads.iter().enumerate() {
             if let Some(g) = g {
@@ -65,11 +68,11 @@ pub fn merge_heads(x: &Tensor, batch: usize) -> Tensor {
     let [heads, t, hd] = [x.shape()[0] / batch, x.shape()[1], x.shape()[2]];
     let (per_head, per_row) = (HeadLayout::contiguous(heads, t, hd), HeadLayout::packed(0, 1, heads, t, hd));
     let dims = [batch, heads, t, hd];
-    let out = Tensor::empty(x.device(), &[batch * t, heads * hd], DType::F32).unwrap_or_else(|e| panic!("merge_heads: {e}"));
+    let out = Tensor::output(x.device(), &[batch * t, heads * hd], DType::F32, "merge_heads");
     move_heads(x, per_head, &out, per_row, dims, Turn::Copy);
     let x_shape = x.shape().to_vec();
     record("merge_heads", out, &[x], move |g| {
-        let dx = Tensor::empty(g.device(), &x_shape, DType::F32).unwrap_or_else(|e| panic!("merge_heads backward: {e}"));
+        let dx = Tensor::output(g.device(), &x_shape, DType::F32, "merge_heads backward");
         move_heads(g, per_row, &dx, per_head, dims, Turn::Copy);
         vec![Some(dx)]
     })

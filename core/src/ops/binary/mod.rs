@@ -137,7 +137,7 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
     assert!(shape.len() <= full.len() && broadcast_shape("sum_to", shape, &full) == full, "sum_to: shape {full:?} is not a broadcast of {shape:?}");
     if g.numel() == 0 {
         // Nothing to sum: zeros, if a summed dimension is the empty one.
-        let out = Tensor::zeros(g.device(), shape).unwrap_or_else(|e| panic!("sum_to: {e}"));
+        let out = Tensor::output_zeros(g.device(), shape, DType::F32, "sum_to");
         return record("sum_to", out, &[g], move |gg| vec![Some(broadcast_to(gg, &full))]);
     }
     let skip = full.len() - shape.len();
@@ -173,7 +173,7 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
         }
     }
     let dev = g.device();
-    let out = Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("sum_to: {e}"));
+    let out = Tensor::output(dev, shape, DType::F32, "sum_to");
     if out.numel() > 0 {
         let mut params = vec![out.numel() as u32, numel(&red) as u32, kept.len() as u32, red.len() as u32];
         for dims in [&kept, &kept_s, &red, &red_s] {

@@ -36,7 +36,7 @@ pub fn zip(name: &str, expr: &str, a: &Tensor, b: &Tensor) -> Tensor {
     assert!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "{name}: expects f32 tensors, got {:?} and {:?}", a.dtype(), b.dtype());
     assert!(a.device().same(b.device()), "{name}: tensors live on different devices");
     let dev = a.device();
-    let out = Tensor::empty(dev, big.shape(), DType::F32).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let out = Tensor::output(dev, big.shape(), DType::F32, format_args!("{name}"));
     // Loads of four floats need every copy of the repeating operand to start 16-byte aligned.
     let vec = floats_per_load(a.numel().min(b.numel()));
     let loads = [out.numel(), a.numel(), b.numel()].map(|n| (n / vec) as u32);

@@ -32,7 +32,7 @@ pub fn clip_grad_norm_scaled(params: &[Tensor], max_norm: f32, grad_scale: f32) 
         let dev = out.device();
         for p in params {
             let Some(g) = p.grad().filter(|g| g.numel() > 0) else { continue };
-            let scaled = Tensor::empty(dev, g.shape(), DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+            let scaled = Tensor::output(dev, g.shape(), DType::F32, "clip_grad_norm");
             let vec = floats_per_load(g.numel());
             let loads = g.numel() / vec;
             dev.launch_bound(&norm_pipeline(dev, "scale", vec), &[loads as u32, 0, 0, 0], &[(1, &g), (4, &out), (5, &scaled)], elementwise_grid(loads));
@@ -52,8 +52,8 @@ pub fn grad_norm(params: &[Tensor], max_norm: f32, grad_scale: f32) -> Option<Te
     let dev = grads.first()?.device().clone();
     let chunks: Vec<usize> = grads.iter().map(|g| g.numel().div_ceil(CHUNK).max(1)).collect();
     let total: usize = chunks.iter().sum();
-    let partials = Tensor::zeros_of(&dev, &[total], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
-    let out = Tensor::empty(&dev, &[2], DType::F32).unwrap_or_else(|e| panic!("clip_grad_norm: {e}"));
+    let partials = Tensor::output_zeros(&dev, &[total], DType::F32, "clip_grad_norm");
+    let out = Tensor::output(&dev, &[2], DType::F32, "clip_grad_norm");
     let mut first = 0;
     for (g, &n) in grads.iter().zip(&chunks) {
         if g.numel() > 0 {

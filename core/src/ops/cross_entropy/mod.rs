@@ -37,11 +37,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
     let dev = logits.device();
     if rows == 0 {
         // No rows, no loss: 0, as when every target is ignored.
-        let loss = Tensor::zeros(dev, &[]).unwrap_or_else(|e| panic!("cross_entropy: {e}"));
+        let loss = Tensor::output_zeros(dev, &[], DType::F32, "cross_entropy");
         let saved_logits = logits.clone();
         return record("cross_entropy", loss, &[logits], move |_| vec![Some(alloc_like(&saved_logits))]);
     }
-    let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("cross_entropy: {e}"));
+    let alloc = |shape: &[usize]| Tensor::output(dev, shape, DType::F32, "cross_entropy");
     let (row_loss, row_lse) = (alloc(&[rows]), alloc(&[rows]));
     let (loss, count) = (alloc(&[]), alloc(&[1]));
     let params = [rows as u32, n as u32, opts.ignore_index, opts.z_coef.to_bits()];
@@ -70,7 +70,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: CrossEntropyOption
 }
 
 fn alloc_like(t: &Tensor) -> Tensor {
-    Tensor::empty(t.device(), t.shape(), DType::F32).unwrap_or_else(|e| panic!("cross_entropy backward: {e}"))
+    Tensor::output(t.device(), t.shape(), DType::F32, "cross_entropy backward")
 }
 
 /// CPU reference.

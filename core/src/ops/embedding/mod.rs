@@ -22,7 +22,7 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Tensor {
     let mut shape = ids.shape().to_vec();
     shape.push(d);
     let dev = table.device();
-    let out = Tensor::empty(dev, &shape, DType::F32).unwrap_or_else(|e| panic!("embedding: {e}"));
+    let out = Tensor::output(dev, &shape, DType::F32, "embedding");
     if out.numel() > 0 {
         let pipeline = dev.pipeline("gather_rows", "main", || GATHER_SHADER.to_string());
         let params = [out.numel(), d, rows].map(|v| v as u32);
@@ -34,7 +34,7 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Tensor {
 
 fn embedding_backward(g: &Tensor, ids: &Tensor, rows: usize, d: usize) -> Tensor {
     let dev = g.device();
-    let dtable = Tensor::zeros(dev, &[rows, d]).unwrap_or_else(|e| panic!("embedding backward: {e}"));
+    let dtable = Tensor::output_zeros(dev, &[rows, d], DType::F32, "embedding backward");
     if ids.numel() > 0 && d > 0 {
         let pipeline = dev.pipeline("embedding_backward", "main", || render_template(BACKWARD_SHADER, &[("ROWS", &BACKWARD_ROWS.to_string())]));
         let params = [ids.numel(), d, rows].map(|v| v as u32);

@@ -14,7 +14,7 @@ pub fn expert_output_ema(defaults: &Tensor, expert_rows: &Tensor, offsets: &Tens
     assert!(expert_rows.rank() == 2 && expert_rows.shape()[1] == d, "expert_output_ema: rows {:?} must be [_, {d}]", expert_rows.shape());
     assert_eq!(offsets.shape(), &[experts + 1], "expert_output_ema: offsets must be [{}]", experts + 1);
     let dev = defaults.device();
-    let updated = Tensor::empty(dev, defaults.shape(), DType::F32).unwrap_or_else(|e| panic!("expert_output_ema: {e}"));
+    let updated = Tensor::output(dev, defaults.shape(), DType::F32, "expert_output_ema");
     if updated.numel() > 0 && expert_rows.numel() > 0 {
         let pipeline = dev.pipeline("expert_ema", "main", || SHADER.to_string());
         let params = [experts as u32, d as u32, beta.to_bits()];

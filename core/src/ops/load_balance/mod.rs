@@ -45,7 +45,11 @@ pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBal
     let live = tokens > 0 && experts > 0 && plan.k > 0;
     // Without tokens there is nothing to balance: a loss of 0 and loads of 0.
     let alloc = |shape: &[usize]| {
-        if live { Tensor::empty(dev, shape, DType::F32) } else { Tensor::zeros(dev, shape) }.unwrap_or_else(|e| panic!("load_balancing_loss: {e}"))
+        if live {
+            Tensor::output(dev, shape, DType::F32, "load_balancing_loss")
+        } else {
+            Tensor::output_zeros(dev, shape, DType::F32, "load_balancing_loss")
+        }
     };
     let (loss, load) = (alloc(&[]), alloc(&[experts]));
     if live {
@@ -57,8 +61,11 @@ pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBal
     let shape = probs.shape().to_vec();
     let loss = record("load_balancing_loss", loss, &[probs], move |g| {
         let dev = saved_load.device();
-        let dprobs = if live { Tensor::empty(dev, &shape, DType::F32) } else { Tensor::zeros(dev, &shape) };
-        let dprobs = dprobs.unwrap_or_else(|e| panic!("load_balancing_loss backward: {e}"));
+        let dprobs = if live {
+            Tensor::output(dev, &shape, DType::F32, "load_balancing_loss backward")
+        } else {
+            Tensor::output_zeros(dev, &shape, DType::F32, "load_balancing_loss backward")
+        };
         if live {
             let pipeline = WorkgroupReduce::for_device(dev).entry_pipeline(dev, "load_balance", SHADER, "backward");
             dev.launch_bound(&pipeline, &params, &[(3, &saved_load), (5, g), (6, &dprobs)], elementwise_grid(tokens * experts));

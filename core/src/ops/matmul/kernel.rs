@@ -80,12 +80,10 @@ impl Tiles {
     /// workgroups (counting the depth splits the product allows; SMALL always qualifies),
     /// the one whose H100 rate times its useful fraction is highest: LARGE on whole
     /// tiles, MEDIUM where LARGE would overhang by half (attention's products whose
-    /// width is a 64-wide head). On a CPU adapter (lavapipe, where a workgroup runs on
-    /// one core thread) LARGE measured 2x MEDIUM at 256^3 (2 cores), but lost to it
-    /// wherever a tenth or more of its work was overhang, deep products included: the
-    /// tiny LM step's attention products (64 x 64), expert rows (blocks of about 64) and
-    /// expert weight gradients (128 x 64) took 4,300 tokens/s with LARGE, 5,000 with
-    /// MEDIUM.
+    /// width is a 64-wide head). On a CPU adapter, where a workgroup runs on one core
+    /// thread, LARGE is the fastest shape but loses wherever a tenth or more of its work
+    /// is overhang, so it is taken only for products it fits to 90% (the measurements
+    /// behind both rules: the README's "How matmuls are chosen").
     fn for_device(dev: &Device, m: usize, n: usize, matrices: usize, max_splits: usize, row_blocks: usize) -> Tiles {
         if let Some(t) = dev.policy().matmul_tiles {
             return t;
@@ -149,9 +147,8 @@ pub struct CoopTiles {
 }
 
 impl CoopTiles {
-    /// 128 x 128 tiles of four subgroups, each 64 x 64, 16-deep slices: 157 TFLOP/s at
-    /// 4096^3 on an H100, where eight subgroups of 32 x 64 (4x2/2x4/32) gave 105, 4x4
-    /// blocks 32 deep 131, and 256 x 128 tiles 137.
+    /// 128 x 128 tiles of four subgroups, each 64 x 64, over 16-deep slices: the fastest
+    /// of the candidates on an H100 (the README's Performance section has the figures).
     pub const DEFAULT: CoopTiles = CoopTiles { sg_m: 2, sg_n: 2, qm: 4, qn: 4, bk: 16 };
     /// Shapes worth timing against it (`moegrad bench --suite kernels` times each where
     /// the adapter has tensor cores); every one is validated by naga in the unit tests.
@@ -572,8 +569,7 @@ fn launch_variant(variant: Variant, grouping: Grouping, splits: usize, a: &Tenso
     // Without depth the product is all zeros, and an expert may own no depth at all.
     let zero_fill = k == 0 || (splits == 1 && matches!(grouping, Grouping::Depth { .. }));
     let dest_shape = if splits > 1 { vec![matrices * splits * m * n] } else { out_shape.to_vec() };
-    let out = if zero_fill { Tensor::zeros(dev, &dest_shape) } else { Tensor::empty(dev, &dest_shape, DType::F32) };
-    let out = out.unwrap_or_else(|e| panic!("matmul: {e}"));
+    let out = if zero_fill { Tensor::output_zeros(dev, &dest_shape, DType::F32, "matmul") } else { Tensor::output(dev, &dest_shape, DType::F32, "matmul") };
     if out.numel() == 0 || k == 0 {
         return out;
     }

@@ -86,7 +86,7 @@ fn norm(kind: NormKind, x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, bia
     }
     let rows = x.numel().checked_div(n).unwrap_or(0);
     let dev = x.device();
-    let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
+    let alloc = |shape: &[usize]| Tensor::output(dev, shape, DType::F32, format_args!("{op}"));
     let y = alloc(x.shape());
     let sum = delta.map(|_| alloc(x.shape()));
     let stats = alloc(&[rows.max(1), 2]);
@@ -124,7 +124,7 @@ fn norm(kind: NormKind, x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, bia
         let (dx, g_xhat) = match g_y {
             Some(g) => {
                 let dev = g.device();
-                let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("{op} backward: {e}"));
+                let alloc = |shape: &[usize]| Tensor::output(dev, shape, DType::F32, format_args!("{op} backward"));
                 let (dx, g_xhat) = (alloc(normalised.shape()), alloc(normalised.shape()));
                 if rows > 0 {
                     let residual = match &g_sum {

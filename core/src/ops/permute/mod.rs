@@ -52,7 +52,7 @@ pub fn plan_routing(expert_ids: &Tensor, experts: usize) -> Routing {
     let (tokens, k) = (expert_ids.shape()[0], expert_ids.shape()[1]);
     let slots = tokens * k;
     let dev = expert_ids.device();
-    let alloc = |n: usize| Tensor::zeros_of(dev, &[n], DType::U32).unwrap_or_else(|e| panic!("plan_routing: {e}"));
+    let alloc = |n: usize| Tensor::output_zeros(dev, &[n], DType::U32, "plan_routing");
     let (counts, offsets, sorted_slots, slot_positions) = (alloc(experts), alloc(experts + 1), alloc(slots.max(1)), alloc(slots.max(1)));
     let params = [slots as u32, experts as u32];
     let bind = [(1, expert_ids), (2, &counts), (3, &offsets), (4, &sorted_slots), (5, &slot_positions)];
@@ -74,7 +74,7 @@ pub fn gather_slots(x: &Tensor, routing: &Routing) -> Tensor {
     assert!(x.rank() == 2 && x.shape()[0] == routing.tokens, "gather_slots: x {:?} does not have the routing's {} tokens", x.shape(), routing.tokens);
     let d = x.shape()[1];
     let dev = x.device();
-    let out = Tensor::empty(dev, &[routing.tokens * routing.k, d], DType::F32).unwrap_or_else(|e| panic!("gather_slots: {e}"));
+    let out = Tensor::output(dev, &[routing.tokens * routing.k, d], DType::F32, "gather_slots");
     if out.numel() > 0 {
         let vec = floats_per_load(d);
         let pipeline = dev.pipeline(&format!("gather_slots/vec{vec}"), "gather", || with_load_type(GATHER_SHADER.to_string(), vec));
@@ -84,7 +84,7 @@ pub fn gather_slots(x: &Tensor, routing: &Routing) -> Tensor {
     let r = routing.clone();
     record("gather_slots", out, &[x], move |g| {
         // Summing each token's k rows back is the weighted combine with unit weights.
-        let ones = Tensor::ones(g.device(), &[r.tokens, r.k]).unwrap_or_else(|e| panic!("gather_slots backward: {e}"));
+        let ones = Tensor::output_full(g.device(), &[r.tokens, r.k], 1.0, "gather_slots backward");
         vec![Some(combine_forward(g, &ones, &r))]
     })
 }
@@ -101,7 +101,7 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
     let (need_rows, need_weights) = (rows.is_tracked(), weights.is_tracked());
     record("combine_slots", out, &[rows, weights], move |g| {
         let dev = g.device();
-        let alloc = |shape: &[usize]| Tensor::empty(dev, shape, DType::F32).unwrap_or_else(|e| panic!("combine_slots backward: {e}"));
+        let alloc = |shape: &[usize]| Tensor::output(dev, shape, DType::F32, "combine_slots backward");
         let vec = floats_per_load(d);
         let drows = need_rows.then(|| {
             let drows = alloc(saved_rows.shape());
@@ -115,7 +115,7 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
         let dweights = need_weights.then(|| {
             if d == 0 {
                 // Empty rows: every dot product is 0.
-                return Tensor::zeros(dev, saved_weights.shape()).unwrap_or_else(|e| panic!("combine_slots backward: {e}"));
+                return Tensor::output_zeros(dev, saved_weights.shape(), DType::F32, "combine_slots backward");
             }
             let dw = alloc(saved_weights.shape());
             if dw.numel() > 0 {
@@ -135,7 +135,7 @@ pub fn combine_slots(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tens
 fn combine_forward(rows: &Tensor, weights: &Tensor, routing: &Routing) -> Tensor {
     let (t, k, d) = (routing.tokens, routing.k, rows.shape()[1]);
     let dev = rows.device();
-    let out = Tensor::empty(dev, &[t, d], DType::F32).unwrap_or_else(|e| panic!("combine_slots: {e}"));
+    let out = Tensor::output(dev, &[t, d], DType::F32, "combine_slots");
     if out.numel() > 0 {
         let vec = floats_per_load(d);
         let params = [out.numel() / vec, d / vec, k].map(|v| v as u32);

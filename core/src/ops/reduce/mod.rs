@@ -102,7 +102,7 @@ fn chunks(outputs: usize, n: usize, columns: bool) -> usize {
 pub(crate) fn sum_middle(x: &Tensor, [outer, n, inner]: [usize; 3], scale: f32, out_shape: &[usize]) -> Tensor {
     let dev = x.device();
     if n == 0 {
-        return Tensor::zeros(dev, out_shape).unwrap_or_else(|e| panic!("sum: {e}"));
+        return Tensor::output_zeros(dev, out_shape, DType::F32, "sum");
     }
     let columns = inner > 1;
     let pieces = chunks(outer * inner, n, columns);
@@ -112,7 +112,7 @@ pub(crate) fn sum_middle(x: &Tensor, [outer, n, inner]: [usize; 3], scale: f32, 
     } else {
         (n.max(1), out_shape.to_vec())
     };
-    let out = Tensor::empty(dev, &pass_shape, DType::F32).unwrap_or_else(|e| panic!("sum: {e}"));
+    let out = Tensor::output(dev, &pass_shape, DType::F32, "sum");
     if out.numel() == 0 {
         return out;
     }
@@ -128,8 +128,8 @@ pub(crate) fn sum_middle(x: &Tensor, [outer, n, inner]: [usize; 3], scale: f32, 
 /// first occurs. One pass: the backward pass needs positions along the whole axis.
 fn max_middle(x: &Tensor, [outer, n, inner]: [usize; 3], out_shape: &[usize]) -> (Tensor, Tensor) {
     let dev = x.device();
-    let out = Tensor::empty(dev, out_shape, DType::F32).unwrap_or_else(|e| panic!("max: {e}"));
-    let arg = Tensor::empty(dev, out_shape, DType::U32).unwrap_or_else(|e| panic!("max: {e}"));
+    let out = Tensor::output(dev, out_shape, DType::F32, "max");
+    let arg = Tensor::output(dev, out_shape, DType::U32, "max");
     if out.numel() > 0 {
         launch_reduce(x, "max", inner > 1, [outer, n, inner, n], 1.0, &[x, &out, &arg], out.numel());
     }
@@ -148,7 +148,7 @@ fn launch_reduce(x: &Tensor, op: &str, columns: bool, [outer, n, inner, chunk]: 
 fn max_backward(g: &Tensor, arg: &Tensor, x_shape: &[usize], axis: usize) -> Tensor {
     let (_, n, inner) = split_at_axis(x_shape, axis);
     let dev = g.device();
-    let dx = Tensor::empty(dev, x_shape, DType::F32).unwrap_or_else(|e| panic!("max backward: {e}"));
+    let dx = Tensor::output(dev, x_shape, DType::F32, "max backward");
     if dx.numel() > 0 {
         let pipeline = dev.pipeline("max_backward", "main", || MAX_BACKWARD_SHADER.to_string());
         dev.launch(&pipeline, &[dx.numel() as u32, n as u32, inner as u32], &[g, arg, &dx], elementwise_grid(dx.numel()));

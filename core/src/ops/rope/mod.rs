@@ -108,7 +108,7 @@ pub(crate) fn move_heads(src: &Tensor, from: HeadLayout, dst: &Tensor, to: HeadL
 
 /// `x` `[..., T, head_dim]` turned as a whole.
 fn rotate_all(x: &Tensor, turn: Turn) -> Tensor {
-    let y = Tensor::empty(x.device(), x.shape(), DType::F32).unwrap_or_else(|e| panic!("rope: {e}"));
+    let y = Tensor::output(x.device(), x.shape(), DType::F32, "rope");
     let [t, head_dim] = [x.shape()[x.rank() - 2], x.shape()[x.rank() - 1]];
     let layout = HeadLayout::contiguous(1, t, head_dim);
     move_heads(x, layout, &y, layout, [x.numel() / (t * head_dim).max(1), 1, t, head_dim], turn);

@@ -73,11 +73,11 @@ fn route_and_measure(logits: &Tensor, k: usize, renormalize: bool, stats: bool) 
     outputs.extend(stats.as_ref().map(|s| &s.log_normalizer));
     record_multi("router", &outputs, &[logits], move |grads| {
         let dev = sp.device();
-        let zeros_like = |t: &Tensor| Tensor::zeros(dev, t.shape()).unwrap_or_else(|e| panic!("router backward: {e}"));
+        let zeros_like = |t: &Tensor| Tensor::output_zeros(dev, t.shape(), DType::F32, "router backward");
         let g_probs = grads[0].clone().unwrap_or_else(|| zeros_like(&sp));
         let g_weights = grads[1].clone().unwrap_or_else(|| zeros_like(&sw));
         let g_log_normalizer = grads.get(2).cloned().flatten();
-        let dlogits = Tensor::empty(dev, sp.shape(), DType::F32).unwrap_or_else(|e| panic!("router backward: {e}"));
+        let dlogits = Tensor::output(dev, sp.shape(), DType::F32, "router backward");
         if tokens > 0 {
             let lse_grad = g_log_normalizer.is_some();
             let key = format!("router_backward/{renormalize}/lse_grad{lse_grad}");
@@ -112,7 +112,7 @@ pub fn router_exchange(dev: &Device) -> &'static str {
 fn launch_router(logits: &Tensor, k: usize, renormalize: bool, shuffles: bool, stats: bool) -> (Tensor, Tensor, Tensor, Option<RouterStats>) {
     let (tokens, experts) = (logits.shape()[0], logits.shape()[1]);
     let dev = logits.device();
-    let alloc = |shape: &[usize], dtype| Tensor::empty(dev, shape, dtype).unwrap_or_else(|e| panic!("router: {e}"));
+    let alloc = |shape: &[usize], dtype| Tensor::output(dev, shape, dtype, "router");
     let probs = alloc(&[tokens, experts], DType::F32);
     let weights = alloc(&[tokens, k], DType::F32);
     let indices = alloc(&[tokens, k], DType::U32);

@@ -29,11 +29,11 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, len: usize) -> Tensor {
     assert_eq!(x.dtype(), DType::F32, "slice: expects an f32 tensor, got {:?}", x.dtype());
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
-    let out = Tensor::empty(x.device(), &shape, DType::F32).unwrap_or_else(|e| panic!("slice: {e}"));
+    let out = Tensor::output(x.device(), &shape, DType::F32, "slice");
     copy_block(x, start, &out, 0, axis, len);
     let in_shape = x.shape().to_vec();
     record("slice", out, &[x], move |g| {
-        let dx = Tensor::zeros(g.device(), &in_shape).unwrap_or_else(|e| panic!("slice backward: {e}"));
+        let dx = Tensor::output_zeros(g.device(), &in_shape, DType::F32, "slice backward");
         copy_block(g, 0, &dx, start, axis, len);
         vec![Some(dx)]
     })
@@ -52,7 +52,7 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Tensor {
     let lens: Vec<usize> = xs.iter().map(|x| x.shape()[axis]).collect();
     let mut shape = first.to_vec();
     shape[axis] = lens.iter().sum();
-    let out = Tensor::empty(xs[0].device(), &shape, DType::F32).unwrap_or_else(|e| panic!("concat: {e}"));
+    let out = Tensor::output(xs[0].device(), &shape, DType::F32, "concat");
     let mut start = 0;
     for (x, &len) in xs.iter().zip(&lens) {
         copy_block(x, 0, &out, start, axis, len);

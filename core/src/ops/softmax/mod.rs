@@ -123,7 +123,7 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
     assert!(opts.temperature > 0.0, "{op}: temperature must be positive, got {}", opts.temperature);
     let (rows, n, mask_rows, causal_t) = layout(op, x, &opts.mask);
     let dev = x.device();
-    let y = Tensor::empty(dev, x.shape(), DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
+    let y = Tensor::output(dev, x.shape(), DType::F32, format_args!("{op}"));
     let inv_temp = 1.0 / opts.temperature;
     let vec = floats_per_load(n);
     let layout = row_layout(dev, n);
@@ -161,7 +161,7 @@ pub fn softmax_with(x: &Tensor, opts: &SoftmaxOptions) -> Tensor {
 
 fn softmax_backward(kind: SoftmaxKind, x: &Tensor, y: &Tensor, g: &Tensor, inv_temp: f32) -> Tensor {
     let dev = y.device();
-    let dx = Tensor::empty(dev, y.shape(), DType::F32).unwrap_or_else(|e| panic!("{} backward: {e}", kind.name()));
+    let dx = Tensor::output(dev, y.shape(), DType::F32, format_args!("{} backward", kind.name()));
     let n = y.shape()[y.rank() - 1];
     let rows = y.numel().checked_div(n).unwrap_or(0);
     if rows == 0 {

@@ -48,7 +48,7 @@ pub(crate) fn strided(op: &str, expr: &str, out_shape: &[usize], a: &Tensor, sa:
     assert!(a.dtype() == DType::F32 && b.dtype() == DType::F32, "{op}: expects f32 tensors, got {:?} and {:?}", a.dtype(), b.dtype());
     assert!(a.device().same(b.device()), "{op}: tensors live on different devices");
     let dev = a.device();
-    let out = Tensor::empty(dev, out_shape, DType::F32).unwrap_or_else(|e| panic!("{op}: {e}"));
+    let out = Tensor::output(dev, out_shape, DType::F32, format_args!("{op}"));
     if out.numel() == 0 {
         return out;
     }

@@ -10,7 +10,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Tensor {
     assert_eq!(gate.shape(), up.shape(), "swiglu: gate {:?} and up {:?} must have one shape", gate.shape(), up.shape());
     assert!(gate.dtype() == DType::F32 && up.dtype() == DType::F32, "swiglu: expects f32 tensors");
     let dev = gate.device();
-    let alloc = || Tensor::empty(dev, gate.shape(), DType::F32).unwrap_or_else(|e| panic!("swiglu: {e}"));
+    let alloc = || Tensor::output(dev, gate.shape(), DType::F32, "swiglu");
     let y = alloc();
     let n = y.numel();
     if n > 0 {
@@ -30,7 +30,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Tensor {
 }
 
 fn alloc_like(t: &Tensor) -> Tensor {
-    Tensor::empty(t.device(), t.shape(), DType::F32).unwrap_or_else(|e| panic!("swiglu backward: {e}"))
+    Tensor::output(t.device(), t.shape(), DType::F32, "swiglu backward")
 }
 
 /// CPU reference.

@@ -25,8 +25,8 @@ pub fn topk(x: &Tensor, k: usize) -> (Tensor, Tensor) {
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = k;
     let dev = x.device();
-    let values = Tensor::empty(dev, &shape, DType::F32).unwrap_or_else(|e| panic!("topk: {e}"));
-    let indices = Tensor::empty(dev, &shape, DType::U32).unwrap_or_else(|e| panic!("topk: {e}"));
+    let values = Tensor::output(dev, &shape, DType::F32, "topk");
+    let indices = Tensor::output(dev, &shape, DType::U32, "topk");
     let params = [rows, n, k].map(|v| v as u32);
     if rows > 0 {
         let pipeline = dev.pipeline("topk", "main", || with_ranking(SHADER.to_string()));
@@ -35,7 +35,7 @@ pub fn topk(x: &Tensor, k: usize) -> (Tensor, Tensor) {
     let (saved_indices, x_shape) = (indices.clone(), x.shape().to_vec());
     let values = record("topk", values, &[x], move |g| {
         let dev = g.device();
-        let dx = Tensor::zeros(dev, &x_shape).unwrap_or_else(|e| panic!("topk backward: {e}"));
+        let dx = Tensor::output_zeros(dev, &x_shape, DType::F32, "topk backward");
         if g.numel() > 0 {
             let pipeline = dev.pipeline("topk_backward", "main", || BACKWARD_SHADER.to_string());
             dev.launch(&pipeline, &params, &[g, &saved_indices, &dx], elementwise_grid(g.numel()));
@@ -51,9 +51,9 @@ pub fn selection_mask(indices: &Tensor, n: usize) -> Tensor {
     assert!(indices.rank() == 2 && indices.dtype() == DType::U32, "selection_mask: indices must be u32 [rows, k], got {:?}", indices.shape());
     let (rows, k) = (indices.shape()[0], indices.shape()[1]);
     let dev = indices.device();
-    let mask = Tensor::zeros(dev, &[rows, n]).unwrap_or_else(|e| panic!("selection_mask: {e}"));
+    let mask = Tensor::output_zeros(dev, &[rows, n], DType::F32, "selection_mask");
     if indices.numel() > 0 {
-        let ones = Tensor::ones(dev, &[rows, k]).unwrap_or_else(|e| panic!("selection_mask: {e}"));
+        let ones = Tensor::output_full(dev, &[rows, k], 1.0, "selection_mask");
         let pipeline = dev.pipeline("topk_backward", "main", || BACKWARD_SHADER.to_string());
         dev.launch(&pipeline, &[rows as u32, n as u32, k as u32], &[&ones, indices, &mask], elementwise_grid(indices.numel()));
     }

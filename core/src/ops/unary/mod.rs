@@ -107,7 +107,7 @@ fn launch(op: UnaryOp, entry: &str, tensors: &[&Tensor], out: &Tensor) {
 /// `op` applied to every element of `x`.
 pub fn unary(op: UnaryOp, x: &Tensor) -> Tensor {
     assert_eq!(x.dtype(), DType::F32, "{}: expects an f32 tensor, got {:?}", op.name(), x.dtype());
-    let out = Tensor::empty(x.device(), x.shape(), DType::F32).unwrap_or_else(|e| panic!("{}: {e}", op.name()));
+    let out = Tensor::output(x.device(), x.shape(), DType::F32, format_args!("{}", op.name()));
     if out.numel() > 0 {
         launch(op, "forward", &[x, &out], &out);
     }
@@ -117,7 +117,7 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Tensor {
 
 /// `g * f'(x)`.
 fn unary_backward(op: UnaryOp, x: &Tensor, g: &Tensor) -> Tensor {
-    let dx = Tensor::empty(x.device(), x.shape(), DType::F32).unwrap_or_else(|e| panic!("{} backward: {e}", op.name()));
+    let dx = Tensor::output(x.device(), x.shape(), DType::F32, format_args!("{} backward", op.name()));
     if dx.numel() > 0 {
         launch(op, "backward", &[x, &dx, g], &dx);
     }
