@@ -139,17 +139,18 @@ impl BufferPool {
     pub fn take(&self, device: &wgpu::Device, max_bytes: u64, bytes: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer, Shortage> {
         let class = size_class(bytes).min(max_bytes.max(bytes));
         let mut s = self.shelves.lock().unwrap();
+        let limit = self.limit.load(Ordering::Relaxed);
+        // The limit holds for cached buffers handed out again as much as for new ones.
+        if s.in_use.saturating_add(class) > limit {
+            return Err(Shortage::Limit { in_use: s.in_use, limit });
+        }
         if let Some(buffer) = s.free.get_mut(&(class, usage)).and_then(Vec::pop) {
             s.cached -= class;
             s.lend(class);
             return Ok(buffer);
         }
-        let limit = self.limit.load(Ordering::Relaxed);
         if s.in_use.saturating_add(s.cached).saturating_add(class) > limit {
             s.release_cached();
-        }
-        if s.in_use.saturating_add(class) > limit {
-            return Err(Shortage::Limit { in_use: s.in_use, limit });
         }
         let buffer = create(device, class, usage).or_else(|| {
             s.release_cached();
