@@ -154,7 +154,7 @@ impl Device {
         let experimental_features = if cooperative {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
             // SAFETY: the only experimental feature enabled is cooperative matrices, whose
-            // kernels are checked against the CPU reference on first use (ops::matmul_kernel).
+            // kernels are checked against the CPU reference on first use (ops::matmul::kernel).
             unsafe { wgpu::ExperimentalFeatures::enabled() }
         } else {
             wgpu::ExperimentalFeatures::disabled()

@@ -205,7 +205,7 @@ impl Tensor {
     }
 
     /// The same data under another shape of equal size, not recorded on the tape (the
-    /// differentiable reshape lives in the ops crate).
+    /// differentiable reshape is `Tensor::reshape`).
     pub fn alias(&self, shape: &[usize]) -> Tensor {
         assert_eq!(numel(shape), self.numel(), "alias: shape {:?} does not fit {:?}", shape, self.shape());
         Tensor::from_parts(self.0.device.clone(), self.0.storage.clone(), shape, self.0.dtype, false)
