@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use moegrad::bench::{Scale, Suite};
+use moegrad::bench::table::{load_references, side_by_side, SavedReport};
+use moegrad::bench::{run, Options, Scale, Suite};
 use moegrad::Device;
 
 /// Benchmark suites, timed with GPU timestamp queries: `pytorch` (the workloads of the
@@ -44,8 +45,6 @@ impl BenchArgs {
     pub fn run(self) -> Result<()> {
         let BenchArgs { suite, scale, iters, json, profile, only, against, report } = self;
         let against = &against;
-        use moegrad::bench::table::{load_references, side_by_side, SavedReport};
-        use moegrad::bench::{run, Options};
         // Read the references first: a wrong path fails before minutes of benchmarks.
         let references = load_references(against)?;
         if let Some(path) = report {

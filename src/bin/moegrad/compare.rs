@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use moegrad::research::compare::{compare, table, CompareOptions};
 use moegrad::train::config::RunConfig;
 use moegrad::Device;
 
@@ -37,8 +38,8 @@ impl CompareArgs {
         config.validate()?;
         let kinds = ffn.split(',').map(|k| k.trim().parse().map_err(|e: String| anyhow::anyhow!("--ffn: {e}"))).collect::<Result<Vec<_>>>()?;
         let device = Device::new()?;
-        let rows = moegrad::research::compare::compare(&device, &moegrad::research::compare::CompareOptions { config, kinds, seeds, out: out.clone(), quiet })?;
-        print!("{}", moegrad::research::compare::table(&rows));
+        let rows = compare(&device, &CompareOptions { config, kinds, seeds, out: out.clone(), quiet })?;
+        print!("{}", table(&rows));
         println!("curves: {} and .svg", out.join("compare.png").display());
         Ok(())
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use moegrad::research::fit::Law;
+use moegrad::research::fit::{bootstrap, compute_optimal, fit, frontier, read_rows, Law, StartGrid};
 
 /// Fit a scaling law to results (a sweep's results.jsonl or the Gemstones rows).
 #[derive(Args)]
@@ -34,7 +34,6 @@ pub struct FitArgs {
 impl FitArgs {
     pub fn run(self) -> Result<()> {
         let FitArgs { results, law, delta, no_embeddings, bootstrap: samples, budget, json } = self;
-        use moegrad::research::fit::{bootstrap, compute_optimal, fit, frontier, read_rows, StartGrid};
         let rows = read_rows(&results)?;
         let best = fit(&rows, law, delta, &StartGrid::for_law(law), no_embeddings)?;
         let ci = if samples > 0 { Some(bootstrap(&rows, law, delta, &best, samples, 0, no_embeddings)?) } else { None };

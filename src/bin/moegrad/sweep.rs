@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use moegrad::research::fit::Law;
+use moegrad::research::fit::{fit, read_rows, Law, StartGrid};
+use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, write_results, PlannedRun, Sweep};
+use moegrad::research::sweep_report::write_plots;
 use moegrad::Device;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -58,7 +60,6 @@ pub struct SweepArgs {
 impl SweepArgs {
     pub fn run(self) -> Result<()> {
         let SweepArgs { action, config, out, shard, emit, shards, law, stop_after, quiet } = self;
-        use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, Sweep};
         let sweep = Sweep::load(&config)?;
         let runs = sweep.plan()?;
         let out_dir = || out.clone().ok_or_else(|| anyhow::anyhow!("--out is required"));
@@ -96,9 +97,8 @@ impl SweepArgs {
     }
 }
 
-fn sweep_report(runs: &[moegrad::research::sweep::PlannedRun], out: &std::path::Path, law: Law) -> Result<()> {
-    use moegrad::research::fit::{fit, read_rows, StartGrid};
-    let count = moegrad::research::sweep::write_results(runs, out)?;
+fn sweep_report(runs: &[PlannedRun], out: &std::path::Path, law: Law) -> Result<()> {
+    let count = write_results(runs, out)?;
     println!("{count} evaluated checkpoints in {}", out.join("results.jsonl").display());
     let rows = read_rows(&out.join("results.jsonl"))?;
     let fitted = if rows.len() > 2 * law.variables().len() + 1 {
@@ -110,7 +110,7 @@ fn sweep_report(runs: &[moegrad::research::sweep::PlannedRun], out: &std::path::
         println!("too few rows to fit {law:?}");
         None
     };
-    moegrad::research::sweep_report::write_plots(&out.join("plots"), &rows, fitted.as_ref().map(|f| (f, law)))?;
+    write_plots(&out.join("plots"), &rows, fitted.as_ref().map(|f| (f, law)))?;
     println!("plots in {}", out.join("plots").display());
     Ok(())
 }
