@@ -22,6 +22,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod durable;
 pub mod research;
 pub mod train;
 

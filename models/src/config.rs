@@ -101,6 +101,13 @@ impl Default for MoeConfig {
     }
 }
 
+/// The largest vocabulary a model may have (Llama 3's is 128,256).
+pub const MAX_VOCAB: usize = 1 << 22;
+/// The longest context a model may have. Limits like this one bound what a config read
+/// from a file (or a damaged checkpoint) can make the model allocate before any check of
+/// its tensors: the rotary table alone is `context x head_dim` floats.
+pub const MAX_CONTEXT: usize = 1 << 20;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
@@ -195,6 +202,23 @@ impl ModelConfig {
                 return Err(format!("{key} must be positive"));
             }
         }
+        for (key, v, most) in [
+            ("model.vocab_size", self.vocab_size, MAX_VOCAB),
+            ("model.d_model", self.d_model, 1 << 16),
+            ("model.layers", self.layers, 1 << 12),
+            ("model.heads", self.heads, 1 << 12),
+            ("model.head_dim", self.head_dim, 1 << 12),
+            ("model.context", self.context, MAX_CONTEXT),
+            ("model.dense.hidden", self.dense.hidden, 1 << 18),
+            ("model.moe.expert_hidden", self.moe.expert_hidden, 1 << 18),
+        ] {
+            if v > most {
+                return Err(format!("{key} = {v} exceeds {most}, the most moegrad accepts"));
+            }
+        }
+        if !(self.rope_base > 1.0 && self.rope_base.is_finite()) {
+            return Err(format!("model.rope_base = {} must be finite and above 1", self.rope_base));
+        }
         if self.head_dim == 0 && !self.d_model.is_multiple_of(self.heads) {
             return Err(format!("model.heads = {} does not divide model.d_model = {} (set model.head_dim, or change either)", self.heads, self.d_model));
         }
@@ -204,7 +228,7 @@ impl ModelConfig {
         if !self.ffn_layers.is_empty() && self.ffn_layers.len() != self.layers {
             return Err(format!("model.ffn_layers lists {} kinds for model.layers = {}", self.ffn_layers.len(), self.layers));
         }
-        if !(self.norm_eps > 0.0) {
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
             return Err(format!("model.norm_eps = {} must be positive", self.norm_eps));
         }
         if self.has_moe() {
@@ -217,6 +241,11 @@ impl ModelConfig {
             }
             if !(0.0..1.0).contains(&m.beta) {
                 return Err(format!("model.moe.beta = {} must be in [0, 1)", m.beta));
+            }
+            for (key, v) in [("model.moe.aux_loss_coef", m.aux_loss_coef), ("model.moe.z_loss_coef", m.z_loss_coef)] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    return Err(format!("{key} = {v} must be finite and at least 0"));
+                }
             }
             if m.renormalize && self.layer_kinds().contains(&FfnKind::Default) {
                 return Err("model.moe.renormalize must be false when a layer's ffn is \"default\" (its weights are the router probabilities)".into());

@@ -12,7 +12,7 @@ pub mod mlp;
 pub mod moe;
 pub mod transformer;
 
-pub use config::{DenseConfig, FfnActivation, FfnKind, ModelConfig, MoeConfig};
+pub use config::{DenseConfig, FfnActivation, FfnKind, ModelConfig, MoeConfig, MAX_CONTEXT, MAX_VOCAB};
 pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
 pub use moe::{MoeFfn, MoeStats};

@@ -8,7 +8,7 @@ pub mod table;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use moegrad_core::ops::*;
 use moegrad_core::{Device, KernelTime, Module, Tensor};
 use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, Transformer};
@@ -537,11 +537,14 @@ impl Options {
     }
 }
 
-/// Runs `suite`.
+/// Runs `suite`; `--only` parts that select no workload are an error.
 pub fn run(device: &Device, suite: Suite, options: &Options) -> Result<Report> {
+    if options.iters == 0 {
+        bail!("bench: iters must be at least 1");
+    }
     let mut runner = Runner {
         device: device.clone(),
-        iters: options.iters.max(1),
+        iters: options.iters,
         profile: options.profile,
         only: options.only.clone(),
         results: Vec::new(),
@@ -555,6 +558,9 @@ pub fn run(device: &Device, suite: Suite, options: &Options) -> Result<Report> {
         Suite::Pytorch => pytorch_suite(&mut runner, options.scale)?,
         Suite::Kernels => kernels_suite(&mut runner, options.scale).map(|_| None)?,
     };
+    if let (Some(only), true) = (&options.only, runner.results.is_empty()) {
+        bail!("--only {only:?} selects no workload of the {} suite (run it without --only to see the keys)", suite.name());
+    }
     let f16_matmul = f16_matmul_kernel(device).to_string();
     let router_exchange = router_exchange(device).to_string();
     let row_reduction = workgroup_reduction(device).to_string();

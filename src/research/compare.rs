@@ -1,7 +1,8 @@
 //! `moegrad compare`: the same model trained with each feed-forward kind on the same data
 //! and seeds (TopK vs Default MoE is the headline experiment), a table of final eval
-//! losses, and a plot of the eval-loss curves. Finished runs are reused, so an
-//! interrupted comparison picks up where it stopped.
+//! losses, and a plot of the eval-loss curves. Finished runs of the same config are
+//! reused and unfinished ones resumed, so an interrupted comparison picks up where it
+//! stopped; a run folder trained with another config is refused unless `force`.
 
 use std::path::PathBuf;
 
@@ -9,9 +10,10 @@ use anyhow::{Context, Result};
 use moegrad_core::Device;
 use moegrad_models::FfnKind;
 
+use crate::durable::write_atomic;
 use crate::research::plot::{line_chart, Series};
-use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::train::config::RunConfig;
+use crate::train::run_folder::{reuse_or_start, Start};
 use crate::train::{train, TrainOptions};
 
 pub struct CompareOptions {
@@ -20,6 +22,8 @@ pub struct CompareOptions {
     pub seeds: u64,
     pub out: PathBuf,
     pub quiet: bool,
+    /// Start every run over, even one that finished or was trained with another config.
+    pub force: bool,
 }
 
 /// One feed-forward kind's results over the seeds.
@@ -55,6 +59,9 @@ pub fn eval_curve(run: &std::path::Path) -> Result<Vec<(f64, f64)>> {
 }
 
 pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>> {
+    if opts.seeds == 0 || opts.kinds.is_empty() {
+        anyhow::bail!("compare needs at least one seed and one feed-forward kind (got {} seeds, {} kinds)", opts.seeds, opts.kinds.len());
+    }
     let mut rows = Vec::new();
     let mut series = Vec::new();
     for (k, &kind) in opts.kinds.iter().enumerate() {
@@ -65,13 +72,11 @@ pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>
             config.model.ffn_layers.clear();
             config.train.seed = opts.config.train.seed + s;
             let run = opts.out.join(format!("{}-seed{}", kind.name(), config.train.seed));
-            let ckpt = run.join(CHECKPOINT_FILE);
-            let done = ckpt.exists() && Checkpoint::load(&ckpt).is_ok_and(|c| c.meta.step >= config.train.steps);
-            if !done {
+            if let Some(start) = reuse_or_start(&run, &config, opts.force)? {
                 if !opts.quiet {
-                    println!("training {} (seed {})", kind.name(), config.train.seed);
+                    println!("training {} (seed {}){}", kind.name(), config.train.seed, if start == Start::Resume { ", resuming" } else { "" });
                 }
-                train(device, TrainOptions { config: config.clone(), out: run.clone(), resume: ckpt.exists(), quiet: opts.quiet, stop_after: None })?;
+                train(device, TrainOptions { config: config.clone(), out: run.clone(), start, quiet: opts.quiet, stop_after: None })?;
             }
             let curve = eval_curve(&run)?;
             row.final_eval.push(curve.last().map_or(f32::NAN, |&(_, l)| l as f32));
@@ -82,7 +87,7 @@ pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>
     line_chart(&opts.out.join("compare"), "Eval loss by feed-forward kind", "step", "eval loss (nats/token)", &series)?;
     let summary: Vec<serde_json::Value> =
         rows.iter().map(|r| serde_json::json!({"ffn": r.kind.name(), "final_eval_loss": r.final_eval, "mean": r.mean(), "std": r.std()})).collect();
-    std::fs::write(opts.out.join("compare.json"), serde_json::to_string_pretty(&summary)?)?;
+    write_atomic(&opts.out.join("compare.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(rows)
 }
 

@@ -37,6 +37,11 @@ impl Law {
         }
     }
 
+    /// The law of a Gemstones name (`Fit::law`).
+    pub fn from_gemstones_name(name: &str) -> Option<Law> {
+        [Law::ParamsTokens, Law::WidthDepthTokens, Law::WidthDepthParamsTokens].into_iter().find(|l| l.gemstones_name() == name)
+    }
+
     pub fn variables(self) -> &'static [&'static str] {
         match self {
             Law::ParamsTokens => &["params", "tokens"],
@@ -273,10 +278,23 @@ const POLISHED: usize = 8;
 /// short L-BFGS run; the best few are then run to convergence (with a Huber delta this
 /// small the objective is nearly L1, and short runs stall short of the minimum).
 pub fn fit(rows: &[Row], law: Law, delta: f64, grid: &StartGrid, non_embedding: bool) -> Result<Fit> {
+    fit_with_progress(rows, law, delta, grid, non_embedding, &|_, _| {})
+}
+
+/// `fit`, calling `progress(done, total)` as the starts finish (from several threads).
+pub fn fit_with_progress(rows: &[Row], law: Law, delta: f64, grid: &StartGrid, non_embedding: bool, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Fit> {
     let data = prepare(rows, law, non_embedding)?;
     let objective = Objective { data: &data, delta };
-    let mut scouts: Vec<(Vec<f64>, f64)> =
-        grid.starts(law.variables().len()).into_par_iter().filter_map(|start| minimise(&objective, start, SCOUT_ITERS)).collect();
+    let starts = grid.starts(law.variables().len());
+    let (total, done) = (starts.len(), std::sync::atomic::AtomicUsize::new(0));
+    let mut scouts: Vec<(Vec<f64>, f64)> = starts
+        .into_par_iter()
+        .filter_map(|start| {
+            let scouted = minimise(&objective, start, SCOUT_ITERS);
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
+            scouted
+        })
+        .collect();
     scouts.sort_by(|a, b| a.1.total_cmp(&b.1));
     scouts.truncate(POLISHED);
     let best = scouts
@@ -288,6 +306,30 @@ pub fn fit(rows: &[Row], law: Law, delta: f64, grid: &StartGrid, non_embedding: 
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .context("every L-BFGS start failed")?;
     Ok(Fit::from_theta(law, &best.0, best.1))
+}
+
+/// Warnings about a fit that reads as degenerate: an irreducible loss above the lowest
+/// loss observed (the law cannot go below it) or far under it, and exponents near 0 (the
+/// variable plays no part) or above 5 (no scaling law is that steep). Empty when none.
+pub fn degeneracies(fit: &Fit, rows: &[Row]) -> Vec<String> {
+    let lowest = rows.iter().map(|r| r.loss).fold(f64::INFINITY, f64::min);
+    let irreducible = fit.irreducible_error.exp();
+    let mut warnings = Vec::new();
+    if irreducible > 1.01 * lowest {
+        warnings.push(format!("the irreducible loss exp(e) = {irreducible:.4} is above the lowest loss observed, {lowest:.4}"));
+    } else if irreducible < 0.1 * lowest {
+        warnings.push(format!("the irreducible loss exp(e) = {irreducible:.3e} is far below the lowest loss observed, {lowest:.4}"));
+    }
+    let variables = Law::from_gemstones_name(fit.law).map_or(&[][..], Law::variables);
+    for (j, &x) in fit.exponents.iter().enumerate() {
+        let name = variables.get(j).copied().unwrap_or("a variable");
+        if x.abs() < 0.01 {
+            warnings.push(format!("the exponent of {name} is {x:.4}, near 0: the loss does not depend on it in this fit"));
+        } else if x > 5.0 {
+            warnings.push(format!("the exponent of {name} is {x:.3}, above 5: steeper than any scaling law"));
+        }
+    }
+    warnings
 }
 
 /// The objective of a given law (e.g. a published one) on `rows`.

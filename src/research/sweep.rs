@@ -3,8 +3,9 @@
 //! schedule with a token budget (fixed, or tokens per parameter).
 //!
 //! Runs execute one after another, each in `out/runs/<name>/` with the trainer's metrics
-//! and checkpoints. Finished runs are skipped and an unfinished one resumes from its
-//! checkpoint, so an interrupted sweep continues where it stopped. `--shard i/n` runs the
+//! and checkpoints. Finished runs of the same config are skipped and an unfinished one
+//! resumes from its checkpoint, so an interrupted sweep continues where it stopped; a run
+//! folder trained with another config is refused (naming the keys) unless `--force`. `--shard i/n` runs the
 //! i-th of n disjoint subsets (for a scheduler's job array; `plan --emit slurm` writes the
 //! script); `results.jsonl` is rebuilt from every run folder present, merging shards.
 
@@ -16,9 +17,11 @@ use moegrad_models::FfnKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::durable::write_atomic;
 use crate::research::accounting::{account, Accounting};
 use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::train::config::{from_table, RunConfig, TokenizerKind};
+use crate::train::run_folder::{reuse_or_start, Start};
 use crate::train::{train, TrainOptions};
 
 /// The `[sweep]` table; the rest of the file is the base run config.
@@ -204,22 +207,21 @@ pub fn finished(out: &Path, run: &PlannedRun) -> bool {
     ckpt.exists() && Checkpoint::load(&ckpt).is_ok_and(|c| c.meta.step >= run.config.train.steps)
 }
 
-/// Trains this shard's runs in order; `stop_after` interrupts the first run it starts
-/// (for testing resumption).
-pub fn run_sweep(device: &Device, runs: &[PlannedRun], out: &Path, shard: (usize, usize), quiet: bool, stop_after: Option<u64>) -> Result<()> {
+/// Trains this shard's runs in order (with `force`, each starts over); `stop_after`
+/// interrupts the first run it starts (for testing resumption).
+pub fn run_sweep(device: &Device, runs: &[PlannedRun], out: &Path, shard: (usize, usize), quiet: bool, stop_after: Option<u64>, force: bool) -> Result<()> {
     for (i, run) in runs.iter().enumerate().filter(|(i, _)| i % shard.1 == shard.0) {
-        if finished(out, run) {
+        let dir = run_dir(out, run);
+        let Some(start) = reuse_or_start(&dir, &run.config, force)? else {
             if !quiet {
                 println!("[{}/{}] {} already finished", i + 1, runs.len(), run.name);
             }
             continue;
-        }
-        let dir = run_dir(out, run);
-        let resume = dir.join(CHECKPOINT_FILE).exists();
+        };
         if !quiet {
-            println!("[{}/{}] {}{}", i + 1, runs.len(), run.name, if resume { " (resuming)" } else { "" });
+            println!("[{}/{}] {}{}", i + 1, runs.len(), run.name, if start == Start::Resume { " (resuming)" } else { "" });
         }
-        train(device, TrainOptions { config: run.config.clone(), out: dir, resume, quiet, stop_after })?;
+        train(device, TrainOptions { config: run.config.clone(), out: dir, start, quiet, stop_after })?;
         if stop_after.is_some() {
             break;
         }
@@ -252,6 +254,6 @@ pub fn write_results(runs: &[PlannedRun], out: &Path) -> Result<usize> {
         }
     }
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("results.jsonl"), lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    write_atomic(&out.join("results.jsonl"), lines.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())?;
     Ok(lines.len())
 }

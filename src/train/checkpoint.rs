@@ -1,10 +1,14 @@
 //! Checkpoints: one safetensors file holding the parameters, the optimizer's moments and
 //! the Default-MoE vectors, with the run's state (config, tokenizer, step, optimizer
-//! steps, data position) as JSON in its metadata. Written to a temporary file and renamed
-//! into place, so a crash mid-write never leaves a broken checkpoint.
+//! steps, data position) as JSON in its metadata, and a CRC-32 of every tensor's bytes
+//! beside it (safetensors itself has no checksum, so a flipped bit would load silently).
+//!
+//! Nothing unsound is written or read: `encode` refuses NaN or infinite values, naming the
+//! tensor; `Checkpoint::load` verifies every checksum, refuses non-finite values, names
+//! that do not belong, and run state that is out of range or disagrees with the tensors
+//! (before any of it sizes an allocation). Files are written with `durable::write_atomic`.
 
-use std::collections::HashMap;
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,13 +18,26 @@ use moegrad_models::Transformer;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
+use crate::durable::write_atomic;
+use crate::research::accounting::account;
 use crate::train::config::RunConfig;
 use crate::train::loss_scale::LossScaler;
 use crate::train::tokenizer::Tokenizer;
 
+/// The latest checkpoint of a run, the one `--resume` continues.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The checkpoint with the lowest eval loss so far.
+pub const BEST_FILE: &str = "best.safetensors";
+/// Older checkpoints kept by `train.keep_checkpoints` are `checkpoint-<step>.safetensors`.
+pub const KEPT_PREFIX: &str = "checkpoint-";
 const META_KEY: &str = "moegrad";
+const CHECKSUMS_KEY: &str = "moegrad.crc32";
 const FORMAT: u32 = 1;
+
+/// The file name of the kept checkpoint of `step` (zero-padded, so names sort by step).
+pub fn kept_file(step: u64) -> String {
+    format!("{KEPT_PREFIX}{step:09}.safetensors")
+}
 
 /// Everything besides tensors that resuming needs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,63 +57,122 @@ pub struct CheckpointMeta {
     /// The loss scaler's state (f16 runs), so that a resumed run scales as it would have.
     #[serde(default)]
     pub loss_scaler: Option<LossScaler>,
+    /// The lowest eval loss so far (the one `best.safetensors` holds).
+    #[serde(default)]
+    pub best_eval_loss: Option<f32>,
+    /// `RunConfig::identity_hash` of the config the run was asked for, by which `compare`
+    /// and `sweep` know a finished run is the one they would start.
+    #[serde(default)]
+    pub config_hash: Option<String>,
 }
 
 /// A checkpoint read from disk, its tensors still on the host.
 pub struct Checkpoint {
     pub meta: CheckpointMeta,
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// False for a checkpoint written before checksums were stored (its data could not be
+    /// verified; `load` warns).
+    pub verified: bool,
 }
 
-/// Writes `path` atomically.
-pub fn save(path: &Path, meta: &CheckpointMeta, model: &Transformer, opt: &AdamW) -> Result<()> {
+/// What a checkpoint stores, by name: `param.*`, `adam_m.*`, `adam_v.*`, `state.*`.
+pub fn checkpoint_tensors(model: &Transformer, opt: &AdamW) -> Vec<(String, Tensor)> {
     let mut named: Vec<(String, Tensor)> = model.named_parameters().into_iter().map(|(n, t)| (format!("param.{n}"), t)).collect();
     for slot in opt.slots() {
         named.push((format!("adam_m.{}", slot.name), slot.m.clone()));
         named.push((format!("adam_v.{}", slot.name), slot.v.clone()));
     }
     named.extend(model.named_state().into_iter().map(|(n, t)| (format!("state.{n}"), t)));
-    let host: Vec<(String, Vec<usize>, Vec<u8>)> =
-        named.into_iter().map(|(n, t)| Ok((n, t.shape().to_vec(), bytemuck::cast_slice(&t.to_vec()?).to_vec()))).collect::<Result<_>>()?;
+    named
+}
+
+/// The bytes of a checkpoint file, refused if any value is NaN or infinite.
+pub fn encode(meta: &CheckpointMeta, model: &Transformer, opt: &AdamW) -> Result<Vec<u8>> {
+    let mut host = Vec::new();
+    for (name, t) in checkpoint_tensors(model, opt) {
+        let values = t.to_vec()?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            bail!("refusing to write a checkpoint at step {}: tensor {name} holds {bad}", meta.step);
+        }
+        host.push((name, t.shape().to_vec(), bytemuck::cast_slice::<f32, u8>(&values).to_vec()));
+    }
+    let checksums: BTreeMap<&str, u32> = host.iter().map(|(n, _, bytes)| (n.as_str(), crc32fast::hash(bytes))).collect();
     let views = host
         .iter()
         .map(|(n, shape, bytes)| Ok((n.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
         .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
-    let bytes = safetensors::serialize(views, Some(metadata))?;
-    let tmp = path.with_extension("safetensors.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
+    let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?), (CHECKSUMS_KEY.to_string(), serde_json::to_string(&checksums)?)]);
+    Ok(safetensors::serialize(views, Some(metadata))?)
+}
+
+/// Writes a checkpoint to `path` atomically.
+pub fn save(path: &Path, meta: &CheckpointMeta, model: &Transformer, opt: &AdamW) -> Result<()> {
+    write_atomic(path, &encode(meta, model, opt)?)
+}
+
+/// Checks run state read from a file before anything is sized by it.
+fn check_meta(meta: &CheckpointMeta) -> Result<()> {
+    if meta.format != FORMAT {
+        bail!("it has format {}, this moegrad reads format {FORMAT}", meta.format);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move the checkpoint into {}", path.display()))?;
+    meta.tokenizer.validate().map_err(|e| anyhow!("its tokenizer is invalid: {e}"))?;
+    let config = &meta.config;
+    config.validate().and_then(|_| config.model.validate().map_err(|e| anyhow!("config: {e}"))).map_err(|e| anyhow!("its run state is invalid: {e}"))?;
+    if config.model.vocab_size != meta.tokenizer.vocab_size() {
+        bail!("its config has model.vocab_size = {} but its tokenizer has {} tokens", config.model.vocab_size, meta.tokenizer.vocab_size());
+    }
     Ok(())
 }
 
 impl Checkpoint {
-    /// Reads and checks a checkpoint file, with an error that says what is wrong with it.
+    /// Reads and verifies a checkpoint file, with an error that says what is wrong with it.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("checkpoint {} is corrupt or not a safetensors file ({e})", path.display()))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("checkpoint {} has a corrupt header ({e})", path.display()))?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(META_KEY))
-            .ok_or_else(|| anyhow!("{} is a safetensors file but not a moegrad checkpoint (no {META_KEY:?} metadata)", path.display()))?;
-        let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| anyhow!("checkpoint {} has unreadable run state ({e})", path.display()))?;
-        if meta.format != FORMAT {
-            bail!("checkpoint {} has format {}, this moegrad reads format {FORMAT}", path.display(), meta.format);
-        }
+        Self::from_bytes(&bytes).map_err(|e| anyhow!("checkpoint {}: {e}", path.display()))
+    }
+
+    /// `load` of bytes already in memory (errors do not name a file).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("corrupt or not a safetensors file ({e})"))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt or not a safetensors file ({e})"))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let json = metadata.get(META_KEY).ok_or_else(|| anyhow!("a safetensors file but not a moegrad checkpoint (no {META_KEY:?} metadata)"))?;
+        let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| anyhow!("unreadable run state ({e})"))?;
+        check_meta(&meta)?;
+        let checksums: Option<BTreeMap<String, u32>> =
+            metadata.get(CHECKSUMS_KEY).map(|c| serde_json::from_str(c).map_err(|e| anyhow!("unreadable checksums ({e})"))).transpose()?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
-                bail!("checkpoint {}: tensor {name} is {:?}, expected f32", path.display(), view.dtype());
+                bail!("tensor {name} is {:?}, expected f32", view.dtype());
             }
-            tensors.insert(name, (view.shape().to_vec(), bytemuck::pod_collect_to_vec::<u8, f32>(view.data())));
+            if let Some(sums) = &checksums {
+                let stored = *sums.get(&name).ok_or_else(|| anyhow!("tensor {name} has no checksum (was the file edited?)"))?;
+                let computed = crc32fast::hash(view.data());
+                if stored != computed {
+                    bail!("tensor {name} fails its checksum (stored {stored:08x}, computed {computed:08x}): the file is damaged");
+                }
+            }
+            let values = bytemuck::pod_collect_to_vec::<u8, f32>(view.data());
+            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                bail!("tensor {name} holds {bad}");
+            }
+            tensors.insert(name, (view.shape().to_vec(), values));
         }
-        Ok(Checkpoint { meta, tensors })
+        if let Some(lost) = checksums.iter().flat_map(|s| s.keys()).find(|n| !tensors.contains_key(*n)) {
+            bail!("tensor {lost} is missing (it has a checksum but no data)");
+        }
+        let stored_params: usize = tensors.iter().filter(|(n, _)| n.starts_with("param.")).map(|(_, (_, v))| v.len()).sum();
+        let expected = account(&meta.config.model).params;
+        if stored_params as u64 != expected {
+            bail!("its config describes {expected} parameters but it stores {stored_params}");
+        }
+        Ok(Checkpoint { meta, tensors, verified: checksums.is_some() })
+    }
+
+    /// A warning to show the person loading an unverified (pre-checksum) checkpoint.
+    pub fn warning(&self) -> Option<String> {
+        (!self.verified).then(|| "warning: this checkpoint was written without checksums (by an older moegrad); its tensors cannot be verified".to_string())
     }
 
     /// Names of the stored tensors (`param.*`, `adam_m.*`, `adam_v.*`, `state.*`).
@@ -120,20 +196,33 @@ impl Checkpoint {
     }
 
     /// Copies the parameters and Default-MoE vectors into `model`, and the moments into
-    /// `opt` when given, each by its name.
+    /// `opt` when given, each by its name. A stored tensor the model has no place for is
+    /// refused too (a renamed or foreign tensor); without `opt` the moments are skipped.
     pub fn restore(&self, model: &Transformer, opt: Option<&mut AdamW>) -> Result<()> {
+        let mut used: Vec<String> = Vec::new();
         for (name, p) in model.named_parameters() {
-            p.write(self.get(&format!("param.{name}"), p.shape())?)?;
+            let key = format!("param.{name}");
+            p.write(self.get(&key, p.shape())?)?;
+            used.push(key);
         }
         for (name, t) in model.named_state() {
-            t.write(self.get(&format!("state.{name}"), t.shape())?)?;
+            let key = format!("state.{name}");
+            t.write(self.get(&key, t.shape())?)?;
+            used.push(key);
         }
+        let with_moments = opt.is_some();
         if let Some(opt) = opt {
             for slot in opt.slots() {
-                slot.m.write(self.get(&format!("adam_m.{}", slot.name), slot.m.shape())?)?;
-                slot.v.write(self.get(&format!("adam_v.{}", slot.name), slot.v.shape())?)?;
+                let (m, v) = (format!("adam_m.{}", slot.name), format!("adam_v.{}", slot.name));
+                slot.m.write(self.get(&m, slot.m.shape())?)?;
+                slot.v.write(self.get(&v, slot.v.shape())?)?;
+                used.extend([m, v]);
             }
             opt.step_count = self.meta.step;
+        }
+        let is_moment = |n: &str| n.starts_with("adam_m.") || n.starts_with("adam_v.");
+        if let Some(stray) = self.names().into_iter().find(|n| !used.iter().any(|u| u == n) && (with_moments || !is_moment(n))) {
+            bail!("the checkpoint holds tensor {stray}, which the model has no place for (was it written for another model?)");
         }
         Ok(())
     }

@@ -69,6 +69,10 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Checkpoint every this many steps (and at the end); 0 only at the end.
     pub checkpoint_every: u64,
+    /// How many of the latest checkpoints stay on disk: `checkpoint.safetensors` is always
+    /// the newest; above 1, each is also kept as `checkpoint-<step>.safetensors` and the
+    /// oldest of those beyond this many are removed.
+    pub keep_checkpoints: usize,
     pub seed: u64,
     /// "f32", or "f16": matmul operands in f16 with f32 sums (tensor cores where the
     /// adapter has them), f32 master weights and optimizer state, dynamic loss scaling.
@@ -98,6 +102,7 @@ impl Default for TrainConfig {
             eval_batches: 4,
             log_every: 10,
             checkpoint_every: 100,
+            keep_checkpoints: 1,
             seed: 0,
             precision: Precision::F32,
             loss_scale: 65536.0,
@@ -131,6 +136,24 @@ fn set_key(root: &mut toml::Table, key: &str, raw: &str) -> Result<()> {
     }
     table.insert(last.to_string(), value);
     Ok(())
+}
+
+/// Every leaf of `value` as `dotted.key -> value`.
+fn flatten(prefix: &str, value: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        // An f32 key widened to f64 shows as the f32 it was (0.001, not 0.0010000000474974513).
+        toml::Value::Float(f) if (*f as f32) as f64 == *f => {
+            out.insert(prefix.to_string(), (*f as f32).to_string());
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.to_string());
+        }
+    }
 }
 
 /// Deserialises a config table; errors name the key (`model.moe.top_k`) and the source.
@@ -201,8 +224,22 @@ impl RunConfig {
                 bail!("config: {key} must be positive");
             }
         }
-        if !(t.lr > 0.0) || !(t.min_lr >= 0.0) || t.min_lr > t.lr {
-            bail!("config: train.lr = {} must be positive and train.min_lr = {} in [0, train.lr]", t.lr, t.min_lr);
+        if !(t.lr > 0.0 && t.lr.is_finite() && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+            bail!("config: train.lr = {} must be positive and finite, and train.min_lr = {} in [0, train.lr]", t.lr, t.min_lr);
+        }
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        for (key, v, fits, range) in [
+            ("train.beta1", t.beta1, unit(t.beta1), "[0, 1)"),
+            ("train.beta2", t.beta2, unit(t.beta2), "[0, 1)"),
+            ("train.eps", t.eps, t.eps > 0.0 && unit(t.eps), "(0, 1)"),
+            ("train.weight_decay", t.weight_decay, t.weight_decay >= 0.0 && t.weight_decay.is_finite(), "[0, inf)"),
+        ] {
+            if !fits {
+                bail!("config: {key} = {v} must be in {range}");
+            }
+        }
+        if t.keep_checkpoints == 0 {
+            bail!("config: train.keep_checkpoints must be at least 1 (the latest checkpoint is always kept)");
         }
         if t.warmup > t.steps {
             bail!("config: train.warmup = {} exceeds train.steps = {}", t.warmup, t.steps);
@@ -210,8 +247,8 @@ impl RunConfig {
         if !(0.0..=1.0).contains(&t.decay_fraction) {
             bail!("config: train.decay_fraction = {} must be in [0, 1]", t.decay_fraction);
         }
-        if t.clip < 0.0 {
-            bail!("config: train.clip = {} must be 0 (off) or positive", t.clip);
+        if !(t.clip >= 0.0 && t.clip.is_finite()) {
+            bail!("config: train.clip = {} must be 0 (off) or positive and finite", t.clip);
         }
         if !(t.loss_scale > 0.0 && t.loss_scale.is_finite()) || t.loss_scale_growth_every == 0 {
             bail!(
@@ -221,6 +258,40 @@ impl RunConfig {
             );
         }
         Ok(())
+    }
+
+    /// A short hash that names this config up to what does not change a run: two configs
+    /// with the same hash train the same run. The vocabulary counts as asked for (its
+    /// size filled in from the tokenizer hashes as left 0), and `data.bpe_vocab` only with
+    /// a BPE tokenizer.
+    pub fn identity_hash(&self) -> String {
+        let text = toml::to_string(&self.identity()).expect("a config serialises");
+        format!("{:08x}", crc32fast::hash(text.as_bytes()))
+    }
+
+    fn identity(&self) -> RunConfig {
+        let mut c = self.clone();
+        // What a run resolves (the vocabulary from the tokenizer) is put back as asked.
+        c.data.bpe_vocab = match c.data.tokenizer {
+            TokenizerKind::Byte => DataConfig::default().bpe_vocab,
+            TokenizerKind::Bpe => c.bpe_vocab(),
+        };
+        c.model.vocab_size = 0;
+        c
+    }
+
+    /// The keys whose values differ between this config and `other`, as
+    /// `key: this vs other` lines (up to what `identity_hash` ignores).
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        let flat = |c: &RunConfig| {
+            let mut out = std::collections::BTreeMap::new();
+            flatten("", &toml::Value::try_from(c.identity()).expect("a config serialises"), &mut out);
+            out
+        };
+        let (a, b) = (flat(self), flat(other));
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
+        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k}: {} vs {}", show(a.get(k)), show(b.get(k)))).collect()
     }
 
     /// The BPE vocabulary: `model.vocab_size` when set, else `data.bpe_vocab`.

@@ -24,11 +24,14 @@ pub fn load_text(path: &str) -> Result<String> {
     if !p.exists() {
         bail!("data path {path:?} does not exist");
     }
+    if !p.is_dir() && !p.is_file() {
+        bail!("data path {path:?} is not a regular file or folder (a device, pipe or socket is no corpus)");
+    }
     let text = if p.is_dir() {
         let mut files: Vec<_> = std::fs::read_dir(p)
             .with_context(|| format!("cannot list data folder {path:?}"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|f| f.extension().is_some_and(|x| x == "txt"))
+            .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "txt"))
             .collect();
         files.sort();
         if files.is_empty() {

@@ -4,11 +4,20 @@
 //! and checks it during the next step so that the GPU never waits for the host (f16 runs
 //! also read the gradient norm, to skip a step that overflowed); everything else stays on
 //! the GPU until a log line needs it.
+//!
+//! Nothing is lost: the run folder is locked and never started over unasked
+//! (`run_folder`); nothing in it changes until every check of the config, the data and a
+//! resumed checkpoint has passed; a step that evaluates or checkpoints also counts the
+//! NaN and infinite values among the weights and optimizer moments (one GPU reduction,
+//! read back with the loss), so an update that broke them stops the run before they
+//! replace a good checkpoint; and every file is written atomically.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod loss_scale;
+pub mod run_folder;
 pub mod sample;
 pub mod schedule;
 pub mod step;
@@ -20,26 +29,32 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use moegrad_core::ops::{cross_entropy, AdamW, AdamWConfig, CrossEntropyOptions, Precision};
-use moegrad_core::{no_grad, Device, PendingRead};
+use moegrad_core::ops::{count_non_finite, AdamW, AdamWConfig, Precision};
+use moegrad_core::{Device, PendingRead};
 use moegrad_models::Transformer;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
+use crate::durable::write_atomic;
+use crate::research::accounting::account;
 use crate::train::config::{RunConfig, TokenizerKind};
-use crate::train::data::{eval_batch, load_text, train_batch, Corpus};
+use crate::train::data::{load_text, train_batch, Corpus};
 use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::train::schedule::learning_rate;
 use crate::train::step::{train_step, StepSettings};
 use crate::train::tokenizer::Tokenizer;
-use checkpoint::{Checkpoint, CheckpointMeta, CHECKPOINT_FILE};
+pub use eval::{evaluate, score_all, Score};
+
+use checkpoint::{checkpoint_tensors, encode, kept_file, Checkpoint, CheckpointMeta, BEST_FILE, CHECKPOINT_FILE, KEPT_PREFIX};
+use run_folder::{run_files, RunFolder, Start};
 
 pub struct TrainOptions {
     pub config: RunConfig,
     pub out: PathBuf,
-    /// Continue from `out/checkpoint.safetensors`.
-    pub resume: bool,
+    /// A new run, a resumed one (from `out/checkpoint.safetensors`), or a new one that
+    /// replaces the run `out` holds.
+    pub start: Start,
     /// No progress bar or log lines (tests, sweeps).
     pub quiet: bool,
     /// Stop (with a checkpoint) once this many steps are done, as if interrupted; the
@@ -56,24 +71,14 @@ pub struct TrainSummary {
     pub initial_eval_loss: f32,
     /// The most memory the device's tensors held during the run, in MiB.
     pub peak_memory_mib: f64,
+    /// The model's parameters, embeddings included.
+    pub params: u64,
+    /// The run's files in its folder, at the end.
+    pub files: Vec<PathBuf>,
 }
 
 fn peak_memory_mib(device: &Device) -> f64 {
     device.stats().peak_bytes_in_use as f64 / (1u64 << 20) as f64
-}
-
-/// Mean cross-entropy over `batches` held-out batches, in evaluation mode.
-pub fn evaluate(device: &Device, model: &Transformer, tokens: &[u32], batch: usize, batches: usize) -> Result<f32> {
-    let context = model.config.context;
-    no_grad(|| {
-        let mut total = 0.0;
-        for i in 0..batches {
-            let b = eval_batch(device, tokens, batch, context, i, batches)?;
-            let logits = model.forward(&b.inputs, false).logits;
-            total += cross_entropy(&logits, &b.targets.reshape(&[batch * context]), CrossEntropyOptions::default()).item()?;
-        }
-        Ok(total / batches as f32)
-    })
 }
 
 /// Builds the tokenizer a fresh run asks for (a BPE is trained on the training text).
@@ -94,22 +99,42 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: Vec<&str> =
         text.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)).collect();
-    std::fs::write(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
-    Ok(())
+    write_atomic(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())
+}
+
+/// What survives a run stopped now, for its error message.
+fn kept_message(last_checkpoint: Option<u64>, ckpt_path: &Path) -> String {
+    match last_checkpoint {
+        Some(s) => format!("the last good checkpoint (step {s}) is kept at {}", ckpt_path.display()),
+        None => "no checkpoint had been written yet".to_string(),
+    }
 }
 
 /// Stops the run on a NaN or infinite loss, saying which checkpoint survives. Checkpoints
 /// are written only after their step's loss has been checked, so the last one is good.
-fn check_finite(loss: f32, step: u64, last_checkpoint: Option<u64>, ckpt_path: &Path, bar: &ProgressBar) -> Result<()> {
+fn check_finite(what: &str, loss: f32, step: u64, last_checkpoint: Option<u64>, ckpt_path: &Path, bar: &ProgressBar) -> Result<()> {
     if loss.is_finite() {
         return Ok(());
     }
     bar.abandon();
-    let kept = match last_checkpoint {
-        Some(s) => format!("the last good checkpoint (step {s}) is kept at {}", ckpt_path.display()),
-        None => "no checkpoint had been written yet".to_string(),
-    };
-    bail!("training loss became {loss} at step {step}; stopping ({kept}). Try a lower train.lr or train.clip.");
+    let kept = kept_message(last_checkpoint, ckpt_path);
+    bail!("{what} became {loss} at step {step}; stopping ({kept}). Try a lower train.lr or train.clip.");
+}
+
+/// `h:mm:ss`, for log lines.
+fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Removes kept checkpoints beyond the newest `keep`.
+fn prune_kept(out: &Path, keep: usize) -> Result<()> {
+    let mut kept: Vec<PathBuf> = run_files(out).into_iter().filter(|f| f.file_name().is_some_and(|n| n.to_string_lossy().starts_with(KEPT_PREFIX))).collect();
+    kept.sort();
+    for old in &kept[..kept.len().saturating_sub(keep)] {
+        std::fs::remove_file(old).with_context(|| format!("cannot remove the old checkpoint {}", old.display()))?;
+    }
+    Ok(())
 }
 
 pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
@@ -135,20 +160,20 @@ fn advise(e: anyhow::Error, checkpoint: &Path) -> anyhow::Error {
 }
 
 fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
-    let TrainOptions { mut config, out, resume, quiet, stop_after } = opts;
+    let TrainOptions { mut config, out, start, quiet, stop_after } = opts;
     config.validate()?;
+    let config_hash = config.identity_hash();
     device.reset_peak_memory();
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+    // Every check comes before the first change to the folder (the lock aside).
+    let mut folder = RunFolder::claim(&out, start)?;
     let ckpt_path = out.join(CHECKPOINT_FILE);
-    let resumed = if resume {
-        if !ckpt_path.exists() {
-            bail!("--resume: no checkpoint at {}", ckpt_path.display());
-        }
-        Some(Checkpoint::load(&ckpt_path)?)
-    } else {
-        None
+    let resumed = match start {
+        Start::Resume => Some(Checkpoint::load(&ckpt_path)?),
+        Start::Fresh | Start::Force => None,
     };
-
+    if let Some(w) = resumed.as_ref().and_then(Checkpoint::warning) {
+        eprintln!("{w}: {}", ckpt_path.display());
+    }
     let text = load_text(&config.data.path)?;
     let (train_text, eval_text) = crate::train::data::split_text(&text, config.data.eval_fraction);
     let tokenizer = match &resumed {
@@ -157,8 +182,6 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     };
     config.model.vocab_size = tokenizer.vocab_size();
     config.validate()?;
-    std::fs::write(out.join("tokenizer.json"), serde_json::to_string(&tokenizer)?)?;
-    std::fs::write(out.join("config.toml"), toml::to_string(&config)?)?;
     let corpus = Corpus::new(train_text, eval_text, &tokenizer, config.model.context)?;
 
     let t = config.train.clone();
@@ -169,16 +192,22 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     let (mut step, mut tokens_seen, mut wall_before) = (0, 0, 0.0);
     let mixed = t.precision == Precision::F16;
     let mut scaler = mixed.then(|| LossScaler::new(t.loss_scale, t.loss_scale_growth_every));
-    let metrics_path = out.join("metrics.jsonl");
+    let mut best_eval_loss = None;
     if let Some(c) = &resumed {
         c.restore(&model, Some(&mut opt))?;
-        (step, tokens_seen, wall_before) = (c.meta.step, c.meta.tokens_seen, c.meta.wall_seconds);
+        (step, tokens_seen, wall_before, best_eval_loss) = (c.meta.step, c.meta.tokens_seen, c.meta.wall_seconds, c.meta.best_eval_loss);
         if mixed {
             scaler = c.meta.loss_scaler.clone().or(scaler);
         }
+    }
+
+    // Every check passed: from here on the folder changes.
+    folder.clear_replaced()?;
+    write_atomic(&out.join("tokenizer.json"), serde_json::to_string(&tokenizer)?.as_bytes())?;
+    write_atomic(&out.join("config.toml"), toml::to_string(&config)?.as_bytes())?;
+    let metrics_path = out.join("metrics.jsonl");
+    if resumed.is_some() {
         truncate_metrics(&metrics_path, step)?;
-    } else {
-        let _ = std::fs::remove_file(&metrics_path);
     }
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
 
@@ -193,7 +222,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     bar.set_position(step);
     let (mut final_train_loss, mut final_eval_loss) = (f32::NAN, initial_eval_loss);
     let mut window = (Instant::now(), 0u64);
-    let started = Instant::now();
+    let (started, first_step) = (Instant::now(), step);
     let mut last_checkpoint = resumed.as_ref().map(|c| c.meta.step);
     let mut pending_loss: Option<(u64, PendingRead)> = None;
 
@@ -202,34 +231,47 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         let lr = learning_rate(&t, step);
         let settings = StepSettings { lr, clip: t.clip, grad_accum: t.grad_accum };
         let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-        let out = train_step(&mut model, &mut opt, scaler.as_mut(), settings, |micro| {
+        let stepped = train_step(&mut model, &mut opt, scaler.as_mut(), settings, |micro| {
             train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro)
         })?;
-        if !out.applied && scaler.as_ref().is_some_and(LossScaler::stuck) {
+        if !stepped.applied && scaler.as_ref().is_some_and(LossScaler::stuck) {
             bar.abandon();
             bail!("f16 gradients overflowed {MAX_SKIPPED_IN_A_ROW} steps in a row (loss scale now {}); stopping at step {step}. Try train.precision = \"f32\" or a lower train.lr.", loss_scale / 2.0);
         }
-        let (grad_norm, output_stats) = (out.grad_norm, out.moe);
+        let (grad_norm, output_stats) = (stepped.grad_norm, stepped.moe);
         tokens_seen += tokens_per_step;
         window.1 += tokens_per_step;
 
-        // The loss is read back in the background: the previous step's is checked now,
-        // while the GPU runs this one; a step that logs or checkpoints waits for its own.
-        let loss_read = out.loss_sum.read_later();
-        if let Some((at, previous)) = pending_loss.take() {
-            check_finite(previous.wait()?[0] / t.grad_accum as f32, at, last_checkpoint, &ckpt_path, &bar)?;
-        }
         let log_now = step % t.log_every == 0 || step == t.steps;
         let eval_now = (t.eval_every > 0 && step % t.eval_every == 0) || step == t.steps;
         let stopping = stop_after.is_some_and(|s| step >= s);
         let checkpoint_now = (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == t.steps || stopping;
+        // The loss is read back in the background: the previous step's is checked now,
+        // while the GPU runs this one; a step that logs or checkpoints waits for its own,
+        // and one that may write a checkpoint also for the count of non-finite weights.
+        let loss_read = stepped.loss_sum.read_later();
+        let non_finite_read = (eval_now || checkpoint_now)
+            .then(|| count_non_finite(&checkpoint_tensors(&model, &opt).into_iter().map(|(_, t)| t).collect::<Vec<_>>()))
+            .flatten()
+            .map(|count| count.read_later());
+        if let Some((at, previous)) = pending_loss.take() {
+            check_finite("training loss", previous.wait()?[0] / t.grad_accum as f32, at, last_checkpoint, &ckpt_path, &bar)?;
+        }
         let mut train_loss = f32::NAN;
         if log_now || eval_now || checkpoint_now {
             train_loss = loss_read.wait()?[0] / t.grad_accum as f32;
-            check_finite(train_loss, step, last_checkpoint, &ckpt_path, &bar)?;
+            check_finite("training loss", train_loss, step, last_checkpoint, &ckpt_path, &bar)?;
             final_train_loss = train_loss;
         } else {
             pending_loss = Some((step, loss_read));
+        }
+        if let Some(read) = non_finite_read {
+            let count = u32::from_le_bytes(read.wait_bytes()?[..4].try_into().expect("a u32 count"));
+            if count > 0 {
+                bar.abandon();
+                let kept = kept_message(last_checkpoint, &ckpt_path);
+                bail!("{count} weights or optimizer moments became NaN or infinite in the update of step {step}; stopping ({kept}). Try a lower train.lr or train.clip.");
+            }
         }
 
         if log_now || eval_now {
@@ -259,6 +301,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
             }
             if eval_now {
                 final_eval_loss = evaluate(device, &model, &corpus.eval, t.batch_size, t.eval_batches)?;
+                check_finite("eval loss", final_eval_loss, step, last_checkpoint, &ckpt_path, &bar)?;
                 line["eval_loss"] = json!(final_eval_loss);
             }
             write_json_line(&mut metrics, line)?;
@@ -267,10 +310,23 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
             if !quiet && !bar.is_hidden() {
                 bar.println(format!("step {step:>6}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s"));
             } else if !quiet {
-                println!("step {step:>6}/{}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s", t.steps);
+                // No terminal (a log file, a pipe): each line says how long the run has
+                // taken and how long it has left, as the bar would.
+                let elapsed = started.elapsed().as_secs_f64();
+                let eta = elapsed / (step - first_step) as f64 * (t.steps - step) as f64;
+                println!(
+                    "step {step:>6}/{}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s  elapsed {}  eta {}",
+                    t.steps,
+                    clock(elapsed),
+                    clock(eta)
+                );
             }
         }
-        if checkpoint_now {
+        let improved = eval_now && best_eval_loss.is_none_or(|b| final_eval_loss < b);
+        if improved {
+            best_eval_loss = Some(final_eval_loss);
+        }
+        if checkpoint_now || improved {
             let meta = CheckpointMeta {
                 format: 1,
                 config: config.clone(),
@@ -280,9 +336,21 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 eval_loss: eval_now.then_some(final_eval_loss),
                 wall_seconds: wall_before + started.elapsed().as_secs_f64(),
                 loss_scaler: scaler.clone(),
+                best_eval_loss,
+                config_hash: Some(config_hash.clone()),
             };
-            checkpoint::save(&ckpt_path, &meta, &model, &opt)?;
-            last_checkpoint = Some(step);
+            let bytes = encode(&meta, &model, &opt)?;
+            if improved {
+                write_atomic(&out.join(BEST_FILE), &bytes)?;
+            }
+            if checkpoint_now {
+                write_atomic(&ckpt_path, &bytes)?;
+                if t.keep_checkpoints > 1 {
+                    write_atomic(&out.join(kept_file(step)), &bytes)?;
+                    prune_kept(&out, t.keep_checkpoints)?;
+                }
+                last_checkpoint = Some(step);
+            }
         }
         bar.set_position(step);
         if stopping {
@@ -290,5 +358,6 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         }
     }
     bar.finish();
-    Ok(TrainSummary { steps: step, final_train_loss, final_eval_loss, initial_eval_loss, peak_memory_mib: peak_memory_mib(device) })
+    let (params, files) = (account(&config.model).params, run_files(&out));
+    Ok(TrainSummary { steps: step, final_train_loss, final_eval_loss, initial_eval_loss, peak_memory_mib: peak_memory_mib(device), params, files })
 }

@@ -41,32 +41,52 @@ fn pick(logits: &[f32], opts: &SampleOptions, rng: &mut StdRng) -> u32 {
     order[order.len() - 1] as u32
 }
 
-/// The prompt followed by up to `max_tokens` generated tokens (fewer if the context fills).
+/// The prompt followed by `max_tokens` generated tokens. The model sees at most its
+/// context: a longer prompt is cropped to its end, and when the window fills, the cache
+/// starts again from the last half of it (one forward pass of half a context, then one
+/// token at a time again), as nanoGPT crops, without a full pass for every token.
 pub fn generate(device: &Device, model: &Transformer, tokenizer: &Tokenizer, prompt: &str, opts: &SampleOptions) -> Result<String> {
+    Ok(tokenizer.decode(&generate_ids(device, model, tokenizer, prompt, opts)?))
+}
+
+/// `generate`'s tokens: the prompt's (or a line break's, for an empty prompt), then the
+/// generated ones.
+pub fn generate_ids(device: &Device, model: &Transformer, tokenizer: &Tokenizer, prompt: &str, opts: &SampleOptions) -> Result<Vec<u32>> {
+    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
+        bail!("sampling temperature {} must be finite and at least 0", opts.temperature);
+    }
     let mut ids = tokenizer.encode(prompt);
     if ids.is_empty() {
         ids = tokenizer.encode("\n");
     }
     let context = model.config.context;
-    if ids.len() >= context {
-        bail!("the prompt has {} tokens; the model's context is {context}", ids.len());
-    }
+    let restart = (context / 2).max(1);
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut cache = KvCache::new();
     let vocab = model.config.vocab_size;
     no_grad(|| {
-        let mut logits = model.forward_cached(&Tensor::from_u32(device, &ids, &[1, ids.len()])?, &mut cache);
-        for _ in 0..opts.max_tokens {
+        let mut in_cache = ids.len().min(context);
+        let window = &ids[ids.len() - in_cache..];
+        let mut logits = model.forward_cached(&Tensor::from_u32(device, window, &[1, in_cache])?, &mut cache);
+        for generated in 1..=opts.max_tokens {
             let rows = logits.shape()[0];
             let last = logits.slice(0, rows - 1, 1).to_vec()?;
             let next = pick(&last, opts, &mut rng);
             ids.push(next);
-            if ids.len() >= context {
+            if generated == opts.max_tokens {
                 break;
             }
-            logits = model.forward_cached(&Tensor::from_u32(device, &[next], &[1, 1])?, &mut cache);
+            if in_cache == context {
+                cache = KvCache::new();
+                in_cache = restart;
+                let window = &ids[ids.len() - restart..];
+                logits = model.forward_cached(&Tensor::from_u32(device, window, &[1, restart])?, &mut cache);
+            } else {
+                in_cache += 1;
+                logits = model.forward_cached(&Tensor::from_u32(device, &[next], &[1, 1])?, &mut cache);
+            }
             debug_assert_eq!(logits.shape()[1], vocab);
         }
-        Ok(tokenizer.decode(&ids))
+        Ok(ids)
     })
 }

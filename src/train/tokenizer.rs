@@ -3,7 +3,11 @@
 
 use std::collections::HashMap;
 
+use moegrad_models::MAX_VOCAB;
 use serde::{Deserialize, Serialize};
+
+/// The longest token a BPE may have, in bytes (real vocabularies stay under a hundred).
+pub const MAX_TOKEN_BYTES: usize = 1 << 12;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -101,6 +105,29 @@ impl Tokenizer {
         Tokenizer::Bpe { merges }
     }
 
+    /// Checks a tokenizer read from a file: every merge joins tokens that exist before it,
+    /// the vocabulary is within `MAX_VOCAB`, and no token is longer than `MAX_TOKEN_BYTES`
+    /// (merges of a token with itself double its length: forty of them would make the
+    /// decoding table a terabyte).
+    pub fn validate(&self) -> Result<(), String> {
+        let Tokenizer::Bpe { merges } = self else { return Ok(()) };
+        if 256 + merges.len() > MAX_VOCAB {
+            return Err(format!("{} BPE merges exceed the largest vocabulary, {MAX_VOCAB}", merges.len()));
+        }
+        let mut lengths: Vec<usize> = vec![1; 256];
+        for (i, &(a, b)) in merges.iter().enumerate() {
+            let token = 256 + i;
+            let (Some(&la), Some(&lb)) = (lengths.get(a as usize), lengths.get(b as usize)) else {
+                return Err(format!("merge {i} joins ({a}, {b}), but only tokens below {token} exist before it"));
+            };
+            if la + lb > MAX_TOKEN_BYTES {
+                return Err(format!("merge {i} makes a token of {} bytes, more than {MAX_TOKEN_BYTES}", la + lb));
+            }
+            lengths.push(la + lb);
+        }
+        Ok(())
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             Tokenizer::Bytes => 256,
@@ -173,6 +200,15 @@ mod tests {
         assert!(ids.len() < TEXT.len() / 2, "{} tokens for {} bytes", ids.len(), TEXT.len());
         assert_eq!(t.decode(&ids), TEXT);
         assert_eq!(Tokenizer::train_bpe(&corpus, 300), t, "training is deterministic");
+    }
+
+    #[test]
+    fn tokenizers_read_from_files_are_checked() {
+        assert!(Tokenizer::train_bpe(&TEXT.repeat(5), 290).validate().is_ok());
+        let forward = Tokenizer::Bpe { merges: vec![(65, 66), (256, 300)] };
+        assert!(forward.validate().unwrap_err().contains("merge 1 joins (256, 300)"));
+        let doubling = Tokenizer::Bpe { merges: (0..20).map(|i| if i == 0 { (65, 65) } else { (255 + i, 255 + i) }).collect() };
+        assert!(doubling.validate().unwrap_err().contains("bytes, more than"));
     }
 
     #[test]

@@ -21,16 +21,16 @@ fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
     let out = scratch("sweep");
 
     // Shard 0 is interrupted in its first run, then resumed; shard 1 runs after.
-    run_sweep(&device(), &runs, &out, (0, 2), true, Some(30)).unwrap();
+    run_sweep(&device(), &runs, &out, (0, 2), true, Some(30), false).unwrap();
     assert!(!finished(&out, &runs[0]));
-    run_sweep(&device(), &runs, &out, (0, 2), true, None).unwrap();
+    run_sweep(&device(), &runs, &out, (0, 2), true, None, false).unwrap();
     assert!(runs.iter().step_by(2).all(|r| finished(&out, r)) && !finished(&out, &runs[1]));
-    run_sweep(&device(), &runs, &out, (1, 2), true, None).unwrap();
+    run_sweep(&device(), &runs, &out, (1, 2), true, None, false).unwrap();
     assert!(runs.iter().all(|r| finished(&out, r)));
     // A finished sweep is skipped entirely.
     let ckpt = out.join("runs").join(&runs[0].name).join("checkpoint.safetensors");
     let before = std::fs::metadata(&ckpt).unwrap().modified().unwrap();
-    run_sweep(&device(), &runs, &out, (0, 1), true, None).unwrap();
+    run_sweep(&device(), &runs, &out, (0, 1), true, None, false).unwrap();
     assert_eq!(std::fs::metadata(&ckpt).unwrap().modified().unwrap(), before);
 
     let count = write_results(&runs, &out).unwrap();

@@ -7,6 +7,7 @@ use moegrad::research::accounting::account;
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::train::config::RunConfig;
 use moegrad::train::data::load_text;
+use moegrad::train::run_folder::Start;
 use moegrad::train::sample::{generate, SampleOptions};
 use moegrad::train::{train, TrainOptions, TrainSummary};
 use moegrad::Device;
@@ -39,15 +40,15 @@ fn tiny(extra: &[&str]) -> RunConfig {
     RunConfig::load(None, &sets).unwrap()
 }
 
-fn run(config: RunConfig, out: &Path, resume: bool, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
-    train(&device(), TrainOptions { config, out: out.to_path_buf(), resume, quiet: true, stop_after })
+fn run(config: RunConfig, out: &Path, start: Start, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
+    train(&device(), TrainOptions { config, out: out.to_path_buf(), start, quiet: true, stop_after })
 }
 
 #[test]
 fn a_tiny_run_lowers_the_eval_loss_well_below_its_start() {
     let out = scratch("learn");
     // A device of its own, so that other tests' tensors do not move its peak memory.
-    let options = TrainOptions { config: tiny(&["train.steps=60"]), out: out.clone(), resume: false, quiet: true, stop_after: None };
+    let options = TrainOptions { config: tiny(&["train.steps=60"]), out: out.clone(), start: Start::Fresh, quiet: true, stop_after: None };
     let s = train(&Device::new().unwrap(), options).unwrap();
     assert!(s.initial_eval_loss > 5.0, "an untrained byte model starts near ln 256, got {}", s.initial_eval_loss);
     assert!(s.final_eval_loss < s.initial_eval_loss - 1.5, "eval loss {} -> {}", s.initial_eval_loss, s.final_eval_loss);
@@ -74,7 +75,7 @@ fn f16_mixed_precision_trains_as_well_as_f32() {
     let mut finals = Vec::new();
     for precision in ["f32", "f16"] {
         let out = scratch(&format!("precision-{precision}"));
-        let s = run(tiny(&["train.steps=40", &format!("train.precision=\"{precision}\"")]), &out, false, None).unwrap();
+        let s = run(tiny(&["train.steps=40", &format!("train.precision=\"{precision}\"")]), &out, Start::Fresh, None).unwrap();
         assert!(s.final_eval_loss < s.initial_eval_loss - 1.0, "{precision}: eval loss {} -> {}", s.initial_eval_loss, s.final_eval_loss);
         finals.push(s.final_eval_loss);
     }
@@ -86,7 +87,7 @@ fn f16_mixed_precision_trains_as_well_as_f32() {
 #[test]
 fn f16_overflow_skips_steps_and_halves_the_loss_scale() {
     let out = scratch("overflow");
-    let s = run(tiny(&["train.steps=30", "train.precision=\"f16\"", "train.loss_scale=1.7e10"]), &out, false, None).unwrap();
+    let s = run(tiny(&["train.steps=30", "train.precision=\"f16\"", "train.loss_scale=1.7e10"]), &out, Start::Fresh, None).unwrap();
     let meta = Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta;
     let scaler = meta.loss_scaler.expect("f16 checkpoints keep the loss scaler");
     assert!(scaler.skipped >= 3 && scaler.scale < 1.7e10 / 4.0, "{scaler:?}");
@@ -95,7 +96,7 @@ fn f16_overflow_skips_steps_and_halves_the_loss_scale() {
     assert!(metrics.contains("\"loss_scale\"") && metrics.contains("\"skipped_steps\""), "{metrics}");
 
     let stuck = scratch("overflow-stuck");
-    let err = run(tiny(&["train.steps=40", "train.precision=\"f16\"", "train.loss_scale=3e38"]), &stuck, false, None).unwrap_err().to_string();
+    let err = run(tiny(&["train.steps=40", "train.precision=\"f16\"", "train.loss_scale=3e38"]), &stuck, Start::Fresh, None).unwrap_err().to_string();
     assert!(err.contains("overflowed") && err.contains("train.precision"), "{err}");
 }
 
@@ -106,10 +107,10 @@ fn resuming_gives_the_weights_of_an_uninterrupted_run() {
         let sets = [&format!("model.ffn={ffn}"), &format!("train.precision=\"{precision}\""), "train.loss_scale_growth_every=2"];
         let cfg = tiny(&[&["train.steps=6", "train.checkpoint_every=0", "train.grad_accum=2"][..], &sets[..]].concat());
         let (straight, split) = (scratch(&format!("straight-{ffn}-{precision}")), scratch(&format!("split-{ffn}-{precision}")));
-        run(cfg.clone(), &straight, false, None).unwrap();
-        run(cfg.clone(), &split, false, Some(3)).unwrap();
+        run(cfg.clone(), &straight, Start::Fresh, None).unwrap();
+        run(cfg.clone(), &split, Start::Fresh, Some(3)).unwrap();
         assert_eq!(Checkpoint::load(&split.join(CHECKPOINT_FILE)).unwrap().meta.step, 3);
-        run(cfg, &split, true, None).unwrap();
+        run(cfg, &split, Start::Resume, None).unwrap();
         let a = Checkpoint::load(&straight.join(CHECKPOINT_FILE)).unwrap();
         let b = Checkpoint::load(&split.join(CHECKPOINT_FILE)).unwrap();
         assert_eq!(a.names(), b.names());
@@ -126,11 +127,11 @@ fn resuming_gives_the_weights_of_an_uninterrupted_run() {
 #[test]
 fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let out = scratch("nan");
-    run(tiny(&["train.steps=8", "train.warmup=0"]), &out, false, Some(2)).unwrap();
+    run(tiny(&["train.steps=8", "train.warmup=0"]), &out, Start::Fresh, Some(2)).unwrap();
     let before = std::fs::read(out.join(CHECKPOINT_FILE)).unwrap();
     // Steps of 3e38 with full weight decay overflow f32 within a step or two.
     let exploding = tiny(&["train.steps=8", "train.warmup=0", "train.lr=3e38", "train.min_lr=3e38", "train.clip=0", "train.weight_decay=1.0"]);
-    let err = run(exploding, &out, true, None).expect_err("an exploding run must stop").to_string();
+    let err = run(exploding, &out, Start::Resume, None).expect_err("an exploding run must stop").to_string();
     assert!(err.contains("training loss became") && err.contains("step 2"), "{err}");
     assert_eq!(std::fs::read(out.join(CHECKPOINT_FILE)).unwrap(), before, "the last good checkpoint must be untouched");
     assert_eq!(Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta.step, 2);
@@ -144,13 +145,13 @@ fn running_out_of_gpu_memory_stops_with_advice_and_keeps_the_last_checkpoint() {
     let config = tiny(&["train.steps=4", "train.warmup=0"]);
     // A device of its own, whose peak memory is this run's alone.
     let dev = Device::new().unwrap();
-    let summary = train(&dev, TrainOptions { config: config.clone(), out: out.clone(), resume: false, quiet: true, stop_after: Some(2) }).unwrap();
+    let summary = train(&dev, TrainOptions { config: config.clone(), out: out.clone(), start: Start::Fresh, quiet: true, stop_after: Some(2) }).unwrap();
     let before = std::fs::read(out.join(CHECKPOINT_FILE)).unwrap();
     // Room for half of what the run needed at its peak.
     let peak = (summary.peak_memory_mib * (1u64 << 20) as f64) as u64;
     dev.set_memory_limit(Some(dev.stats().bytes_in_use + peak / 2));
-    let err =
-        train(&dev, TrainOptions { config, out: out.clone(), resume: true, quiet: true, stop_after: None }).expect_err("half a step's memory is not enough");
+    let err = train(&dev, TrainOptions { config, out: out.clone(), start: Start::Resume, quiet: true, stop_after: None })
+        .expect_err("half a step's memory is not enough");
     let msg = format!("{err:#}");
     assert!(msg.contains("out of GPU memory") && msg.contains("lack of GPU resources") && msg.contains("batch_size"), "{msg}");
     assert!(msg.contains("last good checkpoint is kept"), "{msg}");
@@ -160,7 +161,7 @@ fn running_out_of_gpu_memory_stops_with_advice_and_keeps_the_last_checkpoint() {
 #[test]
 fn corrupt_truncated_and_mismatched_checkpoints_are_refused_clearly() {
     let out = scratch("corrupt");
-    run(tiny(&["train.steps=1", "train.warmup=0"]), &out, false, None).unwrap();
+    run(tiny(&["train.steps=1", "train.warmup=0"]), &out, Start::Fresh, None).unwrap();
     let good = std::fs::read(out.join(CHECKPOINT_FILE)).unwrap();
     let bad = out.join("bad.safetensors");
     std::fs::write(&bad, b"definitely not a checkpoint").unwrap();
@@ -172,7 +173,7 @@ fn corrupt_truncated_and_mismatched_checkpoints_are_refused_clearly() {
     let err = Checkpoint::load(&out.join("missing.safetensors")).err().unwrap().to_string();
     assert!(err.contains("cannot read checkpoint"), "{err}");
     // A checkpoint of another shape: resuming a wider model from it names the tensor.
-    let err = run(tiny(&["train.steps=2", "train.warmup=0", "model.d_model=48"]), &out, true, None).err().unwrap().to_string();
+    let err = run(tiny(&["train.steps=2", "train.warmup=0", "model.d_model=48"]), &out, Start::Resume, None).err().unwrap().to_string();
     assert!(err.contains("has shape"), "{err}");
 }
 
@@ -219,7 +220,8 @@ fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
     std::fs::write(data.join("a.txt"), &text[200_000..260_000]).unwrap();
     let out = scratch("bpe");
     let path = format!("data.path=\"{}\"", data.display());
-    run(tiny(&["train.steps=3", "train.warmup=0", "data.tokenizer=\"bpe\"", "data.bpe_vocab=300", "model.ffn=\"topk\"", &path]), &out, false, None).unwrap();
+    run(tiny(&["train.steps=3", "train.warmup=0", "data.tokenizer=\"bpe\"", "data.bpe_vocab=300", "model.ffn=\"topk\"", &path]), &out, Start::Fresh, None)
+        .unwrap();
     let ckpt = Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap();
     assert_eq!(ckpt.meta.tokenizer.vocab_size(), 300);
     assert!(out.join("tokenizer.json").exists());
@@ -241,6 +243,7 @@ fn compare_trains_each_kind_per_seed_and_writes_table_and_plots() {
         seeds: 2,
         out: out.clone(),
         quiet: true,
+        force: false,
     };
     let rows = moegrad::research::compare::compare(&device(), &opts).unwrap();
     assert_eq!(rows.len(), 2);
@@ -249,4 +252,43 @@ fn compare_trains_each_kind_per_seed_and_writes_table_and_plots() {
         assert!(out.join(f).exists(), "{f} missing");
     }
     assert!(moegrad::research::compare::table(&rows).contains("default"));
+}
+
+/// Past the model's context, sampling crops the window and goes on to the tokens asked
+/// for; a temperature that is no number is refused.
+#[test]
+fn sampling_goes_past_the_context_to_the_tokens_asked_for() {
+    let cfg = tiny(&["model.vocab_size=256", "model.context=16"]);
+    let model = moegrad::models::Transformer::new(&device(), &cfg.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2)).unwrap();
+    let tokenizer = moegrad::train::tokenizer::Tokenizer::Bytes;
+    let opts = SampleOptions { max_tokens: 45, temperature: 0.8, top_k: 0, seed: 1 };
+    let ids = moegrad::train::sample::generate_ids(&device(), &model, &tokenizer, "To be", &opts).unwrap();
+    assert_eq!(ids.len(), 5 + 45, "the prompt and every token asked for");
+    assert_eq!(&ids[..5], b"To be".map(u32::from));
+    let long_prompt = "x".repeat(40);
+    let ids = moegrad::train::sample::generate_ids(&device(), &model, &tokenizer, &long_prompt, &SampleOptions { max_tokens: 3, ..opts }).unwrap();
+    assert_eq!(ids.len(), 43, "a prompt longer than the context is cropped, not refused");
+    let err = generate(&device(), &model, &tokenizer, "To be", &SampleOptions { temperature: f32::NAN, ..opts }).unwrap_err().to_string();
+    assert!(err.contains("temperature"), "{err}");
+}
+
+/// `score_all` predicts every token once whatever the batch, and agrees with the
+/// trainer's estimate where both read the same windows.
+#[test]
+fn scoring_all_tokens_is_independent_of_the_batch() {
+    let cfg = tiny(&["model.vocab_size=256", "model.context=16"]);
+    let model = moegrad::models::Transformer::new(&device(), &cfg.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4)).unwrap();
+    let tokens: Vec<u32> = moegrad::train::data::BUNDLED_CORPUS.bytes().take(16 * 9 + 6).map(u32::from).collect();
+    let scores: Vec<moegrad::train::Score> =
+        [1, 3, 4].iter().map(|&b| moegrad::train::score_all(&device(), &model, &tokens, b, None, |_, _| {}).unwrap()).collect();
+    for s in &scores {
+        assert_eq!((s.tokens, s.windows), (tokens.len() - 1, 10), "{s:?}");
+        assert!((s.loss - scores[0].loss).abs() < 1e-5, "{s:?} vs {:?}", scores[0]);
+    }
+    let limited = moegrad::train::score_all(&device(), &model, &tokens, 3, Some(2), |_, _| {}).unwrap();
+    assert_eq!((limited.tokens, limited.windows), (6 * 16, 6));
+    // The first window alone, scored by both.
+    let first = moegrad::train::score_all(&device(), &model, &tokens[..17], 1, None, |_, _| {}).unwrap();
+    let estimate = moegrad::train::evaluate(&device(), &model, &tokens[..18], 1, 1).unwrap();
+    assert!((first.loss - estimate as f64).abs() < 1e-5, "{first:?} vs {estimate}");
 }

@@ -19,7 +19,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     scale: Option<Scale>,
     /// Timed runs per workload; the median is reported, with the range.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     iters: usize,
     /// Print the report as one JSON object.
     #[arg(long)]

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use moegrad::research::fit::{bootstrap, compute_optimal, fit, frontier, read_rows, Law, StartGrid};
+use indicatif::{ProgressBar, ProgressStyle};
+use moegrad::research::fit::{bootstrap, compute_optimal, degeneracies, fit_with_progress, frontier, read_rows, Law, StartGrid};
 
 /// Fit a scaling law to results (a sweep's results.jsonl or the Gemstones rows).
 #[derive(Args)]
@@ -35,8 +36,22 @@ impl FitArgs {
     pub fn run(self) -> Result<()> {
         let FitArgs { results, law, delta, no_embeddings, bootstrap: samples, budget, json } = self;
         let rows = read_rows(&results)?;
-        let best = fit(&rows, law, delta, &StartGrid::for_law(law), no_embeddings)?;
+        // Progress on stderr (where there is a terminal), so that --json output stays one line.
+        let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("searching {bar:30} {pos}/{len} L-BFGS starts [{elapsed} < {eta}]").expect("valid template"));
+        let best = fit_with_progress(&rows, law, delta, &StartGrid::for_law(law), no_embeddings, &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        if samples > 0 && !json {
+            eprintln!("bootstrap: refitting {samples} resamples of the {} rows", rows.len());
+        }
         let ci = if samples > 0 { Some(bootstrap(&rows, law, delta, &best, samples, 0, no_embeddings)?) } else { None };
+        let warnings = degeneracies(&best, &rows);
+        for w in &warnings {
+            eprintln!("warning: degenerate fit: {w}");
+        }
         let optimal = (law == Law::ParamsTokens).then(|| compute_optimal(&best, budget));
         let approach1 = frontier(&rows);
         if json {
@@ -46,6 +61,7 @@ impl FitArgs {
             v["rows"] = serde_json::json!(rows.len());
             v["bootstrap"] = serde_json::to_value(&ci)?;
             v["compute_optimal"] = serde_json::to_value(&optimal)?;
+            v["warnings"] = serde_json::json!(warnings);
             v["approach1"] = serde_json::json!({
                 "params_exponent": approach1.params_exponent, "params_coefficient": approach1.params_coefficient,
                 "tokens_exponent": approach1.tokens_exponent, "tokens_coefficient": approach1.tokens_coefficient,

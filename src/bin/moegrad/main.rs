@@ -13,6 +13,15 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
+/// A flag's value that must be a whole number of at least 1 (clap names the flag).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a whole number ({e})")),
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "moegrad", version, about = "Train Mixture-of-Experts transformers on any GPU wgpu reaches")]
 struct Cli {

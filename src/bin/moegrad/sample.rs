@@ -21,8 +21,8 @@ pub struct SampleArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 200)]
     tokens: usize,
-    /// Softmax temperature (lower is greedier).
-    #[arg(long, default_value_t = 0.8)]
+    /// Softmax temperature (lower is greedier; 0 always takes the most likely token).
+    #[arg(long, default_value_t = 0.8, value_parser = temperature, allow_negative_numbers = true)]
     temperature: f32,
     /// Sample among the k most likely tokens.
     #[arg(long, default_value_t = 40)]
@@ -30,6 +30,15 @@ pub struct SampleArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// A temperature: finite and not negative.
+fn temperature(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(t) => Err(format!("{t} is not a temperature: it must be finite and at least 0")),
+        Err(e) => Err(format!("{s:?} is not a number ({e})")),
+    }
 }
 
 impl SampleArgs {

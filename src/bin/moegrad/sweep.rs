@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use moegrad::research::fit::{fit, read_rows, Law, StartGrid};
+use moegrad::durable::write_atomic;
+use moegrad::research::fit::{degeneracies, fit, read_rows, Law, StartGrid};
 use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, write_results, PlannedRun, Sweep};
 use moegrad::research::sweep_report::write_plots;
 use moegrad::Device;
@@ -44,7 +45,7 @@ pub struct SweepArgs {
     #[arg(long, value_enum)]
     emit: Option<Emit>,
     /// With `plan --emit`: how many array tasks (shards).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::at_least_one)]
     shards: usize,
     /// Law fitted by `report` (and after a complete `run`).
     #[arg(long, value_enum, default_value = "params-tokens")]
@@ -55,11 +56,14 @@ pub struct SweepArgs {
     /// No progress bars or log lines.
     #[arg(long)]
     quiet: bool,
+    /// With `run`: start every run over, even finished ones or ones of another config.
+    #[arg(long)]
+    force: bool,
 }
 
 impl SweepArgs {
     pub fn run(self) -> Result<()> {
-        let SweepArgs { action, config, out, shard, emit, shards, law, stop_after, quiet } = self;
+        let SweepArgs { action, config, out, shard, emit, shards, law, stop_after, quiet, force } = self;
         let sweep = Sweep::load(&config)?;
         let runs = sweep.plan()?;
         let out_dir = || out.clone().ok_or_else(|| anyhow::anyhow!("--out is required"));
@@ -74,7 +78,7 @@ impl SweepArgs {
                         let out = out_dir()?;
                         std::fs::create_dir_all(&out)?;
                         let script = out.join("sweep.slurm");
-                        std::fs::write(&script, slurm_script(&config, &out, shards))?;
+                        write_atomic(&script, slurm_script(&config, &out, shards).as_bytes())?;
                         println!("wrote {} ({shards} array tasks): sbatch {}", script.display(), script.display());
                     }
                 }
@@ -84,7 +88,7 @@ impl SweepArgs {
                 let out = out_dir()?;
                 let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
                 let device = Device::new()?;
-                run_sweep(&device, &runs, &out, shard, quiet, stop_after)?;
+                run_sweep(&device, &runs, &out, shard, quiet, stop_after, force)?;
                 if runs.iter().all(|r| finished(&out, r)) {
                     sweep_report(&runs, &out, law)
                 } else {
@@ -103,8 +107,11 @@ fn sweep_report(runs: &[PlannedRun], out: &std::path::Path, law: Law) -> Result<
     let rows = read_rows(&out.join("results.jsonl"))?;
     let fitted = if rows.len() > 2 * law.variables().len() + 1 {
         let f = fit(&rows, law, 1e-4, &StartGrid::for_law(law), false)?;
-        std::fs::write(out.join("fit.json"), serde_json::to_string(&f)?)?;
+        write_atomic(&out.join("fit.json"), serde_json::to_string(&f)?.as_bytes())?;
         println!("fit: exponents {:?} coefficients {:?} e {:.4} objective {:.3e}", f.exponents, f.coefficients, f.irreducible_error, f.objective);
+        for w in degeneracies(&f, &rows) {
+            eprintln!("warning: degenerate fit: {w}");
+        }
         Some(f)
     } else {
         println!("too few rows to fit {law:?}");

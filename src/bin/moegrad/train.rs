@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use moegrad::train::checkpoint::Checkpoint;
+use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::train::config::RunConfig;
+use moegrad::train::run_folder::Start;
 use moegrad::train::{train, TrainOptions};
 use moegrad::Device;
 
@@ -27,6 +28,9 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// Start over in an --out that holds a run, deleting its checkpoints and metrics.
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Stop after this many steps (with a checkpoint), as if interrupted.
     #[arg(long)]
     stop_after: Option<u64>,
@@ -37,12 +41,12 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     pub fn run(self) -> Result<()> {
-        let TrainArgs { config, mut overrides, data, out, resume, stop_after, quiet } = self;
+        let TrainArgs { config, mut overrides, data, out, resume, force, stop_after, quiet } = self;
         if let Some(d) = data {
             overrides.push(format!("data.path={}", toml::Value::String(d)));
         }
         let config = match (&config, resume) {
-            (None, true) => Checkpoint::load(&out.join(moegrad::train::checkpoint::CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
+            (None, true) => Checkpoint::load(&out.join(CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
             _ => RunConfig::load(config.as_deref(), &overrides)?,
         };
         config.validate()?;
@@ -60,11 +64,27 @@ impl TrainArgs {
                 println!("precision: f16 matmuls on {}, loss scale {}", moegrad::ops::f16_matmul_kernel(&device), config.train.loss_scale);
             }
         }
-        let s = train(&device, TrainOptions { config, out, resume, quiet, stop_after })?;
+        let start = match (resume, force) {
+            (true, _) => Start::Resume,
+            (false, true) => Start::Force,
+            (false, false) => Start::Fresh,
+        };
+        let s = train(&device, TrainOptions { config, out: out.clone(), start, quiet, stop_after })?;
         println!(
-            "done: {} steps, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB",
-            s.steps, s.final_train_loss, s.final_eval_loss, s.initial_eval_loss, s.peak_memory_mib
+            "done: {} steps of a {:.2}M-parameter model, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB",
+            s.steps,
+            s.params as f64 / 1e6,
+            s.final_train_loss,
+            s.final_eval_loss,
+            s.initial_eval_loss,
+            s.peak_memory_mib
         );
+        let files: Vec<String> = s.files.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+        println!("wrote in {}: {}", out.display(), files.join(", "));
+        let checkpoint = out.join(CHECKPOINT_FILE);
+        println!("next:  moegrad sample --checkpoint {} --prompt \"...\"", checkpoint.display());
+        println!("       moegrad eval --checkpoint {}", checkpoint.display());
+        println!("       moegrad train --out {} --resume --set train.steps=N   (to train further)", out.display());
         Ok(())
     }
 }

@@ -1,0 +1,130 @@
+//! The `moegrad` binary as a person at a terminal meets it: bad input gets a clear error
+//! naming what was wrong and a non-zero exit, never a panic; a finished run says what it
+//! wrote and what to run next; a log without a terminal carries elapsed time and ETA.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::scratch;
+
+fn moegrad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moegrad")).args(args).env("NODEVICE_SELECT", "1").output().expect("the moegrad binary runs")
+}
+
+/// Runs `args`, which must fail without a panic; returns stderr.
+fn refused(args: &[&str]) -> String {
+    let out = moegrad(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} must fail; stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    stderr
+}
+
+const TINY: [&str; 16] = [
+    "--set",
+    "model.d_model=16",
+    "--set",
+    "model.layers=1",
+    "--set",
+    "model.heads=2",
+    "--set",
+    "model.context=16",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.warmup=0",
+    "--set",
+    "train.eval_batches=1",
+    "--set",
+    "train.log_every=2",
+];
+
+fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["train", "--out", out][..], &TINY[..], extra].concat()
+}
+
+#[test]
+fn bad_flags_and_values_are_refused_by_name() {
+    let dir = scratch("cli-flags");
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    let e = refused(&train_args(out, &["--set", "train.lr=inf"]));
+    assert!(e.contains("train.lr"), "{e}");
+    let e = refused(&train_args(out, &["--data", "/dev/zero"]));
+    assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+    assert!(!Path::new(out).join("config.toml").exists(), "refused runs write nothing");
+    for (args, flag) in [
+        (&["eval", "--checkpoint", "x.safetensors", "--batches", "0"][..], "--batches"),
+        (&["bench", "--iters", "0"], "--iters"),
+        (&["compare", "--seeds", "0", "--out", out], "--seeds"),
+        (&["sweep", "plan", "--config", "sweeps/tiny.toml", "--emit", "slurm", "--out", out, "--shards", "0"], "--shards"),
+        (&["sample", "--checkpoint", "x.safetensors", "--temperature", "NaN"], "--temperature"),
+        (&["sample", "--checkpoint", "x.safetensors", "--temperature", "-0.5"], "--temperature"),
+        (&["train", "--out", out, "--resume", "--force"], "--force"),
+    ] {
+        let e = refused(args);
+        assert!(e.contains(flag), "{args:?}: {e}");
+    }
+    let e = refused(&["bench", "--scale", "tiny", "--iters", "1", "--only", "no_such_workload"]);
+    assert!(e.contains("no_such_workload") && e.contains("selects no workload"), "{e}");
+}
+
+#[test]
+fn a_run_is_never_started_over_unasked_and_its_end_says_what_to_do_next() {
+    let dir = scratch("cli-run");
+    let out = dir.join("run");
+    let out = out.to_str().unwrap();
+    let first = moegrad(&train_args(out, &["--set", "train.steps=4"]));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&first.stderr));
+    // Piped, so no progress bar: the log lines carry the time so far and to go.
+    let logged = stdout.lines().find(|l| l.starts_with("step")).unwrap_or_default();
+    assert!(logged.contains("elapsed 0:") && logged.contains("eta 0:"), "{stdout}");
+    for said in ["M-parameter model", "checkpoint.safetensors", "metrics.jsonl", "config.toml", "moegrad sample --checkpoint", "moegrad eval --checkpoint"] {
+        assert!(stdout.contains(said), "the end of the run lacks {said:?}:\n{stdout}");
+    }
+    let checkpoint = Path::new(out).join("checkpoint.safetensors");
+    let before = std::fs::read(&checkpoint).unwrap();
+    let e = refused(&train_args(out, &["--set", "train.steps=4"]));
+    assert!(e.contains("already holds a run") && e.contains("--resume") && e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), before);
+
+    // eval scores every token of the text it is given, and says so.
+    let text = dir.join("held-out.txt");
+    std::fs::write(&text, &moegrad::train::data::BUNDLED_CORPUS[..3000]).unwrap();
+    let eval = moegrad(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--data", text.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&eval.stdout);
+    assert!(eval.status.success() && said.contains("scored all 2999 tokens"), "{said}\n{}", String::from_utf8_lossy(&eval.stderr));
+    let eval = moegrad(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--data", text.to_str().unwrap(), "--batches", "2"]);
+    let said = String::from_utf8_lossy(&eval.stdout);
+    assert!(said.contains("scored the first 128 of 2999 tokens"), "{said}");
+
+    // Sampling past the context goes on to the tokens asked for.
+    let sample = moegrad(&["sample", "--checkpoint", checkpoint.to_str().unwrap(), "--tokens", "40", "--temperature", "0"]);
+    assert!(sample.status.success(), "{}", String::from_utf8_lossy(&sample.stderr));
+}
+
+#[test]
+fn a_checkpoint_with_a_broken_tokenizer_is_refused_by_sample() {
+    let dir = scratch("cli-tokenizer");
+    let out = dir.join("run");
+    let done = moegrad(&train_args(out.to_str().unwrap(), &["--set", "train.steps=1", "--quiet"]));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    // The run state is JSON inside the header: point the byte tokenizer at merges that
+    // reach past the vocabulary (the checksums cover tensors, not the run state).
+    let path = out.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    let from = "{\\\"kind\\\":\\\"bytes\\\"}";
+    assert!(header.contains(from), "{header}");
+    let to = "{\\\"kind\\\":\\\"bpe\\\",\\\"merges\\\":[[9,999]]}";
+    let mut edited = header.trim_end().replacen(from, to, 1).replacen("\\\"vocab_size\\\":256", "\\\"vocab_size\\\":257", 1);
+    while !edited.len().is_multiple_of(8) {
+        edited.push(' ');
+    }
+    let rebuilt = [&(edited.len() as u64).to_le_bytes()[..], edited.as_bytes(), &bytes[8 + header_len..]].concat();
+    std::fs::write(&path, &rebuilt).unwrap();
+    let e = refused(&["sample", "--checkpoint", path.to_str().unwrap()]);
+    assert!(e.contains("tokenizer is invalid") && e.contains("merge 0 joins (9, 999)"), "{e}");
+}
