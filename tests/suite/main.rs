@@ -5,6 +5,7 @@ mod autodiff;
 mod bench;
 mod cli;
 mod common;
+mod crash;
 mod device;
 mod elementwise;
 mod embedding;

@@ -1,0 +1,103 @@
+//! Killed at any moment, a run loses nothing: a child `moegrad train` with a checkpoint
+//! every step is killed (SIGKILL where there are signals) at random moments, 20 times;
+//! after each kill every checkpoint left verifies, the next child resumes from it (taking
+//! over the dead one's lock), and the run finished that way ends with the weights,
+//! moments and Default-MoE vectors of an uninterrupted run, bit for bit.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use rand::Rng;
+
+use crate::common::{rng, scratch};
+
+const STEPS: &str = "train.steps=150";
+const CONFIG: [&str; 13] = [
+    "model.d_model=16",
+    "model.layers=1",
+    "model.heads=2",
+    "model.context=16",
+    "model.ffn=\"default\"",
+    "model.moe.experts=2",
+    "model.moe.top_k=1",
+    "model.moe.expert_hidden=16",
+    "train.batch_size=4",
+    "train.warmup=0",
+    "train.eval_every=40",
+    "train.checkpoint_every=1",
+    "train.keep_checkpoints=2",
+];
+
+fn trainer(out: &Path, resume: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moegrad"));
+    cmd.args(["train", "--quiet", "--out", out.to_str().unwrap()]).env("NODEVICE_SELECT", "1").stdout(Stdio::null()).stderr(Stdio::piped());
+    if resume {
+        cmd.arg("--resume");
+    } else {
+        // A child killed before its first checkpoint leaves a run with nothing to keep.
+        cmd.arg("--force");
+        for set in CONFIG.iter().chain([&STEPS]) {
+            cmd.args(["--set", set]);
+        }
+    }
+    cmd
+}
+
+/// Every checkpoint file in `out` loads, which verifies its checksums and values.
+fn checkpoints_verify(out: &Path) -> usize {
+    let files: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    for f in &files {
+        Checkpoint::load(f).unwrap_or_else(|e| panic!("{} survived a kill but does not verify: {e:#}", f.display()));
+    }
+    files.len()
+}
+
+#[test]
+fn a_run_killed_twenty_times_ends_bit_for_bit_as_an_uninterrupted_one() {
+    let (straight, killed) = (scratch("crash-straight"), scratch("crash-killed"));
+    let done = trainer(&straight, false).output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+
+    let mut r = rng(300);
+    let (mut kills, mut resumes) = (0, 0);
+    while kills < 20 {
+        let resume = killed.join(CHECKPOINT_FILE).exists();
+        resumes += resume as usize;
+        let mut child = trainer(&killed, resume).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(r.random_range(200..1400)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(!stderr.contains("panicked") && !stderr.contains("error:"), "a child failed by itself ({status}):\n{stderr}");
+        checkpoints_verify(&killed);
+        if status.success() {
+            break; // finished between two kills: the remaining steps are too few to kill
+        }
+    }
+    let finish = trainer(&killed, true).output().unwrap();
+    assert!(finish.status.success(), "{}", String::from_utf8_lossy(&finish.stderr));
+    assert!(checkpoints_verify(&killed) >= 2, "checkpoint.safetensors and the kept ones");
+
+    let (a, b) = (Checkpoint::load(&straight.join(CHECKPOINT_FILE)).unwrap(), Checkpoint::load(&killed.join(CHECKPOINT_FILE)).unwrap());
+    assert_eq!((a.meta.step, b.meta.step), (150, 150));
+    assert!(kills >= 10 && resumes >= 5, "only {kills} kills landed mid-run, {resumes} children resumed");
+    assert_eq!(a.names(), b.names());
+    for name in a.names() {
+        let (x, y) = (a.values(name).unwrap(), b.values(name).unwrap());
+        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "{name} differs after {kills} kills: the resumed run is not the uninterrupted one");
+    }
+    let metrics = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]) && steps.last() == Some(&150), "metrics in order, each step once: {steps:?}");
+}
