@@ -21,6 +21,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod bench;
+pub mod data;
 pub mod demo;
 pub mod durable;
 pub mod research;

@@ -3,6 +3,7 @@
 //! otherwise), reported as throughput and, for known GPUs, as a fraction of peak.
 //! `benches/pytorch_reference.py` prints the same keys for PyTorch on the same GPU.
 
+pub mod data;
 pub mod table;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -35,6 +36,8 @@ pub enum Suite {
     Pytorch,
     /// One or more workloads per kernel family.
     Kernels,
+    /// Tokenization and the shard loader, on the CPU (`data.rs`).
+    Data,
 }
 
 impl Suite {
@@ -42,6 +45,7 @@ impl Suite {
         match self {
             Suite::Pytorch => "pytorch",
             Suite::Kernels => "kernels",
+            Suite::Data => "data",
         }
     }
 }
@@ -557,6 +561,7 @@ pub fn run(device: &Device, suite: Suite, options: &Options) -> Result<Report> {
     let counters = match suite {
         Suite::Pytorch => pytorch_suite(&mut runner, options.scale)?,
         Suite::Kernels => kernels_suite(&mut runner, options.scale).map(|_| None)?,
+        Suite::Data => bail!("the data suite times the CPU, not a device: run it with data::run_data_suite"),
     };
     if let (Some(only), true) = (&options.only, runner.results.is_empty()) {
         bail!("--only {only:?} selects no workload of the {} suite (run it without --only to see the keys)", suite.name());

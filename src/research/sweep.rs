@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use moegrad_core::Device;
 use moegrad_models::FfnKind;
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,9 @@ use serde_json::json;
 use crate::durable::write_atomic;
 use crate::research::accounting::{account, Accounting};
 use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
-use crate::train::config::{from_table, RunConfig, TokenizerKind};
+use crate::train::config::{from_table, RunConfig};
 use crate::train::run_folder::{reuse_or_start, Start};
+use crate::train::tokenizer::padded_vocab;
 use crate::train::{train, TrainOptions};
 
 /// The `[sweep]` table; the rest of the file is the base run config.
@@ -112,10 +113,11 @@ impl Sweep {
         }
         let lrs = if g.learning_rates.is_empty() { vec![self.base.train.lr] } else { g.learning_rates.clone() };
         let kinds = if g.ffn.is_empty() { vec![self.base.model.ffn] } else { g.ffn.clone() };
-        let vocab = match (self.base.model.vocab_size, self.base.data.tokenizer) {
-            (0, TokenizerKind::Byte) => 256,
-            (0, TokenizerKind::Bpe) => self.base.data.bpe_vocab,
-            (v, _) => v,
+        let vocab = match self.base.model.vocab_size {
+            0 => padded_vocab(self.base.data.tokenizer.known_vocab(self.base.data.bpe_vocab).ok_or_else(|| {
+                anyhow!("sweep: a Hugging Face tokenizer's vocabulary is not known before it is read; set model.vocab_size in the base config")
+            })?),
+            v => v,
         };
         let mut runs = Vec::new();
         for &(width, depth) in &shapes {

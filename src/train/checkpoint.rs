@@ -118,7 +118,7 @@ fn check_meta(meta: &CheckpointMeta) -> Result<()> {
     meta.tokenizer.validate().map_err(|e| anyhow!("its tokenizer is invalid: {e}"))?;
     let config = &meta.config;
     config.validate().and_then(|_| config.model.validate().map_err(|e| anyhow!("config: {e}"))).map_err(|e| anyhow!("its run state is invalid: {e}"))?;
-    if config.model.vocab_size != meta.tokenizer.vocab_size() {
+    if config.model.vocab_size < meta.tokenizer.vocab_size() {
         bail!("its config has model.vocab_size = {} but its tokenizer has {} tokens", config.model.vocab_size, meta.tokenizer.vocab_size());
     }
     Ok(())

@@ -9,17 +9,67 @@ use moegrad_core::ops::Precision;
 use moegrad_models::ModelConfig;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+use crate::train::tokenizer::{padded_vocab, Standard};
+
+/// `data.tokenizer`: `"byte"`, `"bpe"` (trained on the run's text), a standard vocabulary
+/// (`"gpt2"`, `"llama3"`, `"cl100k"`, `"o200k"`) or the path of a Hugging Face
+/// `tokenizer.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum TokenizerKind {
     Byte,
     Bpe,
+    Standard(Standard),
+    HuggingFace(String),
+}
+
+impl TryFrom<String> for TokenizerKind {
+    type Error = String;
+    fn try_from(name: String) -> Result<TokenizerKind, String> {
+        Ok(match name.as_str() {
+            "byte" => TokenizerKind::Byte,
+            "bpe" => TokenizerKind::Bpe,
+            _ if Standard::from_name(&name).is_some() => TokenizerKind::Standard(Standard::from_name(&name).expect("just matched")),
+            _ if name.ends_with(".json") => TokenizerKind::HuggingFace(name),
+            _ => return Err(format!("tokenizer {name:?}: expected byte, bpe, gpt2, llama3, cl100k, o200k or the path of a Hugging Face tokenizer.json")),
+        })
+    }
+}
+
+impl From<TokenizerKind> for String {
+    fn from(kind: TokenizerKind) -> String {
+        kind.to_string()
+    }
+}
+
+impl std::fmt::Display for TokenizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenizerKind::Byte => f.write_str("byte"),
+            TokenizerKind::Bpe => f.write_str("bpe"),
+            TokenizerKind::Standard(s) => f.write_str(s.name()),
+            TokenizerKind::HuggingFace(path) => f.write_str(path),
+        }
+    }
+}
+
+impl TokenizerKind {
+    /// The tokenizer's vocabulary when it is known without text or files (for accounting).
+    pub fn known_vocab(&self, bpe_vocab: usize) -> Option<usize> {
+        match self {
+            TokenizerKind::Byte => Some(256),
+            TokenizerKind::Bpe => Some(bpe_vocab),
+            TokenizerKind::Standard(s) => Some(s.vocab_size()),
+            TokenizerKind::HuggingFace(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// A text file or a folder of `.txt` files; empty means the bundled Shakespeare.
+    /// A text file, a folder of `.txt` files, or a folder of token shards (from `moegrad
+    /// data prepare`, or llm.c's); empty means the bundled Shakespeare.
     pub path: String,
     pub tokenizer: TokenizerKind,
     /// BPE vocabulary size (used when `tokenizer = "bpe"` and `model.vocab_size` is 0).
@@ -206,6 +256,17 @@ impl RunConfig {
                 self.model.vocab_size
             );
         }
+        if let TokenizerKind::Standard(s) = self.data.tokenizer {
+            if self.model.vocab_size != 0 && self.model.vocab_size < s.vocab_size() {
+                bail!(
+                    "config: model.vocab_size = {} is smaller than the {} tokens of {} (leave it out for {})",
+                    self.model.vocab_size,
+                    s.vocab_size(),
+                    s.name(),
+                    padded_vocab(s.vocab_size())
+                );
+            }
+        }
         if self.data.tokenizer == TokenizerKind::Bpe && self.bpe_vocab() < 256 {
             bail!("config: data.bpe_vocab = {} must be at least 256", self.bpe_vocab());
         }
@@ -273,8 +334,8 @@ impl RunConfig {
         let mut c = self.clone();
         // What a run resolves (the vocabulary from the tokenizer) is put back as asked.
         c.data.bpe_vocab = match c.data.tokenizer {
-            TokenizerKind::Byte => DataConfig::default().bpe_vocab,
             TokenizerKind::Bpe => c.bpe_vocab(),
+            _ => DataConfig::default().bpe_vocab,
         };
         c.model.vocab_size = 0;
         c

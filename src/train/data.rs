@@ -1,6 +1,7 @@
-//! Text data: the bundled corpus or the user's files, split into training and held-out
-//! tokens, and batches drawn deterministically from (seed, step, micro-batch), so that a
-//! resumed run sees exactly the batches an uninterrupted one would.
+//! A run's data: the bundled corpus or the user's text files (tokenized at the start,
+//! split into training and held-out tokens), or a shard folder (memory-mapped); batches
+//! are drawn deterministically from (seed, step, micro-batch), so that a resumed run sees
+//! exactly the batches an uninterrupted one would.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use moegrad_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::data::{ShardFolder, Tokens};
 use crate::train::tokenizer::Tokenizer;
 
 /// The bundled corpus: eight Shakespeare plays (see data/README.md for provenance).
@@ -53,10 +55,10 @@ pub fn load_text(path: &str) -> Result<String> {
 
 /// Training and held-out tokens.
 pub struct Corpus {
-    pub train: Vec<u32>,
-    pub eval: Vec<u32>,
-    /// Bytes of held-out text per held-out token (for bits per byte).
-    pub eval_bytes_per_token: f64,
+    pub train: Tokens,
+    pub eval: Tokens,
+    /// Bytes of held-out text per held-out token (for bits per byte), when known.
+    pub eval_bytes_per_token: Option<f64>,
 }
 
 /// (training text, held-out text): the last `eval_fraction` is held out, cut at a line
@@ -73,15 +75,27 @@ pub fn split_text(text: &str, eval_fraction: f64) -> (&str, &str) {
 }
 
 impl Corpus {
+    /// Tokenizes a text corpus's two splits.
     pub fn new(train_text: &str, eval_text: &str, tokenizer: &Tokenizer, context: usize) -> Result<Corpus> {
-        let (train, eval) = (tokenizer.encode(train_text), tokenizer.encode(eval_text));
+        let vocab = tokenizer.vocab_size();
+        let train = Tokens::in_memory("the training split", tokenizer.encode(train_text)?, vocab);
+        let eval = Tokens::in_memory("the held-out split", tokenizer.encode(eval_text)?, vocab);
         for (name, tokens) in [("training", &train), ("held-out", &eval)] {
-            if tokens.len() <= context + 1 {
+            if tokens.len() <= context as u64 + 1 {
                 bail!("the {name} split has {} tokens, fewer than a context of {context} needs; use more text or a smaller context", tokens.len());
             }
         }
-        let eval_bytes_per_token = eval_text.len() as f64 / eval.len() as f64;
+        let eval_bytes_per_token = Some(eval_text.len() as f64 / eval.len() as f64);
         Ok(Corpus { train, eval, eval_bytes_per_token })
+    }
+
+    /// A shard folder's train and val shards, memory-mapped.
+    pub fn from_shards(folder: &ShardFolder, context: usize) -> Result<Corpus> {
+        let (train, eval) = (folder.train_tokens()?, folder.val_tokens()?);
+        train.check_fits("training", context)?;
+        // The evaluation's windows predict `context` tokens after one more.
+        eval.check_fits("held-out", context + 1)?;
+        Ok(Corpus { train, eval, eval_bytes_per_token: folder.val_bytes_per_token() })
     }
 }
 
@@ -92,25 +106,31 @@ pub struct Batch {
     pub targets: Tensor,
 }
 
-fn batch_at(device: &Device, tokens: &[u32], starts: &[usize], context: usize) -> Result<Batch> {
-    let x: Vec<u32> = starts.iter().flat_map(|&s| tokens[s..s + context].iter().copied()).collect();
-    let y: Vec<u32> = starts.iter().flat_map(|&s| tokens[s + 1..s + 1 + context].iter().copied()).collect();
-    let shape = [starts.len(), context];
+fn batch_at(device: &Device, tokens: &Tokens, windows: &[u64], context: usize) -> Result<Batch> {
+    let (mut x, mut y) = (Vec::with_capacity(windows.len() * context), Vec::with_capacity(windows.len() * context));
+    for &w in windows {
+        let t = tokens.window(w, context)?;
+        x.extend_from_slice(&t[..context]);
+        y.extend_from_slice(&t[1..]);
+    }
+    let shape = [windows.len(), context];
     Ok(Batch { inputs: Tensor::from_u32(device, &x, &shape)?, targets: Tensor::from_u32(device, &y, &shape)? })
 }
 
 /// The training batch for (seed, step, micro): random windows, the same on every run.
-pub fn train_batch(device: &Device, tokens: &[u32], batch: usize, context: usize, seed: u64, step: u64, micro: usize) -> Result<Batch> {
+pub fn train_batch(device: &Device, tokens: &Tokens, batch: usize, context: usize, seed: u64, step: u64, micro: usize) -> Result<Batch> {
     let mut rng = StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (micro as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f));
-    let starts: Vec<usize> = (0..batch).map(|_| rng.random_range(0..tokens.len() - context)).collect();
-    batch_at(device, tokens, &starts, context)
+    // Drawn as usize, as before shards existed, so runs on text keep their batches.
+    let count = tokens.window_count(context) as usize;
+    let windows: Vec<u64> = (0..batch).map(|_| rng.random_range(0..count) as u64).collect();
+    batch_at(device, tokens, &windows, context)
 }
 
 /// Held-out batch `index` of `count`: windows spread evenly over the held-out tokens, the
 /// same for every run and seed, so evaluations compare.
-pub fn eval_batch(device: &Device, tokens: &[u32], batch: usize, context: usize, index: usize, count: usize) -> Result<Batch> {
-    let windows = batch * count;
-    let span = tokens.len() - context - 1;
-    let starts: Vec<usize> = (0..batch).map(|b| (index * batch + b) * span / windows.max(1)).collect();
+pub fn eval_batch(device: &Device, tokens: &Tokens, batch: usize, context: usize, index: usize, count: usize) -> Result<Batch> {
+    let windows = (batch * count) as u64;
+    let span = tokens.window_count(context) - 1;
+    let starts: Vec<u64> = (0..batch as u64).map(|b| (index as u64 * batch as u64 + b) * span / windows.max(1)).collect();
     batch_at(device, tokens, &starts, context)
 }

@@ -36,6 +36,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
+use crate::data::folder::{configured_tokenizer, HF_TOKENIZER_FILE};
+use crate::data::{is_shard_folder, ShardFolder};
 use crate::durable::write_atomic;
 use crate::research::accounting::account;
 use crate::train::config::{RunConfig, TokenizerKind};
@@ -43,7 +45,7 @@ use crate::train::data::{load_text, train_batch, Corpus};
 use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::train::schedule::learning_rate;
 use crate::train::step::{train_step, StepSettings};
-use crate::train::tokenizer::Tokenizer;
+use crate::train::tokenizer::{Tokenizer, TOKENIZER_FILE};
 pub use eval::{evaluate, score_all, Score};
 
 use checkpoint::{checkpoint_tensors, encode, kept_file, Checkpoint, CheckpointMeta, BEST_FILE, CHECKPOINT_FILE, KEPT_PREFIX};
@@ -71,6 +73,8 @@ pub struct TrainSummary {
     pub initial_eval_loss: f32,
     /// The most memory the device's tensors held during the run, in MiB.
     pub peak_memory_mib: f64,
+    /// The process's peak resident memory, in MiB (where the system reports it).
+    pub peak_host_mib: Option<f64>,
     /// The model's parameters, embeddings included.
     pub params: u64,
     /// The run's files in its folder, at the end.
@@ -81,12 +85,69 @@ fn peak_memory_mib(device: &Device) -> f64 {
     device.stats().peak_bytes_in_use as f64 / (1u64 << 20) as f64
 }
 
-/// Builds the tokenizer a fresh run asks for (a BPE is trained on the training text).
-fn make_tokenizer(config: &RunConfig, train_text: &str) -> Tokenizer {
+/// The most memory the process has held (its resident set's high-water mark), in MiB,
+/// where the operating system says (Linux).
+pub fn peak_host_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Builds the tokenizer a fresh text run asks for (a BPE is trained on the training text).
+fn make_tokenizer(config: &RunConfig, train_text: &str) -> Result<Tokenizer> {
     match config.data.tokenizer {
-        TokenizerKind::Byte => Tokenizer::Bytes,
-        TokenizerKind::Bpe => Tokenizer::train_bpe(train_text, config.bpe_vocab()),
+        TokenizerKind::Bpe => Ok(Tokenizer::train_bpe(train_text, config.bpe_vocab())),
+        ref kind => configured_tokenizer(kind),
     }
+}
+
+/// Fills in `model.vocab_size`: the checkpoint's when resuming, else the tokenizer's padded
+/// up (`Tokenizer::model_vocab`); one set smaller than the tokenizer needs is refused.
+fn resolve_vocab(config: &mut RunConfig, tokenizer: &Tokenizer, resumed: Option<&Checkpoint>) -> Result<()> {
+    if config.model.vocab_size == 0 {
+        config.model.vocab_size = resumed.map_or(tokenizer.model_vocab(), |c| c.meta.config.model.vocab_size);
+    }
+    if config.model.vocab_size < tokenizer.vocab_size() {
+        bail!("config: model.vocab_size = {} is smaller than the {} tokens of {}", config.model.vocab_size, tokenizer.vocab_size(), tokenizer.describe());
+    }
+    Ok(())
+}
+
+/// The run's tokenizer and tokens: a shard folder's, memory-mapped, or a text's, tokenized.
+fn load_corpus(config: &mut RunConfig, resumed: Option<&Checkpoint>) -> Result<(Tokenizer, Corpus)> {
+    let path = Path::new(&config.data.path);
+    if !config.data.path.is_empty() && is_shard_folder(path) {
+        let folder = ShardFolder::open(path, &config.data.tokenizer)?;
+        if let Some(c) = resumed.filter(|c| c.meta.tokenizer != folder.tokenizer) {
+            bail!(
+                "the checkpoint's tokenizer ({}) is not the one the shards in {} were made with ({})",
+                c.meta.tokenizer.describe(),
+                path.display(),
+                folder.tokenizer.describe()
+            );
+        }
+        // The config then says what the run uses.
+        config.data.tokenizer = match &folder.tokenizer {
+            Tokenizer::Tiktoken { encoding } => TokenizerKind::Standard(*encoding),
+            Tokenizer::HuggingFace(_) => TokenizerKind::HuggingFace(path.join(HF_TOKENIZER_FILE).display().to_string()),
+            _ => config.data.tokenizer.clone(),
+        };
+        resolve_vocab(config, &folder.tokenizer, resumed)?;
+        config.validate()?;
+        let corpus = Corpus::from_shards(&folder, config.model.context)?;
+        return Ok((folder.tokenizer, corpus));
+    }
+    let text = load_text(&config.data.path)?;
+    let (train_text, eval_text) = crate::train::data::split_text(&text, config.data.eval_fraction);
+    let tokenizer = match resumed {
+        Some(c) => c.meta.tokenizer.clone(),
+        None => make_tokenizer(config, train_text)?,
+    };
+    resolve_vocab(config, &tokenizer, resumed)?;
+    config.validate()?;
+    let corpus = Corpus::new(train_text, eval_text, &tokenizer, config.model.context)?;
+    Ok((tokenizer, corpus))
 }
 
 fn write_json_line(file: &mut std::fs::File, value: serde_json::Value) -> Result<()> {
@@ -174,15 +235,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     if let Some(w) = resumed.as_ref().and_then(Checkpoint::warning) {
         eprintln!("{w}: {}", ckpt_path.display());
     }
-    let text = load_text(&config.data.path)?;
-    let (train_text, eval_text) = crate::train::data::split_text(&text, config.data.eval_fraction);
-    let tokenizer = match &resumed {
-        Some(c) => c.meta.tokenizer.clone(),
-        None => make_tokenizer(&config, train_text),
-    };
-    config.model.vocab_size = tokenizer.vocab_size();
-    config.validate()?;
-    let corpus = Corpus::new(train_text, eval_text, &tokenizer, config.model.context)?;
+    let (tokenizer, corpus) = load_corpus(&mut config, resumed.as_ref())?;
 
     let t = config.train.clone();
     let mut rng = StdRng::seed_from_u64(t.seed);
@@ -203,7 +256,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
 
     // Every check passed: from here on the folder changes.
     folder.clear_replaced()?;
-    write_atomic(&out.join("tokenizer.json"), serde_json::to_string(&tokenizer)?.as_bytes())?;
+    write_atomic(&out.join(TOKENIZER_FILE), serde_json::to_string(&tokenizer)?.as_bytes())?;
     write_atomic(&out.join("config.toml"), toml::to_string(&config)?.as_bytes())?;
     let metrics_path = out.join("metrics.jsonl");
     if resumed.is_some() {
@@ -359,5 +412,14 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     }
     bar.finish();
     let (params, files) = (account(&config.model).params, run_files(&out));
-    Ok(TrainSummary { steps: step, final_train_loss, final_eval_loss, initial_eval_loss, peak_memory_mib: peak_memory_mib(device), params, files })
+    Ok(TrainSummary {
+        steps: step,
+        final_train_loss,
+        final_eval_loss,
+        initial_eval_loss,
+        peak_memory_mib: peak_memory_mib(device),
+        peak_host_mib: peak_host_memory_mib(),
+        params,
+        files,
+    })
 }

@@ -55,9 +55,9 @@ pub fn generate_ids(device: &Device, model: &Transformer, tokenizer: &Tokenizer,
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         bail!("sampling temperature {} must be finite and at least 0", opts.temperature);
     }
-    let mut ids = tokenizer.encode(prompt);
+    let mut ids = tokenizer.encode(prompt)?;
     if ids.is_empty() {
-        ids = tokenizer.encode("\n");
+        ids = tokenizer.encode("\n")?;
     }
     let context = model.config.context;
     let restart = (context / 2).max(1);

@@ -1,13 +1,166 @@
-//! Tokenizers: raw bytes (256 tokens, nothing to store), or a byte-level BPE trained on
-//! the run's own corpus and saved next to the run so it is reproducible.
+//! Tokenizers: raw bytes (256 tokens, nothing to store); a byte-level BPE trained on the
+//! run's own corpus; the standard vocabularies GPT-2, Llama 3, cl100k and o200k (their
+//! rank files ship inside the `tiktoken` crate, so nothing is downloaded); or any Hugging
+//! Face `tokenizer.json`. The whole tokenizer travels with a run (its BPE merges, its
+//! standard name, or the Hugging Face file's text), so a checkpoint decodes on its own.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use anyhow::{anyhow, Result};
 use moegrad_models::MAX_VOCAB;
 use serde::{Deserialize, Serialize};
 
+/// The run folder's copy of its tokenizer, in moegrad's own format (the checkpoints carry
+/// it too). Not `tokenizer.json`, which is Hugging Face's format.
+pub const TOKENIZER_FILE: &str = "moegrad-tokenizer.json";
+
+/// What runs before 2026-12 called `TOKENIZER_FILE`: still one of a run's files.
+pub const LEGACY_TOKENIZER_FILE: &str = "tokenizer.json";
+
 /// The longest token a BPE may have, in bytes (real vocabularies stay under a hundred).
 pub const MAX_TOKEN_BYTES: usize = 1 << 12;
+
+/// Models pad their vocabulary up to a multiple of this, as nanoGPT pads GPT-2's 50,257
+/// to 50,304: the embedding and head matmuls then tile evenly. The padding ids never
+/// occur in data.
+pub const VOCAB_PADDING: usize = 64;
+
+/// `vocab` rounded up to a multiple of `VOCAB_PADDING`.
+pub fn padded_vocab(vocab: usize) -> usize {
+    vocab.div_ceil(VOCAB_PADDING) * VOCAB_PADDING
+}
+
+/// A vocabulary that ships with the `tiktoken` crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standard {
+    /// GPT-2's (tiktoken's `r50k_base`), as llm.c and nanoGPT use.
+    Gpt2,
+    Llama3,
+    /// GPT-4's.
+    Cl100k,
+    /// GPT-4o's.
+    O200k,
+}
+
+impl Standard {
+    pub const ALL: [Standard; 4] = [Standard::Gpt2, Standard::Llama3, Standard::Cl100k, Standard::O200k];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Standard::Gpt2 => "gpt2",
+            Standard::Llama3 => "llama3",
+            Standard::Cl100k => "cl100k",
+            Standard::O200k => "o200k",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Standard> {
+        Standard::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    fn encoding(self) -> &'static tiktoken::CoreBpe {
+        let name = match self {
+            Standard::Gpt2 => "r50k_base",
+            Standard::Llama3 => "llama3",
+            Standard::Cl100k => "cl100k_base",
+            Standard::O200k => "o200k_base",
+        };
+        tiktoken::get_encoding(name).expect("the tiktoken crate ships this encoding")
+    }
+
+    /// One more than the largest token id, special tokens included.
+    pub fn vocab_size(self) -> usize {
+        match self {
+            Standard::Gpt2 => 50_257,
+            Standard::Llama3 => 128_256,
+            Standard::Cl100k => 100_277,
+            Standard::O200k => 200_019,
+        }
+    }
+
+    /// The special token that goes before each document: `<|endoftext|>`, or Llama 3's
+    /// `<|begin_of_text|>`.
+    pub fn separator(self) -> u32 {
+        match self {
+            Standard::Gpt2 => 50_256,
+            Standard::Llama3 => 128_000,
+            Standard::Cl100k => 100_257,
+            Standard::O200k => 199_999,
+        }
+    }
+}
+
+/// A Hugging Face tokenizer: the text of its `tokenizer.json` (what a run stores) and the
+/// tokenizer parsed from it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "HuggingFaceFile", into = "HuggingFaceFile")]
+pub struct HuggingFace {
+    json: Arc<str>,
+    parsed: Arc<tokenizers::Tokenizer>,
+    vocab_size: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HuggingFaceFile {
+    json: String,
+}
+
+/// Special tokens that mark a document's end or start, in the order they are looked for.
+const SEPARATOR_NAMES: [&str; 6] = ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|begin_of_text|>", "<s>"];
+
+impl HuggingFace {
+    /// Parses a `tokenizer.json`'s text.
+    pub fn from_json(json: &str) -> Result<HuggingFace> {
+        let parsed = tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| anyhow!("not a Hugging Face tokenizer.json: {e}"))?;
+        let vocab_size = parsed.get_vocab(true).values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        if vocab_size == 0 || vocab_size > MAX_VOCAB {
+            return Err(anyhow!("the Hugging Face tokenizer has {vocab_size} tokens; moegrad takes 1 to {MAX_VOCAB}"));
+        }
+        Ok(HuggingFace { json: json.into(), parsed: Arc::new(parsed), vocab_size })
+    }
+
+    /// Reads a `tokenizer.json` file.
+    pub fn from_file(path: &std::path::Path) -> Result<HuggingFace> {
+        let json = std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read the tokenizer {}: {e}", path.display()))?;
+        HuggingFace::from_json(&json).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The file's text, to write beside shards.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    fn separator(&self) -> Option<u32> {
+        SEPARATOR_NAMES.iter().find_map(|name| self.parsed.token_to_id(name))
+    }
+}
+
+impl TryFrom<HuggingFaceFile> for HuggingFace {
+    type Error = anyhow::Error;
+    fn try_from(file: HuggingFaceFile) -> Result<HuggingFace> {
+        HuggingFace::from_json(&file.json)
+    }
+}
+
+impl From<HuggingFace> for HuggingFaceFile {
+    fn from(t: HuggingFace) -> HuggingFaceFile {
+        HuggingFaceFile { json: t.json.to_string() }
+    }
+}
+
+impl PartialEq for HuggingFace {
+    fn eq(&self, other: &HuggingFace) -> bool {
+        self.json == other.json
+    }
+}
+
+impl std::fmt::Debug for HuggingFace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HuggingFace({} tokens, {} bytes of JSON)", self.vocab_size, self.json.len())
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -17,6 +170,11 @@ pub enum Tokenizer {
     Bpe {
         merges: Vec<(u32, u32)>,
     },
+    Tiktoken {
+        encoding: Standard,
+    },
+    #[serde(rename = "huggingface")]
+    HuggingFace(HuggingFace),
 }
 
 /// Text pieces BPE merges within: a word with its leading space, a run of digits, of
@@ -128,16 +286,49 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// One more than the largest token id the tokenizer produces.
     pub fn vocab_size(&self) -> usize {
         match self {
             Tokenizer::Bytes => 256,
             Tokenizer::Bpe { merges } => 256 + merges.len(),
+            Tokenizer::Tiktoken { encoding } => encoding.vocab_size(),
+            Tokenizer::HuggingFace(t) => t.vocab_size,
         }
     }
 
-    pub fn encode(&self, text: &str) -> Vec<u32> {
+    /// The vocabulary a model for this tokenizer has: `vocab_size` padded up to a multiple
+    /// of `VOCAB_PADDING`.
+    pub fn model_vocab(&self) -> usize {
+        padded_vocab(self.vocab_size())
+    }
+
+    /// What the tokenizer is, for messages: `gpt2`, `bpe (512 tokens)`, ...
+    pub fn describe(&self) -> String {
         match self {
+            Tokenizer::Bytes => "byte".to_string(),
+            Tokenizer::Bpe { merges } => format!("bpe ({} tokens)", 256 + merges.len()),
+            Tokenizer::Tiktoken { encoding } => encoding.name().to_string(),
+            Tokenizer::HuggingFace(t) => format!("a Hugging Face tokenizer ({} tokens)", t.vocab_size),
+        }
+    }
+
+    /// The token that goes before every document of a shard corpus; the byte tokenizer and
+    /// moegrad's own BPE have none.
+    pub fn separator(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Bytes | Tokenizer::Bpe { .. } => None,
+            Tokenizer::Tiktoken { encoding } => Some(encoding.separator()),
+            Tokenizer::HuggingFace(t) => t.separator(),
+        }
+    }
+
+    /// The token ids of `text`; special tokens written in the text are ordinary text (as
+    /// tiktoken's `encode_ordinary`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(match self {
             Tokenizer::Bytes => text.bytes().map(u32::from).collect(),
+            Tokenizer::Tiktoken { encoding } => encoding.encoding().encode(text),
+            Tokenizer::HuggingFace(t) => t.parsed.encode_fast(text, false).map_err(|e| anyhow!("the Hugging Face tokenizer failed: {e}"))?.get_ids().to_vec(),
             Tokenizer::Bpe { merges } => {
                 let rank: HashMap<(u32, u32), u32> = merges.iter().enumerate().map(|(i, &p)| (p, i as u32)).collect();
                 let mut cache: HashMap<&str, Vec<u32>> = HashMap::new();
@@ -155,26 +346,38 @@ impl Tokenizer {
                 }
                 out
             }
-        }
+        })
     }
 
-    /// The bytes of every token.
-    fn token_bytes(&self) -> Vec<Vec<u8>> {
+    /// The bytes of every token of the byte tokenizer or a BPE.
+    fn token_bytes(merges: &[(u32, u32)]) -> Vec<Vec<u8>> {
         let mut table: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-        if let Tokenizer::Bpe { merges } = self {
-            for &(a, b) in merges {
-                let joined = [table[a as usize].clone(), table[b as usize].clone()].concat();
-                table.push(joined);
-            }
+        for &(a, b) in merges {
+            let joined = [table[a as usize].clone(), table[b as usize].clone()].concat();
+            table.push(joined);
         }
         table
     }
 
+    /// The bytes `ids` stand for (ids beyond the vocabulary stand for none; a Hugging Face
+    /// tokenizer's are its decoded text).
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        let merges: &[(u32, u32)] = match self {
+            Tokenizer::Bytes => &[],
+            Tokenizer::Bpe { merges } => merges,
+            Tokenizer::Tiktoken { encoding } => return encoding.encoding().decode(ids),
+            Tokenizer::HuggingFace(t) => {
+                let known: Vec<u32> = ids.iter().copied().filter(|&i| (i as usize) < t.vocab_size).collect();
+                return t.parsed.decode(&known, false).unwrap_or_default().into_bytes();
+            }
+        };
+        let table = Tokenizer::token_bytes(merges);
+        ids.iter().flat_map(|&i| table.get(i as usize).cloned().unwrap_or_default()).collect()
+    }
+
     /// Text of `ids`; invalid UTF-8 (a token cut mid-character) becomes U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let table = self.token_bytes();
-        let bytes: Vec<u8> = ids.iter().flat_map(|&i| table.get(i as usize).cloned().unwrap_or_default()).collect();
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8_lossy(&self.decode_bytes(ids)).into_owned()
     }
 }
 
@@ -187,7 +390,7 @@ mod tests {
     #[test]
     fn bytes_round_trip() {
         let t = Tokenizer::Bytes;
-        assert_eq!(t.decode(&t.encode(TEXT)), TEXT);
+        assert_eq!(t.decode(&t.encode(TEXT).unwrap()), TEXT);
         assert_eq!(t.vocab_size(), 256);
     }
 
@@ -196,7 +399,7 @@ mod tests {
         let corpus = TEXT.repeat(20);
         let t = Tokenizer::train_bpe(&corpus, 300);
         assert_eq!(t.vocab_size(), 300);
-        let ids = t.encode(TEXT);
+        let ids = t.encode(TEXT).unwrap();
         assert!(ids.len() < TEXT.len() / 2, "{} tokens for {} bytes", ids.len(), TEXT.len());
         assert_eq!(t.decode(&ids), TEXT);
         assert_eq!(Tokenizer::train_bpe(&corpus, 300), t, "training is deterministic");
@@ -209,6 +412,34 @@ mod tests {
         assert!(forward.validate().unwrap_err().contains("merge 1 joins (256, 300)"));
         let doubling = Tokenizer::Bpe { merges: (0..20).map(|i| if i == 0 { (65, 65) } else { (255 + i, 255 + i) }).collect() };
         assert!(doubling.validate().unwrap_err().contains("bytes, more than"));
+    }
+
+    /// Published ids: GPT-2's from its `encoder.json` (as the issue quotes them), cl100k's
+    /// and o200k's from OpenAI's tiktoken, Llama 3's from Meta's tokenizer (which shares
+    /// cl100k's first 100k tokens).
+    #[test]
+    fn standard_tokenizers_give_the_published_ids() {
+        let cases: [(Standard, &str, &[u32]); 5] = [
+            (Standard::Gpt2, "Hello world", &[15496, 995]),
+            (Standard::Cl100k, "hello world", &[15339, 1917]),
+            (Standard::Cl100k, "Hello world", &[9906, 1917]),
+            (Standard::Llama3, "Hello world", &[9906, 1917]),
+            (Standard::O200k, "hello world", &[24912, 2375]),
+        ];
+        for (encoding, text, ids) in cases {
+            let t = Tokenizer::Tiktoken { encoding };
+            assert_eq!(t.encode(text).unwrap(), ids, "{} {text:?}", encoding.name());
+            assert_eq!(t.decode(ids), text);
+            let special = t.separator().unwrap();
+            assert!((special as usize) < t.vocab_size() && t.vocab_size() <= t.model_vocab() && t.model_vocab().is_multiple_of(VOCAB_PADDING));
+        }
+        assert_eq!(Tokenizer::Tiktoken { encoding: Standard::Gpt2 }.model_vocab(), 50_304, "as nanoGPT pads it");
+        let gpt2 = Tokenizer::Tiktoken { encoding: Standard::Gpt2 };
+        assert!(!gpt2.encode("<|endoftext|>").unwrap().contains(&50256), "special tokens in text are ordinary text");
+        assert_eq!(gpt2.decode(&[50256]), "<|endoftext|>");
+        let json = serde_json::to_string(&gpt2).unwrap();
+        assert_eq!(json, r#"{"kind":"tiktoken","encoding":"gpt2"}"#);
+        assert_eq!(serde_json::from_str::<Tokenizer>(&json).unwrap(), gpt2);
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Fuzzing, bounded so that CI runs it on every change: thousands of generated inputs for
-//! the three readers of untrusted bytes (the config loader, the checkpoint loader and the
-//! tokenizer a checkpoint carries). Each must answer Ok or an error: never panic, never
-//! hang, and never make an allocation larger than `LARGEST_ALLOCATION`, which this binary
-//! checks with an allocator that notes each thread's largest request.
+//! the readers of untrusted bytes (the config loader, the checkpoint loader, the tokenizer
+//! a checkpoint carries, and the token shard reader). Each must answer Ok or an error:
+//! never panic, never hang, and never make an allocation larger than `LARGEST_ALLOCATION`,
+//! which this binary checks with an allocator that notes each thread's largest request.
 //!
 //! A test binary of its own, so that no other test's allocations are counted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use moegrad::data::shards::Shard;
 use moegrad::models::Transformer;
 use moegrad::ops::{AdamW, AdamWConfig};
 use moegrad::research::accounting::account;
@@ -187,6 +188,27 @@ proptest! {
                 let _ = tokenizer.encode(&text);
             }
         });
+    }
+
+    #[test]
+    fn shard_files_are_checked_before_a_token_is_read(
+        magic in prop_oneof![Just(20240520i32), any::<i32>()],
+        version in -1i32..4,
+        count in prop_oneof![0i32..40, any::<i32>()],
+        body in prop::collection::vec(any::<u8>(), 0..80),
+        header_len in prop_oneof![Just(1024usize), 0usize..1100],
+    ) {
+        let mut header: Vec<u8> = [magic, version, count].iter().flat_map(|i| i.to_le_bytes()).collect();
+        header.resize(1024, 0);
+        header.truncate(header_len);
+        let path = std::env::temp_dir().join(format!("moegrad-fuzz-shard-{}-{:?}.bin", std::process::id(), std::thread::current().id()));
+        std::fs::write(&path, [header, body].concat()).unwrap();
+        bounded("shard", || {
+            if let Ok(shard) = Shard::open(&path) {
+                let _ = shard.read(0, shard.len() as usize);
+            }
+        });
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

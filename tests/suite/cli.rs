@@ -128,3 +128,23 @@ fn a_checkpoint_with_a_broken_tokenizer_is_refused_by_sample() {
     let e = refused(&["sample", "--checkpoint", path.to_str().unwrap()]);
     assert!(e.contains("tokenizer is invalid") && e.contains("merge 0 joins (9, 999)"), "{e}");
 }
+
+#[test]
+fn data_prepare_and_inspect_at_the_terminal() {
+    let dir = scratch("cli-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("plays.txt");
+    std::fs::write(&text, &moegrad::train::data::BUNDLED_CORPUS[..60_000]).unwrap();
+    let out = dir.join("shards");
+    let (text, out) = (text.to_str().unwrap(), out.to_str().unwrap());
+    assert!(refused(&["data", "prepare", "--tokenizer", "gpt3", "--out", out, text]).contains("expected byte, bpe, gpt2"));
+    assert!(refused(&["data", "prepare", "--out", out, "no-such.txt"]).contains("no-such.txt does not exist"));
+    let prepared = moegrad(&["data", "prepare", "--tokenizer", "gpt2", "--out", out, "--val-tokens", "2000", text]);
+    let stdout = String::from_utf8_lossy(&prepared.stdout);
+    assert!(prepared.status.success() && stdout.contains("2000 val tokens") && stdout.contains("complete"), "{stdout}");
+    assert!(refused(&["data", "prepare", "--out", out, text]).contains("--resume to finish an unfinished prepare, or --force"));
+    let inspected = moegrad(&["data", "inspect", out, "--tokens", "8"]);
+    let stdout = String::from_utf8_lossy(&inspected.stdout);
+    assert!(inspected.status.success() && stdout.contains("tokenizer gpt2") && stdout.contains("<|endoftext|>HAMLET"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use rand::Rng;
@@ -69,8 +69,17 @@ fn a_run_killed_twenty_times_ends_bit_for_bit_as_an_uninterrupted_one() {
     while kills < 20 {
         let resume = killed.join(CHECKPOINT_FILE).exists();
         resumes += resume as usize;
+        let spawned = SystemTime::now();
         let mut child = trainer(&killed, resume).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(r.random_range(200..1400)));
+        // Wait for the child's first checkpoint of its own, so that every kill lands in a
+        // run that is making progress, however slow the machine is to start one; then
+        // kill at a random moment of the steps (and checkpoint writes) after it.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let wrote = || std::fs::metadata(killed.join(CHECKPOINT_FILE)).and_then(|m| m.modified()).is_ok_and(|m| m > spawned);
+        while !wrote() && child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(r.random_range(0..400)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod common;
 mod crash;
+mod data;
 mod device;
 mod elementwise;
 mod embedding;

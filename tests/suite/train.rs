@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use moegrad::data::Tokens;
 use moegrad::research::accounting::account;
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::train::config::RunConfig;
@@ -224,7 +225,7 @@ fn bpe_runs_on_a_folder_and_sampling_continues_a_prompt() {
         .unwrap();
     let ckpt = Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap();
     assert_eq!(ckpt.meta.tokenizer.vocab_size(), 300);
-    assert!(out.join("tokenizer.json").exists());
+    assert!(out.join(moegrad::train::tokenizer::TOKENIZER_FILE).exists());
     let model =
         moegrad::models::Transformer::new(&device(), &ckpt.meta.config.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
     ckpt.restore(&model, None).unwrap();
@@ -278,17 +279,18 @@ fn sampling_goes_past_the_context_to_the_tokens_asked_for() {
 fn scoring_all_tokens_is_independent_of_the_batch() {
     let cfg = tiny(&["model.vocab_size=256", "model.context=16"]);
     let model = moegrad::models::Transformer::new(&device(), &cfg.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4)).unwrap();
-    let tokens: Vec<u32> = moegrad::train::data::BUNDLED_CORPUS.bytes().take(16 * 9 + 6).map(u32::from).collect();
+    let ids: Vec<u32> = moegrad::train::data::BUNDLED_CORPUS.bytes().take(16 * 9 + 6).map(u32::from).collect();
+    let tokens = Tokens::in_memory("test", ids.clone(), 256);
     let scores: Vec<moegrad::train::Score> =
         [1, 3, 4].iter().map(|&b| moegrad::train::score_all(&device(), &model, &tokens, b, None, |_, _| {}).unwrap()).collect();
     for s in &scores {
-        assert_eq!((s.tokens, s.windows), (tokens.len() - 1, 10), "{s:?}");
+        assert_eq!((s.tokens, s.windows), (ids.len() - 1, 10), "{s:?}");
         assert!((s.loss - scores[0].loss).abs() < 1e-5, "{s:?} vs {:?}", scores[0]);
     }
-    let limited = moegrad::train::score_all(&device(), &model, &tokens, 3, Some(2), |_, _| {}).unwrap();
+    let limited = moegrad::train::score_all(&device(), &model, &tokens, 3, Some(6), |_, _| {}).unwrap();
     assert_eq!((limited.tokens, limited.windows), (6 * 16, 6));
     // The first window alone, scored by both.
-    let first = moegrad::train::score_all(&device(), &model, &tokens[..17], 1, None, |_, _| {}).unwrap();
-    let estimate = moegrad::train::evaluate(&device(), &model, &tokens[..18], 1, 1).unwrap();
+    let first = moegrad::train::score_all(&device(), &model, &Tokens::in_memory("test", ids[..17].to_vec(), 256), 1, None, |_, _| {}).unwrap();
+    let estimate = moegrad::train::evaluate(&device(), &model, &Tokens::in_memory("test", ids[..18].to_vec(), 256), 1, 1).unwrap();
     assert!((first.loss - estimate as f64).abs() < 1e-5, "{first:?} vs {estimate}");
 }

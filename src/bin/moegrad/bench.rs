@@ -4,12 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use moegrad::bench::data::run_data_suite;
 use moegrad::bench::table::{load_references, side_by_side, SavedReport};
 use moegrad::bench::{run, Options, Scale, Suite};
 use moegrad::Device;
 
 /// Benchmark suites, timed with GPU timestamp queries: `pytorch` (the workloads of the
-/// PyTorch comparison; see benches/pytorch_reference.py) or `kernels`.
+/// PyTorch comparison; see benches/pytorch_reference.py) or `kernels`; or `data`, on the
+/// CPU: tokenization and shard-loader throughput (see benches/tiktoken_prepare.py).
 #[derive(Args)]
 pub struct BenchArgs {
     /// Which workloads to run.
@@ -51,6 +53,9 @@ impl BenchArgs {
             println!("{}", side_by_side(&SavedReport::load(&path)?, &path.display().to_string(), &references));
             return Ok(());
         }
+        if suite == Suite::Data {
+            return data_suite(iters, json);
+        }
         let device = Device::new()?;
         let scale = match scale {
             Some(scale) => scale,
@@ -88,4 +93,18 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+fn data_suite(iters: usize, json: bool) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("moegrad-bench-data-{}", std::process::id()));
+    let results = run_data_suite(&scratch, iters)?;
+    if json {
+        println!("{}", serde_json::to_string(&serde_json::json!({"suite": "data", "results": results}))?);
+        return Ok(());
+    }
+    println!("data on the CPU ({} threads; best of {iters})", rayon::current_num_threads());
+    for r in &results {
+        println!("  {:<44} {:>14.1} {:<9} {}", r.key, r.value, r.unit, r.note);
+    }
+    Ok(())
 }

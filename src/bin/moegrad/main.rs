@@ -3,6 +3,7 @@
 
 mod bench;
 mod compare;
+mod data;
 mod demo;
 mod devices;
 mod eval;
@@ -33,6 +34,7 @@ struct Cli {
 enum Command {
     Devices(devices::DevicesArgs),
     Train(train::TrainArgs),
+    Data(data::DataArgs),
     Eval(eval::EvalArgs),
     Sample(sample::SampleArgs),
     Compare(compare::CompareArgs),
@@ -53,6 +55,7 @@ fn main() {
     let result = match Cli::parse().command {
         Command::Devices(a) => a.run(),
         Command::Train(a) => a.run(),
+        Command::Data(a) => a.run(),
         Command::Eval(a) => a.run(),
         Command::Sample(a) => a.run(),
         Command::Compare(a) => a.run(),

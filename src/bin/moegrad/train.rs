@@ -19,10 +19,11 @@ pub struct TrainArgs {
     /// Override a config key, e.g. --set model.ffn=topk --set train.steps=100.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Training text: a file or a folder of .txt files (default: bundled Shakespeare).
+    /// Training data: a text file, a folder of .txt files, or a shard folder from `moegrad
+    /// data prepare` or llm.c (default: bundled Shakespeare).
     #[arg(long)]
     data: Option<String>,
-    /// Folder for checkpoint.safetensors, metrics.jsonl, config.toml, tokenizer.json.
+    /// Folder for checkpoint.safetensors, metrics.jsonl, config.toml, moegrad-tokenizer.json.
     #[arg(long)]
     out: PathBuf,
     /// Continue from the checkpoint in --out.
@@ -71,13 +72,14 @@ impl TrainArgs {
         };
         let s = train(&device, TrainOptions { config, out: out.clone(), start, quiet, stop_after })?;
         println!(
-            "done: {} steps of a {:.2}M-parameter model, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB",
+            "done: {} steps of a {:.2}M-parameter model, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB on the device{}",
             s.steps,
             s.params as f64 / 1e6,
             s.final_train_loss,
             s.final_eval_loss,
             s.initial_eval_loss,
-            s.peak_memory_mib
+            s.peak_memory_mib,
+            s.peak_host_mib.map_or(String::new(), |m| format!(", {m:.0} MiB on the host"))
         );
         let files: Vec<String> = s.files.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
         println!("wrote in {}: {}", out.display(), files.join(", "));
