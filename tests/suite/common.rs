@@ -27,6 +27,37 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A Default-MoE transformer small enough for a fraction of a second a step on lavapipe,
+/// as `--set` strings.
+pub const TINY_DEFAULT_MOE: [&str; 10] = [
+    "model.d_model=16",
+    "model.layers=1",
+    "model.heads=2",
+    "model.context=16",
+    "model.ffn=\"default\"",
+    "model.moe.experts=2",
+    "model.moe.top_k=1",
+    "model.moe.expert_hidden=16",
+    "train.batch_size=4",
+    "train.warmup=0",
+];
+
+/// A run config from `--set` strings: `base`, then `extra` (a later key wins).
+pub fn config_from_sets(base: &[&str], extra: &[&str]) -> moegrad::train::config::RunConfig {
+    let sets: Vec<String> = base.iter().chain(extra).map(|s| s.to_string()).collect();
+    moegrad::train::config::RunConfig::load(None, &sets).unwrap()
+}
+
+/// Trains `config` into `out` on the suite's device, without output.
+pub fn train_quietly(
+    config: moegrad::train::config::RunConfig,
+    out: &std::path::Path,
+    start: moegrad::train::run_folder::Start,
+    stop_after: Option<u64>,
+) -> anyhow::Result<moegrad::train::TrainSummary> {
+    moegrad::train::train(&device(), moegrad::train::TrainOptions { config, out: out.to_path_buf(), start, quiet: true, stop_after })
+}
+
 /// The suite's shared device (pipelines compile once; each test thread has its own tape).
 pub fn device() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();

@@ -11,24 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use rand::Rng;
 
-use crate::common::{rng, scratch};
+use crate::common::{rng, scratch, TINY_DEFAULT_MOE};
 
 const STEPS: &str = "train.steps=150";
-const CONFIG: [&str; 13] = [
-    "model.d_model=16",
-    "model.layers=1",
-    "model.heads=2",
-    "model.context=16",
-    "model.ffn=\"default\"",
-    "model.moe.experts=2",
-    "model.moe.top_k=1",
-    "model.moe.expert_hidden=16",
-    "train.batch_size=4",
-    "train.warmup=0",
-    "train.eval_every=40",
-    "train.checkpoint_every=1",
-    "train.keep_checkpoints=2",
-];
+const CONFIG: [&str; 3] = ["train.eval_every=40", "train.checkpoint_every=1", "train.keep_checkpoints=2"];
 
 fn trainer(out: &Path, resume: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_moegrad"));
@@ -38,7 +24,7 @@ fn trainer(out: &Path, resume: bool) -> Command {
     } else {
         // A child killed before its first checkpoint leaves a run with nothing to keep.
         cmd.arg("--force");
-        for set in CONFIG.iter().chain([&STEPS]) {
+        for set in TINY_DEFAULT_MOE.iter().chain(&CONFIG).chain([&STEPS]) {
             cmd.args(["--set", set]);
         }
     }

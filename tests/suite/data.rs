@@ -15,9 +15,8 @@ use moegrad::train::config::{RunConfig, TokenizerKind};
 use moegrad::train::data::BUNDLED_CORPUS;
 use moegrad::train::run_folder::Start;
 use moegrad::train::tokenizer::{HuggingFace, Standard, Tokenizer};
-use moegrad::train::{train, TrainOptions, TrainSummary};
 
-use crate::common::{device, scratch};
+use crate::common::{config_from_sets, scratch, train_quietly as run};
 
 fn options(tokenizer: &str, out: &Path, inputs: Vec<PathBuf>) -> PrepareOptions {
     PrepareOptions {
@@ -41,7 +40,8 @@ fn corpus_file(dir: &Path) -> PathBuf {
 }
 
 fn tiny(data: &Path, extra: &[&str]) -> RunConfig {
-    let mut sets: Vec<String> = [
+    let data = format!("data.path={}", toml::Value::String(data.display().to_string()));
+    let base = [
         "model.d_model=16",
         "model.layers=1",
         "model.heads=2",
@@ -52,17 +52,9 @@ fn tiny(data: &Path, extra: &[&str]) -> RunConfig {
         "train.eval_batches=1",
         "train.eval_every=0",
         "train.log_every=1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.push(format!("data.path={}", toml::Value::String(data.display().to_string())));
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    RunConfig::load(None, &sets).unwrap()
-}
-
-fn run(config: RunConfig, out: &Path, start: Start, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
-    train(&device(), TrainOptions { config, out: out.to_path_buf(), start, quiet: true, stop_after })
+        &data,
+    ];
+    config_from_sets(&base, extra)
 }
 
 /// An llm.c shard, written byte by byte as llm.c's `write_datafile` does.
@@ -284,26 +276,18 @@ fn bad_data_is_refused_naming_the_file_and_the_fault() {
 /// The process's peak resident memory training from the shard folder `data`, reported by
 /// a child `moegrad train` (a process of its own, so no other test's memory counts).
 fn peak_host_mib(data: &Path, out: &Path) -> f64 {
-    let args = [
-        "--set",
+    let sets = [
         "model.d_model=16",
-        "--set",
         "model.layers=1",
-        "--set",
         "model.heads=2",
-        "--set",
         "model.context=16",
-        "--set",
         "train.steps=3",
-        "--set",
         "train.batch_size=4",
-        "--set",
         "train.eval_batches=1",
-        "--set",
         "train.warmup=0",
-        "--set",
         "data.tokenizer=\"byte\"",
     ];
+    let args: Vec<&str> = sets.iter().flat_map(|s| ["--set", s]).collect();
     let run = Command::new(env!("CARGO_BIN_EXE_moegrad"))
         .args(["train", "--quiet", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .args(args)

@@ -11,38 +11,15 @@ use moegrad::research::compare::{compare, CompareOptions};
 use moegrad::train::checkpoint::{self, Checkpoint, BEST_FILE, CHECKPOINT_FILE};
 use moegrad::train::config::RunConfig;
 use moegrad::train::run_folder::{RunFolder, Start};
-use moegrad::train::{train, TrainOptions, TrainSummary};
 use moegrad::Module;
 use rand::SeedableRng;
 use safetensors::SafeTensors;
 
-use crate::common::{device, scratch};
+use crate::common::{config_from_sets, device, scratch, train_quietly as run, TINY_DEFAULT_MOE};
 
 fn tiny(extra: &[&str]) -> RunConfig {
-    let mut sets: Vec<String> = [
-        "model.d_model=16",
-        "model.layers=1",
-        "model.heads=2",
-        "model.context=16",
-        "model.ffn=\"default\"",
-        "model.moe.experts=2",
-        "model.moe.top_k=1",
-        "model.moe.expert_hidden=16",
-        "train.batch_size=4",
-        "train.warmup=0",
-        "train.eval_batches=1",
-        "train.log_every=1",
-        "train.eval_every=0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    RunConfig::load(None, &sets).unwrap()
-}
-
-fn run(config: RunConfig, out: &Path, start: Start, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
-    train(&device(), TrainOptions { config, out: out.to_path_buf(), start, quiet: true, stop_after })
+    let base = [&TINY_DEFAULT_MOE[..], &["train.eval_batches=1", "train.log_every=1", "train.eval_every=0"]].concat();
+    config_from_sets(&base, extra)
 }
 
 /// Every file of a folder with its bytes (the lock file aside).

@@ -1,8 +1,6 @@
 //! The trainer end to end on tiny models: learning, exact resume, NaN stop, checkpoint and
 //! config errors, sampling, BPE.
 
-use std::path::Path;
-
 use moegrad::data::Tokens;
 use moegrad::research::accounting::account;
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
@@ -10,14 +8,14 @@ use moegrad::train::config::RunConfig;
 use moegrad::train::data::load_text;
 use moegrad::train::run_folder::Start;
 use moegrad::train::sample::{generate, SampleOptions};
-use moegrad::train::{train, TrainOptions, TrainSummary};
+use moegrad::train::{train, TrainOptions};
 use moegrad::Device;
 
-use crate::common::{device, scratch};
+use crate::common::{config_from_sets, device, scratch, train_quietly as run};
 
 /// A model small enough for a few seconds of lavapipe.
 fn tiny(extra: &[&str]) -> RunConfig {
-    let mut sets: Vec<String> = [
+    let base = [
         "model.d_model=32",
         "model.layers=1",
         "model.heads=2",
@@ -33,16 +31,8 @@ fn tiny(extra: &[&str]) -> RunConfig {
         "train.eval_batches=2",
         "train.log_every=5",
         "train.eval_every=0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    RunConfig::load(None, &sets).unwrap()
-}
-
-fn run(config: RunConfig, out: &Path, start: Start, stop_after: Option<u64>) -> anyhow::Result<TrainSummary> {
-    train(&device(), TrainOptions { config, out: out.to_path_buf(), start, quiet: true, stop_after })
+    ];
+    config_from_sets(&base, extra)
 }
 
 #[test]
