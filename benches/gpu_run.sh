@@ -41,6 +41,9 @@ for s in "$@"; do
         units) step units 120 .dev/models_tests ;;
         pytorch) step pytorch 240 .dev/moegrad bench --suite pytorch --json ;;
         kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
+        # One rank: the read-back and upload of the d512 LM's gradients and what the buckets hide
+        # (two ranks need Open MPI on the machine).
+        dist) step dist 120 .dev/moegrad bench --suite dist --iters 10 ;;
         # The two goals still open: softmax and the router, with subgroup paths and
         # without (MOEGRAD_SUBGROUPS=off), and with .dev/moegrad-base, a build of an
         # earlier commit, for a before/after in the same session (RMSNorm, cross-entropy,

@@ -23,6 +23,7 @@
 pub mod bench;
 pub mod data;
 pub mod demo;
+pub mod dist;
 pub mod durable;
 pub mod research;
 pub mod train;

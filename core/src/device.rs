@@ -118,6 +118,25 @@ impl Device {
         Device::with_adapter(wanted.as_deref())
     }
 
+    /// The adapter for the `local_rank`-th process on a node of data-parallel training:
+    /// the `local_rank`-th discrete GPU modulo their number (several ranks share a GPU
+    /// when there are fewer), or the best adapter where there is no discrete GPU.
+    /// `$MOEGRAD_ADAPTER` still decides when set.
+    pub fn for_local_rank(local_rank: usize) -> Result<Device> {
+        if std::env::var(ADAPTER_ENV).is_ok_and(|s| !s.is_empty()) {
+            return Device::new();
+        }
+        let mut adapters = all_adapters();
+        adapters.sort_by_key(|a| preference(&a.get_info()));
+        let discrete = adapters.iter().filter(|a| a.get_info().device_type == wgpu::DeviceType::DiscreteGpu).count();
+        match (discrete, adapters.is_empty()) {
+            (_, true) => Err(Error::NoAdapter),
+            (0, false) => Device::open(adapters.swap_remove(0)),
+            // Discrete GPUs sort first.
+            (n, false) => Device::open(adapters.swap_remove(local_rank % n)),
+        }
+    }
+
     /// Opens the best adapter whose name contains `name` (case-insensitive), or the best
     /// adapter overall when `name` is `None`.
     pub fn with_adapter(name: Option<&str>) -> Result<Device> {

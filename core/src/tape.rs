@@ -3,7 +3,7 @@
 //! Every differentiable op that touches a tracked tensor appends an entry (its output id,
 //! its inputs, and a closure that maps the output's gradient to the inputs' gradients).
 //! `backward` walks the tape from the newest entry to the oldest, summing gradients per
-//! tensor, and adds the parameters' totals to their `grad()`. It consumes the tape, so
+//! tensor, and adds each parameter's total to its `grad()` once no older entry reads it. It consumes the tape, so
 //! the activations the closures saved are freed with it.
 //!
 //! The tape and the grad switch are per thread, like PyTorch's grad mode.
@@ -81,60 +81,84 @@ pub fn record_multi(op: &'static str, outputs: &[&Tensor], inputs: &[&Tensor], b
 impl Tensor {
     /// Backpropagates from this scalar loss.
     pub fn backward(&self) {
+        self.backward_reporting(&mut |_| {});
+    }
+
+    /// Backpropagates from this scalar loss, calling `on_final` with each parameter as soon
+    /// as its `grad()` is complete (no op left on the tape uses it), while the rest of the
+    /// backward pass is still to be recorded: data-parallel training starts sending a
+    /// bucket of gradients then, hiding the transfer behind the remaining work.
+    pub fn backward_reporting(&self, on_final: &mut dyn FnMut(&Tensor)) {
         assert_eq!(self.numel(), 1, "backward: the loss must have one element, got shape {:?}", self.shape());
         let seed = Tensor::output_full(self.device(), self.shape(), 1.0, "backward");
-        self.backward_with(&seed);
+        self.backward_with_reporting(&seed, on_final);
     }
 
     /// Backpropagates with `grad` as this tensor's gradient (vector-Jacobian product).
     pub fn backward_with(&self, grad: &Tensor) {
+        self.backward_with_reporting(grad, &mut |_| {});
+    }
+
+    fn backward_with_reporting(&self, grad: &Tensor, on_final: &mut dyn FnMut(&Tensor)) {
         assert_eq!(grad.shape(), self.shape(), "backward_with: gradient shape {:?} != tensor shape {:?}", grad.shape(), self.shape());
         let entries = TAPE.with(|t| std::mem::take(&mut *t.borrow_mut()));
         assert!(self.is_tracked(), "backward: this tensor depends on no parameter (made under no_grad, or from tensors without requires_grad)");
-        let mut grads: HashMap<TensorId, Tensor> = HashMap::from([(self.id(), grad.clone())]);
-        let mut params: HashMap<TensorId, Tensor> = HashMap::new();
-        if self.is_param() {
-            params.insert(self.id(), self.clone());
+        // A parameter's gradient is complete after the oldest entry that reads it.
+        let mut oldest_use: HashMap<TensorId, usize> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            for input in entry.inputs.iter().filter(|t| t.is_param()) {
+                oldest_use.entry(input.id()).or_insert(i);
+            }
         }
+        let mut grads: HashMap<TensorId, Tensor> = HashMap::from([(self.id(), grad.clone())]);
         no_grad(|| {
-            for entry in entries.into_iter().rev() {
+            for (i, entry) in entries.into_iter().enumerate().rev() {
                 let output_grads: SmallVec<[Option<Tensor>; 2]> = entry.outputs.iter().map(|id| grads.remove(id)).collect();
-                if output_grads.iter().all(Option::is_none) {
-                    continue;
-                }
-                let input_grads = (entry.backward)(&output_grads);
-                assert_eq!(input_grads.len(), entry.inputs.len(), "{}: backward returned a wrong number of gradients", entry.op);
-                for (input, input_grad) in entry.inputs.iter().zip(input_grads) {
-                    let Some(input_grad) = input_grad.filter(|_| input.is_tracked()) else { continue };
-                    assert_eq!(
-                        input_grad.shape(),
-                        input.shape(),
-                        "{}: backward made a gradient of shape {:?} for an input of shape {:?}",
-                        entry.op,
-                        input_grad.shape(),
-                        input.shape()
-                    );
-                    if input.is_param() {
-                        params.entry(input.id()).or_insert_with(|| input.clone());
+                if output_grads.iter().any(Option::is_some) {
+                    let input_grads = (entry.backward)(&output_grads);
+                    assert_eq!(input_grads.len(), entry.inputs.len(), "{}: backward returned a wrong number of gradients", entry.op);
+                    for (input, input_grad) in entry.inputs.iter().zip(input_grads) {
+                        let Some(input_grad) = input_grad.filter(|_| input.is_tracked()) else { continue };
+                        assert_eq!(
+                            input_grad.shape(),
+                            input.shape(),
+                            "{}: backward made a gradient of shape {:?} for an input of shape {:?}",
+                            entry.op,
+                            input_grad.shape(),
+                            input.shape()
+                        );
+                        let total = match grads.remove(&input.id()) {
+                            Some(prev) => sum_grads(&prev, &input_grad),
+                            None => input_grad,
+                        };
+                        grads.insert(input.id(), total);
                     }
-                    let total = match grads.remove(&input.id()) {
-                        Some(prev) => sum_grads(&prev, &input_grad),
-                        None => input_grad,
-                    };
-                    grads.insert(input.id(), total);
+                }
+                for param in entry.inputs.iter().filter(|t| t.is_param() && oldest_use.get(&t.id()) == Some(&i)) {
+                    if let Some(g) = grads.remove(&param.id()) {
+                        accumulate(param, g);
+                        on_final(param);
+                    }
                 }
             }
-            for (id, param) in params {
-                if let Some(g) = grads.remove(&id) {
-                    let total = match param.grad() {
-                        Some(prev) => sum_grads(&prev, &g),
-                        None => g,
-                    };
-                    param.set_grad(total);
+            // A loss that is itself a parameter.
+            if self.is_param() {
+                if let Some(g) = grads.remove(&self.id()) {
+                    accumulate(self, g);
+                    on_final(self);
                 }
             }
         });
     }
+}
+
+/// Adds `g` to the parameter's `grad()`.
+fn accumulate(param: &Tensor, g: Tensor) {
+    let total = match param.grad() {
+        Some(prev) => sum_grads(&prev, &g),
+        None => g,
+    };
+    param.set_grad(total);
 }
 
 /// `a + b` for two gradients of one shape: the add op itself (recorded nowhere, since

@@ -5,10 +5,13 @@
 //! `y = sum_{i in A} g_i E_i(x)`. The Default MoE adds `sum_{i not in A} p_i D_i`, where
 //! D_i, expert i's running mean output, is a constant to autodiff: every router
 //! probability then gets a gradient while only k experts run. Each training forward pass
-//! returns the EMA update of D from this step's expert outputs (`MoeStats::new_defaults`);
-//! the training step applies it after the backward pass, which still needs the old D.
+//! returns the per-expert sums of this step's expert outputs (`MoeStats::output_sums`);
+//! the training step moves D by their EMA after the backward pass, which still needs the
+//! old D (data-parallel ranks add up their sums first).
 
-use moegrad_core::ops::{combine_slots, expert_output_ema, gather_slots, grouped_matmul, load_balancing_loss, plan_routing, route_with_stats, selection_mask};
+use moegrad_core::ops::{
+    combine_slots, expert_output_ema, expert_output_sums, gather_slots, grouped_matmul, load_balancing_loss, plan_routing, route_with_stats, selection_mask,
+};
 use moegrad_core::{no_grad, Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
@@ -33,15 +36,20 @@ pub struct MoeFfn {
 pub struct MoeStats {
     /// `[E]` fraction of routed slots that went to each expert.
     pub load: Tensor,
+    /// `[E]` the router probabilities' sums over this pass's tokens.
+    pub prob_sums: Tensor,
+    /// The tokens of this pass.
+    pub tokens: usize,
     /// Mean router entropy over tokens (nats).
     pub entropy: Tensor,
     /// `coef * E * sum_i f_i P_i`, when enabled.
     pub aux_loss: Option<Tensor>,
     /// `coef * mean(logsumexp(logits)^2)`, when enabled.
     pub z_loss: Option<Tensor>,
-    /// Default MoE in training: the default vectors updated by this pass's expert
-    /// outputs, for the step to make current once the backward pass is done.
-    pub new_defaults: Option<Tensor>,
+    /// Default MoE in training: `[E, d + 1]`, each expert's sum of its outputs in this
+    /// pass and their count (`expert_output_sums`), for `MoeFfn::apply` once the backward
+    /// pass is done.
+    pub output_sums: Option<Tensor>,
 }
 
 impl MoeFfn {
@@ -64,7 +72,7 @@ impl MoeFfn {
     }
 
     /// `x` `[tokens, d]` -> `[tokens, d]`. In training the Default MoE also returns the
-    /// update of its default vectors (`MoeStats::new_defaults`).
+    /// sums of its expert outputs, for the update of its defaults (`MoeStats::output_sums`).
     pub fn forward(&self, x: &Tensor, train: bool) -> (Tensor, MoeStats) {
         let c = &self.config;
         let (tokens, experts) = (x.shape()[0], c.experts);
@@ -74,28 +82,28 @@ impl MoeFfn {
         let hidden = activate(&grouped_matmul(&gather_slots(x, &plan), &self.w_in, &plan.offsets), c.activation);
         let expert_out = grouped_matmul(&hidden, &self.w_out, &plan.offsets); // [tokens * k, d], expert order
         let mut y = combine_slots(&expert_out, &routed.weights, &plan);
-        let mut new_defaults = None;
+        let mut output_sums = None;
         if self.kind == FfnKind::Default {
             let defaults = &self.defaults;
             let skipped = selection_mask(&routed.indices, experts).neg().add_scalar(1.0); // [tokens, E], constant
             let default_term = routed.probs.mul(&skipped).matmul(defaults);
             y = if c.default_backward_only { y.add(&default_term.sub(&default_term.detach())) } else { y.add(&default_term) };
             if train {
-                new_defaults = Some(no_grad(|| expert_output_ema(defaults, &expert_out, &plan.offsets, c.beta)));
+                output_sums = Some(no_grad(|| expert_output_sums(&expert_out, &plan.offsets)));
             }
         }
         let balance = load_balancing_loss(&routed.probs, &plan, c.aux_loss_coef);
-        let (load, aux_loss) = (balance.load, (c.aux_loss_coef > 0.0).then_some(balance.loss));
+        let (load, prob_sums, aux_loss) = (balance.load, balance.prob_sums, (c.aux_loss_coef > 0.0).then_some(balance.loss));
         let z_loss = (c.z_loss_coef > 0.0).then(|| router_stats.log_normalizer.square().sum_all().mul_scalar(c.z_loss_coef / tokens as f32));
         let entropy = no_grad(|| router_stats.entropy.mean_all());
-        (y, MoeStats { load, entropy, aux_loss, z_loss, new_defaults })
+        (y, MoeStats { load, prob_sums, tokens, entropy, aux_loss, z_loss, output_sums })
     }
 
-    /// Makes the default vectors a training pass returned (`MoeStats::new_defaults`)
-    /// current; nothing for a TopK layer or an evaluation pass.
+    /// Moves the default vectors by the EMA of the expert outputs a training pass summed
+    /// (`MoeStats::output_sums`); nothing for a TopK layer or an evaluation pass.
     pub fn apply(&mut self, stats: &MoeStats) {
-        if let Some(updated) = &stats.new_defaults {
-            self.defaults = updated.clone();
+        if let Some(sums) = &stats.output_sums {
+            self.defaults = no_grad(|| expert_output_ema(&self.defaults, sums, self.config.beta));
         }
     }
 }

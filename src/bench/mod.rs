@@ -4,6 +4,7 @@
 //! `benches/pytorch_reference.py` prints the same keys for PyTorch on the same GPU.
 
 pub mod data;
+pub mod dist;
 pub mod table;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -38,6 +39,8 @@ pub enum Suite {
     Kernels,
     /// Tokenization and the shard loader, on the CPU (`data.rs`).
     Data,
+    /// Data-parallel training's gradient exchange, under `mpirun` (`dist.rs`).
+    Dist,
 }
 
 impl Suite {
@@ -46,6 +49,7 @@ impl Suite {
             Suite::Pytorch => "pytorch",
             Suite::Kernels => "kernels",
             Suite::Data => "data",
+            Suite::Dist => "dist",
         }
     }
 }
@@ -323,18 +327,9 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
         Ok(())
     })?;
 
-    let (d, layers, batch, context, vocab) = if scale == Scale::Gpu { (512, 8, 16, 512, 50304) } else { (64, 2, 4, 64, 512) };
+    let (model_cfg, batch) = lm_step_model(scale);
+    let (d, layers, context, vocab) = (model_cfg.d_model, model_cfg.layers, model_cfg.context, model_cfg.vocab_size);
     let lm = r.input(|rng| {
-        let model_cfg = ModelConfig {
-            vocab_size: vocab,
-            d_model: d,
-            layers,
-            heads: d / 64,
-            context,
-            ffn: FfnKind::Topk,
-            moe: MoeConfig { experts: 8, top_k: 2, expert_hidden: 2 * d, ..MoeConfig::default() },
-            ..ModelConfig::default()
-        };
         let model = Transformer::new(&dev, &model_cfg, rng)?;
         let opt = RefCell::new(AdamW::new(&model, AdamWConfig::default())?);
         let ids: Vec<u32> = (0..batch * (context + 1)).map(|_| rng.random_range(0..vocab as u32)).collect();
@@ -350,7 +345,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
         let settings = StepSettings { lr: opt.borrow().config.lr, clip: 1.0, grad_accum: 1 };
         let f16 = dev.policy().precision == Precision::F16;
         let mut scaler = scaler.borrow_mut();
-        let out = train_step(&mut model.borrow_mut(), &mut opt.borrow_mut(), f16.then_some(&mut *scaler), settings, |_| Ok(batch.clone()))?;
+        let out = train_step(&mut model.borrow_mut(), &mut opt.borrow_mut(), f16.then_some(&mut *scaler), settings, None, |_| Ok(batch.clone()))?;
         done(out)
     };
     let lm_key = format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}");
@@ -373,6 +368,23 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
         dispatches_per_step: (after.dispatches - before.dispatches) as f64 / steps,
         step_memory_mib: (after.peak_bytes_in_use - before.bytes_in_use) as f64 / (1u64 << 20) as f64,
     }))
+}
+
+/// The MoE LM of the training-step workload (d512, 8 layers, 8 experts of width 1024, top
+/// 2, GPT-2's vocabulary at the GPU scale), and its batch in sequences.
+pub fn lm_step_model(scale: Scale) -> (ModelConfig, usize) {
+    let (d, layers, batch, context, vocab) = if scale == Scale::Gpu { (512, 8, 16, 512, 50304) } else { (64, 2, 4, 64, 512) };
+    let config = ModelConfig {
+        vocab_size: vocab,
+        d_model: d,
+        layers,
+        heads: d / 64,
+        context,
+        ffn: FfnKind::Topk,
+        moe: MoeConfig { experts: 8, top_k: 2, expert_hidden: 2 * d, ..MoeConfig::default() },
+        ..ModelConfig::default()
+    };
+    (config, batch)
 }
 
 /// One forward run of every kernel family.
@@ -562,6 +574,7 @@ pub fn run(device: &Device, suite: Suite, options: &Options) -> Result<Report> {
         Suite::Pytorch => pytorch_suite(&mut runner, options.scale)?,
         Suite::Kernels => kernels_suite(&mut runner, options.scale).map(|_| None)?,
         Suite::Data => bail!("the data suite times the CPU, not a device: run it with data::run_data_suite"),
+        Suite::Dist => bail!("the dist suite needs the job's ranks: run it with dist::run_dist_suite"),
     };
     if let (Some(only), true) = (&options.only, runner.results.is_empty()) {
         bail!("--only {only:?} selects no workload of the {} suite (run it without --only to see the keys)", suite.name());

@@ -171,23 +171,30 @@ pub fn plan_table(runs: &[PlannedRun]) -> String {
     out
 }
 
-/// A Slurm job-array script: one array task per shard, all on a shared filesystem.
-pub fn slurm_script(config: &Path, out: &Path, shards: usize) -> String {
-    format!(
-        "#!/bin/bash\n\
-         #SBATCH --job-name=moegrad-sweep\n\
-         #SBATCH --array=0-{last}\n\
-         #SBATCH --gpus=1\n\
-         #SBATCH --output={out}/slurm-%A_%a.log\n\
-         # Each array task runs one of {shards} disjoint shards of the sweep; finished runs are\n\
-         # skipped and unfinished ones resume, so resubmitting the array is safe.\n\
-         moegrad sweep run --config {config} --out {out} --shard \"$SLURM_ARRAY_TASK_ID/{shards}\"\n\
-         # When every task is done, merge the results from the run folders:\n\
-         #   moegrad sweep report --config {config} --out {out}\n",
-        last = shards.saturating_sub(1),
-        out = out.display(),
-        config = config.display(),
-    )
+/// A Slurm script for the sweep: a job array of `shards` tasks, one GPU each (`--shard`),
+/// or with `mpi` one job of `shards` ranks on one allocation that hands the runs to its
+/// ranks (`srun moegrad sweep run`, built with `--features mpi`) and reports at the end.
+pub fn slurm_script(config: &Path, out: &Path, shards: usize, mpi: bool) -> String {
+    let (config, out) = (config.display(), out.display());
+    let header = format!("#!/bin/bash\n#SBATCH --job-name=moegrad-sweep\n#SBATCH --output={out}/slurm-%A_%a.log\n");
+    let resume = "finished runs are skipped and unfinished ones resume, so resubmitting is safe";
+    if mpi {
+        format!(
+            "{header}#SBATCH --ntasks={shards}\n#SBATCH --gpus-per-task=1\n\
+             # {shards} ranks share the grid's runs (rank r trains what --shard r/{shards} would);\n\
+             # {resume}. Rank 0 merges the results and fits when all are done.\n\
+             srun moegrad sweep run --config {config} --out {out}\n"
+        )
+    } else {
+        format!(
+            "{header}#SBATCH --array=0-{last}\n#SBATCH --gpus=1\n\
+             # Each array task runs one of {shards} disjoint shards of the sweep; {resume}.\n\
+             moegrad sweep run --config {config} --out {out} --shard \"$SLURM_ARRAY_TASK_ID/{shards}\"\n\
+             # When every task is done, merge the results from the run folders:\n\
+             #   moegrad sweep report --config {config} --out {out}\n",
+            last = shards.saturating_sub(1)
+        )
+    }
 }
 
 /// Parses `i/n` (0 <= i < n).

@@ -64,6 +64,14 @@ pub struct CheckpointMeta {
     /// and `sweep` know a finished run is the one they would start.
     #[serde(default)]
     pub config_hash: Option<String>,
+    /// The data-parallel ranks that wrote it (1 alone). Batches are global, so a run
+    /// resumes exactly at any world size that divides `train.batch_size`.
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// A checkpoint read from disk, its tensors still on the host.

@@ -168,6 +168,25 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
+    /// Data-parallel training (under `mpirun`); changes how, not what, a run trains.
+    pub dist: DistConfig,
+}
+
+/// How data-parallel ranks exchange gradients and check one another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistConfig {
+    /// Gradients travel in buckets of about this many MB (one all-reduce each).
+    pub bucket_mb: f64,
+    /// Every this many steps (and at the end) the ranks compare checksums of their
+    /// weights and optimizer state; 0 only at the end.
+    pub check_every: u64,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        DistConfig { bucket_mb: 25.0, check_every: 100 }
+    }
 }
 
 /// Sets `dotted.key` in a TOML table to `raw`, read as a TOML value (a bare word is a string).
@@ -285,6 +304,9 @@ impl RunConfig {
                 bail!("config: {key} must be positive");
             }
         }
+        if !(self.dist.bucket_mb > 0.0 && self.dist.bucket_mb.is_finite()) {
+            bail!("config: dist.bucket_mb = {} must be positive and finite", self.dist.bucket_mb);
+        }
         if !(t.lr > 0.0 && t.lr.is_finite() && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
             bail!("config: train.lr = {} must be positive and finite, and train.min_lr = {} in [0, train.lr]", t.lr, t.min_lr);
         }
@@ -338,6 +360,8 @@ impl RunConfig {
             _ => DataConfig::default().bpe_vocab,
         };
         c.model.vocab_size = 0;
+        // Any world size, bucket size or check interval trains the same model.
+        c.dist = DistConfig::default();
         c
     }
 

@@ -3,6 +3,7 @@
 //! are drawn deterministically from (seed, step, micro-batch), so that a resumed run sees
 //! exactly the batches an uninterrupted one would.
 
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -117,13 +118,22 @@ fn batch_at(device: &Device, tokens: &Tokens, windows: &[u64], context: usize) -
     Ok(Batch { inputs: Tensor::from_u32(device, &x, &shape)?, targets: Tensor::from_u32(device, &y, &shape)? })
 }
 
-/// The training batch for (seed, step, micro): random windows, the same on every run.
-pub fn train_batch(device: &Device, tokens: &Tokens, batch: usize, context: usize, seed: u64, step: u64, micro: usize) -> Result<Batch> {
+/// The windows `share` of the training batch `(seed, step, micro)`: `batch` random
+/// windows, the same on every run, of which one process takes all (`0..batch`) and a
+/// data-parallel rank its slice (`dist::rank_share`).
+pub fn train_batch(
+    device: &Device,
+    tokens: &Tokens,
+    batch: usize,
+    share: Range<usize>,
+    context: usize,
+    (seed, step, micro): (u64, u64, usize),
+) -> Result<Batch> {
     let mut rng = StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (micro as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f));
     // Drawn as usize, as before shards existed, so runs on text keep their batches.
     let count = tokens.window_count(context) as usize;
     let windows: Vec<u64> = (0..batch).map(|_| rng.random_range(0..count) as u64).collect();
-    batch_at(device, tokens, &windows, context)
+    batch_at(device, tokens, &windows[share], context)
 }
 
 /// Held-out batch `index` of `count`: windows spread evenly over the held-out tokens, the

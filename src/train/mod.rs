@@ -38,13 +38,16 @@ use serde_json::json;
 
 use crate::data::folder::{configured_tokenizer, HF_TOKENIZER_FILE};
 use crate::data::{is_shard_folder, ShardFolder};
+use crate::dist::moe_sync::layer_stats;
+use crate::dist::start::{agree_on_start, check_replicas};
+use crate::dist::{rank_share, Collective, GradientBuckets, Solo};
 use crate::durable::write_atomic;
 use crate::research::accounting::account;
 use crate::train::config::{RunConfig, TokenizerKind};
 use crate::train::data::{load_text, train_batch, Corpus};
 use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::train::schedule::learning_rate;
-use crate::train::step::{train_step, StepSettings};
+use crate::train::step::{train_step, Exchange, StepSettings};
 use crate::train::tokenizer::{Tokenizer, TOKENIZER_FILE};
 pub use eval::{evaluate, score_all, Score};
 
@@ -199,9 +202,15 @@ fn prune_kept(out: &Path, keep: usize) -> Result<()> {
 }
 
 pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
+    train_with(device, opts, &Solo)
+}
+
+/// `train` as one rank of `comm` (data-parallel): each rank trains on its share of every
+/// batch, rank 0 alone writes the run folder, and every rank ends with the same weights.
+pub fn train_with(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<TrainSummary> {
     let precision = opts.config.train.precision;
     let checkpoint = opts.out.join(CHECKPOINT_FILE);
-    device.with_policy(|p| p.precision = precision, || run(device, opts)).map_err(|e| advise(e, &checkpoint))
+    device.with_policy(|p| p.precision = precision, || run(device, opts, comm)).map_err(|e| advise(e, &checkpoint))
 }
 
 /// A lack of GPU resources (memory, the binding limit, a lost device) gets advice and the
@@ -220,13 +229,17 @@ fn advise(e: anyhow::Error, checkpoint: &Path) -> anyhow::Error {
     ))
 }
 
-fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
+fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<TrainSummary> {
     let TrainOptions { mut config, out, start, quiet, stop_after } = opts;
     config.validate()?;
+    let share = rank_share(config.train.batch_size, comm.rank(), comm.size())?;
     let config_hash = config.identity_hash();
     device.reset_peak_memory();
+    // Rank 0 alone owns the folder; the others only read a checkpoint to resume from.
+    let leader = comm.is_leader();
+    let quiet = quiet || !leader;
     // Every check comes before the first change to the folder (the lock aside).
-    let mut folder = RunFolder::claim(&out, start)?;
+    let mut folder = leader.then(|| RunFolder::claim(&out, start)).transpose()?;
     let ckpt_path = out.join(CHECKPOINT_FILE);
     let resumed = match start {
         Start::Resume => Some(Checkpoint::load(&ckpt_path)?),
@@ -236,6 +249,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         eprintln!("{w}: {}", ckpt_path.display());
     }
     let (tokenizer, corpus) = load_corpus(&mut config, resumed.as_ref())?;
+    agree_on_start(comm, &config)?;
 
     let t = config.train.clone();
     let mut rng = StdRng::seed_from_u64(t.seed);
@@ -255,20 +269,26 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     }
 
     // Every check passed: from here on the folder changes.
-    folder.clear_replaced()?;
-    write_atomic(&out.join(TOKENIZER_FILE), serde_json::to_string(&tokenizer)?.as_bytes())?;
-    write_atomic(&out.join("config.toml"), toml::to_string(&config)?.as_bytes())?;
     let metrics_path = out.join("metrics.jsonl");
-    if resumed.is_some() {
-        truncate_metrics(&metrics_path, step)?;
-    }
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut metrics = match folder.as_mut() {
+        Some(folder) => {
+            folder.clear_replaced()?;
+            write_atomic(&out.join(TOKENIZER_FILE), serde_json::to_string(&tokenizer)?.as_bytes())?;
+            write_atomic(&out.join("config.toml"), toml::to_string(&config)?.as_bytes())?;
+            if resumed.is_some() {
+                truncate_metrics(&metrics_path, step)?;
+            }
+            Some(std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?)
+        }
+        None => None,
+    };
+    let mut buckets = (comm.size() > 1).then(|| GradientBuckets::new(opt.parameters(), (config.dist.bucket_mb * 1e6) as u64, true));
 
     let context = config.model.context;
     let tokens_per_step = (t.batch_size * t.grad_accum * context) as u64;
     let initial_eval_loss = evaluate(device, &model, &corpus.eval, t.batch_size, t.eval_batches)?;
-    if resumed.is_none() {
-        write_json_line(&mut metrics, json!({"step": 0, "tokens": 0, "eval_loss": initial_eval_loss}))?;
+    if let Some(m) = metrics.as_mut().filter(|_| resumed.is_none()) {
+        write_json_line(m, json!({"step": 0, "tokens": 0, "eval_loss": initial_eval_loss}))?;
     }
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(t.steps) };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]").expect("valid template"));
@@ -284,14 +304,15 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         let lr = learning_rate(&t, step);
         let settings = StepSettings { lr, clip: t.clip, grad_accum: t.grad_accum };
         let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-        let stepped = train_step(&mut model, &mut opt, scaler.as_mut(), settings, |micro| {
-            train_batch(device, &corpus.train, t.batch_size, context, t.seed, step, micro)
+        let exchange = buckets.as_mut().map(|buckets| Exchange { comm, buckets });
+        let stepped = train_step(&mut model, &mut opt, scaler.as_mut(), settings, exchange, |micro| {
+            train_batch(device, &corpus.train, t.batch_size, share.clone(), context, (t.seed, step, micro))
         })?;
         if !stepped.applied && scaler.as_ref().is_some_and(LossScaler::stuck) {
             bar.abandon();
             bail!("f16 gradients overflowed {MAX_SKIPPED_IN_A_ROW} steps in a row (loss scale now {}); stopping at step {step}. Try train.precision = \"f32\" or a lower train.lr.", loss_scale / 2.0);
         }
-        let (grad_norm, output_stats) = (stepped.grad_norm, stepped.moe);
+        let (grad_norm, output_stats, exchanged) = (stepped.grad_norm, stepped.moe, stepped.exchange);
         tokens_seen += tokens_per_step;
         window.1 += tokens_per_step;
 
@@ -308,11 +329,12 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
             .flatten()
             .map(|count| count.read_later());
         if let Some((at, previous)) = pending_loss.take() {
-            check_finite("training loss", previous.wait()?[0] / t.grad_accum as f32, at, last_checkpoint, &ckpt_path, &bar)?;
+            let loss = comm.mean(previous.wait()?[0] as f64) as f32;
+            check_finite("training loss", loss / t.grad_accum as f32, at, last_checkpoint, &ckpt_path, &bar)?;
         }
         let mut train_loss = f32::NAN;
         if log_now || eval_now || checkpoint_now {
-            train_loss = loss_read.wait()?[0] / t.grad_accum as f32;
+            train_loss = comm.mean(loss_read.wait()?[0] as f64) as f32 / t.grad_accum as f32;
             check_finite("training loss", train_loss, step, last_checkpoint, &ckpt_path, &bar)?;
             final_train_loss = train_loss;
         } else {
@@ -320,6 +342,10 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         }
         if let Some(read) = non_finite_read {
             let count = u32::from_le_bytes(read.wait_bytes()?[..4].try_into().expect("a u32 count"));
+            // Summed over ranks, so that every rank stops or none.
+            let mut counts = [count as f64];
+            comm.sum_f64(&mut counts);
+            let count = counts[0] as u64;
             if count > 0 {
                 bar.abandon();
                 let kept = kept_message(last_checkpoint, &ckpt_path);
@@ -339,16 +365,12 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 line["loss_scale"] = json!(s.scale);
                 line["skipped_steps"] = json!(s.skipped);
             }
-            let layers = output_stats.iter().enumerate().map(|(i, s)| {
-                Ok(json!({
-                    "layer": i,
-                    "load": s.load.to_vec()?,
-                    "router_entropy": s.entropy.item()?,
-                    "aux_loss": s.aux_loss.as_ref().map(|a| a.item()).transpose()?,
-                    "z_loss": s.z_loss.as_ref().map(|z| z.item()).transpose()?,
-                }))
-            });
-            let layers = layers.collect::<Result<Vec<_>>>()?;
+            let layers = layer_stats(comm, &output_stats, config.model.moe.aux_loss_coef)?;
+            let layers: Vec<_> = layers
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| json!({"layer": i, "load": s.load, "router_entropy": s.router_entropy, "aux_loss": s.aux_loss, "z_loss": s.z_loss}))
+                .collect();
             if !layers.is_empty() {
                 line["moe"] = json!(layers);
             }
@@ -357,7 +379,12 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 check_finite("eval loss", final_eval_loss, step, last_checkpoint, &ckpt_path, &bar)?;
                 line["eval_loss"] = json!(final_eval_loss);
             }
-            write_json_line(&mut metrics, line)?;
+            if let Some(exchanged) = &exchanged {
+                line["dist"] = json!({"ranks": comm.size(), "bytes": exchanged.bytes, "buckets": exchanged.buckets, "read_back_s": exchanged.read_back_s, "reduce_s": exchanged.reduce_s, "upload_s": exchanged.upload_s});
+            }
+            if let Some(m) = metrics.as_mut() {
+                write_json_line(m, line)?;
+            }
             let eval = if eval_now { format!(" eval {final_eval_loss:.4}") } else { String::new() };
             bar.set_message(format!("loss {train_loss:.4}{eval} lr {lr:.2e} {:.0} tok/s", tokens_per_s));
             if !quiet && !bar.is_hidden() {
@@ -379,7 +406,11 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
         if improved {
             best_eval_loss = Some(final_eval_loss);
         }
-        if checkpoint_now || improved {
+        let check_now = t.steps == step || stopping || (config.dist.check_every > 0 && step % config.dist.check_every == 0);
+        if comm.size() > 1 && check_now {
+            check_replicas(comm, &checkpoint_tensors(&model, &opt), step)?;
+        }
+        if leader && (checkpoint_now || improved) {
             let meta = CheckpointMeta {
                 format: 1,
                 config: config.clone(),
@@ -391,6 +422,7 @@ fn run(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
                 loss_scaler: scaler.clone(),
                 best_eval_loss,
                 config_hash: Some(config_hash.clone()),
+                world_size: comm.size(),
             };
             let bytes = encode(&meta, &model, &opt)?;
             if improved {

@@ -3,12 +3,19 @@
 //! the accumulation), the gradient norm, a clipped AdamW update unless the loss scaler
 //! skips it, and the Default-MoE vectors the last forward pass returned made current.
 //! Nothing is read back but, in f16 runs, the gradient norm the scaler needs.
+//!
+//! Data-parallel ranks (`Exchange`) run the same step on their share of the windows and
+//! make global whatever crosses tokens: the expert loads before each backward pass, the
+//! gradients in buckets during the last one, the Default-MoE output sums before the
+//! update, the loss scaler's overflow decision.
 
 use anyhow::Result;
 use moegrad_core::ops::{cross_entropy, grad_norm, AdamW, CrossEntropyOptions};
 use moegrad_core::{no_grad, Tensor};
 use moegrad_models::{MoeStats, Transformer};
 
+use crate::dist::moe_sync::{make_loads_global, make_output_sums_global};
+use crate::dist::{BucketStats, Collective, GradientBuckets};
 use crate::train::data::Batch;
 use crate::train::loss_scale::LossScaler;
 
@@ -32,17 +39,28 @@ pub struct StepOutput {
     pub moe: Vec<MoeStats>,
     /// Whether the update was applied (the loss scaler skips steps that overflowed).
     pub applied: bool,
+    /// Where the gradient exchange spent its time (data-parallel steps).
+    pub exchange: Option<BucketStats>,
 }
 
-/// One step over `grad_accum` micro-batches from `batch(micro)`, with `scaler` in f16 runs.
+/// The ranks a data-parallel step shares its gradients with, and its buckets.
+pub struct Exchange<'a> {
+    pub comm: &'a dyn Collective,
+    pub buckets: &'a mut GradientBuckets,
+}
+
+/// One step over `grad_accum` micro-batches from `batch(micro)`, with `scaler` in f16 runs,
+/// and with `exchange` when this is one rank of several.
 pub fn train_step(
     model: &mut Transformer,
     opt: &mut AdamW,
     scaler: Option<&mut LossScaler>,
     settings: StepSettings,
+    mut exchange: Option<Exchange>,
     mut batch: impl FnMut(usize) -> Result<Batch>,
 ) -> Result<StepOutput> {
     let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+    let ranks = exchange.as_ref().map_or(1, |x| x.comm.size());
     let mut loss_sum: Option<Tensor> = None;
     let mut moe = Vec::new();
     for micro in 0..settings.grad_accum {
@@ -53,18 +71,45 @@ pub fn train_step(
             Some(aux) => ce.add(&aux),
             None => ce.clone(),
         };
-        total.mul_scalar(loss_scale / settings.grad_accum as f32).backward();
+        let scaled = total.mul_scalar(loss_scale / settings.grad_accum as f32);
+        match exchange.as_mut() {
+            Some(x) => {
+                make_loads_global(x.comm, &out.moe)?;
+                if micro + 1 == settings.grad_accum {
+                    x.buckets.begin();
+                    scaled.backward_reporting(&mut |p| x.buckets.on_final(p));
+                } else {
+                    scaled.backward();
+                }
+            }
+            None => scaled.backward(),
+        }
         loss_sum = Some(no_grad(|| match loss_sum.take() {
             Some(s) => s.add(&ce),
             None => ce,
         }));
         moe = out.moe;
     }
-    // Clipping and loss-scale removal happen inside AdamW's update.
+    let mut exchanged = None;
+    if let Some(x) = exchange.as_mut() {
+        exchanged = Some(x.buckets.finish(x.comm)?);
+        make_output_sums_global(x.comm, &mut moe)?;
+    }
+    // Clipping, loss-scale removal and the mean over ranks of their summed gradients
+    // happen inside AdamW's update.
     let max_norm = if settings.clip > 0.0 { settings.clip } else { f32::INFINITY };
-    let norm = grad_norm(opt.parameters(), max_norm, loss_scale);
+    let norm = grad_norm(opt.parameters(), max_norm, loss_scale * ranks as f32);
     let applied = match (scaler, &norm) {
-        (Some(s), Some(n)) => s.update(n.to_vec()?[0]),
+        (Some(s), Some(n)) => {
+            // Every rank skips the step or none: an overflow anywhere counts everywhere.
+            let mut norm = [n.to_vec()?[0] as f64];
+            if let Some(x) = &exchange {
+                norm[0] = if norm[0].is_finite() { 0.0 } else { 1.0 };
+                x.comm.sum_f64(&mut norm);
+                norm[0] = if norm[0] == 0.0 { 1.0 } else { f64::INFINITY };
+            }
+            s.update(norm[0] as f32)
+        }
         _ => true,
     };
     if applied {
@@ -78,5 +123,5 @@ pub fn train_step(
     // scaled gradients leaves valid: a skipped update still moves them.
     model.apply(&moe);
     let loss_sum = loss_sum.ok_or_else(|| anyhow::anyhow!("a step needs at least one micro-batch (train.grad_accum is 0)"))?;
-    Ok(StepOutput { loss_sum, grad_norm: norm, moe, applied })
+    Ok(StepOutput { loss_sum, grad_norm: norm, moe, applied, exchange: exchanged })
 }

@@ -248,6 +248,7 @@ fn checkpoint_bytes() -> &'static [u8] {
             loss_scaler: None,
             best_eval_loss: Some(5.0),
             config_hash: None,
+            world_size: 1,
         };
         let bytes = encode(&meta, &model, &opt).unwrap();
         Checkpoint::from_bytes(&bytes).expect("the seed checkpoint loads");

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod data;
 mod device;
+mod dist;
 mod elementwise;
 mod embedding;
 mod empty;

@@ -48,7 +48,9 @@ fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
             assert!(out.join("plots").join(format!("{plot}.{ext}")).exists(), "{plot}.{ext} missing");
         }
     }
-    assert!(slurm_script(&config(), &out, 3).contains("--array=0-2"));
+    assert!(slurm_script(&config(), &out, 3, false).contains("--array=0-2"));
+    let mpi = slurm_script(&config(), &out, 3, true);
+    assert!(mpi.contains("--ntasks=3") && mpi.contains("srun moegrad sweep run") && !mpi.contains("SLURM_ARRAY_TASK_ID"), "{mpi}");
 }
 
 #[test]

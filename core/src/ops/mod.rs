@@ -36,7 +36,7 @@ pub use clip::{clip_grad_norm, clip_grad_norm_scaled, grad_norm};
 pub use common::rows;
 pub use cross_entropy::{cross_entropy, CrossEntropyOptions};
 pub use embedding::embedding;
-pub use expert_ema::expert_output_ema;
+pub use expert_ema::{expert_output_ema, expert_output_sums};
 pub use finite::count_non_finite;
 pub use heads::{merge_heads, split_heads};
 pub use host::HostTensor;

@@ -52,19 +52,36 @@ fn main() {
     if std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
-    let result = match Cli::parse().command {
+    let command = Cli::parse().command;
+    // The ranks of an MPI job (one process alone otherwise), for the commands that train.
+    let comm = match &command {
+        Command::Train(_) | Command::Sweep(_) | Command::Bench(_) => match moegrad::dist::start::world() {
+            Ok(comm) => comm,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        },
+        _ => Box::new(moegrad::dist::Solo),
+    };
+    let result = match command {
         Command::Devices(a) => a.run(),
-        Command::Train(a) => a.run(),
+        Command::Train(a) => a.run(comm.as_ref()),
         Command::Data(a) => a.run(),
         Command::Eval(a) => a.run(),
         Command::Sample(a) => a.run(),
         Command::Compare(a) => a.run(),
-        Command::Sweep(a) => a.run(),
-        Command::Bench(a) => a.run(),
+        Command::Sweep(a) => a.run(comm.as_ref()),
+        Command::Bench(a) => a.run(comm.as_ref()),
         Command::Fit(a) => a.run(),
         Command::Demo(a) => a.run(),
     };
     if let Err(e) = result {
+        if comm.size() > 1 {
+            // The other ranks may be waiting in a collective: end them all now.
+            eprintln!("error (rank {} of {}): {e:#}", comm.rank(), comm.size());
+            comm.abort(1);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
+use moegrad::dist::Collective;
 use moegrad::durable::write_atomic;
 use moegrad::research::fit::{degeneracies, fit, read_rows, Law, StartGrid};
 use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, write_results, PlannedRun, Sweep};
@@ -20,10 +21,13 @@ pub enum SweepAction {
     Report,
 }
 
-/// Schedulers `plan --emit` writes a job-array script for.
-#[derive(Clone, Copy, ValueEnum)]
+/// Scheduler scripts `plan --emit` writes.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Emit {
+    /// A job array, one task (and GPU) per shard.
     Slurm,
+    /// One MPI job of --shards ranks whose ranks share the runs, then report.
+    SlurmMpi,
 }
 
 /// Width x depth sweeps: `plan`, `run` (the default) or `report`.
@@ -62,7 +66,7 @@ pub struct SweepArgs {
 }
 
 impl SweepArgs {
-    pub fn run(self) -> Result<()> {
+    pub fn run(self, comm: &dyn Collective) -> Result<()> {
         let SweepArgs { action, config, out, shard, emit, shards, law, stop_after, quiet, force } = self;
         let sweep = Sweep::load(&config)?;
         let runs = sweep.plan()?;
@@ -74,21 +78,34 @@ impl SweepArgs {
                 println!("{} runs, {total:.3e} FLOPs in all", runs.len());
                 match emit {
                     None => {}
-                    Some(Emit::Slurm) => {
+                    Some(emit) => {
                         let out = out_dir()?;
                         std::fs::create_dir_all(&out)?;
-                        let script = out.join("sweep.slurm");
-                        write_atomic(&script, slurm_script(&config, &out, shards).as_bytes())?;
-                        println!("wrote {} ({shards} array tasks): sbatch {}", script.display(), script.display());
+                        let mpi = emit == Emit::SlurmMpi;
+                        let script = out.join(if mpi { "sweep-mpi.slurm" } else { "sweep.slurm" });
+                        write_atomic(&script, slurm_script(&config, &out, shards, mpi).as_bytes())?;
+                        let what = if mpi { "ranks" } else { "array tasks" };
+                        println!("wrote {} ({shards} {what}): sbatch {}", script.display(), script.display());
                     }
                 }
                 Ok(())
             }
             SweepAction::Run => {
                 let out = out_dir()?;
-                let shard = shard.as_deref().map(parse_shard).transpose()?.unwrap_or((0, 1));
-                let device = Device::new()?;
+                let shard = match (shard.as_deref().map(parse_shard).transpose()?, comm.size()) {
+                    (Some(_), n) if n > 1 => bail!("--shard and an MPI launch of {n} ranks would both split the grid: give one of them"),
+                    (Some(shard), _) => shard,
+                    // Under mpirun each rank trains its own runs, as `--shard r/N` would.
+                    (None, n) => (comm.rank(), n),
+                };
+                let device = if comm.size() > 1 { Device::for_local_rank(comm.local_rank())? } else { Device::new()? };
                 run_sweep(&device, &runs, &out, shard, quiet, stop_after, force)?;
+                // Every rank's runs are done (or their failure has ended the job) before
+                // rank 0 reports.
+                comm.gather_u64(0);
+                if !comm.is_leader() {
+                    return Ok(());
+                }
                 if runs.iter().all(|r| finished(&out, r)) {
                     sweep_report(&runs, &out, law)
                 } else {

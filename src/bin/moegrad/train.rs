@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use moegrad::dist::Collective;
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::train::config::RunConfig;
 use moegrad::train::run_folder::Start;
-use moegrad::train::{train, TrainOptions};
+use moegrad::train::{train_with, TrainOptions};
 use moegrad::Device;
 
 /// Train a transformer language model (dense, TopK MoE or Default MoE).
@@ -41,7 +42,7 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    pub fn run(self) -> Result<()> {
+    pub fn run(self, comm: &dyn Collective) -> Result<()> {
         let TrainArgs { config, mut overrides, data, out, resume, force, stop_after, quiet } = self;
         if let Some(d) = data {
             overrides.push(format!("data.path={}", toml::Value::String(d)));
@@ -51,7 +52,11 @@ impl TrainArgs {
             _ => RunConfig::load(config.as_deref(), &overrides)?,
         };
         config.validate()?;
-        let device = Device::new()?;
+        let device = if comm.size() > 1 { Device::for_local_rank(comm.local_rank())? } else { Device::new()? };
+        let quiet = quiet || !comm.is_leader();
+        if comm.size() > 1 && !quiet {
+            println!("{} data-parallel ranks, {} windows each per micro-batch", comm.size(), config.train.batch_size / comm.size().max(1));
+        }
         if !quiet {
             println!(
                 "device: {}  model: {} layers x d={} ({})  out: {}",
@@ -70,7 +75,10 @@ impl TrainArgs {
             (false, true) => Start::Force,
             (false, false) => Start::Fresh,
         };
-        let s = train(&device, TrainOptions { config, out: out.clone(), start, quiet, stop_after })?;
+        let s = train_with(&device, TrainOptions { config, out: out.clone(), start, quiet, stop_after }, comm)?;
+        if !comm.is_leader() {
+            return Ok(());
+        }
         println!(
             "done: {} steps of a {:.2}M-parameter model, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB on the device{}",
             s.steps,

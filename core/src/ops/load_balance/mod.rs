@@ -18,7 +18,12 @@ pub struct LoadBalance {
     /// `[]` coef * E * sum_e f_e P_e, on the tape through the probabilities.
     pub loss: Tensor,
     /// `[E]` f_e, the share of the routed slots that went to each expert (a constant).
+    /// Data-parallel training overwrites it with the mean over ranks before the backward
+    /// pass, whose gradient it scales.
     pub load: Tensor,
+    /// `[E]` the column sums of the probabilities (T P_e), for a loss over several ranks'
+    /// tokens.
+    pub prob_sums: Tensor,
 }
 
 /// The loss of router probabilities `probs` `[T, E]` whose tokens were routed by `plan`:
@@ -52,10 +57,10 @@ pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBal
         }
     };
     let (loss, load) = (alloc(&[]), alloc(&[experts]));
+    let prob_sums = if live { reduce(ReduceOp::Sum, &probs.detach(), 0, false) } else { alloc(&[experts]) };
     if live {
-        let column_sums = reduce(ReduceOp::Sum, &probs.detach(), 0, false);
         let pipeline = WorkgroupReduce::for_device(dev).entry_pipeline(dev, "load_balance", SHADER, "finish");
-        dev.launch_bound(&pipeline, &params, &[(1, &column_sums), (2, &plan.counts), (3, &load), (4, &loss)], [1, 1, 1]);
+        dev.launch_bound(&pipeline, &params, &[(1, &prob_sums), (2, &plan.counts), (3, &load), (4, &loss)], [1, 1, 1]);
     }
     let saved_load = load.clone();
     let shape = probs.shape().to_vec();
@@ -72,7 +77,7 @@ pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBal
         }
         vec![Some(dprobs)]
     });
-    LoadBalance { loss, load }
+    LoadBalance { loss, load, prob_sums }
 }
 
 /// CPU reference from the chosen experts (u32 `[T * k]`): (loss, f_e for each expert).
