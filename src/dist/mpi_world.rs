@@ -1,6 +1,6 @@
 //! The [`Collective`] over MPI (rsmpi), for processes started by `mpirun`, `mpiexec` or
-//! `srun`. MPI is initialised only when a launcher started this process, so the same
-//! binary still runs alone without one.
+//! `srun`. MPI is initialised only when a launcher started several ranks
+//! (`start::world`), so the same binary still runs alone without one.
 
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
@@ -8,15 +8,6 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
 use crate::dist::Collective;
-
-/// Variables that Open MPI, MPICH (Hydra) and PMIx launchers, Slurm's included, set in
-/// every process they start.
-const LAUNCHER_VARIABLES: [&str; 4] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"];
-
-/// Whether an MPI launcher started this process.
-pub fn launched_by_mpi() -> bool {
-    LAUNCHER_VARIABLES.iter().any(|v| std::env::var_os(v).is_some())
-}
 
 /// `MPI_COMM_WORLD`, and this rank's place on its node. MPI is finalised when it drops.
 pub struct MpiWorld {

@@ -9,10 +9,11 @@ use moegrad_core::Tensor;
 use crate::dist::{Collective, Solo};
 use crate::train::config::RunConfig;
 
-/// The world size an MPI launcher (Open MPI, MPICH's Hydra, Slurm) gave this process,
-/// read from the variables it sets, or `None` when none started it.
+/// The world size an MPI launcher (Open MPI's mpirun, MPICH's Hydra, Slurm's srun) gave
+/// this process, read from the variables it sets, or `None` when none started it. Slurm's
+/// step variable, not `SLURM_NTASKS`: a batch script's own shell has that one too.
 pub fn launcher_world_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok())
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// The ranks of this job: MPI's when a launcher started the process with more than one
