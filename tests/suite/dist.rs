@@ -138,19 +138,30 @@ mod mpi {
 
     use crate::common::{scratch, TINY_DEFAULT_MOE};
 
+    const BIN: &str = env!("CARGO_BIN_EXE_moegrad");
+
+    /// `mpirun --oversubscribe` (the machine has fewer cores than ranks) with the
+    /// environment of the tests' children; CI runs as root, which Open MPI refuses unless
+    /// told.
+    fn mpirun() -> Command {
+        let mut cmd = Command::new("mpirun");
+        cmd.arg("--oversubscribe");
+        cmd.env("NODEVICE_SELECT", "1").env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        cmd
+    }
+
     /// `moegrad train` in `ranks` processes (`mpirun`), or in this one's child alone.
     fn train_command(ranks: usize, out: &Path, extra: &[&str]) -> Command {
-        let bin = env!("CARGO_BIN_EXE_moegrad");
         let mut cmd = if ranks > 1 {
-            let mut c = Command::new("mpirun");
-            c.args(["--oversubscribe", "-np", &ranks.to_string(), bin]);
+            let mut c = mpirun();
+            c.args(["-np", &ranks.to_string(), BIN]);
             c
         } else {
-            Command::new(bin)
+            let mut c = Command::new(BIN);
+            c.env("NODEVICE_SELECT", "1");
+            c
         };
         cmd.args(["train", "--quiet", "--out", out.to_str().unwrap()]).args(extra);
-        // CI runs as root, which Open MPI refuses unless told.
-        cmd.env("NODEVICE_SELECT", "1").env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
         cmd
     }
 
@@ -265,12 +276,11 @@ mod mpi {
     #[test]
     fn ranks_started_with_different_configs_are_refused_by_key() {
         let out = scratch("dist-mismatch");
-        let bin = env!("CARGO_BIN_EXE_moegrad");
         let base = sets(&[&TINY_DEFAULT_MOE[..], &["train.steps=2", "train.eval_batches=1"]].concat());
-        let mut cmd = Command::new("mpirun");
-        cmd.args(["--oversubscribe", "-np", "1", bin, "train", "--out", out.to_str().unwrap()]).args(&base);
-        cmd.args([":", "-np", "1", bin, "train", "--out", out.to_str().unwrap()]).args(&base).args(["--set", "train.lr=0.01"]);
-        cmd.env("NODEVICE_SELECT", "1").env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        // Two programs in one job (MPMD): the second with another learning rate.
+        let mut cmd = mpirun();
+        cmd.args(["-np", "1", BIN, "train", "--out", out.to_str().unwrap()]).args(&base);
+        cmd.args([":", "-np", "1", BIN, "train", "--out", out.to_str().unwrap()]).args(&base).args(["--set", "train.lr=0.01"]);
         let done = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&done.stderr);
         assert!(!done.status.success());
@@ -285,21 +295,8 @@ mod mpi {
         let grid = "[sweep]\nwidths = [16]\ndepths = [1, 2]\nhead_dim = 16\nffn = [\"dense\", \"default\"]\ntokens = 1280\n\n[model]\ncontext = 16\n\n[model.moe]\nexperts = 2\ntop_k = 1\n\n[train]\nbatch_size = 8\nwarmup = 0\neval_every = 5\neval_batches = 1\n";
         std::fs::write(&config, grid).unwrap();
         let out = dir.join("runs");
-        let mut cmd = Command::new("mpirun");
-        cmd.args([
-            "--oversubscribe",
-            "-np",
-            "2",
-            env!("CARGO_BIN_EXE_moegrad"),
-            "sweep",
-            "run",
-            "--quiet",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        cmd.env("NODEVICE_SELECT", "1").env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        let mut cmd = mpirun();
+        cmd.args(["-np", "2", BIN, "sweep", "run", "--quiet", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         let done = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&done.stdout);
         assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
