@@ -14,6 +14,10 @@ pub enum FfnKind {
     /// TopK plus, for the experts a token skipped, their running default outputs, so the
     /// router gets a gradient for every expert (Default MoE).
     Default,
+    /// Every expert runs on every token: the output is TopK's, and the router's gradient
+    /// comes from all experts' true outputs (a straight-through estimator, DenseMixer).
+    /// The exact-gradient reference the Default MoE approximates, at dense cost.
+    Densemixer,
 }
 
 impl FfnKind {
@@ -22,6 +26,7 @@ impl FfnKind {
             FfnKind::Dense => "dense",
             FfnKind::Topk => "topk",
             FfnKind::Default => "default",
+            FfnKind::Densemixer => "densemixer",
         }
     }
 
@@ -37,7 +42,8 @@ impl std::str::FromStr for FfnKind {
             "dense" => Ok(FfnKind::Dense),
             "topk" => Ok(FfnKind::Topk),
             "default" => Ok(FfnKind::Default),
-            other => Err(format!("unknown feed-forward kind {other:?} (expected dense, topk or default)")),
+            "densemixer" => Ok(FfnKind::Densemixer),
+            other => Err(format!("unknown feed-forward kind {other:?} (expected dense, topk, default or densemixer)")),
         }
     }
 }
@@ -65,6 +71,52 @@ impl Default for DenseConfig {
     }
 }
 
+/// How the router scores experts (`model.moe.score`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterScore {
+    /// Softmax probabilities (Switch, Mixtral).
+    #[default]
+    Softmax,
+    /// Each expert's sigmoid, the chosen k renormalised to sum to 1 (DeepSeek-V3).
+    Sigmoid,
+}
+
+/// How expert loads are kept even (`model.moe.balance`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// The Switch load-balancing loss, weighted by `aux_loss_coef`.
+    #[default]
+    Aux,
+    /// DeepSeek-V3's auxiliary-loss-free balancing: a per-expert bias added to the scores
+    /// to choose experts (not to weigh them), moved after every step by
+    /// `bias_rate * sign(mean load - load_e)`. Model state: saved, not trained.
+    Bias,
+    /// Nothing.
+    None,
+}
+
+/// What stands in for the experts a token skipped in a Default MoE
+/// (`model.moe.default_estimator`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultEstimator {
+    /// An EMA (decay `beta`) of each expert's mean routed output: the Default MoE paper's.
+    #[default]
+    Ema,
+    /// The current micro-batch's mean routed output of each expert (the authors' earlier
+    /// code); an expert that got no tokens keeps its last mean.
+    BatchMean,
+    /// An EMA of each expert's routed outputs weighted by their router probabilities,
+    /// which makes beta matter less (the paper's variant).
+    ProbWeightedEma,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MoeConfig {
@@ -83,6 +135,35 @@ pub struct MoeConfig {
     pub aux_loss_coef: f32,
     /// Router z-loss weight (0 disables).
     pub z_loss_coef: f32,
+    // The keys below are left out of a written config while they hold their defaults, so
+    // that runs from before they existed keep their identity (and can be resumed).
+    /// Experts every token runs, added to the routed output (DeepSeek-MoE).
+    #[serde(skip_serializing_if = "is_default")]
+    pub shared_experts: usize,
+    /// Each shared expert's hidden width; 0 means the routed experts' width.
+    #[serde(skip_serializing_if = "is_default")]
+    pub shared_hidden: usize,
+    #[serde(skip_serializing_if = "is_default")]
+    pub score: RouterScore,
+    #[serde(skip_serializing_if = "is_default")]
+    pub balance: Balance,
+    /// Step of the `bias` balancing's update.
+    #[serde(skip_serializing_if = "is_default_bias_rate")]
+    pub bias_rate: f32,
+    /// Room per expert as a multiple of a balanced load, `ceil(factor * T * k / E)` slots;
+    /// the lowest-scored slots beyond it are dropped (pass through the residual). Absent:
+    /// dropless.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_factor: Option<f32>,
+    #[serde(skip_serializing_if = "is_default")]
+    pub default_estimator: DefaultEstimator,
+}
+
+/// DeepSeek-V3's update speed for the first 14.3T tokens.
+pub const DEFAULT_BIAS_RATE: f32 = 0.001;
+
+fn is_default_bias_rate(v: &f32) -> bool {
+    *v == DEFAULT_BIAS_RATE
 }
 
 impl Default for MoeConfig {
@@ -97,6 +178,13 @@ impl Default for MoeConfig {
             default_backward_only: false,
             aux_loss_coef: 0.01,
             z_loss_coef: 0.001,
+            shared_experts: 0,
+            shared_hidden: 0,
+            score: RouterScore::Softmax,
+            balance: Balance::Aux,
+            bias_rate: DEFAULT_BIAS_RATE,
+            capacity_factor: None,
+            default_estimator: DefaultEstimator::Ema,
         }
     }
 }
@@ -175,6 +263,15 @@ impl ModelConfig {
         }
     }
 
+    /// Each shared expert's hidden width.
+    pub fn shared_hidden(&self) -> usize {
+        if self.moe.shared_hidden == 0 {
+            self.expert_hidden()
+        } else {
+            self.moe.shared_hidden
+        }
+    }
+
     /// The feed-forward kind of each layer.
     pub fn layer_kinds(&self) -> Vec<FfnKind> {
         if self.ffn_layers.is_empty() {
@@ -211,6 +308,8 @@ impl ModelConfig {
             ("model.context", self.context, MAX_CONTEXT),
             ("model.dense.hidden", self.dense.hidden, 1 << 18),
             ("model.moe.expert_hidden", self.moe.expert_hidden, 1 << 18),
+            ("model.moe.shared_experts", self.moe.shared_experts, 64),
+            ("model.moe.shared_hidden", self.moe.shared_hidden, 1 << 18),
         ] {
             if v > most {
                 return Err(format!("{key} = {v} exceeds {most}, the most moegrad accepts"));
@@ -247,8 +346,20 @@ impl ModelConfig {
                     return Err(format!("{key} = {v} must be finite and at least 0"));
                 }
             }
-            if m.renormalize && self.layer_kinds().contains(&FfnKind::Default) {
+            let has_default = self.layer_kinds().contains(&FfnKind::Default);
+            if m.renormalize && has_default {
                 return Err("model.moe.renormalize must be false when a layer's ffn is \"default\" (its weights are the router probabilities)".into());
+            }
+            if m.score == RouterScore::Sigmoid && has_default {
+                return Err("model.moe.score = \"sigmoid\" renormalises the chosen weights, which a layer whose ffn is \"default\" cannot (its weights are the router probabilities); use \"softmax\"".into());
+            }
+            if !(m.bias_rate >= 0.0 && m.bias_rate.is_finite()) {
+                return Err(format!("model.moe.bias_rate = {} must be finite and at least 0", m.bias_rate));
+            }
+            if let Some(f) = m.capacity_factor {
+                if !(f > 0.0 && f.is_finite()) {
+                    return Err(format!("model.moe.capacity_factor = {f} must be positive (leave it out for dropless routing)"));
+                }
             }
         }
         Ok(())

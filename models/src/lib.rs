@@ -12,8 +12,10 @@ pub mod mlp;
 pub mod moe;
 pub mod transformer;
 
-pub use config::{DenseConfig, FfnActivation, FfnKind, ModelConfig, MoeConfig, MAX_CONTEXT, MAX_VOCAB};
+pub use config::{
+    Balance, DefaultEstimator, DenseConfig, FfnActivation, FfnKind, ModelConfig, MoeConfig, RouterScore, DEFAULT_BIAS_RATE, MAX_CONTEXT, MAX_VOCAB,
+};
 pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
-pub use moe::{MoeFfn, MoeStats};
+pub use moe::{MoeFfn, MoeStats, MoeWidths};
 pub use transformer::{Block, Ffn, KvCache, Output, Transformer};

@@ -10,7 +10,7 @@ use crate::attention::{LayerCache, SelfAttention};
 use crate::config::{FfnKind, ModelConfig};
 use crate::ffn::DenseFfn;
 use crate::init;
-use crate::moe::{MoeFfn, MoeStats};
+use crate::moe::{MoeFfn, MoeStats, MoeWidths};
 
 pub enum Ffn {
     Dense(DenseFfn),
@@ -64,7 +64,10 @@ impl Transformer {
             .map(|kind| {
                 let ffn = match kind {
                     FfnKind::Dense => Ffn::Dense(DenseFfn::new(device, d, config.dense_hidden(), config.dense.activation, out_std, rng)?),
-                    kind => Ffn::Moe(MoeFfn::new(device, kind, d, config.expert_hidden(), &config.moe, out_std, rng)?),
+                    kind => {
+                        let widths = MoeWidths { d, expert_hidden: config.expert_hidden(), shared_hidden: config.shared_hidden() };
+                        Ffn::Moe(MoeFfn::new(device, kind, widths, &config.moe, out_std, rng)?)
+                    }
                 };
                 Ok(Block {
                     attn_norm: init::ones(device, &[d])?,

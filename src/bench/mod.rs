@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use moegrad_core::ops::*;
 use moegrad_core::{Device, KernelTime, Module, Tensor};
-use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, Transformer};
+use moegrad_models::{FfnActivation, FfnKind, ModelConfig, MoeConfig, MoeFfn, MoeWidths, Transformer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -315,7 +315,7 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     let moe = r.input(|rng| {
         let cfg =
             MoeConfig { experts: 8, top_k: 2, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
-        let layer = MoeFfn::new(&dev, FfnKind::Topk, d, f, &cfg, 0.02, rng)?;
+        let layer = MoeFfn::new(&dev, FfnKind::Topk, MoeWidths { d, expert_hidden: f, shared_hidden: f }, &cfg, 0.02, rng)?;
         Ok((layer, Tensor::randn(&dev, &[t, d], 1.0, rng)?.requires_grad(), Tensor::randn(&dev, &[t, d], 1.0, rng)?))
     });
     let moe_flops = 3.0 * 2.0 * 2.0 * (t * 2 * d * f) as f64; // two grouped matmuls, forward + 2x backward

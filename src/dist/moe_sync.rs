@@ -62,10 +62,39 @@ pub fn make_output_sums_global(comm: &dyn Collective, moe: &mut [MoeStats]) -> R
 /// One MoE layer's statistics over every rank's tokens, as a log line shows them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerStats {
+    /// The step's loads (over all its micro-batches).
     pub load: Vec<f32>,
     pub router_entropy: f32,
     pub aux_loss: Option<f32>,
     pub z_loss: Option<f32>,
+    /// Slots dropped for lack of capacity, over all ranks (with a capacity factor).
+    pub dropped: Option<u64>,
+}
+
+impl LayerStats {
+    /// The loads' coefficient of variation: their standard deviation over their mean.
+    pub fn load_cv(&self) -> f64 {
+        let n = self.load.len() as f64;
+        let mean = self.load.iter().map(|&l| l as f64).sum::<f64>() / n;
+        let var = self.load.iter().map(|&l| (l as f64 - mean).powi(2)).sum::<f64>() / n;
+        if mean > 0.0 {
+            var.sqrt() / mean
+        } else {
+            0.0
+        }
+    }
+
+    /// The maximal violation of balance: max load / mean load - 1 (0 when even).
+    pub fn max_violation(&self) -> f64 {
+        let n = self.load.len() as f64;
+        let mean = self.load.iter().map(|&l| l as f64).sum::<f64>() / n;
+        let max = self.load.iter().cloned().fold(0.0f32, f32::max) as f64;
+        if mean > 0.0 {
+            max / mean - 1.0
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The layers' statistics over all ranks: loads (already global after
@@ -74,8 +103,9 @@ pub struct LayerStats {
 pub fn layer_stats(comm: &dyn Collective, moe: &[MoeStats], aux_coef: f32) -> Result<Vec<LayerStats>> {
     let mut out = Vec::with_capacity(moe.len());
     for s in moe {
-        let load = s.load.to_vec()?;
-        let mut scalars = [s.entropy.item()? as f64, s.z_loss.as_ref().map(|z| z.item()).transpose()?.unwrap_or(0.0) as f64];
+        let (load, last_load) = (s.step_load().to_vec()?, s.load.to_vec()?);
+        let dropped = s.dropped.as_ref().map(|d| d.item()).transpose()?;
+        let mut scalars = [s.entropy.item()? as f64, s.z_loss.as_ref().map(|z| z.item()).transpose()?.unwrap_or(0.0) as f64, dropped.unwrap_or(0.0) as f64];
         comm.sum_f64(&mut scalars);
         let n = comm.size() as f64;
         let aux_loss = match &s.aux_loss {
@@ -84,12 +114,19 @@ pub fn layer_stats(comm: &dyn Collective, moe: &[MoeStats], aux_coef: f32) -> Re
                 let mut prob_sums: Vec<f64> = s.prob_sums.to_vec()?.into_iter().map(f64::from).collect();
                 comm.sum_f64(&mut prob_sums);
                 let tokens = (s.tokens * comm.size()) as f64;
-                let dot: f64 = load.iter().zip(&prob_sums).map(|(&f, &p)| f as f64 * p / tokens).sum();
-                Some((aux_coef as f64 * load.len() as f64 * dot) as f32)
+                // The loss of the last micro-batch, as one process logs it.
+                let dot: f64 = last_load.iter().zip(&prob_sums).map(|(&f, &p)| f as f64 * p / tokens).sum();
+                Some((aux_coef as f64 * last_load.len() as f64 * dot) as f32)
             }
             None => None,
         };
-        out.push(LayerStats { load, router_entropy: (scalars[0] / n) as f32, aux_loss, z_loss: s.z_loss.as_ref().map(|_| (scalars[1] / n) as f32) });
+        out.push(LayerStats {
+            load,
+            router_entropy: (scalars[0] / n) as f32,
+            aux_loss,
+            z_loss: s.z_loss.as_ref().map(|_| (scalars[1] / n) as f32),
+            dropped: dropped.map(|_| scalars[2].round() as u64),
+        });
     }
     Ok(out)
 }

@@ -44,11 +44,15 @@ pub fn account(config: &ModelConfig) -> Accounting {
                 let p = d * input_width(h, config.dense.activation) + h * d;
                 (p, p)
             }
-            FfnKind::Topk | FfnKind::Default => {
+            FfnKind::Topk | FfnKind::Default | FfnKind::Densemixer => {
                 let f = config.expert_hidden() as u64;
                 let (e, k) = (config.moe.experts as u64, config.moe.top_k as u64);
                 let expert = d * input_width(f, config.moe.activation) + f * d;
-                (d * e + e * expert, d * e + k * expert)
+                let shared_width = (config.moe.shared_experts * config.shared_hidden()) as u64;
+                let shared = d * input_width(shared_width, config.moe.activation) + shared_width * d;
+                // DenseMixer runs every expert on every token.
+                let runs = if kind == FfnKind::Densemixer { e } else { k };
+                (d * e + e * expert + shared, d * e + runs * expert + shared)
             }
         };
         total += attention + ffn_total;

@@ -1,24 +1,81 @@
-//! `moegrad compare`: the same model trained with each feed-forward kind on the same data
-//! and seeds (TopK vs Default MoE is the headline experiment), a table of final eval
-//! losses, and a plot of the eval-loss curves. Finished runs of the same config are
-//! reused and unfinished ones resumed, so an interrupted comparison picks up where it
-//! stopped; a run folder trained with another config is refused unless `force`.
+//! `moegrad compare`: the same model trained as each of several named variants on the same
+//! data and seeds (TopK vs the dense-gradient family is the headline experiment): a table
+//! of final eval losses with their spread, tokens per second and the share of a step's
+//! time the MoE layers take, a plot of the eval-loss curves, and a heatmap of expert load
+//! over training per variant. Finished runs of the same config are reused and unfinished
+//! ones resumed, so an interrupted comparison picks up where it stopped; a run folder
+//! trained with another config is refused unless `force`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use moegrad_core::Device;
-use moegrad_models::FfnKind;
+use anyhow::{bail, Context, Result};
+use moegrad_core::ops::{cross_entropy, CrossEntropyOptions};
+use moegrad_core::{Device, Module, Tensor};
+use moegrad_models::{FfnKind, Transformer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::durable::write_atomic;
+use crate::research::load_plot::load_heatmap;
 use crate::research::plot::{line_chart, Series};
+use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::train::config::RunConfig;
 use crate::train::run_folder::{reuse_or_start, Start};
 use crate::train::{train, TrainOptions};
 
+/// A named variant: `NAME` or `NAME:KEY=VALUE,KEY=VALUE...`. A NAME that is a feed-forward
+/// kind (dense, topk, default, densemixer) sets `model.ffn` first; the overrides follow
+/// (values as `--set` takes them; a value cannot hold a comma).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variant {
+    /// As the table shows it: a name of the user's own, or a kind with its overrides
+    /// (`default:default_estimator=batch_mean`).
+    pub label: String,
+    /// `--set` overrides, in order.
+    pub overrides: Vec<String>,
+}
+
+impl std::str::FromStr for Variant {
+    type Err = anyhow::Error;
+    fn from_str(spec: &str) -> Result<Variant> {
+        let (name, rest) = spec.split_once(':').unwrap_or((spec, ""));
+        let name = name.trim();
+        if name.is_empty() {
+            bail!("variant {spec:?} has no name (expected NAME or NAME:KEY=VALUE,...)");
+        }
+        let mut overrides = Vec::new();
+        let kind = name.parse::<FfnKind>().ok();
+        if let Some(kind) = kind {
+            overrides.push(format!("model.ffn=\"{}\"", kind.name()));
+        }
+        let sets: Vec<&str> = rest.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if let Some(bad) = sets.iter().find(|s| !s.contains('=')) {
+            bail!("variant {spec:?}: {bad:?} is not KEY=VALUE");
+        }
+        overrides.extend(sets.iter().map(|s| s.to_string()));
+        if overrides.is_empty() {
+            bail!("variant {name:?} is neither a feed-forward kind (dense, topk, default, densemixer) nor has overrides (NAME:KEY=VALUE,...)");
+        }
+        // A name of the user's own is the label; a kind's changes are spelt out.
+        let short: Vec<String> = sets.iter().map(|s| s.trim_start_matches("model.moe.").trim_start_matches("model.").replace('"', "")).collect();
+        let label = if short.is_empty() || kind.is_none() { name.to_string() } else { format!("{name}:{}", short.join(",")) };
+        Ok(Variant { label, overrides })
+    }
+}
+
+impl Variant {
+    /// The run folder's name for `seed`: the label with anything but letters, digits, `_`
+    /// and `-` as `-` (plain kinds keep the `topk-seed0` names of earlier comparisons).
+    fn folder(&self, seed: u64) -> String {
+        let safe: String = self.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
+        format!("{safe}-seed{seed}")
+    }
+}
+
 pub struct CompareOptions {
     pub config: RunConfig,
-    pub kinds: Vec<FfnKind>,
+    pub variants: Vec<Variant>,
     pub seeds: u64,
     pub out: PathBuf,
     pub quiet: bool,
@@ -26,15 +83,24 @@ pub struct CompareOptions {
     pub force: bool,
 }
 
-/// One feed-forward kind's results over the seeds.
+/// One variant's results over the seeds.
 pub struct CompareRow {
-    pub kind: FfnKind,
+    pub variant: Variant,
     pub final_eval: Vec<f32>,
+    /// Each seed's median training throughput (tokens/s over the logged windows).
+    pub tokens_per_s: Vec<f64>,
+    /// The MoE layers' forward and backward time over a whole step's, on the step's shapes
+    /// (None for a dense model).
+    pub moe_share: Option<f64>,
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
 }
 
 impl CompareRow {
     pub fn mean(&self) -> f64 {
-        self.final_eval.iter().map(|&v| v as f64).sum::<f64>() / self.final_eval.len() as f64
+        mean(&self.final_eval.iter().map(|&v| v as f64).collect::<Vec<_>>())
     }
 
     /// Sample standard deviation (0 for a single seed).
@@ -46,56 +112,180 @@ impl CompareRow {
         let m = self.mean();
         (self.final_eval.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
     }
+
+    pub fn mean_tokens_per_s(&self) -> f64 {
+        mean(&self.tokens_per_s)
+    }
+}
+
+/// The metrics lines of a run's metrics.jsonl.
+fn metrics(run: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).with_context(|| format!("no metrics in {}", run.display()))?;
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
 /// (step, eval loss) pairs of a run's metrics.jsonl.
-pub fn eval_curve(run: &std::path::Path) -> Result<Vec<(f64, f64)>> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).with_context(|| format!("no metrics in {}", run.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_f64()?, v["eval_loss"].as_f64()?)))
-        .collect())
+pub fn eval_curve(run: &Path) -> Result<Vec<(f64, f64)>> {
+    Ok(metrics(run)?.iter().filter_map(|v| Some((v["step"].as_f64()?, v["eval_loss"].as_f64()?))).collect())
+}
+
+/// The median of a run's logged tokens/s (the first window, which compiles the kernels,
+/// weighs no more than any other).
+fn median_tokens_per_s(run: &Path) -> Result<f64> {
+    let mut rates: Vec<f64> = metrics(run)?.iter().filter_map(|v| v["tokens_per_s"].as_f64()).collect();
+    rates.sort_by(f64::total_cmp);
+    Ok(rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN))
+}
+
+/// The median of five timings of `work` after one to warm up: GPU time where the adapter
+/// has timestamp queries, the wall clock up to the GPU's finishing otherwise.
+fn timed(device: &Device, work: &dyn Fn()) -> Duration {
+    work();
+    device.synchronize();
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let (_, gpu) = device.time_gpu(work);
+            gpu.unwrap_or_else(|| {
+                device.synchronize();
+                start.elapsed()
+            })
+        })
+        .collect();
+    times.sort();
+    times[2]
+}
+
+/// The share of a training step's forward and backward time that its MoE layers take:
+/// the model of `run`'s checkpoint on a batch of the run's shapes, then its MoE layers
+/// alone on inputs of the same size.
+fn moe_time_share(device: &Device, run: &Path) -> Result<Option<f64>> {
+    let ckpt = Checkpoint::load(&run.join(CHECKPOINT_FILE))?;
+    let config = &ckpt.meta.config;
+    if !config.model.has_moe() {
+        return Ok(None);
+    }
+    device.with_policy(
+        |p| p.precision = config.train.precision,
+        || {
+            let mut rng = StdRng::seed_from_u64(0);
+            let model = Transformer::new(device, &config.model, &mut rng)?;
+            ckpt.restore(&model, None)?;
+            let (batch, context) = (config.train.batch_size, config.model.context);
+            let mut tokens = |shape: &[usize]| {
+                let ids: Vec<u32> = (0..shape.iter().product()).map(|_| rng.random_range(0..config.model.vocab_size as u32)).collect();
+                Tensor::from_u32(device, &ids, shape)
+            };
+            let (inputs, targets) = (tokens(&[batch, context])?, tokens(&[batch * context])?);
+            let params = model.parameters();
+            let step = timed(device, &|| {
+                let out = model.forward(&inputs, true);
+                let loss = cross_entropy(&out.logits, &targets, CrossEntropyOptions::default());
+                out.aux_loss().map_or(loss.clone(), |aux| loss.add(&aux)).backward();
+                params.iter().for_each(Tensor::zero_grad);
+            });
+            let x = Tensor::randn(device, &[batch * context, config.model.d_model], 1.0, &mut rng)?.requires_grad();
+            let seed = Tensor::randn(device, &[batch * context, config.model.d_model], 1.0, &mut rng)?;
+            let layers: Vec<_> = model.blocks.iter().filter_map(|b| if let moegrad_models::Ffn::Moe(m) = &b.ffn { Some(m) } else { None }).collect();
+            let moe = timed(device, &|| {
+                for layer in &layers {
+                    let (y, stats) = layer.forward(&x, true);
+                    stats.aux_loss.iter().chain(&stats.z_loss).fold(y.mul(&seed).sum_all(), |acc, l| acc.add(l)).backward();
+                }
+                params.iter().for_each(Tensor::zero_grad);
+                x.zero_grad();
+            });
+            Ok(Some(moe.as_secs_f64() / step.as_secs_f64()))
+        },
+    )
+}
+
+/// The mean over seeds at each step every seed evaluated, leaving out step 0 (the same
+/// untrained loss for every variant, which would set the scale).
+fn mean_curve(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let Some(first) = curves.first() else { return Vec::new() };
+    first
+        .iter()
+        .filter(|&&(step, _)| step > 0.0)
+        .filter_map(|&(step, _)| {
+            let at: Vec<f64> = curves.iter().filter_map(|c| c.iter().find(|p| p.0 == step).map(|p| p.1)).collect();
+            (at.len() == curves.len()).then(|| (step, mean(&at)))
+        })
+        .collect()
 }
 
 pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>> {
-    if opts.seeds == 0 || opts.kinds.is_empty() {
-        anyhow::bail!("compare needs at least one seed and one feed-forward kind (got {} seeds, {} kinds)", opts.seeds, opts.kinds.len());
+    if opts.seeds == 0 || opts.variants.is_empty() {
+        bail!("compare needs at least one seed and one variant (got {} seeds, {} variants)", opts.seeds, opts.variants.len());
+    }
+    if let Some(twice) = opts.variants.iter().enumerate().find(|(i, v)| opts.variants[..*i].iter().any(|w| w.label == v.label)) {
+        bail!("variant {:?} is named twice", twice.1.label);
     }
     let mut rows = Vec::new();
     let mut series = Vec::new();
-    for (k, &kind) in opts.kinds.iter().enumerate() {
-        let mut row = CompareRow { kind, final_eval: Vec::new() };
+    for (k, variant) in opts.variants.iter().enumerate() {
+        let mut base = opts.config.clone();
+        if variant.overrides.iter().any(|o| o.starts_with("model.ffn=")) {
+            base.model.ffn_layers.clear();
+        }
+        let base = base.with_overrides(&variant.overrides).with_context(|| format!("variant {:?}", variant.label))?;
+        base.validate().with_context(|| format!("variant {:?}", variant.label))?;
+        let mut row = CompareRow { variant: variant.clone(), final_eval: Vec::new(), tokens_per_s: Vec::new(), moe_share: None };
+        let mut curves = Vec::new();
         for s in 0..opts.seeds {
-            let mut config = opts.config.clone();
-            config.model.ffn = kind;
-            config.model.ffn_layers.clear();
+            let mut config = base.clone();
             config.train.seed = opts.config.train.seed + s;
-            let run = opts.out.join(format!("{}-seed{}", kind.name(), config.train.seed));
+            let run = opts.out.join(variant.folder(config.train.seed));
             if let Some(start) = reuse_or_start(&run, &config, opts.force)? {
                 if !opts.quiet {
-                    println!("training {} (seed {}){}", kind.name(), config.train.seed, if start == Start::Resume { ", resuming" } else { "" });
+                    println!("training {} (seed {}){}", variant.label, config.train.seed, if start == Start::Resume { ", resuming" } else { "" });
                 }
                 train(device, TrainOptions { config: config.clone(), out: run.clone(), start, quiet: opts.quiet, stop_after: None })?;
             }
             let curve = eval_curve(&run)?;
             row.final_eval.push(curve.last().map_or(f32::NAN, |&(_, l)| l as f32));
-            series.push(Series::line(format!("{} seed {}", kind.name(), config.train.seed), k, curve));
+            row.tokens_per_s.push(median_tokens_per_s(&run)?);
+            curves.push(curve);
+            if s == 0 {
+                row.moe_share = moe_time_share(device, &run)?;
+                if row.moe_share.is_some() {
+                    load_heatmap(std::slice::from_ref(&run), &opts.out.join(format!("{}-load", variant.folder(config.train.seed))))?;
+                }
+            }
         }
+        series.push(Series::line(format!("{} (mean of {})", variant.label, curves.len()), k, mean_curve(&curves)));
         rows.push(row);
     }
-    line_chart(&opts.out.join("compare"), "Eval loss by feed-forward kind", "step", "eval loss (nats/token)", &series)?;
-    let summary: Vec<serde_json::Value> =
-        rows.iter().map(|r| serde_json::json!({"ffn": r.kind.name(), "final_eval_loss": r.final_eval, "mean": r.mean(), "std": r.std()})).collect();
+    let title = "Eval loss by variant (from the first evaluation after step 0)";
+    line_chart(&opts.out.join("compare"), title, "training step", "eval loss (nats/token)", &series)?;
+    let summary: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "variant": r.variant.label, "overrides": r.variant.overrides, "final_eval_loss": r.final_eval, "mean": r.mean(), "std": r.std(),
+                "tokens_per_s": r.tokens_per_s, "moe_time_share": r.moe_share,
+            })
+        })
+        .collect();
     write_atomic(&opts.out.join("compare.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(rows)
 }
 
 /// The comparison as a text table.
 pub fn table(rows: &[CompareRow]) -> String {
-    let mut out = format!("{:<10} {:>5} {:>12} {:>10}\n", "ffn", "runs", "eval loss", "std");
+    let width = rows.iter().map(|r| r.variant.label.len()).max().unwrap_or(0).max(7);
+    let mut out = format!("{:<width$} {:>5} {:>10} {:>8} {:>10} {:>9}\n", "variant", "runs", "eval loss", "std", "tokens/s", "MoE time");
     for r in rows {
-        out += &format!("{:<10} {:>5} {:>12.4} {:>10.4}\n", r.kind.name(), r.final_eval.len(), r.mean(), r.std());
+        let share = r.moe_share.map_or("-".to_string(), |s| format!("{:.0}%", 100.0 * s));
+        out += &format!(
+            "{:<width$} {:>5} {:>10.4} {:>8.4} {:>10.0} {:>9}\n",
+            r.variant.label,
+            r.final_eval.len(),
+            r.mean(),
+            r.std(),
+            r.mean_tokens_per_s(),
+            share
+        );
     }
     out
 }

@@ -1,9 +1,11 @@
-//! Research at scale: parameter and FLOP accounting, comparisons of feed-forward kinds,
-//! Gemstones-style width x depth sweeps, scaling-law fits and their plots.
+//! Research at scale: parameter and FLOP accounting, comparisons of MoE variants with
+//! expert-load heatmaps, Gemstones-style width x depth sweeps, scaling-law fits and their
+//! plots.
 
 pub mod accounting;
 pub mod compare;
 pub mod fit;
+pub mod load_plot;
 pub mod plot;
 pub mod sweep;
 pub mod sweep_report;

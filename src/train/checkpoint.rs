@@ -195,7 +195,9 @@ impl Checkpoint {
         self.tensors.get(name).map(|(_, v)| v.as_slice())
     }
 
-    fn get(&self, key: &str, shape: &[usize]) -> Result<&[f32]> {
+    /// The values of stored tensor `key`, refused by name if it is missing or has another
+    /// shape than `shape`.
+    pub fn get(&self, key: &str, shape: &[usize]) -> Result<&[f32]> {
         let (have, data) = self.tensors.get(key).ok_or_else(|| anyhow!("the checkpoint lacks tensor {key} (was it written for another model?)"))?;
         if have != shape {
             bail!("checkpoint tensor {key} has shape {have:?}, the model expects {shape:?}");

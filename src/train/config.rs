@@ -130,6 +130,11 @@ pub struct TrainConfig {
     /// f16 only: the initial loss scale, and how many good steps double it.
     pub loss_scale: f32,
     pub loss_scale_growth_every: u64,
+    /// A dense run's checkpoint to start from (`moegrad train --init-from`): its weights,
+    /// and in each MoE layer every expert a copy of its MLP (upcycling). Left out of a
+    /// written config when absent, so older runs keep their identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -157,6 +162,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             loss_scale: 65536.0,
             loss_scale_growth_every: 200,
+            init_from: None,
         }
     }
 }
@@ -258,7 +264,7 @@ impl RunConfig {
             let (k, v) = o.split_once('=').ok_or_else(|| anyhow!("--set {o:?}: expected key=value"))?;
             set_key(&mut table, k.trim(), v.trim())?;
         }
-        from_table(table, "the checkpoint's config")
+        from_table(table, "with the overrides")
     }
 
     /// Checks everything that can be checked before the tokenizer exists (the vocabulary

@@ -22,6 +22,7 @@ pub mod sample;
 pub mod schedule;
 pub mod step;
 pub mod tokenizer;
+pub mod upcycle;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use moegrad_core::ops::{count_non_finite, AdamW, AdamWConfig, Precision};
 use moegrad_core::{Device, PendingRead};
-use moegrad_models::Transformer;
+use moegrad_models::{Balance, Ffn, Transformer};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -49,6 +50,7 @@ use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::train::schedule::learning_rate;
 use crate::train::step::{train_step, Exchange, StepSettings};
 use crate::train::tokenizer::{Tokenizer, TOKENIZER_FILE};
+use crate::train::upcycle::upcycle;
 pub use eval::{evaluate, score_all, Score};
 
 use checkpoint::{checkpoint_tensors, encode, kept_file, Checkpoint, CheckpointMeta, BEST_FILE, CHECKPOINT_FILE, KEPT_PREFIX};
@@ -201,6 +203,15 @@ fn prune_kept(out: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
+/// Each MoE layer's selection bias (`balance = "bias"`), in layer order; None elsewhere.
+fn selection_biases(model: &Transformer) -> Result<Vec<Option<Vec<f32>>>> {
+    let layers = model.blocks.iter().filter_map(|b| match &b.ffn {
+        Ffn::Moe(m) => Some(m),
+        Ffn::Dense(_) => None,
+    });
+    Ok(layers.map(|m| (m.config.balance == Balance::Bias).then(|| m.selection_bias.to_vec()).transpose()).collect::<std::result::Result<_, _>>()?)
+}
+
 pub fn train(device: &Device, opts: TrainOptions) -> Result<TrainSummary> {
     train_with(device, opts, &Solo)
 }
@@ -248,12 +259,18 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     if let Some(w) = resumed.as_ref().and_then(Checkpoint::warning) {
         eprintln!("{w}: {}", ckpt_path.display());
     }
-    let (tokenizer, corpus) = load_corpus(&mut config, resumed.as_ref())?;
+    // A resumed run is its own checkpoint; a new one may start from a dense run's.
+    let init_from = config.train.init_from.clone().filter(|_| resumed.is_none());
+    let source = init_from.as_ref().map(|path| Checkpoint::load(Path::new(path))).transpose()?;
+    let (tokenizer, corpus) = load_corpus(&mut config, resumed.as_ref().or(source.as_ref()))?;
     agree_on_start(comm, &config)?;
 
     let t = config.train.clone();
     let mut rng = StdRng::seed_from_u64(t.seed);
     let mut model = Transformer::new(device, &config.model, &mut rng)?;
+    if let (Some(source), Some(path)) = (&source, &init_from) {
+        upcycle(source, path, &model)?;
+    }
     let adam = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
     let mut opt = AdamW::new(&model, adam)?;
     let (mut step, mut tokens_seen, mut wall_before) = (0, 0, 0.0);
@@ -366,10 +383,21 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
                 line["skipped_steps"] = json!(s.skipped);
             }
             let layers = layer_stats(comm, &output_stats, config.model.moe.aux_loss_coef)?;
+            let biases = selection_biases(&model)?;
             let layers: Vec<_> = layers
                 .into_iter()
+                .zip(biases)
                 .enumerate()
-                .map(|(i, s)| json!({"layer": i, "load": s.load, "router_entropy": s.router_entropy, "aux_loss": s.aux_loss, "z_loss": s.z_loss}))
+                .map(|(i, (s, bias))| {
+                    let mut layer = json!({"layer": i, "load": s.load, "load_cv": s.load_cv(), "max_violation": s.max_violation(), "router_entropy": s.router_entropy, "aux_loss": s.aux_loss, "z_loss": s.z_loss});
+                    if let Some(d) = s.dropped {
+                        layer["dropped"] = json!(d);
+                    }
+                    if let Some(b) = bias {
+                        layer["bias"] = json!(b);
+                    }
+                    layer
+                })
                 .collect();
             if !layers.is_empty() {
                 line["moe"] = json!(layers);

@@ -1,7 +1,8 @@
 //! One optimizer step of the transformer, the one the trainer runs and the benchmark
 //! times: micro-batches forward and backward (the loss scaled for f16 and divided over
 //! the accumulation), the gradient norm, a clipped AdamW update unless the loss scaler
-//! skips it, and the Default-MoE vectors the last forward pass returned made current.
+//! skips it, the Default-MoE vectors the last forward pass returned made current, and the
+//! selection biases moved by the step's expert loads.
 //! Nothing is read back but, in f16 runs, the gradient norm the scaler needs.
 //!
 //! Data-parallel ranks (`Exchange`) run the same step on their share of the windows and
@@ -35,7 +36,8 @@ pub struct StepOutput {
     pub loss_sum: Tensor,
     /// `[norm, scale]` from `grad_norm`, when any parameter had a gradient.
     pub grad_norm: Option<Tensor>,
-    /// The last micro-batch's MoE statistics, per MoE layer.
+    /// The last micro-batch's MoE statistics, per MoE layer, with the step's loads (the
+    /// mean over its micro-batches) and dropped slots (their sum).
     pub moe: Vec<MoeStats>,
     /// Whether the update was applied (the loss scaler skips steps that overflowed).
     pub applied: bool,
@@ -62,7 +64,9 @@ pub fn train_step(
     let loss_scale = scaler.as_ref().map_or(1.0, |s| s.scale);
     let ranks = exchange.as_ref().map_or(1, |x| x.comm.size());
     let mut loss_sum: Option<Tensor> = None;
-    let mut moe = Vec::new();
+    let mut moe: Vec<MoeStats> = Vec::new();
+    // Per MoE layer: the loads and dropped slots of the micro-batches so far.
+    let mut step_load: Vec<(Tensor, Option<Tensor>)> = Vec::new();
     for micro in 0..settings.grad_accum {
         let b = batch(micro)?;
         let out = model.forward(&b.inputs, true);
@@ -88,7 +92,17 @@ pub fn train_step(
             Some(s) => s.add(&ce),
             None => ce,
         }));
+        step_load = no_grad(|| match step_load.is_empty() {
+            true => out.moe.iter().map(|s| (s.load.clone(), s.dropped.clone())).collect(),
+            false => step_load.iter().zip(&out.moe).map(|((l, d), s)| (l.add(&s.load), d.as_ref().zip(s.dropped.as_ref()).map(|(a, b)| a.add(b)))).collect(),
+        });
         moe = out.moe;
+    }
+    if settings.grad_accum > 1 {
+        for (stats, (load, dropped)) in moe.iter_mut().zip(step_load) {
+            stats.load_over_step = Some(no_grad(|| load.mul_scalar(1.0 / settings.grad_accum as f32)));
+            stats.dropped = dropped;
+        }
     }
     let mut exchanged = None;
     if let Some(x) = exchange.as_mut() {

@@ -148,3 +148,29 @@ fn data_prepare_and_inspect_at_the_terminal() {
     assert!(inspected.status.success() && stdout.contains("tokenizer gpt2") && stdout.contains("<|endoftext|>HAMLET"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn plot_draws_expert_load_and_compare_and_init_from_refuse_bad_input_by_name() {
+    let dir = scratch("cli-moe");
+    let (moe, dense) = (dir.join("moe"), dir.join("dense"));
+    let (moe, dense) = (moe.to_str().unwrap(), dense.to_str().unwrap());
+    for (out, ffn) in [(moe, "model.ffn=\"topk\""), (dense, "model.ffn=\"dense\"")] {
+        let run = moegrad(&train_args(out, &["--set", ffn, "--set", "train.steps=4", "--quiet"]));
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    }
+    let plotted = moegrad(&["plot", moe]);
+    assert!(plotted.status.success(), "{}", String::from_utf8_lossy(&plotted.stderr));
+    for ext in ["png", "svg"] {
+        assert!(dir.join("moe").join(format!("expert-load.{ext}")).exists(), "plot wrote no .{ext}");
+    }
+    assert!(refused(&["plot", dense]).contains("logged no expert loads"));
+    let err = refused(&["compare", "--variant", "bogus", "--out", dir.join("c").to_str().unwrap()]);
+    assert!(err.contains("\"bogus\"") && err.contains("feed-forward kind"), "{err}");
+    let err = refused(&["compare", "--variant", "topk:model.moe.score", "--out", dir.join("c").to_str().unwrap()]);
+    assert!(err.contains("\"model.moe.score\" is not KEY=VALUE"), "{err}");
+    let err = refused(&["compare", "--variant", "topk:model.moe.scores=\"sigmoid\"", "--out", dir.join("c").to_str().unwrap()]);
+    assert!(err.contains("scores"), "an unknown key is named: {err}");
+    let missing = dir.join("no-such.safetensors");
+    let err = refused(&train_args(dir.join("up").to_str().unwrap(), &["--set", "model.ffn=\"topk\"", "--init-from", missing.to_str().unwrap()]));
+    assert!(err.contains("no-such.safetensors"), "{err}");
+}

@@ -218,3 +218,20 @@ pub fn check_op(name: &str, inputs: &[HostTensor], gpu: impl Fn(&[Tensor]) -> Te
 fn shapes(inputs: &[HostTensor]) -> Vec<Vec<usize>> {
     inputs.iter().map(|t| t.shape.clone()).collect()
 }
+
+/// Distinct experts per token (`[tokens * k]`), as a router gives; some experts may stay
+/// empty.
+pub fn random_choices(r: &mut rand::rngs::StdRng, tokens: usize, k: usize, experts: usize) -> Vec<u32> {
+    (0..tokens)
+        .flat_map(|_| {
+            let mut chosen: Vec<u32> = Vec::new();
+            while chosen.len() < k {
+                let e = r.random_range(0..experts as u32);
+                if !chosen.contains(&e) {
+                    chosen.push(e);
+                }
+            }
+            chosen
+        })
+        .collect()
+}

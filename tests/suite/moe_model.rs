@@ -74,7 +74,7 @@ fn inputs(seed: u64) -> (Vec<HostTensor>, HostTensor) {
 }
 
 fn layer(kind: FfnKind, t: &[Tensor], defaults: &HostTensor, cfg: &MoeConfig) -> MoeFfn {
-    MoeFfn::from_parts(kind, cfg, t[1].clone(), t[2].clone(), t[3].clone(), upload(defaults))
+    MoeFfn::from_parts(kind, cfg, t[1].clone(), t[2].clone(), t[3].clone(), upload(defaults)).unwrap()
 }
 
 #[test]

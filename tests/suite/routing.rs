@@ -2,15 +2,16 @@
 
 use moegrad::ops::load_balance::load_balancing_loss_reference;
 use moegrad::ops::permute::{combine_slots_reference, gather_slots_reference, plan_routing_reference};
-use moegrad::ops::router::{route_reference, router_stats_reference};
+use moegrad::ops::router::{route_reference, route_scored_reference, router_stats_reference, sigmoid_entropy_reference};
 use moegrad::ops::topk::topk_reference;
 use moegrad::ops::{
-    combine_slots, concat, gather_slots, load_balancing_loss, plan_routing, reshape, route, route_with_stats, router_exchange, topk, HostTensor,
+    combine_slots, concat, gather_slots, load_balancing_loss, plan_routing, reshape, route, route_scored, route_with_stats, router_exchange, topk, HostTensor,
+    RouterOptions, Score,
 };
 use moegrad::prelude::*;
 use rand::Rng;
 
-use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, packed_row_lengths, rng, upload, TOL};
+use crate::common::{assert_close, check_op, device, dim, host, on_both_paths, packed_row_lengths, random_choices, rng, upload, TOL};
 
 #[test]
 fn topk_values_indices_and_gradient() {
@@ -77,6 +78,67 @@ fn router_without_subgroups_matches_reference() {
     device().with_policy(|p| p.subgroups = false, || check_router(&mut rng(63)));
 }
 
+/// Sigmoid scores and a selection bias, with and without renormalisation, against the
+/// reference: the indices exactly (chosen by score plus bias), the scores, the unbiased
+/// weights and the log-normaliser with their gradients, and the entropy.
+fn check_scored_router(r: &mut rand::rngs::StdRng) {
+    for (tokens, experts, k) in [(7, 8, 2), (33, 64, 8), (21, 17, 3), (9, 256, 8), (4, 1, 1)] {
+        for (score, biased, renormalize) in
+            [(Score::Sigmoid, false, true), (Score::Sigmoid, true, true), (Score::Softmax, true, false), (Score::Sigmoid, true, false)]
+        {
+            let logits = host(r, &[tokens, experts], -3.0, 3.0);
+            // Biases of the size the balancing update reaches, so that they change choices.
+            let bias = host(r, &[experts], -0.3, 0.3);
+            let bias_ref = biased.then_some(bias.data.as_slice());
+            let bias_gpu = upload(&bias);
+            let options = RouterOptions { k, score, renormalize, selection_bias: biased.then_some(&bias_gpu) };
+            let (out, stats) = route_scored(&upload(&logits), &options);
+            let (_, _, want_idx) = route_scored_reference(&logits, k, score, renormalize, bias_ref);
+            let what = format!("{score:?} router, bias {biased}, renormalize {renormalize}, [{tokens}, {experts}] k {k}");
+            assert_eq!(out.indices.to_vec_u32().unwrap(), want_idx, "{what}: indices");
+            let want_entropy = match score {
+                Score::Sigmoid => sigmoid_entropy_reference(&logits),
+                Score::Softmax => router_stats_reference(&logits).1,
+            };
+            assert_close(&format!("{what}: entropy"), &stats.entropy.to_vec().unwrap(), &want_entropy.data, 1e-5);
+            let all = |t: &[Tensor]| {
+                let (o, s) = route_scored(&t[0], &options);
+                concat(&[&reshape(&o.probs, &[tokens * experts]), &reshape(&o.weights, &[tokens * k]), &s.log_normalizer], 0)
+            };
+            let all_ref = |h: &[HostTensor]| {
+                let (p, w, _) = route_scored_reference(&h[0], k, score, renormalize, bias_ref);
+                let (lse, _) = router_stats_reference(&h[0]);
+                HostTensor::new(&[tokens * (experts + k + 1)], p.data.into_iter().chain(w.data).chain(lse.data).collect())
+            };
+            check_op(&what, &[logits], all, all_ref, TOL);
+        }
+    }
+}
+
+#[test]
+fn sigmoid_and_biased_routers_match_reference() {
+    check_scored_router(&mut rng(66));
+}
+
+#[test]
+fn sigmoid_and_biased_routers_without_subgroups_match_reference() {
+    device().with_policy(|p| p.subgroups = false, || check_scored_router(&mut rng(67)));
+}
+
+#[test]
+fn sigmoid_router_weights_alone_give_a_gradient_through_the_sigmoid() {
+    let mut r = rng(68);
+    let logits = host(&mut r, &[11, 12], -2.0, 2.0);
+    let options = RouterOptions { k: 3, score: Score::Sigmoid, renormalize: true, selection_bias: None };
+    check_op(
+        "sigmoid router weights",
+        &[logits],
+        |t| route_scored(&t[0], &options).0.weights,
+        |h| route_scored_reference(&h[0], 3, Score::Sigmoid, true, None).1,
+        TOL,
+    );
+}
+
 #[test]
 fn router_weights_alone_give_a_gradient_through_the_softmax() {
     let mut r = rng(62);
@@ -99,22 +161,6 @@ fn router_entropy_ignores_experts_of_zero_probability() {
     assert_close("entropy with a -inf logit", &entropy, &router_stats_reference(&logits).1.data, 1e-5);
     assert!((entropy[1] as f64 - 4f64.ln()).abs() < 1e-5, "uniform over 4 experts: ln 4, got {}", entropy[1]);
     assert_eq!(out.probs.to_vec().unwrap()[1], 0.0);
-}
-
-fn random_choices(r: &mut rand::rngs::StdRng, tokens: usize, k: usize, experts: usize) -> Vec<u32> {
-    // Distinct experts per token, as a router gives; some experts may stay empty.
-    (0..tokens)
-        .flat_map(|_| {
-            let mut chosen: Vec<u32> = Vec::new();
-            while chosen.len() < k {
-                let e = r.random_range(0..experts as u32);
-                if !chosen.contains(&e) {
-                    chosen.push(e);
-                }
-            }
-            chosen
-        })
-        .collect()
 }
 
 #[test]

@@ -243,7 +243,7 @@ fn the_last_n_checkpoints_and_the_best_are_kept() {
 fn compare_reuses_a_run_only_when_its_config_is_the_same() {
     let out = scratch("compare-reuse");
     let options =
-        |config: RunConfig, force: bool| CompareOptions { config, kinds: vec![moegrad::models::FfnKind::Topk], seeds: 1, out: out.clone(), quiet: true, force };
+        |config: RunConfig, force: bool| CompareOptions { config, variants: vec!["topk".parse().unwrap()], seeds: 1, out: out.clone(), quiet: true, force };
     compare(&device(), &options(tiny(&["train.steps=2"]), false)).unwrap();
     let ckpt = out.join("topk-seed0").join(CHECKPOINT_FILE);
     let first = std::fs::read(&ckpt).unwrap();

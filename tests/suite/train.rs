@@ -230,7 +230,7 @@ fn compare_trains_each_kind_per_seed_and_writes_table_and_plots() {
     let out = scratch("compare");
     let opts = moegrad::research::compare::CompareOptions {
         config: tiny(&["train.steps=2", "train.warmup=0"]),
-        kinds: vec![moegrad::models::FfnKind::Topk, moegrad::models::FfnKind::Default],
+        variants: vec!["topk".parse().unwrap(), "default".parse().unwrap()],
         seeds: 2,
         out: out.clone(),
         quiet: true,

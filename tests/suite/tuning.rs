@@ -11,12 +11,24 @@ use moegrad::{KernelPolicy, Tuning, TUNING_ENV};
 use crate::common::{device, is_lavapipe, rerun_tests, LAVAPIPE_VECTOR_WIDTH};
 
 /// The modules whose tests cover ops with kernel choices (and the model built on them).
-const FILTERS: [&str; 10] =
-    ["matmul::", "softmax::", "transformer::", "moe_layer::", "moe_model::", "reduce::", "routing::", "embedding::", "empty::", "tuning::kernel_choices"];
+const FILTERS: [&str; 11] = [
+    "matmul::",
+    "softmax::",
+    "transformer::",
+    "moe_layer::",
+    "moe_model::",
+    "moe_options::every_routing_option",
+    "reduce::",
+    "routing::",
+    "embedding::",
+    "empty::",
+    "tuning::kernel_choices",
+];
 
 /// Tests that must be among those that ran and passed with a GPU's choices.
-const MUST_PASS: [&str; 5] = [
+const MUST_PASS: [&str; 6] = [
     "tuning::kernel_choices_follow_the_tuning",
+    "moe_options::every_routing_option_matches_a_cpu_moe_layer_in_outputs_and_gradients",
     "moe_layer::moe_layer_matches_cpu_reference_in_outputs_and_all_gradients",
     "moe_model::topk_and_default_layers_match_reference_in_outputs_and_gradients",
     "transformer::attention_causal_and_full",

@@ -4,23 +4,31 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use moegrad::research::compare::{compare, table, CompareOptions};
+use moegrad::research::compare::{compare, table, CompareOptions, Variant};
 use moegrad::train::config::RunConfig;
 use moegrad::Device;
 
-/// Train the same model with several feed-forward kinds and seeds; table and plot.
+/// Train the same model as several named variants over the same seeds and data; table,
+/// loss curves and expert-load heatmaps.
 #[derive(Args)]
 pub struct CompareArgs {
     /// A TOML run config (see configs/).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Override a config key, e.g. --set train.steps=100.
+    /// Override a config key for every variant, e.g. --set train.steps=100.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Comma-separated kinds: dense, topk, default.
-    #[arg(long, default_value = "topk,default")]
-    ffn: String,
-    /// Seeds per kind.
+    /// Comma-separated feed-forward kinds, each a variant: dense, topk, default, densemixer
+    /// (the default, topk,default, applies when no --variant is given).
+    #[arg(long)]
+    ffn: Option<String>,
+    /// A named variant, NAME or NAME:KEY=VALUE,KEY=VALUE (repeatable), e.g.
+    /// default:model.moe.default_estimator="batch_mean" or
+    /// sigmoid-bias:model.moe.score="sigmoid",model.moe.balance="bias". A NAME that is a
+    /// feed-forward kind sets model.ffn.
+    #[arg(long = "variant", value_name = "SPEC")]
+    variants: Vec<String>,
+    /// Seeds per variant.
     #[arg(long, default_value_t = 3, value_parser = crate::at_least_one)]
     seeds: usize,
     /// Folder for the runs, compare.json and the plots.
@@ -36,14 +44,16 @@ pub struct CompareArgs {
 
 impl CompareArgs {
     pub fn run(self) -> Result<()> {
-        let CompareArgs { config, overrides, ffn, seeds, out, quiet, force } = self;
+        let CompareArgs { config, overrides, ffn, variants, seeds, out, quiet, force } = self;
         let config = RunConfig::load(config.as_deref(), &overrides)?;
         config.validate()?;
-        let kinds = ffn.split(',').map(|k| k.trim().parse().map_err(|e: String| anyhow::anyhow!("--ffn: {e}"))).collect::<Result<Vec<_>>>()?;
+        let kinds = ffn.or_else(|| variants.is_empty().then(|| "topk,default".to_string())).unwrap_or_default();
+        let specs = kinds.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).chain(variants);
+        let variants = specs.map(|s| s.parse::<Variant>().map_err(|e| anyhow::anyhow!("--variant: {e}"))).collect::<Result<Vec<_>>>()?;
         let device = Device::new()?;
-        let rows = compare(&device, &CompareOptions { config, kinds, seeds: seeds as u64, out: out.clone(), quiet, force })?;
+        let rows = compare(&device, &CompareOptions { config, variants, seeds: seeds as u64, out: out.clone(), quiet, force })?;
         print!("{}", table(&rows));
-        println!("curves: {} and .svg", out.join("compare.png").display());
+        println!("curves: {} and .svg; expert load: {}", out.join("compare.png").display(), out.join("*-load.png").display());
         Ok(())
     }
 }

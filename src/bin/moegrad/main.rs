@@ -8,6 +8,7 @@ mod demo;
 mod devices;
 mod eval;
 mod fit;
+mod plot;
 mod sample;
 mod sweep;
 mod train;
@@ -38,6 +39,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Sample(sample::SampleArgs),
     Compare(compare::CompareArgs),
+    Plot(plot::PlotArgs),
     Sweep(sweep::SweepArgs),
     Bench(bench::BenchArgs),
     Fit(fit::FitArgs),
@@ -71,6 +73,7 @@ fn main() {
         Command::Eval(a) => a.run(),
         Command::Sample(a) => a.run(),
         Command::Compare(a) => a.run(),
+        Command::Plot(a) => a.run(),
         Command::Sweep(a) => a.run(comm.as_ref()),
         Command::Bench(a) => a.run(comm.as_ref()),
         Command::Fit(a) => a.run(),

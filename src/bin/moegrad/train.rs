@@ -11,7 +11,7 @@ use moegrad::train::run_folder::Start;
 use moegrad::train::{train_with, TrainOptions};
 use moegrad::Device;
 
-/// Train a transformer language model (dense, TopK MoE or Default MoE).
+/// Train a transformer language model (dense, TopK MoE, Default MoE or DenseMixer).
 #[derive(Args)]
 pub struct TrainArgs {
     /// A TOML run config (see configs/); with --resume, the checkpoint's own by default.
@@ -24,6 +24,10 @@ pub struct TrainArgs {
     /// data prepare` or llm.c (default: bundled Shakespeare).
     #[arg(long)]
     data: Option<String>,
+    /// Start from a dense run's checkpoint: its weights, each MoE layer's experts copies of
+    /// its MLP, the routers fresh (upcycling; sets train.init_from).
+    #[arg(long, value_name = "DENSE_CHECKPOINT")]
+    init_from: Option<PathBuf>,
     /// Folder for checkpoint.safetensors, metrics.jsonl, config.toml, moegrad-tokenizer.json.
     #[arg(long)]
     out: PathBuf,
@@ -43,9 +47,12 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     pub fn run(self, comm: &dyn Collective) -> Result<()> {
-        let TrainArgs { config, mut overrides, data, out, resume, force, stop_after, quiet } = self;
+        let TrainArgs { config, mut overrides, data, init_from, out, resume, force, stop_after, quiet } = self;
         if let Some(d) = data {
             overrides.push(format!("data.path={}", toml::Value::String(d)));
+        }
+        if let Some(path) = init_from {
+            overrides.push(format!("train.init_from={}", toml::Value::String(path.display().to_string())));
         }
         let config = match (&config, resume) {
             (None, true) => Checkpoint::load(&out.join(CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,

@@ -2,9 +2,13 @@
 // data-parallel ranks can add up their sums in between:
 // `sums`: per (expert, column) the sum of expert e's outputs this step, where expert e's
 //   rows are the contiguous block offsets[e]..offsets[e+1] of the expert-ordered outputs;
-//   column d holds the number of rows. Output [E, d + 1].
+//   column d holds the number of rows. Output [E, d + 1]. When WEIGHTED, each row counts
+//   with its slot's weight (row r is slot sorted_slots[r]) and column d holds the weights'
+//   sum, so the update gives the weighted mean.
 // `update`: D_e <- beta * D_e + (1 - beta) * sum_e / count_e. An expert that received no
 //   tokens keeps its vector.
+
+const WEIGHTED: bool = {{WEIGHTED}};
 
 struct Params { experts: u32, d: u32, beta: f32 }
 
@@ -15,6 +19,8 @@ struct Params { experts: u32, d: u32, beta: f32 }
 @group(0) @binding(4) var<storage, read_write> sums_out: array<f32>;
 @group(0) @binding(5) var<storage, read> sums_in: array<f32>;
 @group(0) @binding(6) var<storage, read_write> updated: array<f32>;
+
+{{ROW_WEIGHTS}}
 
 @compute @workgroup_size(ELEMENTWISE_WG)
 fn sums(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -28,12 +34,20 @@ fn sums(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let begin = offsets[e];
     let end = offsets[e + 1u];
     if c == p.d {
-        sums_out[i] = f32(end - begin);
+        if WEIGHTED {
+            var mass = 0.0;
+            for (var r = begin; r < end; r++) {
+                mass += row_weight(r);
+            }
+            sums_out[i] = mass;
+        } else {
+            sums_out[i] = f32(end - begin);
+        }
         return;
     }
     var acc = 0.0;
     for (var r = begin; r < end; r++) {
-        acc += rows[r * p.d + c];
+        acc += row_weight(r) * rows[r * p.d + c];
     }
     sums_out[i] = acc;
 }

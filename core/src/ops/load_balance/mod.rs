@@ -2,7 +2,8 @@
 //! (`load_balance.wgsl`): the column sums of the probabilities (the reduction
 //! kernel), then the loads and the loss in one kernel, and the gradient in one, where the
 //! formula as tensor ops takes a dozen small kernels a layer. The loads come from the
-//! routing plan's counts, not from the chosen experts again.
+//! routing plan's counts, not from the chosen experts again. The loss-free alternative,
+//! DeepSeek-V3's selection bias, moves by `bias_balance_update` (`bias_update.wgsl`).
 
 use crate::{elementwise_grid, record, DType, Tensor};
 
@@ -12,6 +13,7 @@ use crate::ops::permute::Routing;
 use crate::ops::reduce::{reduce, ReduceOp};
 
 const SHADER: &str = include_str!("load_balance.wgsl");
+const BIAS_SHADER: &str = include_str!("bias_update.wgsl");
 
 /// What `load_balancing_loss` gives.
 pub struct LoadBalance {
@@ -78,6 +80,32 @@ pub fn load_balancing_loss(probs: &Tensor, plan: &Routing, coef: f32) -> LoadBal
         vec![Some(dprobs)]
     });
     LoadBalance { loss, load, prob_sums }
+}
+
+/// The selection bias `[E]` after one step of auxiliary-loss-free balancing from the
+/// step's expert loads `[E]`: `b_e + rate * sign(mean load - load_e)`. Not differentiable
+/// (the bias is model state).
+pub fn bias_balance_update(bias: &Tensor, load: &Tensor, rate: f32) -> Tensor {
+    let experts = bias.numel();
+    assert!(
+        bias.shape() == [experts] && load.shape() == [experts],
+        "bias_balance_update: bias {:?} and load {:?} must both be [E]",
+        bias.shape(),
+        load.shape()
+    );
+    let dev = bias.device();
+    let updated = Tensor::output(dev, &[experts], DType::F32, "bias_balance_update");
+    if experts > 0 {
+        let pipeline = dev.pipeline("bias_update", "main", || BIAS_SHADER.to_string());
+        dev.launch(&pipeline, &[experts as u32, rate.to_bits()], &[bias, load, &updated], [experts.div_ceil(64) as u32, 1, 1]);
+    }
+    updated
+}
+
+/// CPU reference of `bias_balance_update`.
+pub fn bias_balance_update_reference(bias: &[f64], load: &[f64], rate: f64) -> Vec<f64> {
+    let mean = load.iter().sum::<f64>() / load.len() as f64;
+    bias.iter().zip(load).map(|(b, l)| b + rate * (mean - l).signum() * f64::from(u8::from(mean != *l))).collect()
 }
 
 /// CPU reference from the chosen experts (u32 `[T * k]`): (loss, f_e for each expert).

@@ -20,6 +20,7 @@ const PERMUTE_SHADER: &str = include_str!("permute.wgsl");
 const GATHER_SHADER: &str = include_str!("gather_slots.wgsl");
 const COMBINE_SHADER: &str = include_str!("combine.wgsl");
 const COMBINE_WEIGHTS_BACKWARD_SHADER: &str = include_str!("combine_weights_backward.wgsl");
+const EVERY_EXPERT_SHADER: &str = include_str!("every_expert.wgsl");
 
 /// Most experts the permutation kernels handle (one workgroup scans the counts).
 pub const MAX_EXPERTS: usize = 256;
@@ -67,6 +68,17 @@ pub fn plan_routing(expert_ids: &Tensor, experts: usize) -> Routing {
         dev.launch_bound(&pipeline, &params, &[bind[0], bind[2], bind[3], bind[4]], grid(experts));
     }
     Routing { tokens, k, experts, counts, offsets, sorted_slots, slot_positions }
+}
+
+/// The plan that sends each of `tokens` tokens to all `experts` experts (k = E, slot
+/// `t * E + e` to expert e): dense MoE variants that run every expert on every token.
+pub fn plan_every_expert(dev: &Device, tokens: usize, experts: usize) -> Routing {
+    let ids = Tensor::output(dev, &[tokens, experts], DType::U32, "plan_every_expert");
+    if ids.numel() > 0 {
+        let pipeline = dev.pipeline("permute/every_expert", "main", || EVERY_EXPERT_SHADER.to_string());
+        dev.launch(&pipeline, &[ids.numel() as u32, experts as u32], &[&ids], elementwise_grid(ids.numel()));
+    }
+    plan_routing(&ids, experts)
 }
 
 /// `x` `[T, d]` -> `[T * k, d]` in expert order: row `pos` is the token of slot `sorted_slots[pos]`.

@@ -46,18 +46,27 @@ pub fn topk(x: &Tensor, k: usize) -> (Tensor, Tensor) {
 }
 
 /// `[rows, n]` with 1 at each row's `indices` (`[rows, k]`, u32) and 0 elsewhere: which
-/// experts a token chose. Not differentiable. Reuses top-k's scatter.
+/// experts a token chose. Not differentiable.
 pub fn selection_mask(indices: &Tensor, n: usize) -> Tensor {
     assert!(indices.rank() == 2 && indices.dtype() == DType::U32, "selection_mask: indices must be u32 [rows, k], got {:?}", indices.shape());
+    let ones = Tensor::output_full(indices.device(), indices.shape(), 1.0, "selection_mask");
+    scatter_choices(&ones, indices, n)
+}
+
+/// `[rows, n]` holding `values[r, j]` at column `indices[r, j]` (u32 `[rows, k]`, distinct
+/// per row) and 0 elsewhere: a token's per-choice values laid out by expert. Not
+/// differentiable. Reuses top-k's scatter.
+pub fn scatter_choices(values: &Tensor, indices: &Tensor, n: usize) -> Tensor {
+    assert!(indices.rank() == 2 && indices.dtype() == DType::U32, "scatter_choices: indices must be u32 [rows, k], got {:?}", indices.shape());
+    assert_eq!(values.shape(), indices.shape(), "scatter_choices: values {:?} and indices {:?} differ in shape", values.shape(), indices.shape());
     let (rows, k) = (indices.shape()[0], indices.shape()[1]);
     let dev = indices.device();
-    let mask = Tensor::output_zeros(dev, &[rows, n], DType::F32, "selection_mask");
+    let out = Tensor::output_zeros(dev, &[rows, n], DType::F32, "scatter_choices");
     if indices.numel() > 0 {
-        let ones = Tensor::output_full(dev, &[rows, k], 1.0, "selection_mask");
         let pipeline = dev.pipeline("topk_backward", "main", || BACKWARD_SHADER.to_string());
-        dev.launch(&pipeline, &[rows as u32, n as u32, k as u32], &[&ones, indices, &mask], elementwise_grid(indices.numel()));
+        dev.launch(&pipeline, &[rows as u32, n as u32, k as u32], &[values, indices, &out], elementwise_grid(indices.numel()));
     }
-    mask
+    out
 }
 
 /// CPU reference: a stable sort of each row by descending value.
