@@ -17,6 +17,8 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::research::table::{read_table, TableOptions};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 pub enum Law {
     /// Chinchilla approach 3: parameters and tokens.
@@ -73,31 +75,11 @@ pub struct Row {
     pub flops: f64,
 }
 
-/// Rows of a results file: moegrad's `results.jsonl` or the Gemstones release (whose
-/// `params_active_precise` counts every parameter).
+/// Rows of a results file with every column a law may use: moegrad's `results.jsonl` or
+/// the Gemstones release (whose `params_active_precise` counts every parameter). Other
+/// tables: `read_table`.
 pub fn read_rows(path: &std::path::Path) -> Result<Vec<Row>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
-        let num = |k: &str| v[k].as_f64().with_context(|| format!("{}:{}: missing number {k:?}", path.display(), i + 1));
-        let params = num("params_active_precise")?;
-        let tokens = num("tokens")?;
-        rows.push(Row {
-            run_name: v["run_name"].as_str().unwrap_or_default().to_string(),
-            width: num("width")?,
-            depth: num("depth")?,
-            params,
-            non_embedding_params: v["non_embedding_params"].as_f64().unwrap_or(f64::NAN),
-            tokens,
-            loss: num("final_loss")?,
-            flops: v["flops"].as_f64().unwrap_or(6.0 * params * tokens),
-        });
-    }
-    if rows.is_empty() {
-        bail!("{} has no rows", path.display());
-    }
-    Ok(rows)
+    read_table(path, &["width", "depth", "params", "tokens"], &TableOptions::default())
 }
 
 /// A fitted law, in the Gemstones layout.
@@ -346,6 +328,8 @@ pub struct Bootstrap {
     pub exponents: Vec<(f64, f64)>,
     pub coefficients: Vec<(f64, f64)>,
     pub irreducible_error: (f64, f64),
+    /// Params-tokens law: the compute-optimal exponents a and b (`optimal_exponents`).
+    pub optimal_exponents: Option<[(f64, f64); 2]>,
 }
 
 pub fn bootstrap(rows: &[Row], law: Law, delta: f64, best: &Fit, samples: usize, seed: u64, non_embedding: bool) -> Result<Bootstrap> {
@@ -361,19 +345,30 @@ pub fn bootstrap(rows: &[Row], law: Law, delta: f64, best: &Fit, samples: usize,
     if thetas.is_empty() {
         bail!("every bootstrap refit failed");
     }
-    let interval = |i: usize| {
-        let mut v: Vec<f64> = thetas.iter().map(|t| t[i]).collect();
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        (at(0.025), at(0.975))
-    };
+    let interval = |i: usize| percentiles(thetas.iter().map(|t| t[i]).collect());
     let k = law.variables().len();
+    let optimal = |which: usize| percentiles(thetas.iter().map(|t| optimal_exponents(t[k], t[k + 1])[which]).collect());
     Ok(Bootstrap {
         samples: thetas.len(),
         coefficients: (0..k).map(interval).collect(),
         exponents: (k..2 * k).map(interval).collect(),
         irreducible_error: interval(2 * k),
+        optimal_exponents: (law == Law::ParamsTokens).then(|| [optimal(0), optimal(1)]),
     })
+}
+
+/// The 2.5 and 97.5 percentiles of `v`.
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.025), at(0.975))
+}
+
+/// The compute-optimal exponents `[a, b]` of `N_opt ~ C^a`, `D_opt ~ C^b` under
+/// `L = E + A / N^alpha + B / D^beta`: `a = beta / (alpha + beta)`, `b = alpha / (alpha +
+/// beta)` (Chinchilla, approach 3).
+pub fn optimal_exponents(alpha: f64, beta: f64) -> [f64; 2] {
+    [beta / (alpha + beta), alpha / (alpha + beta)]
 }
 
 /// The compute-optimal split of a FLOP budget C = 6 N D under a params-tokens law.
@@ -400,6 +395,182 @@ pub fn compute_optimal(fit: &Fit, flops: f64) -> ComputeOptimal {
     }
     let n = (0.5 * (lo + hi)).exp();
     ComputeOptimal { flops, params: n, tokens: flops / (6.0 * n), loss: loss(n.ln()) }
+}
+
+/// A compute-optimal scaling from one of Chinchilla's approaches: `N_opt = G C^a`,
+/// `D_opt = H C^b`, and what they give at a budget.
+#[derive(Clone, Debug, Serialize)]
+pub struct OptimalScaling {
+    /// 1 (the loss envelope), 2 (iso-FLOP parabolas) or 3 (the parametric law).
+    pub approach: u8,
+    pub params_exponent: f64,
+    pub params_coefficient: f64,
+    pub tokens_exponent: f64,
+    pub tokens_coefficient: f64,
+    /// The budget the two below are for (FLOPs).
+    pub budget: f64,
+    /// N_opt and D_opt / N_opt at the budget.
+    pub params_at_budget: f64,
+    pub tokens_per_param: f64,
+    /// Bootstrap 95% intervals of a and b.
+    pub params_exponent_interval: Option<(f64, f64)>,
+    pub tokens_exponent_interval: Option<(f64, f64)>,
+}
+
+impl OptimalScaling {
+    fn new(approach: u8, (params_exponent, params_coefficient): (f64, f64), (tokens_exponent, tokens_coefficient): (f64, f64), budget: f64) -> Self {
+        let n = params_coefficient * budget.powf(params_exponent);
+        let d = tokens_coefficient * budget.powf(tokens_exponent);
+        OptimalScaling {
+            approach,
+            params_exponent,
+            params_coefficient,
+            tokens_exponent,
+            tokens_coefficient,
+            budget,
+            params_at_budget: n,
+            tokens_per_param: d / n,
+            params_exponent_interval: None,
+            tokens_exponent_interval: None,
+        }
+    }
+
+    /// N_opt at a budget of `flops`.
+    pub fn params_at(&self, flops: f64) -> f64 {
+        self.params_coefficient * flops.powf(self.params_exponent)
+    }
+}
+
+/// Approach 3's scaling from a params-tokens fit: with `C = 6 N D`, `N_opt = G (C / 6)^a`
+/// and `D_opt = (C / 6)^b / G`, `G = (alpha A / (beta B))^(1 / (alpha + beta))`.
+pub fn approach3(fit: &Fit, budget: f64) -> OptimalScaling {
+    let (a_coef, b_coef) = (fit.coefficients[0].exp(), fit.coefficients[1].exp());
+    let (alpha, beta) = (fit.exponents[0], fit.exponents[1]);
+    let [a, b] = optimal_exponents(alpha, beta);
+    let g = (alpha * a_coef / (beta * b_coef)).powf(1.0 / (alpha + beta));
+    OptimalScaling::new(3, (a, g * 6f64.powf(-a)), (b, 6f64.powf(-b) / g), budget)
+}
+
+/// Approach 1's scaling: power laws through the envelope's compute-optimal rows.
+pub fn approach1(rows: &[Row], budget: f64) -> OptimalScaling {
+    let f = frontier(rows);
+    OptimalScaling::new(1, (f.params_exponent, f.params_coefficient), (f.tokens_exponent, f.tokens_coefficient), budget)
+}
+
+/// One iso-FLOP slice of approach 2: rows of (nearly) one budget, and the minimum of the
+/// parabola in log N fitted to their losses.
+#[derive(Clone, Debug, Serialize)]
+pub struct IsoFlopSlice {
+    /// The rows' geometric mean FLOPs.
+    pub flops: f64,
+    pub rows: usize,
+    pub params_opt: f64,
+    pub loss_opt: f64,
+}
+
+/// Rows whose FLOPs are within this factor of a slice's smallest join it.
+const SLICE_WIDTH: f64 = 1.1;
+
+/// Approach 2's slices: rows grouped by budget, a parabola `loss = p (ln N)^2 + q ln N + r`
+/// fitted to each slice of 3 or more model sizes, its minimum kept where the parabola opens
+/// upwards and the minimum lies among the slice's sizes.
+pub fn iso_flop_slices(rows: &[Row]) -> Vec<IsoFlopSlice> {
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].flops > 0.0 && rows[i].params > 0.0).collect();
+    order.sort_by(|&a, &b| rows[a].flops.total_cmp(&rows[b].flops));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        match groups.last_mut() {
+            Some(g) if rows[i].flops <= SLICE_WIDTH * rows[g[0]].flops => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|g| {
+            let points: Vec<(f64, f64)> = g.iter().map(|&i| (rows[i].params.ln(), rows[i].loss)).collect();
+            let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+            let sizes = {
+                let mut x: Vec<f64> = points.iter().map(|p| p.0).collect();
+                x.sort_by(f64::total_cmp);
+                x.dedup();
+                x.len()
+            };
+            let [p, q, r] = parabola(&points).filter(|_| sizes >= 3)?;
+            let at = -q / (2.0 * p);
+            (p > 0.0 && (lo..=hi).contains(&at)).then(|| IsoFlopSlice {
+                flops: (g.iter().map(|&i| rows[i].flops.ln()).sum::<f64>() / g.len() as f64).exp(),
+                rows: g.len(),
+                params_opt: at.exp(),
+                loss_opt: p * at * at + q * at + r,
+            })
+        })
+        .collect()
+}
+
+/// Least-squares `y = p x^2 + q x + r` (None when the points do not determine one).
+fn parabola(points: &[(f64, f64)]) -> Option<[f64; 3]> {
+    // Normal equations, centred on the mean x for conditioning.
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mut m = [[0.0f64; 4]; 3];
+    for &(x, y) in points {
+        let u = x - mx;
+        let basis = [u * u, u, 1.0];
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] += basis[i] * basis[j];
+            }
+            m[i][3] += basis[i] * y;
+        }
+    }
+    for c in 0..3 {
+        let pivot = (c..3).max_by(|&a, &b| m[a][c].abs().total_cmp(&m[b][c].abs()))?;
+        m.swap(c, pivot);
+        if m[c][c].abs() < 1e-12 {
+            return None;
+        }
+        let pivot_row = m[c];
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != c {
+                let f = row[c] / pivot_row[c];
+                row.iter_mut().zip(pivot_row).skip(c).for_each(|(x, p)| *x -= f * p);
+            }
+        }
+    }
+    let (a, b, c) = (m[0][3] / m[0][0], m[1][3] / m[1][1], m[2][3] / m[2][2]);
+    // Back from u = x - mx: a u^2 + b u + c.
+    Some([a, b - 2.0 * a * mx, a * mx * mx - b * mx + c])
+}
+
+/// Approach 2's scaling: power laws through the slices' minima (None with fewer than two).
+pub fn approach2(rows: &[Row], budget: f64) -> Option<OptimalScaling> {
+    let slices = iso_flop_slices(rows);
+    if slices.len() < 2 {
+        return None;
+    }
+    let (pe, pc) = line_fit(&slices.iter().map(|s| (s.flops.ln(), s.params_opt.ln())).collect::<Vec<_>>());
+    let (te, tc) = line_fit(&slices.iter().map(|s| (s.flops.ln(), (s.flops / (6.0 * s.params_opt)).ln())).collect::<Vec<_>>());
+    Some(OptimalScaling::new(2, (pe, pc.exp()), (te, tc.exp()), budget))
+}
+
+/// Bootstrap 95% intervals of approaches 1 and 2's exponents, from `samples` resamples of
+/// the rows (with replacement); a resample that gives no scaling is left out.
+pub fn bootstrap_envelopes(rows: &[Row], scaling: &mut [OptimalScaling], samples: usize, seed: u64) {
+    for s in scaling.iter_mut().filter(|s| s.approach != 3) {
+        let exponents: Vec<(f64, f64)> = (0..samples)
+            .into_par_iter()
+            .filter_map(|b| {
+                let mut rng = StdRng::seed_from_u64(seed.wrapping_add(b as u64));
+                let resampled: Vec<Row> = (0..rows.len()).map(|_| rows[rng.random_range(0..rows.len())].clone()).collect();
+                let again = if s.approach == 1 { Some(approach1(&resampled, s.budget)) } else { approach2(&resampled, s.budget) };
+                again.map(|a| (a.params_exponent, a.tokens_exponent)).filter(|(a, b)| a.is_finite() && b.is_finite())
+            })
+            .collect();
+        if exponents.len() >= 2 {
+            s.params_exponent_interval = Some(percentiles(exponents.iter().map(|e| e.0).collect()));
+            s.tokens_exponent_interval = Some(percentiles(exponents.iter().map(|e| e.1).collect()));
+        }
+    }
 }
 
 /// Approach 1: the compute-optimal frontier and power laws `N_opt = a C^alpha`,

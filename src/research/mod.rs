@@ -9,3 +9,4 @@ pub mod load_plot;
 pub mod plot;
 pub mod sweep;
 pub mod sweep_report;
+pub mod table;

@@ -316,7 +316,26 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     let mut last_checkpoint = resumed.as_ref().map(|c| c.meta.step);
     let mut pending_loss: Option<(u64, PendingRead)> = None;
 
-    while step < t.steps {
+    let meta_at = |step, tokens_seen, eval_loss, best_eval_loss, loss_scaler| CheckpointMeta {
+        format: 1,
+        config: config.clone(),
+        tokenizer: tokenizer.clone(),
+        step,
+        tokens_seen,
+        eval_loss,
+        wall_seconds: wall_before + started.elapsed().as_secs_f64(),
+        loss_scaler,
+        best_eval_loss,
+        config_hash: Some(config_hash.clone()),
+        world_size: comm.size(),
+    };
+    // Asked to stop where the run already is (`--stop-after 0` on a fresh run): its
+    // checkpoint as it stands, the untrained weights, without a step.
+    if stop_after.is_some_and(|s| s <= step) && leader && last_checkpoint != Some(step) {
+        let meta = meta_at(step, tokens_seen, Some(initial_eval_loss), best_eval_loss, scaler.clone());
+        write_atomic(&ckpt_path, &encode(&meta, &model, &opt)?)?;
+    }
+    while step < t.steps && stop_after.is_none_or(|s| s > step) {
         step += 1;
         let lr = learning_rate(&t, step);
         let settings = StepSettings { lr, clip: t.clip, grad_accum: t.grad_accum };
@@ -439,19 +458,7 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
             check_replicas(comm, &checkpoint_tensors(&model, &opt), step)?;
         }
         if leader && (checkpoint_now || improved) {
-            let meta = CheckpointMeta {
-                format: 1,
-                config: config.clone(),
-                tokenizer: tokenizer.clone(),
-                step,
-                tokens_seen,
-                eval_loss: eval_now.then_some(final_eval_loss),
-                wall_seconds: wall_before + started.elapsed().as_secs_f64(),
-                loss_scaler: scaler.clone(),
-                best_eval_loss,
-                config_hash: Some(config_hash.clone()),
-                world_size: comm.size(),
-            };
+            let meta = meta_at(step, tokens_seen, eval_now.then_some(final_eval_loss), best_eval_loss, scaler.clone());
             let bytes = encode(&meta, &model, &opt)?;
             if improved {
                 write_atomic(&out.join(BEST_FILE), &bytes)?;

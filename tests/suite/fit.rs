@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-use moegrad::research::fit::{bootstrap, compute_optimal, fit, frontier, objective_of, read_rows, Fit, Law, Row, StartGrid};
+use moegrad::research::fit::{
+    approach1, approach2, approach3, bootstrap, bootstrap_envelopes, compute_optimal, fit, frontier, iso_flop_slices, objective_of, optimal_exponents,
+    read_rows, Fit, Law, Row, StartGrid,
+};
+use moegrad::research::table::{parse_columns, read_table, Filter, TableOptions};
 use rand::Rng;
 
 use crate::common::rng;
@@ -139,4 +143,139 @@ fn approach_one_frontier_is_the_lower_convex_hull() {
     }
     // Bigger budgets want more parameters and more tokens.
     assert!(f.params_exponent > 0.0 && f.tokens_exponent > 0.0, "{f:?}");
+}
+
+/// A table as another lab would publish it: its own column names, training FLOPs instead
+/// of tokens, a text column, from a known law at seven iso-FLOP budgets of nine sizes.
+fn foreign_table(truth: &Fit, noise: f64) -> String {
+    let mut r = rng(101);
+    let mut csv = String::from("Model,Model size,Training FLOPs,Final loss,Notes\n");
+    for c in [1e17, 3e17, 1e18, 3e18, 1e19, 3e19, 1e20] {
+        let centre = compute_optimal(truth, c).params;
+        for k in -4..=4 {
+            let n = centre * 10f64.powf(0.15 * k as f64);
+            let loss = truth.predict(&[n, c / (6.0 * n)]) * (1.0 + r.random_range(-noise..noise));
+            csv += &format!("m{k},{n:.6e},{c:.6e},{loss:.6},\"iso-FLOP, {c:.0e}\"\n");
+        }
+    }
+    csv
+}
+
+fn options(columns: &str, filters: &[&str]) -> TableOptions {
+    TableOptions { columns: parse_columns(columns).unwrap(), tokens_from_flops: true, filters: filters.iter().map(|f| f.parse().unwrap()).collect() }
+}
+
+#[test]
+fn all_three_approaches_recover_a_known_law_from_a_foreign_csv() {
+    let truth = Fit { law: "parameters", exponents: vec![0.34, 0.28], coefficients: vec![6.0, 7.5], irreducible_error: 0.5, objective: 0.0 };
+    let [a, b] = optimal_exponents(0.34, 0.28);
+    let dir = crate::common::scratch("fit-foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("table.csv");
+    std::fs::write(&path, foreign_table(&truth, 0.002)).unwrap();
+    let rows = read_table(&path, &["params", "tokens"], &options("params=Model size,flops=Training FLOPs,loss=Final loss,run_name=Model", &[])).unwrap();
+    assert_eq!(rows.len(), 63);
+    assert!((rows[0].tokens - 1e17 / (6.0 * rows[0].params)).abs() < 1e-6 * rows[0].tokens, "tokens from FLOPs");
+    let got = fit(&rows, Law::ParamsTokens, 1e-3, &StartGrid::gemstones(), false).unwrap();
+    let budget = 1e21;
+    let third = approach3(&got, budget);
+    let second = approach2(&rows, budget).expect("seven iso-FLOP slices");
+    let first = approach1(&rows, budget);
+    for (s, tol) in [(&third, 0.02), (&second, 0.03), (&first, 0.06)] {
+        assert!((s.params_exponent - a).abs() < tol, "approach {}: a = {} vs {a}", s.approach, s.params_exponent);
+        assert!((s.tokens_exponent - b).abs() < tol, "approach {}: b = {} vs {b}", s.approach, s.tokens_exponent);
+        // a + b = 1 whatever the approach: C = 6 N D.
+        assert!((s.params_exponent + s.tokens_exponent - 1.0).abs() < 1e-6, "approach {}", s.approach);
+    }
+    // Approach 3's closed form agrees with the numeric compute-optimal split.
+    let numeric = compute_optimal(&got, budget);
+    assert!((third.params_at_budget / numeric.params - 1.0).abs() < 1e-3, "{} vs {}", third.params_at_budget, numeric.params);
+    assert!((third.tokens_per_param / (numeric.tokens / numeric.params) - 1.0).abs() < 1e-3);
+    // Approach 2's slices are the seven budgets, each minimum near the true optimum.
+    let slices = iso_flop_slices(&rows);
+    assert_eq!(slices.len(), 7);
+    for s in &slices {
+        let want = compute_optimal(&truth, s.flops).params;
+        assert!((s.params_opt / want).log10().abs() < 0.1, "slice at {:.1e}: {} vs {want}", s.flops, s.params_opt);
+    }
+    // Bootstrap intervals of every approach hold its estimate.
+    let ci = bootstrap(&rows, Law::ParamsTokens, 1e-3, &got, 20, 1, false).unwrap();
+    let [(lo, hi), _] = ci.optimal_exponents.unwrap();
+    assert!(lo <= third.params_exponent && third.params_exponent <= hi, "{lo}..{hi}");
+    let mut envelopes = vec![first.clone(), second.clone()];
+    bootstrap_envelopes(&rows, &mut envelopes, 20, 1);
+    for s in &envelopes {
+        let (lo, hi) = s.params_exponent_interval.expect("an interval");
+        assert!(lo <= s.params_exponent + 1e-9 && s.params_exponent <= hi + 1e-9 && hi - lo < 0.3, "approach {}: {lo}..{hi}", s.approach);
+    }
+    // Filters select rows by a role or by the table's own column.
+    let small = read_table(&path, &["params", "tokens"], &options("params=Model size,flops=Training FLOPs,loss=Final loss", &["Training FLOPs<2e18"])).unwrap();
+    assert_eq!(small.len(), 27);
+    let big = read_table(&path, &["params", "tokens"], &options("params=Model size,flops=Training FLOPs,loss=Final loss", &["params>1e8"])).unwrap();
+    assert!(big.iter().all(|r| r.params > 1e8) && !big.is_empty() && big.len() < 63);
+}
+
+#[test]
+fn a_table_with_a_gap_a_text_or_a_wrong_column_is_refused_by_line_and_column() {
+    let dir = crate::common::scratch("fit-bad-tables");
+    std::fs::create_dir_all(&dir).unwrap();
+    let read = |name: &str, text: &str, columns: &str, from_flops: bool| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let opts = TableOptions { columns: parse_columns(columns).unwrap(), tokens_from_flops: from_flops, filters: Vec::new() };
+        format!("{:#}", read_table(&path, &["params", "tokens"], &opts).unwrap_err())
+    };
+    let header = "N,D,L\n1e6,1e9,3.1\n";
+    let err = read("gap.csv", &format!("{header}2e6,,3.0\n"), "params=N,tokens=D,loss=L", false);
+    assert!(err.contains("line 3") && err.contains("column \"D\" (tokens) is empty"), "{err}");
+    let err = read("text.csv", &format!("{header}2e6,1e9,n/a\n"), "params=N,tokens=D,loss=L", false);
+    assert!(err.contains("line 3") && err.contains("column \"L\" (loss) holds \"n/a\", not a number"), "{err}");
+    let err = read("wrong.csv", header, "params=N,tokens=Tokens,loss=L", false);
+    assert!(err.contains("--columns tokens=Tokens") && err.contains("no column \"Tokens\"") && err.contains("\"D\""), "{err}");
+    let err = read("unmapped.csv", header, "params=N,loss=L", false);
+    assert!(err.contains("no column for tokens") && err.contains("--columns tokens="), "{err}");
+    let err = read("noflops.csv", header, "params=N,loss=L", true);
+    assert!(err.contains("no column for flops"), "--tokens-from-flops needs FLOPs: {err}");
+    let err = read("bad.jsonl", "{\"params\": 1e6, \"tokens\": 1e9, \"loss\": 3.1}\n{\"params\": \"many\", \"tokens\": 1e9, \"loss\": 3}\n", "", false);
+    assert!(err.contains("line 2") && err.contains("column \"params\" (params) holds \"many\""), "{err}");
+    // Only the law's columns are needed: no width or depth for params-tokens.
+    let path = dir.join("plain.jsonl");
+    std::fs::write(&path, "{\"params\": 1e6, \"tokens\": 1e9, \"loss\": 3.1}\n").unwrap();
+    assert_eq!(read_table(&path, &["params", "tokens"], &TableOptions::default()).unwrap().len(), 1);
+    assert!(format!("{:#}", read_table(&path, &["width", "depth", "tokens"], &TableOptions::default()).unwrap_err()).contains("no column for width"));
+    assert!(parse_columns("size=N").unwrap_err().to_string().contains("unknown role \"size\""));
+    assert!("tokens=3".parse::<Filter>().is_err() && "tokens<3e9".parse::<Filter>().unwrap().below);
+}
+
+#[test]
+fn fit_reads_someone_elses_csv_at_the_command_line_and_plots_the_three_approaches() {
+    let truth = Fit { law: "parameters", exponents: vec![0.34, 0.28], coefficients: vec![6.0, 7.5], irreducible_error: 0.5, objective: 0.0 };
+    let dir = crate::common::scratch("fit-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("chinchilla-like.csv");
+    std::fs::write(&path, foreign_table(&truth, 0.002)).unwrap();
+    let stem = dir.join("optimal");
+    let columns = "params=Model size,flops=Training FLOPs,loss=Final loss,run_name=Model";
+    let args = [path.to_str().unwrap(), "--columns", columns, "--tokens-from-flops", "--bootstrap", "10", "--plot", stem.to_str().unwrap()];
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moegrad"));
+        cmd.arg("fit").args(args).env("NODEVICE_SELECT", "1");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(run(true).trim()).unwrap();
+    let approaches = v["approaches"].as_array().unwrap();
+    assert_eq!(approaches.iter().map(|a| a["approach"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    for a in approaches {
+        assert!(a["tokens_per_param"].as_f64().unwrap() > 0.0 && a["params_exponent_interval"].is_array(), "{a}");
+    }
+    let text = run(false);
+    assert!(text.contains("approach 2 (iso-FLOP parabolas): a = 0.4") && text.contains("D/N"), "{text}");
+    for ext in ["png", "svg"] {
+        assert!(stem.with_extension(ext).exists(), "no {ext} plot");
+    }
 }

@@ -284,3 +284,21 @@ fn scoring_all_tokens_is_independent_of_the_batch() {
     let estimate = moegrad::train::evaluate(&device(), &model, &Tokens::in_memory("test", ids[..18].to_vec(), 256), 1, 1).unwrap();
     assert!((first.loss - estimate as f64).abs() < 1e-5, "{first:?} vs {estimate}");
 }
+
+#[test]
+fn stop_after_zero_writes_the_untrained_checkpoint_and_a_resume_from_it_trains_the_same_run() {
+    let (stopped, straight) = (scratch("stop-after-0"), scratch("stop-after-0-straight"));
+    let s = run(tiny(&["train.steps=6"]), &stopped, Start::Fresh, Some(0)).unwrap();
+    assert_eq!(s.steps, 0, "no step trained");
+    let ckpt = Checkpoint::load(&stopped.join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!((ckpt.meta.step, ckpt.meta.tokens_seen), (0, 0));
+    assert_eq!(ckpt.meta.eval_loss, Some(s.initial_eval_loss), "the checkpoint carries the untrained eval loss");
+    let metrics = std::fs::read_to_string(stopped.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1, "only the step-0 evaluation: {metrics}");
+    run(tiny(&["train.steps=6"]), &stopped, Start::Resume, None).unwrap();
+    run(tiny(&["train.steps=6"]), &straight, Start::Fresh, None).unwrap();
+    let (a, b) = (Checkpoint::load(&stopped.join(CHECKPOINT_FILE)).unwrap(), Checkpoint::load(&straight.join(CHECKPOINT_FILE)).unwrap());
+    for name in a.names() {
+        assert_eq!(a.values(name), b.values(name), "{name}: resumed from the untrained checkpoint vs straight");
+    }
+}

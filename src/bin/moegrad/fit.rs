@@ -5,16 +5,33 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use moegrad::research::fit::{bootstrap, compute_optimal, degeneracies, fit_with_progress, frontier, read_rows, Law, StartGrid};
+use moegrad::research::fit::{
+    approach1, approach2, approach3, bootstrap, bootstrap_envelopes, compute_optimal, degeneracies, fit_with_progress, frontier, iso_flop_slices, Law,
+    OptimalScaling, StartGrid,
+};
+use moegrad::research::plot::{line_chart, Series};
+use moegrad::research::table::{parse_columns, read_table, Filter, TableOptions};
 
-/// Fit a scaling law to results (a sweep's results.jsonl or the Gemstones rows).
+/// Fit a scaling law to a table of results: a sweep's results.jsonl, the Gemstones rows,
+/// or anyone's CSV or JSON lines.
 #[derive(Args)]
 pub struct FitArgs {
-    /// The rows to fit: JSON lines with the Gemstones columns.
+    /// The rows to fit: .csv (with a header line) or JSON lines.
     results: PathBuf,
     /// params-tokens (Chinchilla approach 3), width-depth-tokens or width-depth-params-tokens.
     #[arg(long, value_enum, default_value = "params-tokens")]
     law: Law,
+    /// The table's own column names: ROLE=COLUMN,... with roles params, tokens, loss,
+    /// width, depth, flops, non_embedding_params, run_name (defaults: the Gemstones names,
+    /// then params, tokens, loss, name).
+    #[arg(long, value_name = "ROLE=COLUMN,...")]
+    columns: Option<String>,
+    /// Tokens = FLOPs / (6 x params), for a table that gives training FLOPs only.
+    #[arg(long)]
+    tokens_from_flops: bool,
+    /// Keep only rows with COLUMN<VALUE or COLUMN>VALUE (a role or a column; repeatable).
+    #[arg(long = "filter", value_name = "COLUMN<VALUE")]
+    filters: Vec<String>,
     /// Huber delta of the objective (on log loss).
     #[arg(long, default_value_t = 1e-4)]
     delta: f64,
@@ -27,15 +44,59 @@ pub struct FitArgs {
     /// FLOP budget for the compute-optimal prediction (params-tokens law).
     #[arg(long, default_value_t = 1e21)]
     budget: f64,
+    /// Write <STEM>.png and .svg: the three approaches' N_opt(C) (params-tokens law).
+    #[arg(long, value_name = "STEM")]
+    plot: Option<PathBuf>,
     /// Print one JSON object on one line.
     #[arg(long)]
     json: bool,
 }
 
+/// The params-tokens law's three approaches side by side, with bootstrap intervals.
+fn approaches(
+    rows: &[moegrad::research::fit::Row],
+    best: &moegrad::research::fit::Fit,
+    budget: f64,
+    ci: Option<&moegrad::research::fit::Bootstrap>,
+    samples: usize,
+) -> Vec<OptimalScaling> {
+    let mut all = vec![approach1(rows, budget)];
+    all.extend(approach2(rows, budget));
+    let mut third = approach3(best, budget);
+    if let Some([a, b]) = ci.and_then(|c| c.optimal_exponents) {
+        (third.params_exponent_interval, third.tokens_exponent_interval) = (Some(a), Some(b));
+    }
+    all.push(third);
+    bootstrap_envelopes(rows, &mut all, samples, 0);
+    all
+}
+
+fn plot_approaches(stem: &std::path::Path, rows: &[moegrad::research::fit::Row], all: &[OptimalScaling]) -> Result<()> {
+    let (lo, hi) = rows.iter().filter(|r| r.flops > 0.0).fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(r.flops.log10()), b.max(r.flops.log10())));
+    let grid: Vec<f64> = (0..=40).map(|i| lo + (hi - lo) * i as f64 / 40.0).collect();
+    let mut series: Vec<Series> = all
+        .iter()
+        .map(|s| {
+            let label = format!("approach {}: N_opt ~ C^{:.3}", s.approach, s.params_exponent);
+            Series::line(label, s.approach as usize - 1, grid.iter().map(|&c| (c, s.params_at(10f64.powf(c)).log10())).collect())
+        })
+        .collect();
+    let optimal = frontier(rows).optimal.iter().map(|&i| (rows[i].flops.log10(), rows[i].params.log10())).collect();
+    series.push(Series::dots("approach 1: envelope rows", 0, optimal));
+    series.push(Series::dots("approach 2: iso-FLOP minima", 1, iso_flop_slices(rows).iter().map(|s| (s.flops.log10(), s.params_opt.log10())).collect()));
+    line_chart(stem, "Compute-optimal model size by approach", "log10 training FLOPs C", "log10 parameters N_opt", &series)
+}
+
 impl FitArgs {
     pub fn run(self) -> Result<()> {
-        let FitArgs { results, law, delta, no_embeddings, bootstrap: samples, budget, json } = self;
-        let rows = read_rows(&results)?;
+        let FitArgs { results, law, columns, tokens_from_flops, filters, delta, no_embeddings, bootstrap: samples, budget, plot, json } = self;
+        let options = TableOptions {
+            columns: columns.as_deref().map(parse_columns).transpose()?.unwrap_or_default(),
+            tokens_from_flops,
+            filters: filters.iter().map(|f| f.parse::<Filter>()).collect::<Result<_>>()?,
+        };
+        let variables: Vec<&str> = law.variables().iter().map(|&v| if v == "params" && no_embeddings { "non_embedding_params" } else { v }).collect();
+        let rows = read_table(&results, &variables, &options)?;
         // Progress on stderr (where there is a terminal), so that --json output stays one line.
         let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
         bar.set_style(ProgressStyle::with_template("searching {bar:30} {pos}/{len} L-BFGS starts [{elapsed} < {eta}]").expect("valid template"));
@@ -53,6 +114,10 @@ impl FitArgs {
             eprintln!("warning: degenerate fit: {w}");
         }
         let optimal = (law == Law::ParamsTokens).then(|| compute_optimal(&best, budget));
+        let three = (law == Law::ParamsTokens).then(|| approaches(&rows, &best, budget, ci.as_ref(), samples));
+        if let (Some(stem), Some(all)) = (&plot, &three) {
+            plot_approaches(stem, &rows, all)?;
+        }
         let approach1 = frontier(&rows);
         if json {
             let mut v = serde_json::to_value(&best)?;
@@ -62,6 +127,7 @@ impl FitArgs {
             v["bootstrap"] = serde_json::to_value(&ci)?;
             v["compute_optimal"] = serde_json::to_value(&optimal)?;
             v["warnings"] = serde_json::json!(warnings);
+            v["approaches"] = serde_json::to_value(&three)?;
             v["approach1"] = serde_json::json!({
                 "params_exponent": approach1.params_exponent, "params_coefficient": approach1.params_coefficient,
                 "tokens_exponent": approach1.tokens_exponent, "tokens_coefficient": approach1.tokens_coefficient,
@@ -81,12 +147,40 @@ impl FitArgs {
         if let Some(o) = optimal {
             println!("compute-optimal at {:.3e} FLOPs: {:.3e} parameters, {:.3e} tokens, predicted loss {:.4}", o.flops, o.params, o.tokens, o.loss);
         }
-        println!(
-            "approach 1: {} compute-optimal checkpoints; N_opt ~ C^{:.3}, D_opt ~ C^{:.3}",
-            approach1.optimal.len(),
-            approach1.params_exponent,
-            approach1.tokens_exponent
-        );
+        match &three {
+            Some(all) => {
+                println!("compute-optimal scaling N_opt ~ C^a, D_opt ~ C^b, and D/N at {budget:.3e} FLOPs:");
+                let range = |i: Option<(f64, f64)>| i.map_or(String::new(), |(lo, hi)| format!(" ({lo:.3}..{hi:.3})"));
+                for s in all {
+                    let how = ["the loss envelope", "iso-FLOP parabolas", "the parametric law"][s.approach as usize - 1];
+                    println!(
+                        "  approach {} ({how}): a = {:.3}{}  b = {:.3}{}  N_opt {:.3e}  D/N {:.1}",
+                        s.approach,
+                        s.params_exponent,
+                        range(s.params_exponent_interval),
+                        s.tokens_exponent,
+                        range(s.tokens_exponent_interval),
+                        s.params_at_budget,
+                        s.tokens_per_param
+                    );
+                }
+                if !all.iter().any(|s| s.approach == 2) {
+                    println!("  approach 2: fewer than two iso-FLOP slices with 3 or more model sizes around a minimum");
+                }
+            }
+            None => println!(
+                "approach 1: {} compute-optimal checkpoints; N_opt ~ C^{:.3}, D_opt ~ C^{:.3}",
+                approach1.optimal.len(),
+                approach1.params_exponent,
+                approach1.tokens_exponent
+            ),
+        }
+        if let Some(stem) = &plot {
+            match three {
+                Some(_) => println!("plot: {} and .svg", stem.with_extension("png").display()),
+                None => eprintln!("warning: --plot draws the params-tokens law's approaches; nothing drawn for {law:?}"),
+            }
+        }
         Ok(())
     }
 }

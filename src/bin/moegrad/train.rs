@@ -37,7 +37,8 @@ pub struct TrainArgs {
     /// Start over in an --out that holds a run, deleting its checkpoints and metrics.
     #[arg(long, conflicts_with = "resume")]
     force: bool,
-    /// Stop after this many steps (with a checkpoint), as if interrupted.
+    /// Stop after this many steps (with a checkpoint), as if interrupted; 0 writes the
+    /// untrained checkpoint of a new run without training a step.
     #[arg(long)]
     stop_after: Option<u64>,
     /// No progress bar or log lines: only the summary.
