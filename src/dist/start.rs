@@ -45,6 +45,22 @@ fn binary_checksum() -> u64 {
     std::env::current_exe().ok().and_then(|p| std::fs::read(p).ok()).map_or(0, |bytes| crc32fast::hash(&bytes) as u64)
 }
 
+/// Every rank's `text`, gathered eight bytes a round: for a message, not for data.
+fn gather_text(comm: &dyn Collective, text: &str) -> Vec<String> {
+    let lengths = comm.gather_u64(text.len() as u64);
+    let rounds = lengths.iter().max().map_or(0, |&l| (l as usize).div_ceil(8));
+    let mut bytes = vec![Vec::new(); lengths.len()];
+    for round in 0..rounds {
+        let mut word = [0u8; 8];
+        let part = text.as_bytes().get(round * 8..).unwrap_or_default();
+        word[..part.len().min(8)].copy_from_slice(&part[..part.len().min(8)]);
+        for (all, w) in bytes.iter_mut().zip(comm.gather_u64(u64::from_le_bytes(word))) {
+            all.extend(w.to_le_bytes());
+        }
+    }
+    bytes.into_iter().zip(lengths).map(|(b, l)| String::from_utf8_lossy(&b[..l as usize]).into_owned()).collect()
+}
+
 /// Stops every rank unless all run the same binary with the same resolved config; a rank
 /// whose config differs names the keys.
 pub fn agree_on_start(comm: &dyn Collective, config: &RunConfig) -> Result<()> {
@@ -63,15 +79,17 @@ pub fn agree_on_start(comm: &dyn Collective, config: &RunConfig) -> Result<()> {
     let leaders = comm.broadcast_bytes(text.as_bytes());
     let hashes = comm.gather_u64(crc32fast::hash(text.as_bytes()) as u64);
     if let Some(r) = first_different(&hashes) {
-        // Only the differing rank has both configs at hand: it names the keys.
+        // Only a differing rank has both configs at hand: it names the keys, and every rank
+        // learns them before any stops (the first to abort ends the others).
         let mine = match toml::from_str::<RunConfig>(std::str::from_utf8(&leaders)?) {
-            Ok(leader) if r == comm.rank() => match config.differences(&leader) {
+            Ok(leader) if hashes[comm.rank()] != hashes[0] => match config.differences(&leader) {
                 keys if keys.is_empty() => format!(" (dist: {:?} vs {:?})", config.dist, leader.dist),
                 keys => format!(" ({})", keys.join(", ")),
             },
             _ => String::new(),
         };
-        bail!("rank {r}'s resolved config differs from rank 0's{mine}; every rank must be started with the same config, overrides and data");
+        let keys = gather_text(comm, &mine).swap_remove(r);
+        bail!("rank {r}'s resolved config differs from rank 0's{keys}; every rank must be started with the same config, overrides and data");
     }
     Ok(())
 }

@@ -68,6 +68,9 @@ pub struct CheckpointMeta {
     /// resumes exactly at any world size that divides `train.batch_size`.
     #[serde(default = "one_rank")]
     pub world_size: usize,
+    /// Evaluations in a row without a new best eval loss, for `train.patience`.
+    #[serde(default)]
+    pub evals_without_improvement: u64,
 }
 
 fn one_rank() -> usize {

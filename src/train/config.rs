@@ -135,6 +135,15 @@ pub struct TrainConfig {
     /// written config when absent, so older runs keep their identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<String>,
+    /// Early stopping: end the run after this many evaluations in a row without a new best
+    /// eval loss (with a checkpoint; `best.safetensors` keeps the best). 0: never. Left out
+    /// of a written config when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub patience: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Default for TrainConfig {
@@ -163,6 +172,7 @@ impl Default for TrainConfig {
             loss_scale: 65536.0,
             loss_scale_growth_every: 200,
             init_from: None,
+            patience: 0,
         }
     }
 }

@@ -17,7 +17,9 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod loss_scale;
+pub mod metrics_csv;
 pub mod run_folder;
+pub mod run_record;
 pub mod sample;
 pub mod schedule;
 pub mod step;
@@ -47,6 +49,8 @@ use crate::research::accounting::account;
 use crate::train::config::{RunConfig, TokenizerKind};
 use crate::train::data::{load_text, train_batch, Corpus};
 use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
+use crate::train::metrics_csv::MetricsCsv;
+use crate::train::run_record::record_start;
 use crate::train::schedule::learning_rate;
 use crate::train::step::{train_step, Exchange, StepSettings};
 use crate::train::tokenizer::{Tokenizer, TOKENIZER_FILE};
@@ -84,6 +88,8 @@ pub struct TrainSummary {
     pub params: u64,
     /// The run's files in its folder, at the end.
     pub files: Vec<PathBuf>,
+    /// Whether `train.patience` evaluations without improvement ended the run early.
+    pub stopped_early: bool,
 }
 
 fn peak_memory_mib(device: &Device) -> f64 {
@@ -155,9 +161,10 @@ fn load_corpus(config: &mut RunConfig, resumed: Option<&Checkpoint>) -> Result<(
     Ok((tokenizer, corpus))
 }
 
-fn write_json_line(file: &mut std::fs::File, value: serde_json::Value) -> Result<()> {
-    writeln!(file, "{value}")?;
-    Ok(())
+/// Logs a line to `metrics.jsonl` and its row to `metrics.csv`.
+fn write_json_line((jsonl, csv): &mut (std::fs::File, MetricsCsv), value: serde_json::Value) -> Result<()> {
+    writeln!(jsonl, "{value}")?;
+    csv.append(&value)
 }
 
 /// Keeps the metrics lines up to `step` (a resumed run rewrites what came after).
@@ -276,10 +283,11 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     let (mut step, mut tokens_seen, mut wall_before) = (0, 0, 0.0);
     let mixed = t.precision == Precision::F16;
     let mut scaler = mixed.then(|| LossScaler::new(t.loss_scale, t.loss_scale_growth_every));
-    let mut best_eval_loss = None;
+    let (mut best_eval_loss, mut evals_without_improvement) = (None, 0);
     if let Some(c) = &resumed {
         c.restore(&model, Some(&mut opt))?;
         (step, tokens_seen, wall_before, best_eval_loss) = (c.meta.step, c.meta.tokens_seen, c.meta.wall_seconds, c.meta.best_eval_loss);
+        evals_without_improvement = c.meta.evals_without_improvement;
         if mixed {
             scaler = c.meta.loss_scaler.clone().or(scaler);
         }
@@ -287,15 +295,18 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
 
     // Every check passed: from here on the folder changes.
     let metrics_path = out.join("metrics.jsonl");
+    let moe_layers = config.model.layer_kinds().iter().filter(|k| k.is_moe()).count();
     let mut metrics = match folder.as_mut() {
         Some(folder) => {
             folder.clear_replaced()?;
             write_atomic(&out.join(TOKENIZER_FILE), serde_json::to_string(&tokenizer)?.as_bytes())?;
             write_atomic(&out.join("config.toml"), toml::to_string(&config)?.as_bytes())?;
+            record_start(&out, device, resumed.as_ref().map(|c| c.meta.step))?;
             if resumed.is_some() {
                 truncate_metrics(&metrics_path, step)?;
             }
-            Some(std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?)
+            let jsonl = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+            Some((jsonl, MetricsCsv::rebuild(&out, &metrics_path, moe_layers)?))
         }
         None => None,
     };
@@ -315,8 +326,9 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     let (started, first_step) = (Instant::now(), step);
     let mut last_checkpoint = resumed.as_ref().map(|c| c.meta.step);
     let mut pending_loss: Option<(u64, PendingRead)> = None;
+    let mut stopped_early = false;
 
-    let meta_at = |step, tokens_seen, eval_loss, best_eval_loss, loss_scaler| CheckpointMeta {
+    let meta_at = |step, tokens_seen, eval_loss, best_eval_loss, loss_scaler, evals_without_improvement| CheckpointMeta {
         format: 1,
         config: config.clone(),
         tokenizer: tokenizer.clone(),
@@ -328,11 +340,12 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
         best_eval_loss,
         config_hash: Some(config_hash.clone()),
         world_size: comm.size(),
+        evals_without_improvement,
     };
     // Asked to stop where the run already is (`--stop-after 0` on a fresh run): its
     // checkpoint as it stands, the untrained weights, without a step.
     if stop_after.is_some_and(|s| s <= step) && leader && last_checkpoint != Some(step) {
-        let meta = meta_at(step, tokens_seen, Some(initial_eval_loss), best_eval_loss, scaler.clone());
+        let meta = meta_at(step, tokens_seen, Some(initial_eval_loss), best_eval_loss, scaler.clone(), evals_without_improvement);
         write_atomic(&ckpt_path, &encode(&meta, &model, &opt)?)?;
     }
     while step < t.steps && stop_after.is_none_or(|s| s > step) {
@@ -452,13 +465,31 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
         let improved = eval_now && best_eval_loss.is_none_or(|b| final_eval_loss < b);
         if improved {
             best_eval_loss = Some(final_eval_loss);
+            evals_without_improvement = 0;
+        } else if eval_now {
+            evals_without_improvement += 1;
         }
+        // Early stopping: out of patience, the run ends here with a checkpoint.
+        let out_of_patience = eval_now && t.patience > 0 && evals_without_improvement >= t.patience && step < t.steps;
+        if out_of_patience {
+            stopped_early = true;
+            let message = format!(
+                "stopping early at step {step}: {evals_without_improvement} evaluations without improving on eval loss {:.4} (kept in {BEST_FILE})",
+                best_eval_loss.unwrap_or(f32::NAN)
+            );
+            match (quiet, bar.is_hidden()) {
+                (false, false) => bar.println(message),
+                (false, true) => println!("{message}"),
+                (true, _) => {}
+            }
+        }
+        let (checkpoint_now, stopping) = (checkpoint_now || out_of_patience, stopping || out_of_patience);
         let check_now = t.steps == step || stopping || (config.dist.check_every > 0 && step % config.dist.check_every == 0);
         if comm.size() > 1 && check_now {
             check_replicas(comm, &checkpoint_tensors(&model, &opt), step)?;
         }
         if leader && (checkpoint_now || improved) {
-            let meta = meta_at(step, tokens_seen, eval_now.then_some(final_eval_loss), best_eval_loss, scaler.clone());
+            let meta = meta_at(step, tokens_seen, eval_now.then_some(final_eval_loss), best_eval_loss, scaler.clone(), evals_without_improvement);
             let bytes = encode(&meta, &model, &opt)?;
             if improved {
                 write_atomic(&out.join(BEST_FILE), &bytes)?;
@@ -488,5 +519,6 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
         peak_host_mib: peak_host_memory_mib(),
         params,
         files,
+        stopped_early,
     })
 }

@@ -13,13 +13,15 @@ use anyhow::{bail, Context, Result};
 
 use crate::train::checkpoint::{Checkpoint, BEST_FILE, CHECKPOINT_FILE, KEPT_PREFIX};
 use crate::train::config::RunConfig;
+use crate::train::metrics_csv::METRICS_CSV_FILE;
+use crate::train::run_record::RUN_RECORD_FILE;
 use crate::train::tokenizer::{LEGACY_TOKENIZER_FILE, TOKENIZER_FILE};
 
 const LOCK_FILE: &str = ".lock";
 
 /// The files a run writes, which make a folder hold a run.
 fn is_run_file(name: &str) -> bool {
-    matches!(name, CHECKPOINT_FILE | BEST_FILE | "metrics.jsonl" | "config.toml" | TOKENIZER_FILE | LEGACY_TOKENIZER_FILE)
+    matches!(name, CHECKPOINT_FILE | BEST_FILE | "metrics.jsonl" | METRICS_CSV_FILE | RUN_RECORD_FILE | "config.toml" | TOKENIZER_FILE | LEGACY_TOKENIZER_FILE)
         || (name.starts_with(KEPT_PREFIX) && name.ends_with(".safetensors"))
 }
 

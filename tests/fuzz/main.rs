@@ -249,6 +249,7 @@ fn checkpoint_bytes() -> &'static [u8] {
             best_eval_loss: Some(5.0),
             config_hash: None,
             world_size: 1,
+            evals_without_improvement: 0,
         };
         let bytes = encode(&meta, &model, &opt).unwrap();
         Checkpoint::from_bytes(&bytes).expect("the seed checkpoint loads");

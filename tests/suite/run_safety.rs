@@ -113,6 +113,7 @@ fn a_checkpoint_with_a_non_finite_value_is_never_written() {
         best_eval_loss: None,
         config_hash: None,
         world_size: 1,
+        evals_without_improvement: 0,
     };
     let err = checkpoint::save(&out.join(CHECKPOINT_FILE), &meta, &model, &opt).unwrap_err().to_string();
     assert!(err.contains(&format!("param.{name}")) && err.contains("NaN"), "{err}");

@@ -3,7 +3,7 @@
 
 use moegrad::data::Tokens;
 use moegrad::research::accounting::account;
-use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use moegrad::train::checkpoint::{Checkpoint, BEST_FILE, CHECKPOINT_FILE};
 use moegrad::train::config::RunConfig;
 use moegrad::train::data::load_text;
 use moegrad::train::run_folder::Start;
@@ -300,5 +300,64 @@ fn stop_after_zero_writes_the_untrained_checkpoint_and_a_resume_from_it_trains_t
     let (a, b) = (Checkpoint::load(&stopped.join(CHECKPOINT_FILE)).unwrap(), Checkpoint::load(&straight.join(CHECKPOINT_FILE)).unwrap());
     for name in a.names() {
         assert_eq!(a.values(name), b.values(name), "{name}: resumed from the untrained checkpoint vs straight");
+    }
+}
+
+#[test]
+fn patience_ends_a_run_that_stopped_improving_and_its_count_survives_a_resume() {
+    let out = scratch("patience");
+    // A learning rate too small to move any weight: every evaluation after the first ties it.
+    let config = || tiny(&["train.steps=20", "train.warmup=0", "train.lr=1e-30", "train.min_lr=0", "train.eval_every=2", "train.patience=2"]);
+    let s = run(config(), &out, Start::Fresh, None).unwrap();
+    assert!(s.stopped_early, "out of patience");
+    assert_eq!(s.steps, 6, "best at step 2, no better at 4 and 6");
+    assert_eq!(Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta.step, 6, "a checkpoint where it stopped");
+    let best = Checkpoint::load(&out.join(BEST_FILE)).unwrap();
+    assert_eq!((best.meta.step, best.meta.best_eval_loss), (2, best.meta.eval_loss));
+    // Resumed, it has no patience left: the next evaluation ends it again.
+    let s = run(config(), &out, Start::Resume, None).unwrap();
+    assert!(s.stopped_early && s.steps == 8, "resumed run went to step {}", s.steps);
+    // Without patience the same run goes to the end.
+    let s =
+        run(tiny(&["train.steps=8", "train.warmup=0", "train.lr=1e-30", "train.min_lr=0", "train.eval_every=2"]), &scratch("no-patience"), Start::Fresh, None)
+            .unwrap();
+    assert!(!s.stopped_early && s.steps == 8);
+}
+
+#[test]
+fn a_run_writes_metrics_csv_beside_the_jsonl_and_records_each_start_in_run_json() {
+    let out = scratch("csv-and-record");
+    let config = || tiny(&["train.steps=6", "train.log_every=1"]);
+    run(config(), &out, Start::Fresh, Some(3)).unwrap();
+    run(config(), &out, Start::Resume, None).unwrap();
+    let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    assert_eq!(&header[..4], ["step", "tokens", "train_loss", "eval_loss"]);
+    assert!(header.contains(&"moe0_load_cv") && header.contains(&"moe0_router_entropy"), "{header:?}");
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    // One row per logged line, the resumed run's after the first run's cut at step 3.
+    assert_eq!(rows.len(), jsonl.lines().count());
+    assert_eq!(rows.iter().map(|r| r[0].parse::<u64>().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5, 6]);
+    for (row, line) in rows.iter().zip(jsonl.lines()) {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row.len(), header.len());
+        let at = |c: &str| row[header.iter().position(|h| *h == c).unwrap()];
+        match line["train_loss"].as_f64() {
+            Some(loss) => assert_eq!(at("train_loss").parse::<f64>().unwrap(), loss),
+            None => assert_eq!(at("train_loss"), "", "an empty cell where the line has no value"),
+        }
+    }
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let starts = record["starts"].as_array().unwrap();
+    assert_eq!(starts.len(), 2, "the start and the resume");
+    assert_eq!((starts[0]["resumed_at_step"].as_u64(), starts[1]["resumed_at_step"].as_u64()), (None, Some(3)));
+    for s in starts {
+        assert_eq!(s["adapter"]["name"].as_str().unwrap(), device().name());
+        for key in ["moegrad_version", "git_commit", "started", "host", "kernel_policy"] {
+            assert!(s[key].as_str().is_some_and(|v| !v.is_empty()), "run.json lacks {key}: {s}");
+        }
+        assert!(s["command_line"].as_array().is_some_and(|a| !a.is_empty()));
     }
 }

@@ -83,9 +83,13 @@ impl TrainArgs {
             (false, true) => Start::Force,
             (false, false) => Start::Fresh,
         };
+        let config_patience = config.train.patience;
         let s = train_with(&device, TrainOptions { config, out: out.clone(), start, quiet, stop_after }, comm)?;
         if !comm.is_leader() {
             return Ok(());
+        }
+        if s.stopped_early {
+            println!("stopped early: train.patience = {} evaluations without a better eval loss", config_patience);
         }
         println!(
             "done: {} steps of a {:.2}M-parameter model, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB on the device{}",
