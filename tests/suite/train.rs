@@ -190,6 +190,24 @@ fn config_errors_name_the_key() {
     assert!(e.contains("train.precision") && e.contains("f16"), "{e}");
     let e = err(&["train.loss_scale=0"]);
     assert!(e.contains("train.loss_scale"), "{e}");
+    // The MoE routing options.
+    let moe = |extra: &[&str]| err(&[&["model.ffn=\"topk\"", "model.moe.experts=4", "model.moe.top_k=2"][..], extra].concat());
+    for (set, key) in [
+        ("model.moe.capacity_factor=0", "model.moe.capacity_factor"),
+        ("model.moe.capacity_factor=-1.5", "model.moe.capacity_factor"),
+        ("model.moe.bias_rate=-0.1", "model.moe.bias_rate"),
+        ("model.moe.score=\"softmin\"", "model.moe.score"),
+        ("model.moe.balance=\"loss\"", "model.moe.balance"),
+        ("model.moe.default_estimator=\"median\"", "model.moe.default_estimator"),
+        ("model.moe.shared_experts=65", "model.moe.shared_experts"),
+    ] {
+        let e = moe(&[set]);
+        assert!(e.contains(key), "{set}: {e}");
+    }
+    let e = moe(&["model.ffn=\"default\"", "model.moe.score=\"sigmoid\""]);
+    assert!(e.contains("model.moe.score") && e.contains("default"), "{e}");
+    let e = moe(&["model.moe.experts=257"]);
+    assert!(e.contains("model.moe.experts"), "{e}");
 }
 
 #[test]
