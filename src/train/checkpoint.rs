@@ -73,6 +73,27 @@ pub struct CheckpointMeta {
     pub evals_without_improvement: u64,
 }
 
+impl CheckpointMeta {
+    /// The state of a model that no moegrad run trained (one read from elsewhere): step
+    /// 0, nothing seen.
+    pub fn new(config: RunConfig, tokenizer: Tokenizer) -> CheckpointMeta {
+        CheckpointMeta {
+            format: FORMAT,
+            config,
+            tokenizer,
+            step: 0,
+            tokens_seen: 0,
+            eval_loss: None,
+            wall_seconds: 0.0,
+            loss_scaler: None,
+            best_eval_loss: None,
+            config_hash: None,
+            world_size: 1,
+            evals_without_improvement: 0,
+        }
+    }
+}
+
 fn one_rank() -> usize {
     1
 }
@@ -196,6 +217,11 @@ impl Checkpoint {
     /// A stored tensor's values.
     pub fn values(&self, name: &str) -> Option<&[f32]> {
         self.tensors.get(name).map(|(_, v)| v.as_slice())
+    }
+
+    /// A stored tensor's shape and values.
+    pub fn tensor(&self, name: &str) -> Option<(&[usize], &[f32])> {
+        self.tensors.get(name).map(|(s, v)| (s.as_slice(), v.as_slice()))
     }
 
     /// The values of stored tensor `key`, refused by name if it is missing or has another

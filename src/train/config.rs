@@ -130,9 +130,10 @@ pub struct TrainConfig {
     /// f16 only: the initial loss scale, and how many good steps double it.
     pub loss_scale: f32,
     pub loss_scale_growth_every: u64,
-    /// A dense run's checkpoint to start from (`moegrad train --init-from`): its weights,
-    /// and in each MoE layer every expert a copy of its MLP (upcycling). Left out of a
-    /// written config when absent, so older runs keep their identity.
+    /// Weights to start from (`moegrad train --init-from`): `hf:DIR`, a Hugging Face Llama
+    /// or Mixtral folder of the same model; or a dense run's checkpoint, its weights and in
+    /// each MoE layer every expert a copy of its MLP (upcycling). Left out of a written
+    /// config when absent, so older runs keep their identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<String>,
     /// Early stopping: end the run after this many evaluations in a row without a new best

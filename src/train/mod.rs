@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod init_from;
 pub mod loss_scale;
 pub mod metrics_csv;
 pub mod run_folder;
@@ -24,7 +25,6 @@ pub mod sample;
 pub mod schedule;
 pub mod step;
 pub mod tokenizer;
-pub mod upcycle;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,13 +48,13 @@ use crate::durable::write_atomic;
 use crate::research::accounting::account;
 use crate::train::config::{RunConfig, TokenizerKind};
 use crate::train::data::{load_text, train_batch, Corpus};
+use crate::train::init_from::InitFrom;
 use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::train::metrics_csv::MetricsCsv;
 use crate::train::run_record::record_start;
 use crate::train::schedule::learning_rate;
 use crate::train::step::{train_step, Exchange, StepSettings};
 use crate::train::tokenizer::{Tokenizer, TOKENIZER_FILE};
-use crate::train::upcycle::upcycle;
 pub use eval::{evaluate, score_all, Score};
 
 use checkpoint::{checkpoint_tensors, encode, kept_file, Checkpoint, CheckpointMeta, BEST_FILE, CHECKPOINT_FILE, KEPT_PREFIX};
@@ -268,15 +268,15 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     }
     // A resumed run is its own checkpoint; a new one may start from a dense run's.
     let init_from = config.train.init_from.clone().filter(|_| resumed.is_none());
-    let source = init_from.as_ref().map(|path| Checkpoint::load(Path::new(path))).transpose()?;
-    let (tokenizer, corpus) = load_corpus(&mut config, resumed.as_ref().or(source.as_ref()))?;
+    let source = init_from.as_deref().map(InitFrom::open).transpose()?;
+    let (tokenizer, corpus) = load_corpus(&mut config, resumed.as_ref().or(source.as_ref().and_then(InitFrom::checkpoint)))?;
     agree_on_start(comm, &config)?;
 
     let t = config.train.clone();
     let mut rng = StdRng::seed_from_u64(t.seed);
     let mut model = Transformer::new(device, &config.model, &mut rng)?;
     if let (Some(source), Some(path)) = (&source, &init_from) {
-        upcycle(source, path, &model)?;
+        source.apply(path, &model)?;
     }
     let adam = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
     let mut opt = AdamW::new(&model, adam)?;

@@ -60,7 +60,7 @@ impl Standard {
         Standard::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    fn encoding(self) -> &'static tiktoken::CoreBpe {
+    pub(crate) fn encoding(self) -> &'static tiktoken::CoreBpe {
         let name = match self {
             Standard::Gpt2 => "r50k_base",
             Standard::Llama3 => "llama3",

@@ -14,6 +14,7 @@ mod embedding;
 mod empty;
 mod finite;
 mod fit;
+mod hf;
 mod layout;
 mod matmul;
 mod moe_layer;

@@ -5,8 +5,8 @@
 use moegrad::models::Transformer;
 use moegrad::prelude::*;
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use moegrad::train::init_from::upcycle;
 use moegrad::train::run_folder::Start;
-use moegrad::train::upcycle::upcycle;
 
 use crate::common::{assert_close, config_from_sets, device, scratch, train_quietly};
 

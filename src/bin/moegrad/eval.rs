@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use moegrad::data::{is_shard_folder, ShardFolder};
+use moegrad::hf::{hf_folder, HfModel};
 use moegrad::models::Transformer;
-use moegrad::train::checkpoint::Checkpoint;
+use moegrad::train::checkpoint::{Checkpoint, CheckpointMeta};
 use moegrad::train::data::{load_text, split_text, Corpus};
 use moegrad::train::score_all;
 use moegrad::Device;
@@ -16,7 +17,8 @@ use rand::SeedableRng;
 /// Loss, perplexity and bits per byte of a checkpoint on every token of a text.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// The checkpoint to evaluate (a run's checkpoint.safetensors).
+    /// The checkpoint to evaluate (a run's checkpoint.safetensors), or hf:DIR for a
+    /// Hugging Face Llama or Mixtral folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Text file or folder to score, every token of it, or a shard folder, every token of
@@ -29,33 +31,39 @@ pub struct EvalArgs {
     /// Score only about the first N tokens (whole windows; the report says how many).
     #[arg(long, value_parser = crate::at_least_one)]
     tokens: Option<usize>,
+    /// Score in windows of N tokens (at most the model's context; default: the context).
+    #[arg(long, value_parser = crate::at_least_one)]
+    context: Option<usize>,
+    /// Print the result as one JSON object (loss, perplexity, bits_per_byte, tokens, windows, step).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The checkpoint's held-out tokens from a shard folder (whose tokenizer must be the
 /// checkpoint's).
-fn shard_corpus(ckpt: &Checkpoint, path: &str) -> Result<Corpus> {
-    let folder = ShardFolder::open(Path::new(path), &ckpt.meta.config.data.tokenizer)?;
-    if folder.tokenizer != ckpt.meta.tokenizer {
-        bail!("the shards in {path} were made with {}, the checkpoint's tokenizer is {}", folder.tokenizer.describe(), ckpt.meta.tokenizer.describe());
+fn shard_corpus(meta: &CheckpointMeta, path: &str) -> Result<Corpus> {
+    let folder = ShardFolder::open(Path::new(path), &meta.config.data.tokenizer)?;
+    if folder.tokenizer != meta.tokenizer {
+        bail!("the shards in {path} were made with {}, the checkpoint's tokenizer is {}", folder.tokenizer.describe(), meta.tokenizer.describe());
     }
-    Corpus::from_shards(&folder, ckpt.meta.config.model.context)
+    Corpus::from_shards(&folder, meta.config.model.context)
 }
 
 impl EvalArgs {
     pub fn run(self) -> Result<()> {
-        let EvalArgs { checkpoint, data, batches, tokens } = self;
+        let EvalArgs { checkpoint, data, batches, tokens, context, json } = self;
         let device = Device::new()?;
-        let (ckpt, model) = load_model(&device, &checkpoint)?;
-        let cfg = &ckpt.meta.config;
+        let (meta, model) = load_model(&device, &checkpoint, context)?;
+        let cfg = &meta.config;
         let path = data.clone().unwrap_or_else(|| cfg.data.path.clone());
         let (source, corpus) = if !path.is_empty() && is_shard_folder(Path::new(&path)) {
-            (format!("the val shard of {path}"), shard_corpus(&ckpt, &path)?)
+            (format!("the val shard of {path}"), shard_corpus(&meta, &path)?)
         } else {
             let (source, text) = match &data {
                 Some(path) => (path.clone(), load_text(path)?),
                 None => ("the run's held-out split".to_string(), split_text(&load_text(&cfg.data.path)?, cfg.data.eval_fraction).1.to_string()),
             };
-            (source, Corpus::new(&text, &text, &ckpt.meta.tokenizer, cfg.model.context)?)
+            (source, Corpus::new(&text, &text, &meta.tokenizer, cfg.model.context)?)
         };
         let (context, batch) = (cfg.model.context, cfg.train.batch_size);
         let max_windows = batches.map(|b| b * batch).or(tokens.map(|t| t.div_ceil(context)));
@@ -67,24 +75,57 @@ impl EvalArgs {
         })?;
         bar.finish_and_clear();
         let all: u64 = corpus.eval.sequence_lens().iter().map(|n| n.saturating_sub(1)).sum();
+        let bits_per_byte = corpus.eval_bytes_per_token.map(|b| score.loss / b / std::f64::consts::LN_2);
+        if json {
+            let result = serde_json::json!({
+                "loss": score.loss, "perplexity": score.loss.exp(), "bits_per_byte": bits_per_byte,
+                "tokens": score.tokens, "windows": score.windows, "context": context, "step": meta.step, "source": source,
+            });
+            println!("{result}");
+            return Ok(());
+        }
         let what = if score.tokens as u64 == all { format!("all {all} tokens") } else { format!("the first {} of {all} tokens", score.tokens) };
         println!("scored {what} of {source} in {} windows of {context} tokens", score.windows);
-        let bits_per_byte = match corpus.eval_bytes_per_token {
-            Some(b) => format!("{:.4} bits/byte", score.loss / b / std::f64::consts::LN_2),
+        let bits_per_byte = match bits_per_byte {
+            Some(b) => format!("{b:.4} bits/byte"),
             None => "bits/byte unknown (the shards record no byte counts)".to_string(),
         };
-        println!("step {}  loss {:.4} nats/token  perplexity {:.2}  {bits_per_byte}", ckpt.meta.step, score.loss, score.loss.exp());
+        println!("step {}  loss {:.4} nats/token  perplexity {:.2}  {bits_per_byte}", meta.step, score.loss, score.loss.exp());
         Ok(())
     }
 }
 
-/// The checkpoint at `path` (verified, its warning shown) and its model.
-pub fn load_model(device: &Device, path: &std::path::Path) -> Result<(Checkpoint, Transformer)> {
+/// The checkpoint at `path` (verified, its warning shown), or the Hugging Face folder
+/// `hf:DIR`, and its model, with positions up to `context` when given (at most the
+/// model's own; the run state says the context used).
+pub fn load_model(device: &Device, path: &Path, context: Option<usize>) -> Result<(CheckpointMeta, Transformer)> {
+    if let Some(dir) = path.to_str().and_then(hf_folder) {
+        let hf = HfModel::open(dir)?;
+        return finish(device, hf.meta()?, context, |model| hf.load_into(model));
+    }
     let ckpt = Checkpoint::load(path)?;
     if let Some(w) = ckpt.warning() {
         eprintln!("{w}: {}", path.display());
     }
-    let model = Transformer::new(device, &ckpt.meta.config.model, &mut rand::rngs::StdRng::seed_from_u64(0))?;
-    ckpt.restore(&model, None).with_context(|| format!("checkpoint {} does not fit its own config", path.display()))?;
-    Ok((ckpt, model))
+    finish(device, ckpt.meta.clone(), context, |model| {
+        ckpt.restore(model, None).with_context(|| format!("checkpoint {} does not fit its own config", path.display()))
+    })
+}
+
+/// The model of `meta` at `context` positions, its weights written by `fill`.
+fn finish(
+    device: &Device,
+    mut meta: CheckpointMeta,
+    context: Option<usize>,
+    fill: impl FnOnce(&Transformer) -> Result<()>,
+) -> Result<(CheckpointMeta, Transformer)> {
+    if let Some(n) = context {
+        if n > meta.config.model.context {
+            bail!("--context {n} exceeds the model's context of {}", meta.config.model.context);
+        }
+        meta.config.model.context = n;
+    }
+    let model = Transformer::new(device, &meta.config.model, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+    fill(&model)?;
+    Ok((meta, model))
 }

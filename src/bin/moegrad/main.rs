@@ -7,6 +7,7 @@ mod data;
 mod demo;
 mod devices;
 mod eval;
+mod export;
 mod fit;
 mod plot;
 mod sample;
@@ -37,6 +38,7 @@ enum Command {
     Train(train::TrainArgs),
     Data(data::DataArgs),
     Eval(eval::EvalArgs),
+    Export(export::ExportArgs),
     Sample(sample::SampleArgs),
     Compare(compare::CompareArgs),
     Plot(plot::PlotArgs),
@@ -71,6 +73,7 @@ fn main() {
         Command::Train(a) => a.run(comm.as_ref()),
         Command::Data(a) => a.run(),
         Command::Eval(a) => a.run(),
+        Command::Export(a) => a.run(),
         Command::Sample(a) => a.run(),
         Command::Compare(a) => a.run(),
         Command::Plot(a) => a.run(),

@@ -12,7 +12,8 @@ use crate::eval::load_model;
 /// Generate text from a checkpoint.
 #[derive(Args)]
 pub struct SampleArgs {
-    /// The checkpoint to sample from (a run's checkpoint.safetensors).
+    /// The checkpoint to sample from (a run's checkpoint.safetensors), or hf:DIR for a
+    /// Hugging Face Llama or Mixtral folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Text the generated tokens continue.
@@ -46,8 +47,8 @@ impl SampleArgs {
         let SampleArgs { checkpoint, prompt, tokens, temperature, top_k, seed } = self;
         let opts = SampleOptions { max_tokens: tokens, temperature, top_k, seed };
         let device = Device::new()?;
-        let (ckpt, model) = load_model(&device, &checkpoint)?;
-        println!("{}", generate(&device, &model, &ckpt.meta.tokenizer, &prompt, &opts)?);
+        let (meta, model) = load_model(&device, &checkpoint, None)?;
+        println!("{}", generate(&device, &model, &meta.tokenizer, &prompt, &opts)?);
         Ok(())
     }
 }

@@ -24,9 +24,10 @@ pub struct TrainArgs {
     /// data prepare` or llm.c (default: bundled Shakespeare).
     #[arg(long)]
     data: Option<String>,
-    /// Start from a dense run's checkpoint: its weights, each MoE layer's experts copies of
-    /// its MLP, the routers fresh (upcycling; sets train.init_from).
-    #[arg(long, value_name = "DENSE_CHECKPOINT")]
+    /// Start from hf:DIR, a Hugging Face Llama or Mixtral folder of the same model, or from
+    /// a dense run's checkpoint: its weights, each MoE layer's experts copies of its MLP,
+    /// the routers fresh (upcycling). Sets train.init_from.
+    #[arg(long, value_name = "hf:DIR|DENSE_CHECKPOINT")]
     init_from: Option<PathBuf>,
     /// Folder for checkpoint.safetensors, metrics.jsonl, config.toml, moegrad-tokenizer.json.
     #[arg(long)]

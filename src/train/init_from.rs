@@ -1,15 +1,65 @@
+//! Where a new run's weights come from (`train.init_from`, `moegrad train --init-from`):
+//! a Hugging Face Llama or Mixtral folder (`hf:DIR`), the same model, every weight copied;
+//! or a dense run's checkpoint, upcycled.
+//!
 //! Upcycling (Komatsuzaki et al., "Sparse Upcycling", 2023): an MoE run that starts from a
-//! dense run's checkpoint (`train.init_from`, `moegrad train --init-from`). Every weight
+//! dense run's checkpoint. Every weight
 //! the two models share is copied; in each layer that is MoE here and dense there, every
 //! expert starts as a copy of the dense MLP, while the router and any shared experts keep
 //! their fresh initialisation. The optimizer starts afresh at step 0. Everything that
 //! would make a copy wrong is refused by the name of its config key.
 
+use std::path::Path;
+
 use anyhow::{bail, Result};
 use moegrad_core::Module;
 use moegrad_models::{FfnKind, Transformer};
 
+use crate::hf::{hf_folder, HfModel};
 use crate::train::checkpoint::Checkpoint;
+
+/// A new run's starting weights.
+pub enum InitFrom {
+    /// A dense run's checkpoint, upcycled (or copied where the layers are dense here too).
+    Dense(Box<Checkpoint>),
+    /// A Hugging Face folder of the same model.
+    HuggingFace(Box<HfModel>),
+}
+
+impl InitFrom {
+    /// Reads what `spec` (`train.init_from`) names.
+    pub fn open(spec: &str) -> Result<InitFrom> {
+        Ok(match hf_folder(spec) {
+            Some(dir) => InitFrom::HuggingFace(Box::new(HfModel::open(dir)?)),
+            None => InitFrom::Dense(Box::new(Checkpoint::load(Path::new(spec))?)),
+        })
+    }
+
+    /// The checkpoint whose tokenizer the run takes, if it is one (a Hugging Face model's
+    /// tokenizer is named by `data.tokenizer`).
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        match self {
+            InitFrom::Dense(c) => Some(c),
+            InitFrom::HuggingFace(_) => None,
+        }
+    }
+
+    /// Writes the starting weights into `model`, refusing by key what does not fit.
+    pub fn apply(&self, spec: &str, model: &Transformer) -> Result<()> {
+        match self {
+            InitFrom::Dense(source) => upcycle(source, spec, model),
+            InitFrom::HuggingFace(hf) => hf.load_into(model).map_err(|e| {
+                let hint = hf.dir.join(crate::hf::HF_TOKENIZER_FILE);
+                match model.config.vocab_size != hf.config.vocab_size && hint.exists() {
+                    true => {
+                        e.context(format!("--init-from {spec}: set data.tokenizer = {:?} to train with the model's own tokenizer", hint.display().to_string()))
+                    }
+                    false => e.context(format!("--init-from {spec}")),
+                }
+            }),
+        }
+    }
+}
 
 /// Copies `source` (a dense run's checkpoint, read from `origin`) into `model`.
 pub fn upcycle(source: &Checkpoint, origin: &str, model: &Transformer) -> Result<()> {
