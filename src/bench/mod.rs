@@ -5,6 +5,7 @@
 
 pub mod data;
 pub mod dist;
+pub mod peaks;
 pub mod table;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -18,6 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::bench::peaks::known_peaks;
 use crate::train::config::TrainConfig;
 use crate::train::data::Batch;
 use crate::train::loss_scale::LossScaler;
@@ -113,24 +115,6 @@ pub struct Report {
     pub row_reduction: String,
     /// Whose kernel choices (tiles, depth splits, threads a row) ran: `gpu` or `cpu`.
     pub tuning: String,
-}
-
-/// Dense peaks of adapters we know (SXM parts).
-struct Peaks {
-    fp32_flops: f64,
-    fp16_tensor_flops: f64,
-    bytes: f64,
-}
-
-fn peaks(device: &Device) -> Option<Peaks> {
-    let name = device.name().to_lowercase();
-    if name.contains("h100") {
-        Some(Peaks { fp32_flops: 67e12, fp16_tensor_flops: 989e12, bytes: 3.35e12 })
-    } else if name.contains("h200") {
-        Some(Peaks { fp32_flops: 67e12, fp16_tensor_flops: 989e12, bytes: 4.8e12 })
-    } else {
-        None
-    }
 }
 
 enum Work {
@@ -257,7 +241,7 @@ impl Runner {
         let host_ms = host[host.len() / 2].as_secs_f64() * 1e3;
         let s = times[times.len() / 2].as_secs_f64().max(1e-12);
         let ms_range = [times[0].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3];
-        let peak = peaks(&self.device);
+        let peak = known_peaks(&self.device);
         let (value, unit, peak_fraction) = match work {
             Work::Flops(n) => (n / s / 1e12, "TFLOP/s", peak.map(|p| n / s / p.fp32_flops)),
             Work::F16Flops(n) => (n / s / 1e12, "TFLOP/s", peak.map(|p| n / s / p.fp16_tensor_flops)),

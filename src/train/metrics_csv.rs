@@ -13,8 +13,8 @@ use crate::durable::write_atomic;
 pub const METRICS_CSV_FILE: &str = "metrics.csv";
 
 /// The run-wide columns, then these for each MoE layer as `moe<i>_<key>`.
-const RUN_COLUMNS: [&str; 11] =
-    ["step", "tokens", "train_loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "wall_s", "peak_memory_mib", "loss_scale", "skipped_steps"];
+const RUN_COLUMNS: [&str; 12] =
+    ["step", "tokens", "train_loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "mfu", "wall_s", "peak_memory_mib", "loss_scale", "skipped_steps"];
 const LAYER_COLUMNS: [&str; 6] = ["load_cv", "max_violation", "router_entropy", "aux_loss", "z_loss", "dropped"];
 
 pub struct MetricsCsv {

@@ -39,6 +39,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
 
+use crate::bench::peaks::{matmul_peak, mfu};
 use crate::data::folder::{configured_tokenizer, HF_TOKENIZER_FILE};
 use crate::data::{is_shard_folder, ShardFolder};
 use crate::dist::moe_sync::layer_stats;
@@ -252,6 +253,7 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     config.validate()?;
     let share = rank_share(config.train.batch_size, comm.rank(), comm.size())?;
     let config_hash = config.identity_hash();
+    let peak = matmul_peak(device, config.train.precision)?;
     device.reset_peak_memory();
     // Rank 0 alone owns the folder; the others only read a checkpoint to resume from.
     let leader = comm.is_leader();
@@ -314,6 +316,11 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
 
     let context = config.model.context;
     let tokens_per_step = (t.batch_size * t.grad_accum * context) as u64;
+    // Model FLOPs utilisation, where the adapter's peak is known.
+    let flops_per_token = account(&config.model).flops_per_token;
+    if let (Some((flops, source)), false) = (&peak, quiet) {
+        println!("MFU against {} TFLOP/s a GPU ({source}), {:.3e} FLOPs a token", flops / 1e12, flops_per_token);
+    }
     let initial_eval_loss = evaluate(device, &model, &corpus.eval, t.batch_size, t.eval_batches)?;
     if let Some(m) = metrics.as_mut().filter(|_| resumed.is_none()) {
         write_json_line(m, json!({"step": 0, "tokens": 0, "eval_loss": initial_eval_loss}))?;
@@ -407,6 +414,11 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
             window = (Instant::now(), 0);
             let wall_s = wall_before + started.elapsed().as_secs_f64();
             let mut line = json!({"step": step, "tokens": tokens_seen, "train_loss": train_loss, "lr": lr, "tokens_per_s": tokens_per_s, "wall_s": wall_s, "peak_memory_mib": peak_memory_mib(device)});
+            let utilisation = peak.as_ref().map(|(flops, _)| mfu(flops_per_token, tokens_per_s, *flops, comm.size()));
+            if let Some(u) = utilisation {
+                line["mfu"] = json!(u);
+            }
+            let mfu_text = utilisation.map_or(String::new(), |u| format!("  mfu {:.1}%", 100.0 * u));
             if let Some(g) = &grad_norm {
                 line["grad_norm"] = json!(g.to_vec()?[0]);
             }
@@ -446,16 +458,16 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
                 write_json_line(m, line)?;
             }
             let eval = if eval_now { format!(" eval {final_eval_loss:.4}") } else { String::new() };
-            bar.set_message(format!("loss {train_loss:.4}{eval} lr {lr:.2e} {:.0} tok/s", tokens_per_s));
+            bar.set_message(format!("loss {train_loss:.4}{eval} lr {lr:.2e} {tokens_per_s:.0} tok/s{mfu_text}"));
             if !quiet && !bar.is_hidden() {
-                bar.println(format!("step {step:>6}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s"));
+                bar.println(format!("step {step:>6}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s{mfu_text}"));
             } else if !quiet {
                 // No terminal (a log file, a pipe): each line says how long the run has
                 // taken and how long it has left, as the bar would.
                 let elapsed = started.elapsed().as_secs_f64();
                 let eta = elapsed / (step - first_step) as f64 * (t.steps - step) as f64;
                 println!(
-                    "step {step:>6}/{}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s  elapsed {}  eta {}",
+                    "step {step:>6}/{}  loss {train_loss:.4}{eval}  lr {lr:.2e}  {tokens_per_s:.0} tok/s{mfu_text}  elapsed {}  eta {}",
                     t.steps,
                     clock(elapsed),
                     clock(eta)

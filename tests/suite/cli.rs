@@ -174,3 +174,45 @@ fn plot_draws_expert_load_and_compare_and_init_from_refuse_bad_input_by_name() {
     let err = refused(&train_args(dir.join("up").to_str().unwrap(), &["--set", "model.ffn=\"topk\"", "--init-from", missing.to_str().unwrap()]));
     assert!(err.contains("no-such.safetensors"), "{err}");
 }
+
+#[test]
+fn logs_show_model_flops_utilisation_against_the_adapter_s_peak() {
+    let dir = scratch("cli-mfu");
+    let run = |name: &str, peak: Option<&str>| {
+        let out = dir.join(name).display().to_string();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_moegrad"));
+        command.args(train_args(&out, &["--set", "train.steps=4"])).env("NODEVICE_SELECT", "1").env_remove("MOEGRAD_PEAK_TFLOPS");
+        if let Some(p) = peak {
+            command.env("MOEGRAD_PEAK_TFLOPS", p);
+        }
+        (command.output().unwrap(), dir.join(name))
+    };
+    let (output, folder) = run("peak", Some("0.002"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("MFU against 0.002 TFLOP/s a GPU (MOEGRAD_PEAK_TFLOPS)") && stdout.contains("% "), "{stdout}");
+    let config = moegrad::train::checkpoint::Checkpoint::load(&folder.join("checkpoint.safetensors")).unwrap().meta.config.model;
+    let flops_per_token = moegrad::research::accounting::account(&config).flops_per_token;
+    let logged: Vec<serde_json::Value> =
+        std::fs::read_to_string(folder.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let steps: Vec<&serde_json::Value> = logged.iter().filter(|l| l["tokens_per_s"].is_number()).collect();
+    assert!(!steps.is_empty());
+    for line in steps {
+        let want = flops_per_token * line["tokens_per_s"].as_f64().unwrap() / 0.002e12;
+        let got = line["mfu"].as_f64().unwrap_or_else(|| panic!("no mfu in {line}"));
+        assert!((got - want).abs() <= 1e-12 * want.max(1.0), "mfu {got}, FLOPs a token x tokens/s / peak = {want}");
+        assert!(stdout.contains(&format!("mfu {:.1}%", 100.0 * got)), "the log line shows it: {stdout}");
+    }
+    // An adapter whose peak is unknown (lavapipe) logs no MFU; a bad peak is refused.
+    let (output, folder) = run("unknown", None);
+    assert!(output.status.success());
+    let text = std::fs::read_to_string(folder.join("metrics.jsonl")).unwrap();
+    let device = crate::common::device();
+    if moegrad::bench::peaks::known_peaks(&device).is_none() {
+        assert!(!text.contains("\"mfu\""), "{text}");
+    }
+    let (output, folder) = run("bad", Some("fast"));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success() && stderr.contains("MOEGRAD_PEAK_TFLOPS=\"fast\" is not a number"), "{stderr}");
+    assert!(!folder.exists(), "refused before the run folder is made");
+}
