@@ -24,6 +24,7 @@ pub mod run_record;
 pub mod sample;
 pub mod schedule;
 pub mod step;
+pub mod tensorboard;
 pub mod tokenizer;
 
 use std::io::Write;
@@ -55,6 +56,7 @@ use crate::train::metrics_csv::MetricsCsv;
 use crate::train::run_record::record_start;
 use crate::train::schedule::learning_rate;
 use crate::train::step::{train_step, Exchange, StepSettings};
+use crate::train::tensorboard::EventFile;
 use crate::train::tokenizer::{Tokenizer, TOKENIZER_FILE};
 pub use eval::{evaluate, score_all, Score};
 
@@ -162,10 +164,20 @@ fn load_corpus(config: &mut RunConfig, resumed: Option<&Checkpoint>) -> Result<(
     Ok((tokenizer, corpus))
 }
 
-/// Logs a line to `metrics.jsonl` and its row to `metrics.csv`.
-fn write_json_line((jsonl, csv): &mut (std::fs::File, MetricsCsv), value: serde_json::Value) -> Result<()> {
-    writeln!(jsonl, "{value}")?;
-    csv.append(&value)
+/// Where a run's log goes: `metrics.jsonl`, `metrics.csv` and TensorBoard's event file.
+struct Logs {
+    jsonl: std::fs::File,
+    csv: MetricsCsv,
+    events: EventFile,
+}
+
+/// Logs a line to `metrics.jsonl` (with its time), its row to `metrics.csv` and its
+/// scalars to the event file.
+fn write_json_line(logs: &mut Logs, mut value: serde_json::Value) -> Result<()> {
+    value["time"] = json!(tensorboard::now());
+    writeln!(logs.jsonl, "{value}")?;
+    logs.csv.append(&value)?;
+    logs.events.append(&value)
 }
 
 /// Keeps the metrics lines up to `step` (a resumed run rewrites what came after).
@@ -308,7 +320,7 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
                 truncate_metrics(&metrics_path, step)?;
             }
             let jsonl = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
-            Some((jsonl, MetricsCsv::rebuild(&out, &metrics_path, moe_layers)?))
+            Some(Logs { jsonl, csv: MetricsCsv::rebuild(&out, &metrics_path, moe_layers)?, events: EventFile::rebuild(&out, &metrics_path)? })
         }
         None => None,
     };

@@ -15,14 +15,25 @@ use crate::train::checkpoint::{Checkpoint, BEST_FILE, CHECKPOINT_FILE, KEPT_PREF
 use crate::train::config::RunConfig;
 use crate::train::metrics_csv::METRICS_CSV_FILE;
 use crate::train::run_record::RUN_RECORD_FILE;
+use crate::train::tensorboard::EVENTS_FILE;
 use crate::train::tokenizer::{LEGACY_TOKENIZER_FILE, TOKENIZER_FILE};
 
 const LOCK_FILE: &str = ".lock";
 
 /// The files a run writes, which make a folder hold a run.
 fn is_run_file(name: &str) -> bool {
-    matches!(name, CHECKPOINT_FILE | BEST_FILE | "metrics.jsonl" | METRICS_CSV_FILE | RUN_RECORD_FILE | "config.toml" | TOKENIZER_FILE | LEGACY_TOKENIZER_FILE)
-        || (name.starts_with(KEPT_PREFIX) && name.ends_with(".safetensors"))
+    matches!(
+        name,
+        CHECKPOINT_FILE
+            | BEST_FILE
+            | "metrics.jsonl"
+            | METRICS_CSV_FILE
+            | RUN_RECORD_FILE
+            | EVENTS_FILE
+            | "config.toml"
+            | TOKENIZER_FILE
+            | LEGACY_TOKENIZER_FILE
+    ) || (name.starts_with(KEPT_PREFIX) && name.ends_with(".safetensors"))
 }
 
 /// How a trainer means to use its folder.

@@ -379,3 +379,54 @@ fn a_run_writes_metrics_csv_beside_the_jsonl_and_records_each_start_in_run_json(
         assert!(s["command_line"].as_array().is_some_and(|a| !a.is_empty()));
     }
 }
+
+/// The (step, value) pairs of TensorBoard tag `tag` in `events`.
+fn tag_values(events: &[moegrad::train::tensorboard::Event], tag: &str) -> Vec<(i64, f32)> {
+    use moegrad::train::tensorboard::What;
+    events
+        .iter()
+        .filter_map(|e| match &e.what {
+            Some(What::Summary(s)) => s.value.iter().find(|v| v.tag == tag).map(|v| (e.step, v.simple_value)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn tensorboard_event_files_hold_the_logged_scalars_once_across_a_resume() {
+    use moegrad::train::tensorboard::{read_events, What, EVENTS_FILE};
+    let out = scratch("tensorboard");
+    let config = || tiny(&["train.steps=8", "train.log_every=2", "train.eval_every=4"]);
+    run(config(), &out, Start::Fresh, Some(5)).unwrap();
+    run(config(), &out, Start::Resume, None).unwrap();
+    let events = read_events(&std::fs::read(out.join(EVENTS_FILE)).unwrap()).unwrap();
+    assert_eq!(events[0].what, Some(What::FileVersion("brain.Event:2".into())), "a file starts with its version");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (key, tag) in
+        [("train_loss", "loss/train"), ("eval_loss", "loss/eval"), ("lr", "optim/lr"), ("grad_norm", "optim/grad_norm"), ("tokens_per_s", "speed/tokens_per_s")]
+    {
+        let want: Vec<(i64, f32)> = lines.iter().filter_map(|l| l[key].as_f64().map(|v| (l["step"].as_i64().unwrap(), v as f32))).collect();
+        assert!(!want.is_empty(), "{key} is logged");
+        assert_eq!(tag_values(&events, tag), want, "{tag}: each logged step once, the first run's cut at its checkpoint");
+    }
+    let load_cv: Vec<i64> = tag_values(&events, "moe0/load_cv").into_iter().map(|(s, _)| s).collect();
+    assert_eq!(load_cv, [2, 4, 6, 8]);
+    assert!(lines.iter().all(|l| l["time"].as_f64().is_some_and(|t| t > 1.7e9)), "every line has its time");
+
+    // TensorBoard's own reader, where Python has it.
+    let python = std::env::var("MOEGRAD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let code = "import json, sys\nfrom tensorboard.backend.event_processing.event_accumulator import EventAccumulator\na = EventAccumulator(sys.argv[1]); a.Reload()\nprint(json.dumps({t: [[e.step, e.value] for e in a.Scalars(t)] for t in a.Tags()['scalars']}))";
+    let Ok(result) = std::process::Command::new(&python).args(["-c", code, &out.display().to_string()]).output() else {
+        eprintln!("skipped TensorBoard's reader: no {python}");
+        return;
+    };
+    if String::from_utf8_lossy(&result.stderr).contains("No module named 'tensorboard'") {
+        eprintln!("skipped TensorBoard's reader: {python} has no tensorboard package (set MOEGRAD_PYTHON to one)");
+        return;
+    }
+    assert!(result.status.success(), "TensorBoard's reader failed: {}", String::from_utf8_lossy(&result.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let train_loss: Vec<(i64, f32)> = read["loss/train"].as_array().unwrap().iter().map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap() as f32)).collect();
+    assert_eq!(train_loss, tag_values(&events, "loss/train"), "TensorBoard reads what was written");
+    assert_eq!(read["moe0/router_entropy"].as_array().unwrap().len(), 4);
+}
