@@ -7,6 +7,7 @@ pub mod compare;
 pub mod fit;
 pub mod load_plot;
 pub mod plot;
+pub mod run_curves;
 pub mod sweep;
 pub mod sweep_report;
 pub mod table;

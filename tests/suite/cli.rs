@@ -161,9 +161,21 @@ fn plot_draws_expert_load_and_compare_and_init_from_refuse_bad_input_by_name() {
     let plotted = moegrad(&["plot", moe]);
     assert!(plotted.status.success(), "{}", String::from_utf8_lossy(&plotted.stderr));
     for ext in ["png", "svg"] {
-        assert!(dir.join("moe").join(format!("expert-load.{ext}")).exists(), "plot wrote no .{ext}");
+        assert!(dir.join("moe").join(format!("expert-load.{ext}")).exists(), "plot wrote no expert-load.{ext}");
+        assert!(dir.join("moe").join(format!("curves.{ext}")).exists(), "plot wrote no curves.{ext}");
     }
-    assert!(refused(&["plot", dense]).contains("logged no expert loads"));
+    // A dense run has curves and no expert loads; two runs share the curves' panels.
+    let both = dir.join("both").display().to_string();
+    let plotted = moegrad(&["plot", dense, moe, "--out", &both]);
+    assert!(plotted.status.success(), "{}", String::from_utf8_lossy(&plotted.stderr));
+    assert!(dir.join("both").join("curves.png").exists() && dir.join("both").join("expert-load.png").exists());
+    let plotted = moegrad(&["plot", dense]);
+    assert!(plotted.status.success() && dir.join("dense").join("curves.svg").exists() && !dir.join("dense").join("expert-load.png").exists());
+    let svg = std::fs::read_to_string(dir.join("both").join("curves.svg")).unwrap();
+    for text in ["tokens seen", "loss (nats/token)", "tokens/s", "dense (train)", "moe (eval)"] {
+        assert!(svg.contains(text), "the curves name {text:?}");
+    }
+    assert!(refused(&["plot", dir.join("nowhere").to_str().unwrap()]).contains("metrics.jsonl"));
     let err = refused(&["compare", "--variant", "bogus", "--out", dir.join("c").to_str().unwrap()]);
     assert!(err.contains("\"bogus\"") && err.contains("feed-forward kind"), "{err}");
     let err = refused(&["compare", "--variant", "topk:model.moe.score", "--out", dir.join("c").to_str().unwrap()]);
