@@ -32,6 +32,7 @@
 //!   [`Error::is_resource`] tells these apart, which is how the trainer knows to advise a
 //!   smaller batch and to keep its last checkpoint.
 
+mod checkpoint;
 mod device;
 mod dtype;
 mod error;
@@ -48,6 +49,7 @@ pub mod shape;
 mod tape;
 mod tensor;
 
+pub use checkpoint::checkpoint;
 pub use device::{AdapterSummary, Device, DeviceStats, ADAPTER_ENV};
 pub use dtype::DType;
 pub use error::{Error, Result};

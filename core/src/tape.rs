@@ -39,14 +39,25 @@ pub fn is_grad_enabled() -> bool {
 
 /// Runs `f` with recording switched off (evaluation, optimizer updates, backward itself).
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    with_grad_mode(false, f)
+}
+
+/// Runs `f` with recording on or off, restoring the mode after (a panic included).
+fn with_grad_mode<R>(on: bool, f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             GRAD_ENABLED.with(|g| g.set(self.0));
         }
     }
-    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(on)));
     f()
+}
+
+/// Runs `f` with recording switched on, inside a backward pass (activation
+/// checkpointing's recomputation).
+pub(crate) fn with_grad<R>(f: impl FnOnce() -> R) -> R {
+    with_grad_mode(true, f)
 }
 
 /// Entries on this thread's tape (for tests and leak hunting).

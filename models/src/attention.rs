@@ -6,6 +6,7 @@ use rand::Rng;
 
 use crate::init;
 
+#[derive(Clone)]
 pub struct SelfAttention {
     /// `[d, 3 * heads * head_dim]`: queries, keys and values in one matmul.
     pub wqkv: Tensor,

@@ -7,6 +7,7 @@ use rand::Rng;
 use crate::config::FfnActivation;
 use crate::init;
 
+#[derive(Clone)]
 pub struct DenseFfn {
     /// `[d, hidden]`, or `[d, 2 * hidden]` for SwiGLU (gate then up).
     pub w_in: Tensor,

@@ -29,6 +29,7 @@ use crate::config::{Balance, DefaultEstimator, FfnKind, MoeConfig, RouterScore};
 use crate::ffn::{activate, input_width, DenseFfn};
 use crate::init;
 
+#[derive(Clone)]
 pub struct MoeFfn {
     pub kind: FfnKind,
     pub config: MoeConfig,

@@ -3,7 +3,7 @@
 //! a final RMSNorm and the output projection (tied to the embedding or not).
 
 use moegrad_core::ops::{add_rms_norm, embedding, rms_norm, RopeTable};
-use moegrad_core::{Device, Module, Result, Tensor, Visitor};
+use moegrad_core::{checkpoint, Device, Module, Result, Tensor, Visitor};
 use rand::Rng;
 
 use crate::attention::{LayerCache, SelfAttention};
@@ -12,11 +12,13 @@ use crate::ffn::DenseFfn;
 use crate::init;
 use crate::moe::{MoeFfn, MoeStats, MoeWidths};
 
+#[derive(Clone)]
 pub enum Ffn {
     Dense(DenseFfn),
     Moe(MoeFfn),
 }
 
+#[derive(Clone)]
 pub struct Block {
     pub attn_norm: Tensor,
     pub attn: SelfAttention,
@@ -32,6 +34,9 @@ pub struct Transformer {
     pub final_norm: Tensor,
     /// `[d, vocab]` when embeddings are untied.
     pub lm_head: Option<Tensor>,
+    /// Training passes keep only each block's inputs and recompute its activations in the
+    /// backward pass (`train.activation_checkpointing`): less memory, one more forward.
+    pub activation_checkpointing: bool,
     rope: RopeTable,
 }
 
@@ -83,6 +88,7 @@ impl Transformer {
             blocks,
             final_norm: init::ones(device, &[d])?,
             lm_head: if config.tied_embeddings { None } else { Some(init::normal(device, &[d, v], init::STD, rng)?) },
+            activation_checkpointing: false,
             rope: RopeTable::new(device, config.context, config.head_dim(), config.rope_base)?,
         })
     }
@@ -113,19 +119,13 @@ impl Transformer {
         let mut pending: Option<Tensor> = None;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
-            let normed;
-            (x, normed) = residual_norm(&x, pending.take().as_ref(), &block.attn_norm, eps);
-            let attn_out = block.attn.forward(&normed, batch, &self.rope, layer_cache);
-            let h;
-            (x, h) = add_rms_norm(&x, &attn_out, &block.ffn_norm, eps);
-            pending = Some(match &block.ffn {
-                Ffn::Dense(ffn) => ffn.forward(&h),
-                Ffn::Moe(ffn) => {
-                    let (y, stats) = ffn.forward(&h, train);
-                    moe.push(stats);
-                    y
-                }
-            });
+            let (next, delta, stats) = if train && self.activation_checkpointing && layer_cache.is_none() {
+                checkpointed_block(block, &self.rope, eps, batch, &x, pending.take())
+            } else {
+                block.forward(&self.rope, eps, batch, &x, pending.take().as_ref(), train, layer_cache)
+            };
+            (x, pending) = (next, Some(delta));
+            moe.extend(stats);
         }
         let (_, x) = residual_norm(&x, pending.as_ref(), &self.final_norm, eps);
         let logits = match &self.lm_head {
@@ -146,6 +146,55 @@ impl Transformer {
             layer.apply(stats);
         }
     }
+}
+
+impl Block {
+    /// The block on the residual stream `x` plus the previous block's pending output
+    /// `delta`: (the stream, this block's output to add, its MoE statistics).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        rope: &RopeTable,
+        eps: f32,
+        batch: usize,
+        x: &Tensor,
+        delta: Option<&Tensor>,
+        train: bool,
+        cache: Option<&mut LayerCache>,
+    ) -> (Tensor, Tensor, Option<MoeStats>) {
+        let (x, normed) = residual_norm(x, delta, &self.attn_norm, eps);
+        let attn_out = self.attn.forward(&normed, batch, rope, cache);
+        let (x, h) = add_rms_norm(&x, &attn_out, &self.ffn_norm, eps);
+        match &self.ffn {
+            Ffn::Dense(ffn) => (x, ffn.forward(&h), None),
+            Ffn::Moe(ffn) => {
+                let (y, stats) = ffn.forward(&h, train);
+                (x, y, Some(stats))
+            }
+        }
+    }
+}
+
+/// A training pass through `block` that keeps only its inputs: the stream, the output
+/// and the MoE losses are the checkpoint's outputs (recomputed in the backward pass); the
+/// statistics come from the first run.
+fn checkpointed_block(block: &Block, rope: &RopeTable, eps: f32, batch: usize, x: &Tensor, delta: Option<Tensor>) -> (Tensor, Tensor, Option<MoeStats>) {
+    let (block, rope) = (block.clone(), rope.clone());
+    let inputs: Vec<&Tensor> = std::iter::once(x).chain(delta.as_ref()).collect();
+    let (outputs, stats) = checkpoint(&inputs, move |inputs| {
+        let (x, y, stats) = block.forward(&rope, eps, batch, &inputs[0], inputs.get(1), true, None);
+        let losses = stats.iter().flat_map(|s| s.aux_loss.iter().chain(&s.z_loss)).cloned();
+        (std::iter::once(x).chain([y]).chain(losses).collect(), stats)
+    });
+    let mut outputs = outputs.into_iter();
+    let (x, y) = (outputs.next().expect("the stream"), outputs.next().expect("the output"));
+    let stats = stats.map(|mut s| {
+        // The tracked losses replace the first run's, which the tape does not know.
+        s.aux_loss = s.aux_loss.map(|_| outputs.next().expect("the aux loss"));
+        s.z_loss = s.z_loss.map(|_| outputs.next().expect("the z-loss"));
+        s
+    });
+    (x, y, stats)
 }
 
 impl Module for Block {

@@ -70,6 +70,9 @@ pub struct BenchResult {
     pub unit: &'static str,
     /// Share of the adapter's peak for this kind of work, when the peak is known.
     pub peak_fraction: Option<f64>,
+    /// The most memory one iteration held beyond what was held before it (its
+    /// activations, gradients and temporaries), in MiB of pool buffers.
+    pub memory_mib: f64,
     /// "gpu" (timestamp queries) or "wall".
     pub timer: &'static str,
     /// With `--profile`: the kernels of one more run, longest first (at most PROFILE_TOP).
@@ -236,8 +239,11 @@ impl Runner {
         // The first run makes the inputs the workload reads, so that a failure to set up
         // (a tensor too large for the adapter) ends the bench with its error.
         counted()?;
+        let held = self.device.stats().bytes_in_use;
+        self.device.reset_peak_memory();
         let f = &|| counted().expect("the first run made this workload's inputs");
         let (times, host, timer) = self.time(f);
+        let memory_mib = self.device.stats().peak_bytes_in_use.saturating_sub(held) as f64 / (1u64 << 20) as f64;
         let host_ms = host[host.len() / 2].as_secs_f64() * 1e3;
         let s = times[times.len() / 2].as_secs_f64().max(1e-12);
         let ms_range = [times[0].as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3];
@@ -250,7 +256,7 @@ impl Runner {
             Work::Latency => (s * 1e6, "us", None),
         };
         let profile = if self.profile { self.device.profile_gpu(f).1.map(kernel_shares) } else { None };
-        self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, ms_range, host_ms, value, unit, peak_fraction, timer, profile });
+        self.results.push(BenchResult { key: key.to_string(), ms: s * 1e3, ms_range, host_ms, value, unit, peak_fraction, memory_mib, timer, profile });
         Ok(())
     }
 }
@@ -313,25 +319,8 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
 
     let (model_cfg, batch) = lm_step_model(scale);
     let (d, layers, context, vocab) = (model_cfg.d_model, model_cfg.layers, model_cfg.context, model_cfg.vocab_size);
-    let lm = r.input(|rng| {
-        let model = Transformer::new(&dev, &model_cfg, rng)?;
-        let opt = RefCell::new(AdamW::new(&model, AdamWConfig::default())?);
-        let ids: Vec<u32> = (0..batch * (context + 1)).map(|_| rng.random_range(0..vocab as u32)).collect();
-        let inputs = Tensor::from_u32(&dev, &ids[..batch * context], &[batch, context])?;
-        let targets = Tensor::from_u32(&dev, &ids[batch..batch + batch * context], &[batch * context])?;
-        let scaler = RefCell::new(LossScaler::new(TrainConfig::default().loss_scale, TrainConfig::default().loss_scale_growth_every));
-        Ok(LmStep { model: RefCell::new(model), opt, scaler, batch: Batch { inputs, targets } })
-    });
-    // The trainer's own step (`train_step`), with the f16 runs' loss scaling and its
-    // read-back of the gradient norm.
-    let step = || {
-        let LmStep { model, opt, scaler, batch } = lm.get()?;
-        let settings = StepSettings { lr: opt.borrow().config.lr, clip: 1.0, grad_accum: 1 };
-        let f16 = dev.policy().precision == Precision::F16;
-        let mut scaler = scaler.borrow_mut();
-        let out = train_step(&mut model.borrow_mut(), &mut opt.borrow_mut(), f16.then_some(&mut *scaler), settings, None, |_| Ok(batch.clone()))?;
-        done(out)
-    };
+    let lm = lm_step_input(r, &model_cfg, batch, false);
+    let step = || lm_step(&lm);
     let lm_key = format!("moe_lm_train_step_d{d}_L{layers}_E8_k2_b{batch}x{context}_V{vocab}");
     // One step before the counters start, which sets up the model and fills the pool.
     if r.selects(&lm_key) {
@@ -345,6 +334,16 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     let steps = (r.runs.get() - runs_before) as f64;
     // Mixed precision: f16 matmul operands, the loss scaled.
     r.run(&format!("{lm_key}_f16"), Work::Tokens((batch * context) as f64), &|| dev.with_policy(|p| p.precision = Precision::F16, step))?;
+    // Activation checkpointing at a long context: the same step keeping only each block's
+    // inputs, the memory and time both ways (`memory_mib` of each).
+    let (long_cfg, long_batch) = lm_step_model_long(scale);
+    for checkpointing in [false, true] {
+        let input = lm_step_input(r, &long_cfg, long_batch, checkpointing);
+        let c = &long_cfg;
+        let key = format!("moe_lm_train_step_d{}_L{}_E8_k2_b{long_batch}x{}_V{}", c.d_model, c.layers, c.context, c.vocab_size);
+        let key = if checkpointing { format!("{key}_activation_checkpointing") } else { key };
+        r.run(&key, Work::Tokens((long_batch * c.context) as f64), &|| lm_step(&input))?;
+    }
     // None when --only left the training step out.
     Ok((steps > 0.0).then(|| StepCounters {
         buffers_created_after_warmup: after.buffers_created - before.buffers_created,
@@ -352,6 +351,43 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
         dispatches_per_step: (after.dispatches - before.dispatches) as f64 / steps,
         step_memory_mib: (after.peak_bytes_in_use - before.bytes_in_use) as f64 / (1u64 << 20) as f64,
     }))
+}
+
+/// The LM step's model and inputs, with activation checkpointing or without.
+fn lm_step_input<'a>(r: &Runner, config: &ModelConfig, batch: usize, checkpointing: bool) -> Input<'a, LmStep> {
+    let (dev, config) = (r.device.clone(), config.clone());
+    r.input(move |rng| {
+        let (context, vocab) = (config.context, config.vocab_size);
+        let mut model = Transformer::new(&dev, &config, rng)?;
+        model.activation_checkpointing = checkpointing;
+        let opt = RefCell::new(AdamW::new(&model, AdamWConfig::default())?);
+        let ids: Vec<u32> = (0..batch * (context + 1)).map(|_| rng.random_range(0..vocab as u32)).collect();
+        let inputs = Tensor::from_u32(&dev, &ids[..batch * context], &[batch, context])?;
+        let targets = Tensor::from_u32(&dev, &ids[batch..batch + batch * context], &[batch * context])?;
+        let scaler = RefCell::new(LossScaler::new(TrainConfig::default().loss_scale, TrainConfig::default().loss_scale_growth_every));
+        Ok(LmStep { model: RefCell::new(model), opt, scaler, batch: Batch { inputs, targets } })
+    })
+}
+
+/// The trainer's own step (`train_step`) on `input`, with the f16 runs' loss scaling and
+/// its read-back of the gradient norm.
+fn lm_step(input: &Input<LmStep>) -> Result<()> {
+    let LmStep { model, opt, scaler, batch } = input.get()?;
+    let settings = StepSettings { lr: opt.borrow().config.lr, clip: 1.0, grad_accum: 1 };
+    let f16 = model.borrow().embed.device().policy().precision == Precision::F16;
+    let mut scaler = scaler.borrow_mut();
+    let out = train_step(&mut model.borrow_mut(), &mut opt.borrow_mut(), f16.then_some(&mut *scaler), settings, None, |_| Ok(batch.clone()))?;
+    done(out)
+}
+
+/// The LM step's model at a context of 2,048 (1,024 at the tiny scale's 256) with as many
+/// tokens a step, for the activation-checkpointing pair.
+pub fn lm_step_model_long(scale: Scale) -> (ModelConfig, usize) {
+    let (mut config, batch) = lm_step_model(scale);
+    let context = if scale == Scale::Gpu { 2048 } else { 256 };
+    let batch = (batch * config.context / context).max(1);
+    config.context = context;
+    (config, batch)
 }
 
 /// The MoE LM of the training-step workload (d512, 8 layers, 8 experts of width 1024, top

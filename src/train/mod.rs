@@ -264,6 +264,11 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     let TrainOptions { mut config, out, start, quiet, stop_after } = opts;
     config.validate()?;
     let share = rank_share(config.train.batch_size, comm.rank(), comm.size())?;
+    if config.train.activation_checkpointing && comm.size() > 1 {
+        // Its recomputed blocks would see this rank's expert loads, not the global ones,
+        // and their gradients reach no bucket early.
+        bail!("train.activation_checkpointing is not yet supported with several data-parallel ranks (this job has {})", comm.size());
+    }
     let config_hash = config.identity_hash();
     let peak = matmul_peak(device, config.train.precision)?;
     device.reset_peak_memory();
@@ -289,6 +294,7 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     let t = config.train.clone();
     let mut rng = StdRng::seed_from_u64(t.seed);
     let mut model = Transformer::new(device, &config.model, &mut rng)?;
+    model.activation_checkpointing = t.activation_checkpointing;
     if let (Some(source), Some(path)) = (&source, &init_from) {
         source.apply(path, &model)?;
     }

@@ -95,6 +95,16 @@ fn suites_report_every_workload_and_the_step_counters() {
     assert!(c.submissions_per_step <= 1.0 + 1e-9, "{} submissions per step", c.submissions_per_step);
     // At least the gradients of the tiny model's 2-layer MoE experts (8 x 2 x 64 x 128 f32).
     assert!(c.step_memory_mib > 1.0 && c.step_memory_mib < 512.0, "step memory {} MiB", c.step_memory_mib);
+    // The long-context step both ways: activation checkpointing holds less at its peak.
+    let long = |suffix: &str| {
+        pytorch
+            .results
+            .iter()
+            .find(|r| r.key.contains("x256_") && r.key.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no long-context step ending {suffix} in {keys:?}"))
+    };
+    let (plain, checkpointed) = (long("_V512"), long("_activation_checkpointing"));
+    assert!(checkpointed.memory_mib < plain.memory_mib && checkpointed.memory_mib > 0.0, "{} MiB vs {} MiB", checkpointed.memory_mib, plain.memory_mib);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod accounting;
 mod autodiff;
 mod bench;
+mod checkpointing;
 mod cli;
 mod common;
 mod crash;

@@ -82,8 +82,8 @@ impl BenchArgs {
         for r in &report.results {
             let peak = r.peak_fraction.map_or(String::new(), |p| format!("  {:.0}% of peak", 100.0 * p));
             println!(
-                "  {:<52} {:>10.3} ms ({:.3}..{:.3}, host {:.3})  {:>12.3} {}{peak}",
-                r.key, r.ms, r.ms_range[0], r.ms_range[1], r.host_ms, r.value, r.unit
+                "  {:<52} {:>10.3} ms ({:.3}..{:.3}, host {:.3})  {:>12.3} {}{peak}  {:.1} MiB",
+                r.key, r.ms, r.ms_range[0], r.ms_range[1], r.host_ms, r.value, r.unit, r.memory_mib
             );
             for k in r.profile.iter().flatten() {
                 println!("      {:>5.1}%  {:>9.3} ms  {:>5} x  {}", 100.0 * k.share, k.ms, k.calls, k.kernel);
