@@ -101,20 +101,7 @@ fn a_checkpoint_with_a_non_finite_value_is_never_written() {
     let middle = values.len() / 2;
     values[middle] = f32::NAN;
     p.write(&values).unwrap();
-    let meta = checkpoint::CheckpointMeta {
-        format: 1,
-        config: cfg,
-        tokenizer: moegrad::train::tokenizer::Tokenizer::Bytes,
-        step: 7,
-        tokens_seen: 0,
-        eval_loss: None,
-        wall_seconds: 0.0,
-        loss_scaler: None,
-        best_eval_loss: None,
-        config_hash: None,
-        world_size: 1,
-        evals_without_improvement: 0,
-    };
+    let meta = checkpoint::CheckpointMeta { step: 7, ..checkpoint::CheckpointMeta::new(cfg, moegrad::train::tokenizer::Tokenizer::Bytes) };
     let err = checkpoint::save(&out.join(CHECKPOINT_FILE), &meta, &model, &opt).unwrap_err().to_string();
     assert!(err.contains(&format!("param.{name}")) && err.contains("NaN"), "{err}");
     assert!(!out.join(CHECKPOINT_FILE).exists());
