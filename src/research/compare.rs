@@ -2,7 +2,8 @@
 //! data and seeds (TopK vs the dense-gradient family is the headline experiment): a table
 //! of final eval losses with their spread, tokens per second and the share of a step's
 //! time the MoE layers take, a plot of the eval-loss curves, and a heatmap of expert load
-//! over training per variant. Finished runs of the same config are reused and unfinished
+//! over training per variant. The plot draws each variant's mean over seeds with a band
+//! from the lowest to the highest seed, over the whole run and over its second half. Finished runs of the same config are reused and unfinished
 //! ones resumed, so an interrupted comparison picks up where it stopped; a run folder
 //! trained with another config is refused unless `force`.
 
@@ -18,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::durable::write_atomic;
 use crate::research::load_plot::load_heatmap;
-use crate::research::plot::{line_chart, Series};
+use crate::research::plot::{figure, Axis, Chart, Limits, Series, Style};
 use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::train::config::RunConfig;
 use crate::train::run_folder::{reuse_or_start, Start};
@@ -124,9 +125,9 @@ fn metrics(run: &Path) -> Result<Vec<serde_json::Value>> {
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
-/// (step, eval loss) pairs of a run's metrics.jsonl.
+/// (tokens seen, eval loss) pairs of a run's metrics.jsonl.
 pub fn eval_curve(run: &Path) -> Result<Vec<(f64, f64)>> {
-    Ok(metrics(run)?.iter().filter_map(|v| Some((v["step"].as_f64()?, v["eval_loss"].as_f64()?))).collect())
+    Ok(metrics(run)?.iter().filter_map(|v| Some((v["tokens"].as_f64()?, v["eval_loss"].as_f64()?))).collect())
 }
 
 /// The median of a run's logged tokens/s (the first window, which compiles the kernels,
@@ -200,18 +201,56 @@ fn moe_time_share(device: &Device, run: &Path) -> Result<Option<f64>> {
     )
 }
 
-/// The mean over seeds at each step every seed evaluated, leaving out step 0 (the same
-/// untrained loss for every variant, which would set the scale).
-fn mean_curve(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+/// The mean, lowest and highest loss over seeds at each point every seed evaluated,
+/// leaving out the untrained evaluation at 0 tokens (the same loss for every variant,
+/// which would set the scale): `(tokens, mean, low, high)`.
+fn over_seeds(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64, f64, f64)> {
     let Some(first) = curves.first() else { return Vec::new() };
     first
         .iter()
-        .filter(|&&(step, _)| step > 0.0)
-        .filter_map(|&(step, _)| {
-            let at: Vec<f64> = curves.iter().filter_map(|c| c.iter().find(|p| p.0 == step).map(|p| p.1)).collect();
-            (at.len() == curves.len()).then(|| (step, mean(&at)))
+        .filter(|&&(tokens, _)| tokens > 0.0)
+        .filter_map(|&(tokens, _)| {
+            let at: Vec<f64> = curves.iter().filter_map(|c| c.iter().find(|p| p.0 == tokens).map(|p| p.1)).collect();
+            let (lo, hi) = at.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            (at.len() == curves.len()).then(|| (tokens, mean(&at), lo, hi))
         })
         .collect()
+}
+
+/// A variant's mean eval loss over seeds with the band from the lowest to the highest
+/// seed; a variant named by a feed-forward kind keeps that kind's dash and marker.
+fn variant_series(variant: &Variant, k: usize, curves: &[Vec<(f64, f64)>]) -> Series {
+    let seeds = over_seeds(curves);
+    let kind = variant.label.split(':').next().and_then(|n| n.parse::<FfnKind>().ok());
+    let style = kind.map_or(Style::nth(k), |kind| Style::ffn(kind.name(), k));
+    let series = Series::new(&variant.label, style, seeds.iter().map(|s| (s.0, s.1)).collect());
+    if curves.len() > 1 {
+        series.with_band(seeds.iter().map(|s| (s.0, s.2, s.3)).collect())
+    } else {
+        series
+    }
+}
+
+/// The comparison's two panels: the whole run, and its second half, where variants that
+/// differ by hundredths of a nat part.
+fn compare_charts(series: Vec<Series>, seeds: u64) -> Vec<Chart> {
+    let note = match seeds {
+        1 => "one seed each".to_string(),
+        n => format!("lines: mean of {n} seeds; shaded: lowest to highest seed"),
+    };
+    let last = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max);
+    let second_half = |s: &Series| Series {
+        label: s.label.clone(),
+        style: s.style,
+        points: s.points.iter().copied().filter(|p| p.0 >= last / 2.0).collect(),
+        band: s.band.iter().copied().filter(|b| b.0 >= last / 2.0).collect(),
+    };
+    let (tokens, loss) = (|| Axis::log("tokens seen"), || Axis::linear("eval loss (nats/token)"));
+    let zoomed = series.iter().map(second_half).fold(Chart::new("The second half of training", tokens(), loss()), Chart::series);
+    // The second half's legend serves both panels.
+    let unlabelled = |s: Series| Series { label: String::new(), ..s };
+    let whole = series.into_iter().map(unlabelled).fold(Chart::new("Eval loss by variant", tokens(), loss()).limits(Limits::Robust).note(note), Chart::series);
+    vec![whole, zoomed]
 }
 
 pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>> {
@@ -222,7 +261,7 @@ pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>
         bail!("variant {:?} is named twice", twice.1.label);
     }
     let mut rows = Vec::new();
-    let mut series = Vec::new();
+    let mut all_series = Vec::new();
     for (k, variant) in opts.variants.iter().enumerate() {
         let mut base = opts.config.clone();
         if variant.overrides.iter().any(|o| o.starts_with("model.ffn=")) {
@@ -253,11 +292,10 @@ pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>
                 }
             }
         }
-        series.push(Series::line(format!("{} (mean of {})", variant.label, curves.len()), k, mean_curve(&curves)));
+        all_series.push(variant_series(variant, k, &curves));
         rows.push(row);
     }
-    let title = "Eval loss by variant (from the first evaluation after step 0)";
-    line_chart(&opts.out.join("compare"), title, "training step", "eval loss (nats/token)", &series)?;
+    figure(&opts.out.join("compare"), &compare_charts(all_series, opts.seeds), 2)?;
     let summary: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -288,4 +326,23 @@ pub fn table(rows: &[CompareRow]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::research::plot::{Dash, Marker};
+
+    #[test]
+    fn seeds_give_a_mean_with_a_band_from_the_lowest_to_the_highest() {
+        let a = vec![(0.0, 5.5), (100.0, 3.0), (200.0, 2.0)];
+        let b = vec![(0.0, 5.5), (100.0, 3.5), (200.0, 2.5)];
+        let early = vec![(0.0, 5.5), (100.0, 4.0)];
+        assert_eq!(over_seeds(&[a.clone(), b.clone()]), [(100.0, 3.25, 3.0, 3.5), (200.0, 2.25, 2.0, 2.5)]);
+        assert_eq!(over_seeds(&[a.clone(), b.clone(), early]), [(100.0, 3.5, 3.0, 4.0)], "only where every seed evaluated");
+        let topk = variant_series(&"topk".parse().unwrap(), 0, &[a.clone(), b]);
+        assert_eq!((topk.band, topk.style.line, topk.style.marker), (vec![(100.0, 3.0, 3.5), (200.0, 2.0, 2.5)], Some(Dash::Dashed), Some(Marker::Triangle)));
+        let own = variant_series(&"mine:model.moe.top_k=1".parse().unwrap(), 2, &[a]);
+        assert!(own.band.is_empty() && own.label == "mine" && own.style.color == 2, "{}", own.label);
+    }
 }

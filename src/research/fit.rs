@@ -52,7 +52,8 @@ impl Law {
         }
     }
 
-    fn values(self, r: &Row, non_embedding: bool) -> Vec<f64> {
+    /// A row's values of the law's variables, in its order.
+    pub fn values(self, r: &Row, non_embedding: bool) -> Vec<f64> {
         let params = if non_embedding { r.non_embedding_params } else { r.params };
         match self {
             Law::ParamsTokens => vec![params, r.tokens],
@@ -452,6 +453,14 @@ pub fn approach3(fit: &Fit, budget: f64) -> OptimalScaling {
 }
 
 /// Approach 1's scaling: power laws through the envelope's compute-optimal rows.
+/// The share of the variance of `observed` that `predicted` explains: 1 - SS_res / SS_tot.
+pub fn r_squared(pairs: &[(f64, f64)]) -> f64 {
+    let mean = pairs.iter().map(|p| p.0).sum::<f64>() / pairs.len() as f64;
+    let total: f64 = pairs.iter().map(|p| (p.0 - mean).powi(2)).sum();
+    let residual: f64 = pairs.iter().map(|p| (p.0 - p.1).powi(2)).sum();
+    1.0 - residual / total
+}
+
 pub fn approach1(rows: &[Row], budget: f64) -> OptimalScaling {
     let f = frontier(rows);
     OptimalScaling::new(1, (f.params_exponent, f.params_coefficient), (f.tokens_exponent, f.tokens_coefficient), budget)
@@ -471,10 +480,9 @@ pub struct IsoFlopSlice {
 /// Rows whose FLOPs are within this factor of a slice's smallest join it.
 const SLICE_WIDTH: f64 = 1.1;
 
-/// Approach 2's slices: rows grouped by budget, a parabola `loss = p (ln N)^2 + q ln N + r`
-/// fitted to each slice of 3 or more model sizes, its minimum kept where the parabola opens
-/// upwards and the minimum lies among the slice's sizes.
-pub fn iso_flop_slices(rows: &[Row]) -> Vec<IsoFlopSlice> {
+/// Rows of (nearly) one budget, by budget: indices of rows with positive FLOPs and
+/// parameters, each group's FLOPs within `SLICE_WIDTH` of its smallest.
+pub fn iso_flop_groups(rows: &[Row]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].flops > 0.0 && rows[i].params > 0.0).collect();
     order.sort_by(|&a, &b| rows[a].flops.total_cmp(&rows[b].flops));
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -485,26 +493,37 @@ pub fn iso_flop_slices(rows: &[Row]) -> Vec<IsoFlopSlice> {
         }
     }
     groups
+}
+
+/// Approach 2's slices: rows grouped by budget (`iso_flop_groups`), a parabola `loss = p (ln N)^2 + q ln N + r`
+/// fitted to each slice of 3 or more model sizes, its minimum kept where the parabola opens
+/// upwards and the minimum lies among the slice's sizes.
+pub fn iso_flop_slices(rows: &[Row]) -> Vec<IsoFlopSlice> {
+    iso_flop_groups(rows)
         .into_iter()
         .filter_map(|g| {
             let points: Vec<(f64, f64)> = g.iter().map(|&i| (rows[i].params.ln(), rows[i].loss)).collect();
-            let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-            let sizes = {
-                let mut x: Vec<f64> = points.iter().map(|p| p.0).collect();
-                x.sort_by(f64::total_cmp);
-                x.dedup();
-                x.len()
-            };
-            let [p, q, r] = parabola(&points).filter(|_| sizes >= 3)?;
-            let at = -q / (2.0 * p);
-            (p > 0.0 && (lo..=hi).contains(&at)).then(|| IsoFlopSlice {
+            let (at, loss_opt, _) = parabola_minimum(&points)?;
+            Some(IsoFlopSlice {
                 flops: (g.iter().map(|&i| rows[i].flops.ln()).sum::<f64>() / g.len() as f64).exp(),
                 rows: g.len(),
                 params_opt: at.exp(),
-                loss_opt: p * at * at + q * at + r,
+                loss_opt,
             })
         })
         .collect()
+}
+
+/// The minimum `(x, y)` of the least-squares parabola through `points`, and its
+/// coefficients `[p, q, r]` of `y = p x^2 + q x + r`: None unless the points hold 3 or
+/// more distinct x, the parabola opens upwards and its minimum lies among the points' x.
+pub fn parabola_minimum(points: &[(f64, f64)]) -> Option<(f64, f64, [f64; 3])> {
+    let mut xs: Vec<f64> = points.iter().map(|p| p.0).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let [p, q, r] = parabola(points).filter(|_| xs.len() >= 3)?;
+    let at = -q / (2.0 * p);
+    (p > 0.0 && (xs[0]..=xs[xs.len() - 1]).contains(&at)).then_some((at, p * at * at + q * at + r, [p, q, r]))
 }
 
 /// Least-squares `y = p x^2 + q x + r` (None when the points do not determine one).

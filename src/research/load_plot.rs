@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::research::plot::register_font;
+use crate::research::plot::{colour_bar, register_font, viridis};
 
 /// One panel: a run's layer, its logged steps and each step's loads.
 struct Panel {
@@ -41,16 +41,6 @@ fn panels(run: &Path) -> Result<Vec<Panel>> {
         bail!("{} logged no expert loads (a dense model, or no step logged yet)", run.display());
     }
     Ok(panels)
-}
-
-/// A colour for `t` in [0, 1] on viridis (dark blue, teal, green, yellow).
-fn viridis(t: f64) -> RGBColor {
-    const STOPS: [(f64, f64, f64); 4] = [(68.0, 1.0, 84.0), (49.0, 104.0, 142.0), (53.0, 183.0, 121.0), (253.0, 231.0, 37.0)];
-    let x = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
-    let (i, f) = ((x.floor() as usize).min(STOPS.len() - 2), x - x.floor().min((STOPS.len() - 2) as f64));
-    let (a, b) = (STOPS[i], STOPS[i + 1]);
-    let mix = |p: f64, q: f64| (p + (q - p) * f) as u8;
-    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()>
@@ -90,24 +80,7 @@ where
         chart.draw_series(cells).map_err(err)?;
         before = *step;
     }
-    // The colour bar, with the balanced load (1) marked among its ticks.
-    let mut scale =
-        ChartBuilder::on(&bar).margin_top(34).margin_bottom(44).margin_right(8).y_label_area_size(44).build_cartesian_2d(0.0..1.0, 0.0..CAP).map_err(err)?;
-    scale
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(0)
-        .y_labels(4)
-        .y_label_formatter(&|v| format!("{v:.0}x"))
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
-    let strips = (0..60).map(|i| {
-        let (lo, hi) = (CAP * i as f64 / 60.0, CAP * (i + 1) as f64 / 60.0);
-        Rectangle::new([(0.0, lo), (1.0, hi)], viridis(lo / CAP).filled())
-    });
-    scale.draw_series(strips).map_err(err)?;
-    Ok(())
+    colour_bar(&bar, (0.0, CAP), "load / balanced load", &|v| format!("{v:.1}x"))
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<()>

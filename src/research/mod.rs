@@ -5,6 +5,7 @@
 pub mod accounting;
 pub mod compare;
 pub mod fit;
+pub mod fit_plots;
 pub mod load_plot;
 pub mod plot;
 pub mod run_curves;

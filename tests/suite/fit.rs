@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use moegrad::research::fit::{
     approach1, approach2, approach3, bootstrap, bootstrap_envelopes, compute_optimal, fit, frontier, iso_flop_slices, objective_of, optimal_exponents,
-    read_rows, Fit, Law, Row, StartGrid,
+    parabola_minimum, r_squared, read_rows, Fit, Law, Row, StartGrid,
 };
+use moegrad::research::fit_plots::{isoflop_chart, table_isoflop_chart};
+use moegrad::research::plot::Marker;
 use moegrad::research::table::{parse_columns, read_table, Filter, TableOptions};
 use rand::Rng;
 
@@ -29,14 +31,6 @@ fn published(law: Law, file: &str) -> Fit {
     }
 }
 
-fn values(law: Law, r: &Row) -> Vec<f64> {
-    match law {
-        Law::ParamsTokens => vec![r.params, r.tokens],
-        Law::WidthDepthTokens => vec![r.width, r.depth, r.tokens],
-        Law::WidthDepthParamsTokens => vec![r.width, r.depth, r.params, r.tokens],
-    }
-}
-
 /// `within` is the share of rows whose prediction must be within 0.5% of the published
 /// law's (all of them must be within 1%).
 fn check_reproduces(law: Law, rows_file: &str, fit_file: &str, grid: &StartGrid, within: f64) {
@@ -47,7 +41,7 @@ fn check_reproduces(law: Law, rows_file: &str, fit_file: &str, grid: &StartGrid,
     let recomputed = objective_of(&rows, law, 1e-4, &theirs, false).unwrap();
     assert!((recomputed - theirs.objective).abs() <= 1e-3 * theirs.objective, "{fit_file}: recomputed {recomputed} vs published {}", theirs.objective);
     assert!(ours.objective <= theirs.objective * 1.001, "{fit_file}: our objective {} is worse than the published {}", ours.objective, theirs.objective);
-    let deviations: Vec<f64> = rows.iter().map(|r| (ours.predict(&values(law, r)) / theirs.predict(&values(law, r)) - 1.0).abs()).collect();
+    let deviations: Vec<f64> = rows.iter().map(|r| (ours.predict(&law.values(r, false)) / theirs.predict(&law.values(r, false)) - 1.0).abs()).collect();
     let worst = deviations.iter().cloned().fold(0.0, f64::max);
     let close = deviations.iter().filter(|&&d| d <= 0.005).count() as f64 / rows.len() as f64;
     assert!(
@@ -275,7 +269,58 @@ fn fit_reads_someone_elses_csv_at_the_command_line_and_plots_the_three_approache
     }
     let text = run(false);
     assert!(text.contains("approach 2 (iso-FLOP parabolas): a = 0.4") && text.contains("D/N"), "{text}");
+    assert!(v["r_squared"].as_f64().unwrap() > 0.99, "{v}");
+    assert!(text.contains(&format!("R² {:.4}", v["r_squared"].as_f64().unwrap())), "{text}");
     for ext in ["png", "svg"] {
         assert!(stem.with_extension(ext).exists(), "no {ext} plot");
     }
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    for part in ["Iso-FLOP slices", "minimum at", "approach 2 (iso-FLOP parabolas)", "R² = ", "Residuals of the fit", "training FLOPs C"] {
+        assert!(svg.contains(part), "the fit plot shows {part:?}");
+    }
+}
+
+#[test]
+fn a_parabola_minimum_and_r_squared_are_exact_on_exact_data() {
+    // y = 2 (x - 1.5)^2 + 3 = 2x^2 - 6x + 7.5
+    let points: Vec<(f64, f64)> = [0.0, 1.0, 2.0, 2.5, 3.0].iter().map(|&x: &f64| (x, 2.0 * (x - 1.5).powi(2) + 3.0)).collect();
+    let (at, y, [p, q, r]) = parabola_minimum(&points).unwrap();
+    assert!((at - 1.5).abs() < 1e-9 && (y - 3.0).abs() < 1e-9, "minimum ({at}, {y})");
+    assert!((p - 2.0).abs() < 1e-9 && (q + 6.0).abs() < 1e-9 && (r - 7.5).abs() < 1e-9, "[{p}, {q}, {r}]");
+    // Opening downwards, the minimum outside the points' x, fewer than three x: none.
+    assert!(parabola_minimum(&points.iter().map(|&(x, y)| (x, -y)).collect::<Vec<_>>()).is_none());
+    assert!(parabola_minimum(&points[2..]).is_none());
+    assert!(parabola_minimum(&[points[0], points[1], points[1]]).is_none());
+    let observed = [1.0, 2.0, 3.0, 4.0];
+    assert_eq!(r_squared(&observed.map(|o| (o, o))), 1.0);
+    assert!(r_squared(&observed.map(|o| (o, 2.5))).abs() < 1e-12, "the mean explains nothing");
+    // SS_res = 0.07 over SS_tot = 5.
+    assert!((r_squared(&[(1.0, 1.1), (2.0, 1.9), (3.0, 3.2), (4.0, 3.9)]) - 0.986).abs() < 1e-12);
+}
+
+#[test]
+fn the_isoflop_chart_marks_each_slice_minimum_where_its_parabola_has_one() {
+    let slice = |n_opt: f64| [1e7, 2e7, 5e7, 1e8].iter().map(|&n: &f64| (n, 0.05 * (n.ln() - n_opt.ln()).powi(2) + 3.0)).collect::<Vec<_>>();
+    let chart = isoflop_chart("slices", &[(1e18, slice(3e7)), (1e19, slice(3e9))]);
+    let stars: Vec<(f64, f64)> = chart.series.iter().filter(|s| s.style.marker == Some(Marker::Star)).flat_map(|s| s.points.clone()).collect();
+    assert_eq!(stars.len(), 1, "a star only where the minimum lies among the sizes: {stars:?}");
+    assert!((stars[0].0 / 3e7 - 1.0).abs() < 1e-6 && (stars[0].1 - 3.0).abs() < 1e-9, "{stars:?}");
+    let labels: Vec<&str> = chart.series.iter().map(|s| s.label.as_str()).collect();
+    assert!(labels.contains(&"1e18 FLOPs: minimum at 30M parameters") && labels.contains(&"1e19 FLOPs (no minimum among the sizes)"), "{labels:?}");
+    // The drawn parabola runs through the slice's points, over its sizes only.
+    let curve = chart.series.iter().find(|s| s.points.len() == 41).expect("the fitted curve");
+    assert!((curve.points[0].0 / 1e7 - 1.0).abs() < 1e-9 && (curve.points[40].0 / 1e8 - 1.0).abs() < 1e-9);
+    assert!(curve.points.iter().all(|&(n, l)| (l - (0.05 * (n.ln() - 3e7f64.ln()).powi(2) + 3.0)).abs() < 1e-9));
+
+    // A table of seven budgets draws at most six slices, spread over them, each with its star.
+    let truth = Fit { law: "parameters", exponents: vec![0.34, 0.28], coefficients: vec![6.0, 7.5], irreducible_error: 0.5, objective: 0.0 };
+    let dir = crate::common::scratch("isoflop-chart");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("table.csv");
+    std::fs::write(&path, foreign_table(&truth, 0.001)).unwrap();
+    let rows = read_table(&path, &["params", "tokens"], &options("params=Model size,flops=Training FLOPs,loss=Final loss,run_name=Model", &[])).unwrap();
+    let chart = table_isoflop_chart(&rows);
+    assert_eq!(chart.title, "Iso-FLOP slices with fitted parabolas (4 of 7)");
+    let stars = chart.series.iter().filter(|s| s.style.marker == Some(Marker::Star) && !s.points.is_empty()).count();
+    assert_eq!(stars, 4);
 }

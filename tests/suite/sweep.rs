@@ -48,6 +48,20 @@ fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
             assert!(out.join("plots").join(format!("{plot}.{ext}")).exists(), "{plot}.{ext} missing");
         }
     }
+    let svg = |plot: &str| std::fs::read_to_string(out.join("plots").join(format!("{plot}.svg"))).unwrap();
+    for (plot, part) in [
+        ("loss_vs_tokens", "width 16"),
+        ("loss_vs_tokens", "depth 2"),
+        ("loss_vs_tokens", "default"),
+        ("loss_vs_flops", "compute-optimal frontier"),
+        ("isoflop", "Iso-FLOP slices with fitted parabolas"),
+        ("fit", "R² = "),
+        ("fit", "observed - predicted loss (nats/token)"),
+        ("width_depth", "final eval loss (nats/token)"),
+        ("ffn_kinds", "active parameters"),
+    ] {
+        assert!(svg(plot).contains(part), "{plot} shows {part:?}");
+    }
     assert!(slurm_script(&config(), &out, 3, false).contains("--array=0-2"));
     let mpi = slurm_script(&config(), &out, 3, true);
     assert!(mpi.contains("--ntasks=3") && mpi.contains("srun moegrad sweep run") && !mpi.contains("SLURM_ARRAY_TASK_ID"), "{mpi}");

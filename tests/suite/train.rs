@@ -261,6 +261,10 @@ fn compare_trains_each_kind_per_seed_and_writes_table_and_plots() {
         assert!(out.join(f).exists(), "{f} missing");
     }
     assert!(moegrad::research::compare::table(&rows).contains("default"));
+    let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
+    for part in ["lines: mean of 2 seeds; shaded: lowest to highest seed", "The second half of training", "tokens seen", "eval loss (nats/token)"] {
+        assert!(svg.contains(part), "the comparison plot shows {part:?}");
+    }
 }
 
 /// Past the model's context, sampling crops the window and goes on to the tokens asked

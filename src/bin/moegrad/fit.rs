@@ -6,10 +6,11 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use moegrad::research::fit::{
-    approach1, approach2, approach3, bootstrap, bootstrap_envelopes, compute_optimal, degeneracies, fit_with_progress, frontier, iso_flop_slices, Law,
+    approach1, approach2, approach3, bootstrap, bootstrap_envelopes, compute_optimal, degeneracies, fit_with_progress, frontier, r_squared, Law,
     OptimalScaling, StartGrid,
 };
-use moegrad::research::plot::{line_chart, Series};
+use moegrad::research::fit_plots::{approaches_chart, law_charts, table_isoflop_chart};
+use moegrad::research::plot::figure;
 use moegrad::research::table::{parse_columns, read_table, Filter, TableOptions};
 
 /// Fit a scaling law to a table of results: a sweep's results.jsonl, the Gemstones rows,
@@ -44,7 +45,8 @@ pub struct FitArgs {
     /// FLOP budget for the compute-optimal prediction (params-tokens law).
     #[arg(long, default_value_t = 1e21)]
     budget: f64,
-    /// Write <STEM>.png and .svg: the three approaches' N_opt(C) (params-tokens law).
+    /// Write <STEM>.png and .svg: the fitted law against the rows (R² and residuals) and,
+    /// for the params-tokens law, the iso-FLOP slices and the three approaches' N_opt(C).
     #[arg(long, value_name = "STEM")]
     plot: Option<PathBuf>,
     /// Print one JSON object on one line.
@@ -69,22 +71,6 @@ fn approaches(
     all.push(third);
     bootstrap_envelopes(rows, &mut all, samples, 0);
     all
-}
-
-fn plot_approaches(stem: &std::path::Path, rows: &[moegrad::research::fit::Row], all: &[OptimalScaling]) -> Result<()> {
-    let (lo, hi) = rows.iter().filter(|r| r.flops > 0.0).fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(r.flops.log10()), b.max(r.flops.log10())));
-    let grid: Vec<f64> = (0..=40).map(|i| lo + (hi - lo) * i as f64 / 40.0).collect();
-    let mut series: Vec<Series> = all
-        .iter()
-        .map(|s| {
-            let label = format!("approach {}: N_opt ~ C^{:.3}", s.approach, s.params_exponent);
-            Series::line(label, s.approach as usize - 1, grid.iter().map(|&c| (c, s.params_at(10f64.powf(c)).log10())).collect())
-        })
-        .collect();
-    let optimal = frontier(rows).optimal.iter().map(|&i| (rows[i].flops.log10(), rows[i].params.log10())).collect();
-    series.push(Series::dots("approach 1: envelope rows", 0, optimal));
-    series.push(Series::dots("approach 2: iso-FLOP minima", 1, iso_flop_slices(rows).iter().map(|s| (s.flops.log10(), s.params_opt.log10())).collect()));
-    line_chart(stem, "Compute-optimal model size by approach", "log10 training FLOPs C", "log10 parameters N_opt", &series)
 }
 
 impl FitArgs {
@@ -115,15 +101,23 @@ impl FitArgs {
         }
         let optimal = (law == Law::ParamsTokens).then(|| compute_optimal(&best, budget));
         let three = (law == Law::ParamsTokens).then(|| approaches(&rows, &best, budget, ci.as_ref(), samples));
-        if let (Some(stem), Some(all)) = (&plot, &three) {
-            plot_approaches(stem, &rows, all)?;
+        if let Some(stem) = &plot {
+            let mut charts = Vec::new();
+            if let Some(all) = &three {
+                charts.extend([table_isoflop_chart(&rows), approaches_chart(&rows, all)]);
+            }
+            charts.extend(law_charts(&rows, &best, law, no_embeddings));
+            figure(stem, &charts, 2)?;
         }
+        let fitted: Vec<(f64, f64)> = rows.iter().map(|r| (r.loss, best.predict(&law.values(r, no_embeddings)))).collect();
+        let r2 = r_squared(&fitted);
         let approach1 = frontier(&rows);
         if json {
             let mut v = serde_json::to_value(&best)?;
             v["variables"] = serde_json::json!(law.variables());
             v["delta"] = serde_json::json!(delta);
             v["rows"] = serde_json::json!(rows.len());
+            v["r_squared"] = serde_json::json!(r2);
             v["bootstrap"] = serde_json::to_value(&ci)?;
             v["compute_optimal"] = serde_json::to_value(&optimal)?;
             v["warnings"] = serde_json::json!(warnings);
@@ -143,7 +137,12 @@ impl FitArgs {
             });
             println!("  {name:<7} exponent x = {:.4}  coefficient c = {:.4}{interval}", best.exponents[j], best.coefficients[j]);
         }
-        println!("  irreducible e = {:.4} (exp(e) = {:.4})  objective {:.6e}", best.irreducible_error, best.irreducible_error.exp(), best.objective);
+        println!(
+            "  irreducible e = {:.4} (exp(e) = {:.4})  objective {:.6e}  R² {r2:.4}",
+            best.irreducible_error,
+            best.irreducible_error.exp(),
+            best.objective
+        );
         if let Some(o) = optimal {
             println!("compute-optimal at {:.3e} FLOPs: {:.3e} parameters, {:.3e} tokens, predicted loss {:.4}", o.flops, o.params, o.tokens, o.loss);
         }
@@ -176,10 +175,7 @@ impl FitArgs {
             ),
         }
         if let Some(stem) = &plot {
-            match three {
-                Some(_) => println!("plot: {} and .svg", stem.with_extension("png").display()),
-                None => eprintln!("warning: --plot draws the params-tokens law's approaches; nothing drawn for {law:?}"),
-            }
+            println!("plot: {} and .svg", stem.with_extension("png").display());
         }
         Ok(())
     }
