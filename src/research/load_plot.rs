@@ -64,9 +64,9 @@ where
         .disable_mesh()
         .x_desc("training step")
         .y_desc("expert")
-        .y_labels(experts.min(9))
+        .y_labels(2 * experts + 1)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{}", y.floor() as usize))
+        .y_label_formatter(&|y| expert_label(*y, experts))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
@@ -81,6 +81,17 @@ where
         before = *step;
     }
     colour_bar(&bar, (0.0, CAP), "load / balanced load", &|v| format!("{v:.1}x"))
+}
+
+/// The label at `y` on the expert axis: an expert's number at its row's centre, every
+/// k-th one where more than 16 would crowd.
+fn expert_label(y: f64, experts: usize) -> String {
+    let row = y - 0.5;
+    let every = experts.div_ceil(16);
+    match row.fract().abs() < 1e-6 && row >= 0.0 && (row as usize) < experts && (row as usize).is_multiple_of(every) {
+        true => format!("{}", row as usize),
+        false => String::new(),
+    }
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<()>
@@ -106,4 +117,17 @@ pub fn load_heatmap(runs: &[PathBuf], stem: &Path) -> Result<()> {
     draw(BitMapBackend::new(&stem.with_extension("png"), size).into_drawing_area(), &all)?;
     draw(SVGBackend::new(&stem.with_extension("svg"), size).into_drawing_area(), &all)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expert_label;
+
+    #[test]
+    fn experts_are_labelled_at_their_rows_centres() {
+        let labels = |experts: usize| (0..=2 * experts).map(|i| expert_label(i as f64 / 2.0, experts)).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+        assert_eq!(labels(4), ["0", "1", "2", "3"]);
+        assert_eq!(labels(64).len(), 16);
+        assert_eq!(labels(64)[1], "4");
+    }
 }

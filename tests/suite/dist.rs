@@ -288,6 +288,18 @@ mod mpi {
     }
 
     #[test]
+    fn activation_checkpointing_over_several_ranks_is_refused_before_the_folder_is_made() {
+        let out = scratch("dist-checkpointing");
+        let args = sets(&[&TINY_DEFAULT_MOE[..], &["train.steps=2", "train.activation_checkpointing=true"]].concat());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let done = train_command(2, &out, &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(!done.status.success(), "two ranks trained with activation checkpointing");
+        assert!(stderr.contains("train.activation_checkpointing") && stderr.contains("(this job has 2)"), "{stderr}");
+        assert!(!out.exists(), "the refused run left {}", out.display());
+    }
+
+    #[test]
     fn a_sweep_under_mpirun_hands_its_runs_to_the_ranks_and_reports_once() {
         let dir = scratch("dist-sweep");
         std::fs::create_dir_all(&dir).unwrap();
