@@ -163,7 +163,6 @@ pub enum Limits {
     Data,
     /// The bulk of each series ([`robust_range`]).
     Robust,
-    Fixed(f64, f64),
 }
 
 /// One panel of a figure.
@@ -175,20 +174,15 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Lines of text in the upper left corner (a fit's R², say).
     pub notes: Vec<String>,
-    pub legend: LegendAt,
 }
 
 impl Chart {
     pub fn new(title: impl Into<String>, x: Axis, y: Axis) -> Chart {
-        Chart { title: title.into(), x, y, limits: Limits::Data, series: Vec::new(), notes: Vec::new(), legend: LegendAt::Best }
+        Chart { title: title.into(), x, y, limits: Limits::Data, series: Vec::new(), notes: Vec::new() }
     }
 
     pub fn limits(self, limits: Limits) -> Chart {
         Chart { limits, ..self }
-    }
-
-    pub fn legend(self, legend: LegendAt) -> Chart {
-        Chart { legend, ..self }
     }
 
     pub fn note(mut self, note: impl Into<String>) -> Chart {
@@ -412,55 +406,29 @@ where
     }
 }
 
-/// Where the legend box sits inside the plotting area.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LegendAt {
-    /// The corner (or the top middle) whose box covers the fewest drawn points.
-    Best,
-    UpperLeft,
-    UpperMiddle,
-    UpperRight,
-    LowerLeft,
-    LowerRight,
-}
-
-/// The top left corner of a legend box of `size` at `at` of a plotting area of `area`
-/// pixels; for `Best`, of the candidate that covers the fewest `occupied` pixels.
-fn legend_origin(at: LegendAt, (w, h): (i32, i32), area: (u32, u32), occupied: &[(i32, i32)]) -> (i32, i32) {
+/// The top left corner of a legend box of `size` in a plotting area of `area` pixels: of
+/// the four corners and the top middle (in that order of preference), the place whose box
+/// covers the fewest `occupied` pixels.
+fn legend_origin((w, h): (i32, i32), area: (u32, u32), occupied: &[(i32, i32)]) -> (i32, i32) {
     let (width, height) = (area.0 as i32, area.1 as i32);
-    let corner = |at: LegendAt| {
-        let x = match at {
-            LegendAt::UpperLeft | LegendAt::LowerLeft => 10,
-            LegendAt::UpperMiddle => (width - w) / 2,
-            _ => width - w - 10,
-        };
-        (x, if matches!(at, LegendAt::LowerLeft | LegendAt::LowerRight) { height - h - 10 } else { 10 })
-    };
-    let covered = |(x, y): (i32, i32)| occupied.iter().filter(|p| p.0 >= x && p.0 <= x + w && p.1 >= y && p.1 <= y + h).count();
-    match at {
-        LegendAt::Best => [LegendAt::UpperRight, LegendAt::UpperLeft, LegendAt::LowerRight, LegendAt::LowerLeft, LegendAt::UpperMiddle]
-            .into_iter()
-            .map(corner)
-            .min_by_key(|&c| covered(c))
-            .unwrap_or((10, 10)),
-        fixed => corner(fixed),
-    }
+    let (left, middle, right, top, bottom) = (10, (width - w) / 2, width - w - 10, 10, height - h - 10);
+    let covered = |&(x, y): &(i32, i32)| occupied.iter().filter(|p| p.0 >= x && p.0 <= x + w && p.1 >= y && p.1 <= y + h).count();
+    [(right, top), (left, top), (right, bottom), (left, bottom), (middle, top)].into_iter().min_by_key(covered).unwrap_or((left, top))
 }
 
-/// The legend of `entries` in a box at `at` of the plotting area (pixels), clear of the
-/// drawn points `occupied` for `Best`: each entry's key (its band's shade, its line in its
-/// dash, its marker) and label.
+/// The legend of `entries` in a box of the plotting area (pixels) clear of the drawn
+/// points `occupied`: each entry's key (its band's shade, its line in its dash, its
+/// marker) and label.
 fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     entries: &[&Series],
-    at: LegendAt,
     occupied: &[(i32, i32)],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let font = TextStyle::from(("sans-serif", 13).into_font());
     let text_width = entries.iter().map(|s| area.estimate_text_size(&s.label, &font).map_or(0, |(w, _)| w)).max().unwrap_or(0) as i32;
     let (line, key, pad) = (18, 24, 6);
     let (w, h) = (pad + key + 8 + text_width + pad, pad * 2 + line * entries.len() as i32);
-    let (x0, y0) = legend_origin(at, (w, h), area.dim_in_pixel(), occupied);
+    let (x0, y0) = legend_origin((w, h), area.dim_in_pixel(), occupied);
     area.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], WHITE.mix(0.85).filled()))?;
     area.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], BLACK.stroke_width(1)))?;
     for (i, s) in entries.iter().enumerate() {
@@ -576,7 +544,7 @@ where
     }
     let labelled: Vec<&Series> = chart.series.iter().filter(|s| !s.label.is_empty()).collect();
     if !labelled.is_empty() {
-        draw_legend(&pixels, &labelled, chart.legend, &occupied).map_err(err)?;
+        draw_legend(&pixels, &labelled, &occupied).map_err(err)?;
     }
     Ok(())
 }
@@ -596,7 +564,6 @@ where
                 chart.series.iter().map(|s| s.points.as_slice()).chain(bands.iter().map(Vec::as_slice)).filter(|c| !c.is_empty()).collect();
             robust_range(&curves, chart.y.scale == Scale::Log)
         }
-        Limits::Fixed(lo, hi) => (lo, hi),
     };
     let mut builder = ChartBuilder::on(area);
     builder.caption(chart.title.as_str(), ("sans-serif", 18)).margin(12).x_label_area_size(44).y_label_area_size(70);
@@ -803,10 +770,11 @@ mod tests {
     fn the_best_legend_place_is_the_emptiest_corner() {
         // Points fill the upper right quarter of a 400 x 300 area: the legend goes upper left.
         let upper_right: Vec<(i32, i32)> = (200..400).step_by(10).flat_map(|x| (0..150).step_by(10).map(move |y| (x, y))).collect();
-        assert_eq!(legend_origin(LegendAt::Best, (100, 50), (400, 300), &upper_right), (10, 10));
-        // Nothing drawn: upper right, the first choice; a fixed place stays put.
-        assert_eq!(legend_origin(LegendAt::Best, (100, 50), (400, 300), &[]), (290, 10));
-        assert_eq!(legend_origin(LegendAt::LowerLeft, (100, 50), (400, 300), &upper_right), (10, 240));
+        assert_eq!(legend_origin((100, 50), (400, 300), &upper_right), (10, 10));
+        // Nothing drawn: upper right, the first choice; the top row full: lower right.
+        assert_eq!(legend_origin((100, 50), (400, 300), &[]), (290, 10));
+        let top_row: Vec<(i32, i32)> = (0..400).step_by(10).map(|x| (x, 30)).collect();
+        assert_eq!(legend_origin((100, 50), (400, 300), &top_row), (290, 240));
     }
 
     #[test]
