@@ -36,6 +36,9 @@ pub enum Error {
     #[error("reading a tensor back from the GPU failed: {0}")]
     ReadBack(String),
 
+    #[error("copying data to the GPU failed: {0}")]
+    Upload(String),
+
     #[error("tensor has dtype {got:?}, but {wanted:?} was asked for")]
     DType { wanted: crate::DType, got: crate::DType },
 

@@ -48,6 +48,7 @@ mod recorder;
 pub mod shape;
 mod tape;
 mod tensor;
+mod upload;
 
 pub use checkpoint::checkpoint;
 pub use device::{AdapterSummary, Device, DeviceStats, ADAPTER_ENV};
@@ -64,4 +65,5 @@ pub use recorder::PARAM_SLOT_BYTES;
 pub use shape::Shape;
 pub use tape::{clear_tape, is_grad_enabled, no_grad, record, record_multi, tape_len, BackwardFn};
 pub use tensor::{Tensor, TensorId};
+pub use upload::{STAGED_UPLOAD_MIN_BYTES, UPLOAD_CHUNK_BYTES};
 pub use wgpu;

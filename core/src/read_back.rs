@@ -39,7 +39,7 @@ impl Tensor {
         };
         let submission = {
             let mut rec = dev.recorder.lock().unwrap();
-            rec.push(Command::Copy { src: self.buffer().clone(), dst: staging.buffer().clone(), size: bytes });
+            rec.push(Command::Copy { src: self.buffer().clone(), src_offset: 0, dst: staging.buffer().clone(), dst_offset: 0, size: bytes });
             rec.read_backs += 1;
             rec.flush(dev)
         };
@@ -48,16 +48,21 @@ impl Tensor {
 }
 
 impl PendingRead {
-    /// The f32 values, once the GPU has produced them. Copied out of the bytes, whose
-    /// allocation need not be aligned for f32 (an empty one never is).
+    /// The f32 values, once the GPU has produced them, copied once out of the mapped
+    /// staging buffer (whose bytes need not be aligned for f32).
     pub fn wait(self) -> Result<Vec<f32>> {
-        Ok(bytemuck::pod_collect_to_vec(&self.wait_bytes()?))
+        self.wait_with(bytemuck::pod_collect_to_vec)
     }
 
-    /// The raw bytes, once the GPU has produced them. Waits for this read's submission
-    /// only, not for work submitted after it.
+    /// The raw bytes, once the GPU has produced them.
     pub fn wait_bytes(self) -> Result<Vec<u8>> {
-        let Some(staging) = self.staging? else { return Ok(Vec::new()) };
+        self.wait_with(<[u8]>::to_vec)
+    }
+
+    /// `take` of the staging buffer's bytes, once the GPU has produced them. Waits for
+    /// this read's submission only, not for work submitted after it.
+    pub(crate) fn wait_with<T: Default>(self, take: impl FnOnce(&[u8]) -> T) -> Result<T> {
+        let Some(staging) = self.staging? else { return Ok(T::default()) };
         let slice = staging.buffer().slice(0..self.bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -66,7 +71,7 @@ impl PendingRead {
         let poll = wgpu::PollType::Wait { submission_index: self.submission, timeout: None };
         self.device.0.device.poll(poll).map_err(|e| Error::ReadBack(e.to_string()))?;
         rx.recv().map_err(|e| Error::ReadBack(e.to_string()))?.map_err(|e| Error::ReadBack(e.to_string()))?;
-        let data = slice.get_mapped_range().map_err(|e| Error::ReadBack(e.to_string()))?.to_vec();
+        let data = take(&slice.get_mapped_range().map_err(|e| Error::ReadBack(e.to_string()))?);
         staging.buffer().unmap();
         Ok(data)
     }

@@ -20,7 +20,7 @@ const ARENA_BYTES: u64 = 1 << 20;
 pub(crate) enum Command {
     Dispatch { kernel: Arc<Kernel>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
     Clear { buffer: wgpu::Buffer, size: u64 },
-    Copy { src: wgpu::Buffer, dst: wgpu::Buffer, size: u64 },
+    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, size: u64 },
 }
 
 pub(crate) struct Recorder {
@@ -92,7 +92,7 @@ impl Recorder {
                     }
                 }
                 Command::Clear { buffer, size } => encoder.clear_buffer(&buffer, 0, Some(size)),
-                Command::Copy { src, dst, size } => encoder.copy_buffer_to_buffer(&src, 0, &dst, 0, size),
+                Command::Copy { src, src_offset, dst, dst_offset, size } => encoder.copy_buffer_to_buffer(&src, src_offset, &dst, dst_offset, size),
             }
         }
         let submission = device.queue.submit([encoder.finish()]);

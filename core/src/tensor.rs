@@ -158,7 +158,7 @@ impl Tensor {
             return Err(Error::DataLength { shape: shape.to_vec(), expected: numel(shape), got: len });
         }
         let t = Tensor::empty(device, shape, dtype)?;
-        t.write_bytes(bytes);
+        t.write_bytes(bytes)?;
         Ok(t)
     }
 
@@ -183,20 +183,7 @@ impl Tensor {
         if data.len() != self.numel() {
             return Err(Error::DataLength { shape: self.shape().to_vec(), expected: self.numel(), got: data.len() });
         }
-        self.write_bytes(bytemuck::cast_slice(data));
-        Ok(())
-    }
-
-    fn write_bytes(&self, bytes: &[u8]) {
-        if bytes.is_empty() || self.is_void() {
-            return;
-        }
-        let dev = &self.0.device.0;
-        // write_buffer runs before the next submission's commands, so submit what is
-        // recorded first: it may still read this (recycled) buffer.
-        let mut rec = dev.recorder.lock().unwrap();
-        rec.flush(dev);
-        dev.queue.write_buffer(self.buffer(), 0, bytes);
+        self.write_bytes(bytemuck::cast_slice(data))
     }
 
     /// Marks this tensor as a parameter: backward passes accumulate into its `grad()`.
@@ -303,7 +290,7 @@ impl Tensor {
 
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         self.expect_dtype(DType::U32)?;
-        Ok(bytemuck::pod_collect_to_vec(&self.read_later().wait_bytes()?))
+        self.read_later().wait_with(bytemuck::pod_collect_to_vec)
     }
 
     /// The value of a one-element tensor (a loss).

@@ -125,6 +125,9 @@ enum Work {
     /// Floating-point operations at f16 precision (against the tensor-core peak).
     F16Flops(f64),
     Bytes(f64),
+    /// Bytes copied between the host and the GPU, with the host's part of the copy: timed
+    /// by the wall clock, up to the data's arrival.
+    Transfer(f64),
     Tokens(f64),
     Latency,
 }
@@ -198,12 +201,26 @@ impl Runner {
     /// The time of each of `iters` runs of `f` (sorted), after warming up for at least
     /// WARM_UP: an idle GPU runs at a fraction of its clock for a while, which would
     /// otherwise land in the first workloads' times. Also the host's time to record each
-    /// run (sorted): a step is only as fast as the slower of the two.
-    fn time(&self, f: &dyn Fn()) -> (Vec<Duration>, Vec<Duration>, &'static str) {
+    /// run (sorted): a step is only as fast as the slower of the two. With `wall`, each
+    /// run's wall-clock time up to the GPU's finishing it, host work and all (which is
+    /// then also its host time).
+    fn time(&self, f: &dyn Fn(), wall: bool) -> (Vec<Duration>, Vec<Duration>, &'static str) {
         let start = Instant::now();
         while start.elapsed() < WARM_UP {
             f();
             self.device.synchronize();
+        }
+        if wall {
+            let mut times: Vec<Duration> = (0..self.iters)
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    self.device.synchronize();
+                    start.elapsed()
+                })
+                .collect();
+            times.sort();
+            return (times.clone(), times, "wall");
         }
         let record = || {
             let start = Instant::now();
@@ -242,7 +259,7 @@ impl Runner {
         let held = self.device.stats().bytes_in_use;
         self.device.reset_peak_memory();
         let f = &|| counted().expect("the first run made this workload's inputs");
-        let (times, host, timer) = self.time(f);
+        let (times, host, timer) = self.time(f, matches!(work, Work::Transfer(_)));
         let memory_mib = self.device.stats().peak_bytes_in_use.saturating_sub(held) as f64 / (1u64 << 20) as f64;
         let host_ms = host[host.len() / 2].as_secs_f64() * 1e3;
         let s = times[times.len() / 2].as_secs_f64().max(1e-12);
@@ -252,6 +269,7 @@ impl Runner {
             Work::Flops(n) => (n / s / 1e12, "TFLOP/s", peak.map(|p| n / s / p.fp32_flops)),
             Work::F16Flops(n) => (n / s / 1e12, "TFLOP/s", peak.map(|p| n / s / p.fp16_tensor_flops)),
             Work::Bytes(n) => (n / s / 1e12, "TB/s", peak.map(|p| n / s / p.bytes)),
+            Work::Transfer(n) => (n / s / 1e9, "GB/s", None),
             Work::Tokens(n) => (n / s, "tokens/s", None),
             Work::Latency => (s * 1e6, "us", None),
         };
@@ -301,21 +319,15 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
     let logits = r.randn(&[tokens, 64]);
     r.run(&format!("router_softmax_top2_{tokens}x64"), Work::Latency, &|| done(route(logits.get()?, 2, false)))?;
 
-    let (t, d, f) = if scale == Scale::Gpu { (16384, 1024, 2048) } else { (512, 64, 128) };
-    let moe = r.input(|rng| {
-        let cfg =
-            MoeConfig { experts: 8, top_k: 2, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
-        let layer = MoeFfn::new(&dev, FfnKind::Topk, MoeWidths { d, expert_hidden: f, shared_hidden: f }, &cfg, 0.02, rng)?;
-        Ok((layer, Tensor::randn(&dev, &[t, d], 1.0, rng)?.requires_grad(), Tensor::randn(&dev, &[t, d], 1.0, rng)?))
-    });
-    let moe_flops = 3.0 * 2.0 * 2.0 * (t * 2 * d * f) as f64; // two grouped matmuls, forward + 2x backward
-    r.run(&format!("moe_layer_fwd_bwd_T{t}_d{d}_f{f}_E8_k2"), Work::Flops(moe_flops), &|| {
-        let (moe, x, seed) = moe.get()?;
-        moe.forward(x, true).0.backward_with(seed);
-        moe.parameters().iter().for_each(Tensor::zero_grad);
-        x.zero_grad();
-        Ok(())
-    })?;
+    // The MoE layer of the H100 table, and a fine-grained one: 64 experts of width 512,
+    // top 8, as many FLOPs a token in the experts.
+    if scale == Scale::Gpu {
+        moe_layer_workload(r, 16384, 1024, 2048, 8, 2)?;
+        moe_layer_workload(r, 16384, 1024, 512, 64, 8)?;
+    } else {
+        moe_layer_workload(r, 512, 64, 128, 8, 2)?;
+        moe_layer_workload(r, 512, 64, 32, 64, 8)?;
+    }
 
     let (model_cfg, batch) = lm_step_model(scale);
     let (d, layers, context, vocab) = (model_cfg.d_model, model_cfg.layers, model_cfg.context, model_cfg.vocab_size);
@@ -344,6 +356,14 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
         let key = if checkpointing { format!("{key}_activation_checkpointing") } else { key };
         r.run(&key, Work::Tokens((long_batch * c.context) as f64), &|| lm_step(&input))?;
     }
+    // Copies between host and GPU memory: a tensor's upload from a host vector
+    // (`Tensor::write`) and its read-back into a new one (`Tensor::to_vec`).
+    let (floats, size) = if scale == Scale::Gpu { (1 << 28, "1GiB") } else { (1 << 22, "16MiB") };
+    let host = r.input(move |_| Ok((0..floats).map(|i| i as f32).collect::<Vec<f32>>()));
+    let on_gpu = r.input(|_| Ok(Tensor::zeros(&dev, &[floats])?));
+    let bytes = 4.0 * floats as f64;
+    r.run(&format!("copy_host_to_gpu_{size}"), Work::Transfer(bytes), &|| Ok(on_gpu.get()?.write(host.get()?)?))?;
+    r.run(&format!("copy_gpu_to_host_{size}"), Work::Transfer(bytes), &|| done(on_gpu.get()?.to_vec()?))?;
     // None when --only left the training step out.
     Ok((steps > 0.0).then(|| StepCounters {
         buffers_created_after_warmup: after.buffers_created - before.buffers_created,
@@ -351,6 +371,26 @@ fn pytorch_suite(r: &mut Runner, scale: Scale) -> Result<Option<StepCounters>> {
         dispatches_per_step: (after.dispatches - before.dispatches) as f64 / steps,
         step_memory_mib: (after.peak_bytes_in_use - before.bytes_in_use) as f64 / (1u64 << 20) as f64,
     }))
+}
+
+/// A TopK MoE layer's forward and backward pass over `t` tokens of width `d`, `experts`
+/// GELU experts of width `f`, `top_k` a token.
+fn moe_layer_workload(r: &mut Runner, t: usize, d: usize, f: usize, experts: usize, top_k: usize) -> Result<()> {
+    let dev = r.device.clone();
+    let moe = r.input(|rng| {
+        let cfg = MoeConfig { experts, top_k, expert_hidden: f, activation: FfnActivation::Gelu, aux_loss_coef: 0.0, z_loss_coef: 0.0, ..MoeConfig::default() };
+        let layer = MoeFfn::new(&dev, FfnKind::Topk, MoeWidths { d, expert_hidden: f, shared_hidden: f }, &cfg, 0.02, rng)?;
+        Ok((layer, Tensor::randn(&dev, &[t, d], 1.0, rng)?.requires_grad(), Tensor::randn(&dev, &[t, d], 1.0, rng)?))
+    });
+    // Two grouped matmuls a slot, forward and twice backward.
+    let flops = 3.0 * 2.0 * 2.0 * (t * top_k * d * f) as f64;
+    r.run(&format!("moe_layer_fwd_bwd_T{t}_d{d}_f{f}_E{experts}_k{top_k}"), Work::Flops(flops), &|| {
+        let (moe, x, seed) = moe.get()?;
+        moe.forward(x, true).0.backward_with(seed);
+        moe.parameters().iter().for_each(Tensor::zero_grad);
+        x.zero_grad();
+        Ok(())
+    })
 }
 
 /// The LM step's model and inputs, with activation checkpointing or without.

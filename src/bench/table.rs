@@ -26,6 +26,9 @@ pub struct SavedResult {
     pub ms: f64,
     pub value: f64,
     pub unit: String,
+    /// The host's time to record a run (moegrad's reports; PyTorch's have none).
+    #[serde(default)]
+    pub host_ms: Option<f64>,
 }
 
 impl SavedReport {
@@ -41,7 +44,11 @@ impl SavedReport {
 
 impl From<&Report> for SavedReport {
     fn from(report: &Report) -> Self {
-        let results = report.results.iter().map(|r| SavedResult { key: r.key.clone(), ms: r.ms, value: r.value, unit: r.unit.to_string() }).collect();
+        let results = report
+            .results
+            .iter()
+            .map(|r| SavedResult { key: r.key.clone(), ms: r.ms, value: r.value, unit: r.unit.to_string(), host_ms: Some(r.host_ms) })
+            .collect();
         SavedReport { device: report.device.clone(), results }
     }
 }
@@ -76,20 +83,22 @@ fn figure(value: f64, unit: &str) -> String {
     format!("{v:.digits$}{suffix} {unit}")
 }
 
-/// The Markdown table of `ours` (the `moegrad` column, described by `source`) beside each
-/// reference: a row per workload of ours, with each reference's figure for the same key
+/// The Markdown table of `ours` (the `moegrad` column, described by `source`, and the
+/// host's time to record a run as a share of the run's time, where the report has it)
+/// beside each reference: a row per workload of ours, with each reference's figure for the same key
 /// and moegrad's speed relative to it (their time over ours: above 1, moegrad is
 /// faster), `-` where a reference lacks the workload. A legend says which device and file
 /// each column came from.
 pub fn side_by_side(ours: &SavedReport, source: &str, references: &[Labelled]) -> String {
-    let mut header = vec!["workload".to_string(), "moegrad".to_string()];
+    let mut header = vec!["workload".to_string(), "moegrad".to_string(), "host".to_string()];
     for r in references {
         header.push(r.label.clone());
         header.push(format!("moegrad vs {}", r.label));
     }
     let mut lines = vec![format!("| {} |", header.join(" | ")), format!("| --- |{}", " ---: |".repeat(header.len() - 1))];
     for mine in &ours.results {
-        let mut row = vec![mine.key.clone(), figure(mine.value, &mine.unit)];
+        let host = mine.host_ms.map_or_else(|| "-".to_string(), |h| format!("{:.1}%", 100.0 * h / mine.ms));
+        let mut row = vec![mine.key.clone(), figure(mine.value, &mine.unit), host];
         for r in references {
             match r.report.results.iter().find(|theirs| theirs.key == mine.key) {
                 Some(theirs) => {
@@ -106,6 +115,7 @@ pub fn side_by_side(ours: &SavedReport, source: &str, references: &[Labelled]) -
     for r in references {
         lines.push(format!("{}: {} ({})", r.label, r.report.device, r.path.display()));
     }
+    lines.push("host: moegrad's median time to record a run over its median time (copies: the host's work is the copy)".to_string());
     lines.push("moegrad vs X: X's median time over moegrad's (above 1: moegrad is faster)".to_string());
     lines.join("\n")
 }

@@ -85,6 +85,13 @@ fn suites_report_every_workload_and_the_step_counters() {
     for prefix in ["matmul_256_fp32", "matmul_256_fp16", "softmax_", "log_softmax_", "router_softmax_top2_", "moe_layer_fwd_bwd_", "moe_lm_train_step_"] {
         assert!(keys.iter().any(|k| k.starts_with(prefix)), "{prefix} missing from {keys:?}");
     }
+    // The fine-grained MoE layer, and the copies, timed by the wall clock with the host's work.
+    assert!(keys.contains(&"moe_layer_fwd_bwd_T512_d64_f32_E64_k8"), "no fine-grained MoE layer in {keys:?}");
+    for key in ["copy_host_to_gpu_16MiB", "copy_gpu_to_host_16MiB"] {
+        let copy = pytorch.results.iter().find(|r| r.key == key).unwrap_or_else(|| panic!("no {key} in {keys:?}"));
+        assert_eq!((copy.unit, copy.timer), ("GB/s", "wall"), "{key}");
+        assert!((copy.value - 16.0 * 1.048576e6 / (copy.ms * 1e-3) / 1e9).abs() < 1e-9 * copy.value, "{key}: {} GB/s in {} ms", copy.value, copy.ms);
+    }
     assert!(keys.iter().any(|k| k.starts_with("moe_lm_train_step_") && k.ends_with("_f16")), "no f16 training step in {keys:?}");
     assert!(["subgroup shuffles", "workgroup memory"].contains(&pytorch.router_exchange.as_str()), "router exchange {:?}", pytorch.router_exchange);
     assert!(["subgroup operations", "workgroup memory"].contains(&pytorch.row_reduction.as_str()), "row reduction {:?}", pytorch.row_reduction);
@@ -136,18 +143,20 @@ fn saved_reports_are_set_side_by_side_with_moegrads_speed_relative_to_each() {
 
     let table = side_by_side(&SavedReport::from(&ours), "this run", &load_references(&[before.clone(), torch.clone()]).unwrap());
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines[0], "| workload | moegrad | before | moegrad vs before | torch | moegrad vs torch |", "{table}");
+    assert_eq!(lines[0], "| workload | moegrad | host | before | moegrad vs before | torch | moegrad vs torch |", "{table}");
     let row = |key: &str| -> Vec<String> {
         let line = lines.iter().find(|l| l.starts_with(&format!("| {key} |"))).unwrap_or_else(|| panic!("no {key} row in\n{table}"));
         line.trim_matches('|').split('|').map(|cell| cell.trim().to_string()).collect()
     };
     let g = row("gelu");
-    assert_eq!((g[2].as_str(), g[3].as_str(), g[5].as_str()), (g[1].as_str(), "1.00x", "2.00x"), "{table}");
+    assert_eq!((g[3].as_str(), g[4].as_str(), g[6].as_str()), (g[1].as_str(), "1.00x", "2.00x"), "{table}");
+    // The host's share of the run, from moegrad's own report.
+    assert_eq!(g[2], format!("{:.1}%", 100.0 * gelu.host_ms / gelu.ms), "{table}");
     // Three significant figures, however slow lavapipe is.
-    assert_eq!(g[4], format!("0.00123 {}", gelu.unit), "{table}");
+    assert_eq!(g[5], format!("0.00123 {}", gelu.unit), "{table}");
     let shown: f64 = g[1].strip_suffix(&format!(" {}", gelu.unit)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{table}"));
     assert!((shown / gelu.value - 1.0).abs() < 5e-3, "{} shown as {shown}: {table}", gelu.value);
-    assert_eq!(row("stablemax")[4..], ["-", "-"], "{table}");
+    assert_eq!(row("stablemax")[5..], ["-", "-"], "{table}");
     assert!(lines.contains(&format!("torch: PyTorch on a test ({})", torch.display()).as_str()), "{table}");
     assert_eq!(lines.iter().filter(|l| l.starts_with('|')).count(), 2 + ours.results.len());
 

@@ -3,7 +3,7 @@
 
 use moegrad::demo::{train_mlp, DemoConfig};
 use moegrad::prelude::*;
-use moegrad::{Error, KernelPolicy, Tuning};
+use moegrad::{Error, KernelPolicy, Tuning, STAGED_UPLOAD_MIN_BYTES, UPLOAD_CHUNK_BYTES};
 use rand::SeedableRng;
 
 use crate::common::device;
@@ -150,6 +150,32 @@ fn a_deferred_read_back_sees_the_tensor_when_it_was_requested() {
     assert_eq!(pending.wait().unwrap(), vec![2.0, 4.0, 6.0]);
     assert_eq!(later.to_vec().unwrap(), vec![8.0, 10.0, 12.0]);
     assert_eq!(dev.stats().read_backs, before.read_backs + 2);
+}
+
+/// Large writes go through two pooled staging buffers a chunk at a time: the values arrive
+/// whole (the last chunk a partial one), in order with the work recorded around them, and
+/// the next upload and read-back of the same size create no buffer.
+#[test]
+fn large_uploads_arrive_whole_in_order_and_reuse_their_staging_buffers() {
+    let dev = Device::new().unwrap();
+    let n = ((2 * UPLOAD_CHUNK_BYTES + STAGED_UPLOAD_MIN_BYTES) / 4 + 3) as usize;
+    let data: Vec<f32> = (0..n).map(|i| (i % 65_521) as f32).collect();
+    let t = Tensor::zeros(&dev, &[n]).unwrap();
+    let before = t.mul_scalar(2.0);
+    let created = dev.stats().buffers_created;
+    t.write(&data).unwrap();
+    assert_eq!(dev.stats().buffers_created, created + 2, "a large upload takes two staging buffers, whatever its chunks");
+    let after = t.mul_scalar(2.0);
+    assert!(before.to_vec().unwrap().iter().all(|&v| v == 0.0), "work recorded before the upload saw its data");
+    let doubled = after.to_vec().unwrap();
+    let wrong = (0..n).find(|&i| doubled[i] != 2.0 * data[i]);
+    assert_eq!(wrong, None, "the uploaded values differ (chunks of {UPLOAD_CHUNK_BYTES} bytes)");
+    drop((before, after));
+    let created = dev.stats().buffers_created;
+    let reversed: Vec<f32> = data.iter().rev().copied().collect();
+    t.write(&reversed).unwrap();
+    assert!(t.to_vec().unwrap() == reversed, "the second upload's values differ");
+    assert_eq!(dev.stats().buffers_created, created, "an upload or read-back made a buffer of its own");
 }
 
 #[test]
