@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # Prepares, on this machine (no GPU needed), everything one call of benches/gpu_run.sh
 # carries: the Vulkan loader .debs in .gl/ (the GPU machine has no loader) and release
-# builds in .dev/ of the CLI and of the test binaries gpu_run.sh runs. Both folders are
-# git-excluded. Then, through the device tool, carrying .gl and .dev, one call each:
+# builds in .dev/ of the CLI and of the test binaries gpu_run.sh runs, stripped and packed
+# into .dev.tgz (about 40 MB: the device tool carries 64 MiB at most, which the binaries
+# alone pass). All three are git-excluded. Then, through the device tool, carrying .gl and
+# .dev.tgz, one call for the
+# whole table (at most 470 s), and a second for the TopK / Default comparison where 6
+# minutes of the window remain:
 #
-#   bash benches/gpu_run.sh goals pytorch
-#   bash benches/gpu_run.sh torch profile
-#   bash benches/gpu_run.sh suite ops
+#   bash benches/gpu_run.sh table
+#   bash benches/gpu_run.sh compare
 #
-# and back here, the README's table from the first call's pytorch.log (PyTorch's figures
-# change with PyTorch, not with moegrad; `torch` in the second call measures them again):
+# and back here, the README's table from the first call's reports:
 #
-#   moegrad bench --report <files>/pytorch.log --against benches/results/h100-2026-11-23/torch.json \
-#       --against benches/results/h100-2026-11-23/torch_tf32.json
+#   moegrad bench --report <files>/pytorch.log --against <files>/torch.log \
+#       --against <files>/torch_compile.log
 #
+# Commit the files under benches/results/h200-<date>/ (the H100's stay as history).
 # .dev/moegrad-base, a build of an earlier commit for before/after timings, is left as it
 # is (build it with `git worktree` at that commit and copy its target/release/moegrad).
 set -eu
 cd "$(git rev-parse --show-toplevel)"
-for d in .gl .dev; do grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >>.git/info/exclude; done
+for d in .gl .dev .dev.tgz; do grep -qx "/$d" .git/info/exclude 2>/dev/null || echo "/$d" >>.git/info/exclude; done
 mkdir -p .gl .dev
 if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
     mkdir -p /tmp/amd64/partial
@@ -43,4 +46,6 @@ for line in sys.stdin:
         shutil.copy(m["executable"], ".dev/" + name)
         print(".dev/" + name)
 '
-ls -l .dev
+strip .dev/*
+tar -czf .dev.tgz -C .dev .
+ls -l .dev .dev.tgz

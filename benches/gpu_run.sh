@@ -10,16 +10,17 @@
 #
 # The device tool ends a call after 600 s, so keep the steps' limits (below) in one call
 # under that: the three calls above take at most 480, 480 and 520 s.
-# Expects the loaders' .debs in .gl/ and release binaries in .dev/ (moegrad, suite,
-# core_tests, models_tests), both carried with the call:
+# Expects the loaders' .debs in .gl/ and release binaries (moegrad, suite, core_tests,
+# models_tests) packed in .dev.tgz, both carried with the call:
 # `bash benches/gpu_prepare.sh` makes them here.
 set -u
+if [ -f .dev.tgz ]; then mkdir -p .dev && tar -xzf .dev.tgz -C .dev; fi
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 # Tests that find their data through CARGO_MANIFEST_DIR were built in /work/main.
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
-OUT=${OUT:-/tmp/out}
+export OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 
 step() {
@@ -33,14 +34,14 @@ step() {
     tail -n "${TAIL:-25}" "$OUT/$name.log"
 }
 
-for s in "$@"; do
-    case $s in
+run_step() {
+    case $1 in
         devices) step devices 60 .dev/moegrad devices ;;
         ops) step ops 120 .dev/core_tests --test-threads 4 ;;
-        suite) step suite 400 .dev/suite --test-threads 4 ;;
+        suite) step suite 110 .dev/suite --test-threads 8 ;;
         units) step units 120 .dev/models_tests ;;
-        pytorch) step pytorch 240 .dev/moegrad bench --suite pytorch --json ;;
-        kernels) step kernels 180 .dev/moegrad bench --suite kernels --json ;;
+        pytorch) step pytorch 120 .dev/moegrad bench --suite pytorch --json ;;
+        kernels) step kernels 60 .dev/moegrad bench --suite kernels --json ;;
         # One rank: the read-back and upload of the d512 LM's gradients and what the buckets hide
         # (two ranks need Open MPI on the machine).
         dist) step dist 120 .dev/moegrad bench --suite dist --iters 10 ;;
@@ -59,8 +60,16 @@ for s in "$@"; do
         # each invocation.
         goals) step goals 240 bash -c 'k=rms_norm,cross_entropy,attention,add,gelu,adamw,_slots; for b in .dev/moegrad "MOEGRAD_SUBGROUPS=off .dev/moegrad"; do echo "$b"; env $b bench --suite pytorch --only softmax,router --profile; env $b bench --suite kernels --only $k; done; echo "attention at 128x128 tiles"; MOEGRAD_MATMUL_TILES=128x128x8/8x8 .dev/moegrad bench --suite kernels --only attention; echo .dev/moegrad-base; for w in softmax router; do .dev/moegrad-base bench --suite pytorch --only $w --profile; done; for w in rms_norm cross_entropy add gelu _slots; do .dev/moegrad-base bench --suite kernels --only $w; done; .dev/moegrad bench --suite kernels --only _threads_,_layout_' ;;
         profile) step profile 300 bash -c '.dev/moegrad bench --suite pytorch --profile && .dev/moegrad bench --suite kernels --profile' ;;
-        torch) step torch 180 python3 benches/pytorch_reference.py --json ;;
+        torch) step torch 70 python3 benches/pytorch_reference.py --json ;;
+        # The MoE layers and LM steps through torch.compile (bf16 autocast for _f16).
+        torch_compile) step torch_compile 100 python3 benches/pytorch_reference.py --json --compile default ;;
+        table) for t in devices pytorch torch suite kernels torch_compile; do run_step $t; done ;;
+        # TopK against the Default MoE on GPT-2 shards of the corpus, one seed each; the
+        # runs stay on the machine, their metrics, configs, table and plots come back.
+        compare) step compare 330 bash -c '.dev/moegrad data prepare --tokenizer gpt2 --out /tmp/shards data/shakespeare.txt && .dev/moegrad compare --config configs/compare-gpu.toml --seeds 1 --ffn topk,default --set "data.path=\"/tmp/shards\"" --out /tmp/compare-gpu --quiet; rc=$?; mkdir -p "$OUT/compare-gpu" && cd /tmp/compare-gpu && find . \( -name "*.json" -o -name "*.jsonl" -o -name "*.csv" -o -name "*.toml" -o -name "*.png" -o -name "*.svg" \) -print0 | tar --null -cf - -T - | tar -xf - -C "$OUT/compare-gpu"; exit $rc' ;;
         torch_tf32) step torch_tf32 180 python3 benches/pytorch_reference.py --json --tf32 ;;
-        *) echo "unknown step $s" ;;
+        *) echo "unknown step $1" ;;
     esac
-done
+}
+
+for s in "$@"; do run_step "$s"; done

@@ -168,6 +168,20 @@ fn corrupt_truncated_and_mismatched_checkpoints_are_refused_clearly() {
     assert!(err.contains("has shape"), "{err}");
 }
 
+/// Every config shipped in configs/ (the README's, CI's and the GPU session's) loads and
+/// passes the checks a run makes before it starts.
+#[test]
+fn every_shipped_config_loads_and_validates() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("configs").unwrap() {
+        let path = entry.unwrap().path();
+        let config = RunConfig::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        config.validate().unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(names.iter().any(|n| n == "compare-gpu.toml") && names.len() >= 5, "{names:?}");
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let err = |sets: &[&str]| {
