@@ -6,7 +6,9 @@
 //! allocates and pins that much host memory for every checkpoint load or gradient
 //! bucket. Large writes instead go in chunks through two staging buffers taken from the
 //! pool (one, for a single chunk), so the host fills one while the GPU copies out of the
-//! other, and repeated uploads create no buffer after the first.
+//! other, and repeated uploads create no buffer after the first. They do so when the GPU
+//! has nothing queued (loading weights, a benchmark's copies); behind queued work a large
+//! write still goes through `write_buffer`, which never makes the host wait.
 
 use std::sync::Arc;
 
@@ -33,7 +35,7 @@ impl Tensor {
         }
         let dev = &self.device().0;
         let len = bytes.len() as u64;
-        if len >= STAGED_UPLOAD_MIN_BYTES && len.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) {
+        if len >= STAGED_UPLOAD_MIN_BYTES && len.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT) && gpu_idle(dev) {
             if let Some(staging) = staging_buffers(dev, len) {
                 return write_staged(dev, &staging, self.buffer(), bytes);
             }
@@ -46,6 +48,14 @@ impl Tensor {
         dev.queue.write_buffer(self.buffer(), 0, bytes);
         Ok(())
     }
+}
+
+/// Whether the GPU has finished everything submitted. Only then does a staged upload go
+/// ahead: its copies queue behind that work, so waiting for one to map a staging buffer
+/// again would hold the host until the GPU caught up (a data-parallel step's gradient
+/// uploads while the backward pass still runs); `write_buffer` never waits.
+fn gpu_idle(dev: &DeviceInner) -> bool {
+    dev.device.poll(wgpu::PollType::Poll).is_ok_and(|status| status.is_queue_empty())
 }
 
 /// Two staging buffers of a chunk each (one of `len` bytes where that is at most a
@@ -69,9 +79,9 @@ fn write_staged(dev: &DeviceInner, staging: &[PooledBuffer], target: &wgpu::Buff
         slice.map_async(wgpu::MapMode::Write, move |r| {
             let _ = tx.send(r);
         });
-        // A buffer fresh from the pool may still be read by a copy submitted before this
-        // upload (by the last submission at the latest); one of this upload's, by its copy
-        // two chunks ago. Neither wait is taken when the buffer is already free.
+        // A buffer of this upload's may still be read by its copy two chunks ago, which
+        // waits only for that copy and the work recorded before the upload; no wait is
+        // taken when the buffer is already free.
         dev.device.poll(wgpu::PollType::Poll).map_err(|e| failed(&e))?;
         let mapped = match rx.try_recv() {
             Ok(mapped) => mapped,
