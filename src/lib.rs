@@ -25,6 +25,7 @@ pub mod data;
 pub mod demo;
 pub mod dist;
 pub mod durable;
+pub mod folder_lock;
 pub mod hf;
 pub mod research;
 pub mod train;

@@ -285,6 +285,46 @@ impl ModelConfig {
         self.layer_kinds().iter().any(|k| k.is_moe())
     }
 
+    /// Keys set away from their defaults that this model never reads (a `bias_rate`
+    /// without `balance = "bias"`, a `default_estimator` without a Default MoE layer, MoE
+    /// keys without an MoE layer), each with why: a setting that silently does nothing
+    /// misleads whoever reads the config.
+    pub fn unused_settings(&self) -> Vec<String> {
+        let (moe, defaults) = (&self.moe, MoeConfig::default());
+        let kinds = self.layer_kinds();
+        let mut unused = Vec::new();
+        if !self.has_moe() {
+            if *moe != defaults {
+                unused.push("model.moe.* is set, but no layer is a mixture of experts (model.ffn = \"dense\")".to_string());
+            }
+            return unused;
+        }
+        if !kinds.contains(&FfnKind::Dense) && self.dense != DenseConfig::default() {
+            unused.push("model.dense.* is set, but no layer is dense".to_string());
+        }
+        if moe.balance != Balance::Bias && moe.bias_rate != defaults.bias_rate {
+            unused.push(format!("model.moe.bias_rate = {} is read only with model.moe.balance = \"bias\"", moe.bias_rate));
+        }
+        if moe.balance != Balance::Aux && moe.aux_loss_coef != defaults.aux_loss_coef {
+            unused.push(format!("model.moe.aux_loss_coef = {} is read only with model.moe.balance = \"aux\"", moe.aux_loss_coef));
+        }
+        if !kinds.contains(&FfnKind::Default) {
+            for (key, set) in [
+                ("default_estimator", moe.default_estimator != defaults.default_estimator),
+                ("beta", moe.beta != defaults.beta),
+                ("default_backward_only", moe.default_backward_only != defaults.default_backward_only),
+            ] {
+                if set {
+                    unused.push(format!("model.moe.{key} is read only by the Default MoE (model.ffn = \"default\")"));
+                }
+            }
+        }
+        if moe.shared_experts == 0 && moe.shared_hidden != 0 {
+            unused.push("model.moe.shared_hidden is read only with model.moe.shared_experts above 0".to_string());
+        }
+        unused
+    }
+
     /// Checks every constraint, naming the key that breaks one.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -363,5 +403,24 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_the_model_never_reads_are_named() {
+        let moe = |ffn, moe: MoeConfig| ModelConfig { ffn, moe, ..ModelConfig::default() };
+        assert!(moe(FfnKind::Topk, MoeConfig::default()).unused_settings().is_empty());
+        let bias_with_aux = moe(FfnKind::Topk, MoeConfig { bias_rate: 0.01, ..MoeConfig::default() });
+        assert_eq!(bias_with_aux.unused_settings(), ["model.moe.bias_rate = 0.01 is read only with model.moe.balance = \"bias\""]);
+        let estimator_on_topk = moe(FfnKind::Topk, MoeConfig { default_estimator: DefaultEstimator::BatchMean, ..MoeConfig::default() });
+        assert!(estimator_on_topk.unused_settings()[0].contains("model.moe.default_estimator"));
+        assert!(moe(FfnKind::Default, MoeConfig { default_estimator: DefaultEstimator::BatchMean, ..MoeConfig::default() }).unused_settings().is_empty());
+        let bias_used = MoeConfig { balance: Balance::Bias, bias_rate: 0.01, ..MoeConfig::default() };
+        assert!(moe(FfnKind::Topk, bias_used.clone()).unused_settings().is_empty());
+        assert!(moe(FfnKind::Dense, bias_used).unused_settings()[0].contains("no layer is a mixture of experts"));
     }
 }

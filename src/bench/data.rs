@@ -1,9 +1,9 @@
 //! `moegrad bench --suite data`: the data path on the CPU. Tokenization throughput (one
 //! thread, and `prepare` on all cores) in MB/s of text, and the loader's throughput in
-//! tokens/s for the random windows training draws from memory-mapped shards, with the
-//! process's resident memory after drawing from 10 MB and from 1 GB of tokens: its own
-//! memory stays flat; the mapped page-cache pages grow with the windows drawn. `benches/tiktoken_prepare.py` times Python's
-//! tiktoken with numpy on the same corpus, as nanoGPT's prepare scripts do it.
+//! tokens/s for the random windows training draws from shards (each read at its offset),
+//! with the process's own resident memory after drawing from 10 MB and from 1 GB of
+//! tokens, which stays flat. `benches/tiktoken_prepare.py` times Python's tiktoken with
+//! numpy on the same corpus, as nanoGPT's prepare scripts do it.
 
 use std::io::Write;
 use std::path::Path;
@@ -31,13 +31,10 @@ pub struct DataResult {
     pub note: String,
 }
 
-/// The process's resident memory now, in MiB (Linux): its own (`RssAnon`) and the file
-/// pages mapped into it (`RssFile`: the shards' pages in the page cache, which the kernel
-/// shares and reclaims under memory pressure; a fault maps up to 64 KiB around the page).
-fn resident_mib() -> Option<(f64, f64)> {
+/// The process's own resident memory now (`RssAnon`), in MiB (Linux).
+fn resident_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<f64> { Some(status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0) };
-    Some((field("RssAnon:")?, field("RssFile:")?))
+    Some(status.lines().find(|l| l.starts_with("RssAnon:"))?.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
 /// llm.c shards of `tokens` random GPT-2 ids in `dir`: a val shard and train shards of
@@ -115,7 +112,7 @@ pub fn run_data_suite(scratch: &Path, iters: usize) -> Result<Vec<DataResult>> {
     for (name, tokens) in [("10 MB", 5_000_000u64), ("1 GB", 500_000_000)] {
         let dir = scratch.join(format!("shards-{}", tokens));
         random_shards(&dir, tokens)?;
-        let folder = ShardFolder::open(&dir, &TokenizerKind::Standard(Standard::Gpt2))?;
+        let folder = ShardFolder::open(&dir, Some(&TokenizerKind::Standard(Standard::Gpt2)))?;
         let train = folder.train_tokens()?;
         let (batch, context, steps) = (8, 1024, 2_000);
         let count = train.window_count(context);
@@ -127,7 +124,7 @@ pub fn run_data_suite(scratch: &Path, iters: usize) -> Result<Vec<DataResult>> {
             Ok(())
         })?;
         let per_s = (steps * batch * context) as f64 / s;
-        let rss = resident_mib().map_or("-".to_string(), |(own, file)| format!("then {own:.0} MiB of its own resident, {file:.0} MiB of mapped file pages"));
+        let rss = resident_mib().map_or("-".to_string(), |own| format!("then {own:.0} MiB of its own resident"));
         out.push(DataResult {
             key: format!("loader/{name} of tokens/random windows"),
             value: per_s,

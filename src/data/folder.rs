@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::data::shards::Shard;
+use crate::data::shards::{Shard, TokenWidth};
 use crate::data::tokens::Tokens;
 use crate::train::config::TokenizerKind;
 use crate::train::tokenizer::{HuggingFace, Standard, Tokenizer};
@@ -79,6 +79,48 @@ impl ShardMeta {
         serde_json::from_str(&text).with_context(|| format!("{} is not a shard folder's meta.json", path.display()))
     }
 
+    /// The format of `meta.json` this moegrad writes and reads.
+    pub const FORMAT: u32 = 1;
+
+    /// Checks every field against `tokenizer` and itself (the shards' headers are checked
+    /// as they are opened): a false vocabulary, width or separator, byte counts that would
+    /// make bits per byte meaningless, and shard names that leave the folder are refused.
+    pub fn check(&self, dir: &Path, tokenizer: &Tokenizer) -> Result<()> {
+        let at = dir.join(META_FILE);
+        let refuse = |what: String| Err(anyhow!("{}: {what}; the folder was not written by `moegrad data prepare` as it stands", at.display()));
+        if self.format != Self::FORMAT {
+            return refuse(format!("format {} is not the {} this moegrad reads", self.format, Self::FORMAT));
+        }
+        if self.vocab_size != tokenizer.vocab_size() {
+            return refuse(format!("vocab_size = {} but its tokenizer {} has {} tokens", self.vocab_size, tokenizer.describe(), tokenizer.vocab_size()));
+        }
+        let width = TokenWidth::for_vocab(self.vocab_size).bytes();
+        if self.token_bytes != width {
+            return refuse(format!("token_bytes = {} but a vocabulary of {} tokens is stored in {width} bytes a token", self.token_bytes, self.vocab_size));
+        }
+        if self.separator as usize >= self.vocab_size {
+            return refuse(format!("separator = {} is not a token of the {}-token vocabulary", self.separator, self.vocab_size));
+        }
+        if tokenizer.separator() != Some(self.separator) {
+            let theirs = tokenizer.separator().map_or("no token".to_string(), |t| format!("token {t}"));
+            return refuse(format!("separator = {} but {} separates documents with {theirs}", self.separator, tokenizer.describe()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in &self.shards {
+            let plain = Path::new(&entry.file).file_name().is_some_and(|n| n == std::ffi::OsStr::new(&entry.file));
+            if !plain || entry.file.starts_with('.') {
+                return refuse(format!("shard file {:?} is not a plain file name inside the folder", entry.file));
+            }
+            if !seen.insert(&entry.file) {
+                return refuse(format!("shard file {:?} is listed twice", entry.file));
+            }
+            if entry.tokens > 0 && entry.bytes == 0 {
+                return refuse(format!("shard {} holds {} tokens of 0 bytes of text (bits per byte needs its bytes)", entry.file, entry.tokens));
+            }
+        }
+        Ok(())
+    }
+
     /// The tokenizer the shards were made with.
     pub fn tokenizer(&self, dir: &Path) -> Result<Tokenizer> {
         match Standard::from_name(&self.tokenizer) {
@@ -124,9 +166,11 @@ pub struct ShardFolder {
 }
 
 impl ShardFolder {
-    /// Opens the folder; `configured` is the run's `data.tokenizer`, which llm.c's shards
-    /// need and a prepared folder's must agree with (unless left at the default, `byte`).
-    pub fn open(dir: &Path, configured: &TokenizerKind) -> Result<ShardFolder> {
+    /// Opens the folder. `configured` is the run's `data.tokenizer` where the config names
+    /// one: llm.c's shards need it (bytes without), and a prepared folder's must be it.
+    /// Every field of a `meta.json` is checked against the tokenizer and, as each shard
+    /// is opened, against the shard's own header: a folder that lies is refused by field.
+    pub fn open(dir: &Path, configured: Option<&TokenizerKind>) -> Result<ShardFolder> {
         let (meta, tokenizer, files) = if dir.join(META_FILE).is_file() {
             let meta = ShardMeta::read(dir)?;
             if !meta.complete {
@@ -138,10 +182,15 @@ impl ShardFolder {
                 );
             }
             let tokenizer = meta.tokenizer(dir)?;
-            if *configured != TokenizerKind::Byte {
+            meta.check(dir, &tokenizer)?;
+            if let Some(configured) = configured {
                 let asked = configured_tokenizer(configured)?;
                 if asked != tokenizer {
-                    bail!("data.tokenizer = \"{configured}\" but the shards in {} were made with {}", dir.display(), tokenizer.describe());
+                    bail!(
+                        "data.tokenizer = \"{configured}\" but the shards in {} were made with {}; leave data.tokenizer out to use the folder's",
+                        dir.display(),
+                        tokenizer.describe()
+                    );
                 }
             }
             let files = meta.shards.iter().map(|s| (s.split, dir.join(&s.file))).collect();
@@ -151,7 +200,7 @@ impl ShardFolder {
             if files.is_empty() {
                 bail!("{} has neither a meta.json nor llm.c shards (*_val_*.bin, *_train_*.bin)", dir.display());
             }
-            (None, configured_tokenizer(configured)?, files)
+            (None, configured_tokenizer(configured.unwrap_or(&TokenizerKind::Byte))?, files)
         };
         let pick = |split| files.iter().filter(|(s, _)| *s == split).map(|(_, p)| p.clone()).collect::<Vec<_>>();
         let (val, train) = (pick(Split::Val), pick(Split::Train));
@@ -172,6 +221,14 @@ impl ShardFolder {
                 let entry = meta.shards.iter().find(|e| e.file == name).expect("the shard came from meta.json");
                 if entry.tokens != shard.len() {
                     bail!("{}: meta.json counts {} tokens but the shard holds {}", shard.path().display(), entry.tokens, shard.len());
+                }
+                if meta.token_bytes != shard.width().bytes() {
+                    bail!(
+                        "{}: meta.json says token_bytes = {} but the shard's header stores {}-byte tokens",
+                        shard.path().display(),
+                        meta.token_bytes,
+                        shard.width().bytes()
+                    );
                 }
             }
         }

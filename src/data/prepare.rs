@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use crate::data::folder::{configured_tokenizer, ResumePoint, ShardEntry, ShardMeta, SourceFile, Split, HF_TOKENIZER_FILE, META_FILE};
 use crate::data::shards::{ShardWriter, TokenWidth};
 use crate::durable::{is_temporary, write_atomic};
+use crate::folder_lock::lock_folder;
 use crate::train::config::TokenizerKind;
 use crate::train::tokenizer::Tokenizer;
 
@@ -77,6 +78,15 @@ fn expand(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, SourceKind)>> {
             std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
         entries.sort();
         for path in entries {
+            // A link inside a folder can loop back into it or lead out of it: a file the
+            // person means is named as an input of its own.
+            if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                let target = std::fs::read_link(&path).map_or("?".to_string(), |t| t.display().to_string());
+                bail!(
+                    "{} is a symbolic link (to {target}); prepare follows no links inside input folders, which can loop or leave the folder: give what it points to as an input of its own",
+                    path.display()
+                );
+            }
             if path.is_dir() {
                 walk(&path, out)?;
             } else if let Some(k) = kind(&path).filter(|_| path.is_file()) {
@@ -377,6 +387,14 @@ pub fn prepare(opts: &PrepareOptions, progress: impl Fn(u64, u64)) -> Result<Sha
         sources: source_files,
         complete: false,
         next: Some(ResumePoint { source: 0, offset: 0, line: 0, skip: 0 }),
+    };
+    // One prepare at a time in a folder: a second would race the first's renames.
+    if opts.start != PrepareStart::Resume {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _lock = match dir.is_dir() {
+        true => Some(lock_folder(dir)?),
+        false => None,
     };
     let existing = prepared_files(dir);
     let holds_shards = existing.iter().any(|p| p.extension().is_some_and(|x| x == "bin"));

@@ -4,13 +4,19 @@
 //! uint16 (vocabularies up to 65,536, as llm.c does); version 2, moegrad's own, as uint32
 //! for larger ones (Llama 3, cl100k, o200k).
 //!
-//! A shard is memory-mapped, never read whole: a window of tokens touches only its pages.
+//! A shard is never read whole: a window of tokens is read at its offset (`pread`), so it
+//! costs its own bytes. Not a memory map: a mapped file shrunk underneath a reader kills it
+//! with SIGBUS, where a read returns an error. Every read first checks that the file is
+//! still the one opened (same length and modification time), so a shard truncated or
+//! rewritten in place while a run reads it is named in an error, and the trainer stops with
+//! its last checkpoint kept, instead of training on other tokens.
 
+use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
-use memmap2::Mmap;
 
 use crate::durable::AtomicFile;
 
@@ -100,31 +106,56 @@ impl ShardWriter {
     }
 }
 
-/// A shard on disk, memory-mapped.
+/// What identifies the contents of an open file cheaply: its length and modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    bytes: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(file: &File) -> std::io::Result<Stamp> {
+    let meta = file.metadata()?;
+    Ok(Stamp { bytes: meta.len(), modified: meta.modified().ok() })
+}
+
+/// Fills `buf` from `offset`, without moving a shared cursor (reads may come from several threads).
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => (buf, offset) = (&mut buf[n..], offset + n as u64),
+        }
+    }
+    Ok(())
+}
+
+/// A shard on disk, open for reading.
 pub struct Shard {
     path: PathBuf,
-    map: Mmap,
+    file: File,
     width: TokenWidth,
     len: u64,
+    stamp: Stamp,
 }
 
 impl Shard {
-    /// Maps the shard at `path`, checking its header against its size.
+    /// Opens the shard at `path`, checking its header against its size.
     pub fn open(path: &Path) -> Result<Shard> {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open the shard {}", path.display()))?;
-        // Safety: the map is only read; a shard changed under a running trainer gives it
-        // wrong tokens (which the id check may catch), not undefined behaviour in Rust's
-        // sense beyond what a concurrent writer of any read file would cause.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map the shard {}", path.display()))?;
-        // Training reads random windows: no read-ahead, and no mapping of the neighbouring
-        // pages on a fault, so a window costs its own pages of memory and no more.
-        #[cfg(unix)]
-        let _ = map.advise(memmap2::Advice::Random);
-        let size = map.len();
-        if size < HEADER_BYTES {
+        let file = File::open(path).with_context(|| format!("cannot open the shard {}", path.display()))?;
+        let stamp = stamp(&file).with_context(|| format!("cannot read the shard {}", path.display()))?;
+        let size = stamp.bytes;
+        if size < HEADER_BYTES as u64 {
             bail!("shard {}: {size} bytes, shorter than the {HEADER_BYTES}-byte header", path.display());
         }
-        let int = |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+        let mut head = vec![0u8; HEADER_BYTES];
+        read_at(&file, &mut head, 0).with_context(|| format!("cannot read the header of the shard {}", path.display()))?;
+        let int = |i: usize| i32::from_le_bytes(head[4 * i..4 * i + 4].try_into().expect("4 bytes"));
         if int(0) != MAGIC {
             bail!("shard {}: magic number {} is not llm.c's {MAGIC}; not a token shard", path.display(), int(0));
         }
@@ -135,14 +166,14 @@ impl Shard {
         };
         let Ok(len) = u64::try_from(int(2)) else { bail!("shard {}: its header gives a negative token count, {}", path.display(), int(2)) };
         let expected = HEADER_BYTES as u64 + len * width.bytes() as u64;
-        if size as u64 != expected {
-            let held = (size - HEADER_BYTES) / width.bytes();
+        if size != expected {
+            let held = (size - HEADER_BYTES as u64) / width.bytes() as u64;
             bail!(
                 "shard {}: its header counts {len} tokens but the file holds {held} ({size} bytes, {expected} expected); truncated or damaged",
                 path.display()
             );
         }
-        Ok(Shard { path: path.to_path_buf(), map, width, len })
+        Ok(Shard { path: path.to_path_buf(), file, width, len, stamp })
     }
 
     pub fn path(&self) -> &Path {
@@ -157,15 +188,39 @@ impl Shard {
         self.len == 0
     }
 
-    /// Tokens `start..start + count`.
-    pub fn read(&self, start: u64, count: usize) -> Vec<u32> {
+    /// How many bytes a token takes.
+    pub fn width(&self) -> TokenWidth {
+        self.width
+    }
+
+    /// The error for a shard that is no longer the file that was opened.
+    fn changed(&self, now: Option<Stamp>) -> anyhow::Error {
+        let now = now.map_or("it can no longer be read".to_string(), |n| match n.bytes == self.stamp.bytes {
+            true => format!("it was rewritten in place ({} bytes, a new modification time)", n.bytes),
+            false => format!("it now has {} bytes, {} when opened", n.bytes, self.stamp.bytes),
+        });
+        anyhow::anyhow!(
+            "shard {} changed while this run was reading it: {now}. A shard must stay as it was while a run reads it; write a new folder with `moegrad data prepare` instead",
+            self.path.display()
+        )
+    }
+
+    /// Tokens `start..start + count`, or an error naming the file when it is no longer the
+    /// one opened.
+    pub fn read(&self, start: u64, count: usize) -> Result<Vec<u32>> {
         assert!(start + count as u64 <= self.len, "read past the end of {}", self.path.display());
+        let now = stamp(&self.file).ok();
+        if now != Some(self.stamp) {
+            return Err(self.changed(now));
+        }
         let w = self.width.bytes();
-        let bytes = &self.map[HEADER_BYTES + start as usize * w..HEADER_BYTES + (start as usize + count) * w];
-        match self.width {
+        let mut bytes = vec![0u8; count * w];
+        // Shrunk between the check and the read: the read comes back short.
+        read_at(&self.file, &mut bytes, HEADER_BYTES as u64 + start * w as u64).map_err(|_| self.changed(stamp(&self.file).ok()))?;
+        Ok(match self.width {
             TokenWidth::U16 => bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32).collect(),
             TokenWidth::U32 => bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        }
+        })
     }
 }
 
@@ -195,8 +250,8 @@ mod tests {
             assert_eq!(i32::from_le_bytes(bytes[8..12].try_into().unwrap()), ids.len() as i32);
             let shard = Shard::open(&path).unwrap();
             assert_eq!(shard.len(), ids.len() as u64);
-            assert_eq!(shard.read(0, ids.len()), ids);
-            assert_eq!(shard.read(2, 2), ids[2..4]);
+            assert_eq!(shard.read(0, ids.len()).unwrap(), ids);
+            assert_eq!(shard.read(2, 2).unwrap(), ids[2..4]);
         }
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -222,6 +277,37 @@ mod tests {
             assert!(err.contains(expected) && err.contains(&path.display().to_string()), "{name}: {err}");
         }
         assert!(ShardWriter::create(&d.join("wide.bin"), TokenWidth::U16).unwrap().push(&[70_000]).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_shard_shrunk_or_rewritten_while_open_is_named_instead_of_read() {
+        let d = dir("changed");
+        let path = d.join("s.bin");
+        let mut w = ShardWriter::create(&path, TokenWidth::U16).unwrap();
+        w.push(&(0..1000).collect::<Vec<u32>>()).unwrap();
+        w.finish().unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let shard = Shard::open(&path).unwrap();
+        assert_eq!(shard.read(990, 10).unwrap(), (990..1000).collect::<Vec<u32>>());
+        // Shrunk, as `truncate` does to a running run's shard: no SIGBUS, an error.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(HEADER_BYTES as u64 + 100).unwrap();
+        let err = shard.read(0, 10).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains("changed while this run was reading it")
+                && err.contains("now has 1124 bytes, 3024 when opened"),
+            "{err}"
+        );
+        // Rewritten in place to its old length: the modification time tells.
+        std::fs::write(&path, &whole).unwrap();
+        let shard = Shard::open(&path).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut bytes = whole.clone();
+        bytes[HEADER_BYTES] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = shard.read(0, 10).unwrap_err().to_string();
+        assert!(err.contains("rewritten in place"), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

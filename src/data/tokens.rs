@@ -1,6 +1,6 @@
-//! A split's tokens: one sequence in memory (a small text corpus) or many memory-mapped
-//! shards. Training windows never cross from one sequence into the next, and every token
-//! read is checked against the vocabulary, so a shard with ids the model cannot embed is
+//! A split's tokens: one sequence in memory (a small text corpus) or many shards on disk.
+//! Training windows never cross from one sequence into the next, and every token read is
+//! checked against the vocabulary, so a shard with ids the model cannot embed is
 //! named instead of crashing a kernel, without reading a corpus whole to check it first.
 
 use std::path::PathBuf;
@@ -11,14 +11,14 @@ use crate::data::shards::Shard;
 
 enum Part {
     Memory(Vec<u32>),
-    Mapped(Shard),
+    OnDisk(Shard),
 }
 
 impl Part {
     fn len(&self) -> u64 {
         match self {
             Part::Memory(t) => t.len() as u64,
-            Part::Mapped(s) => s.len(),
+            Part::OnDisk(s) => s.len(),
         }
     }
 }
@@ -37,7 +37,7 @@ impl Tokens {
     }
 
     pub fn shards(name: &str, shards: Vec<Shard>, vocab: usize) -> Tokens {
-        Tokens { name: name.to_string(), parts: shards.into_iter().map(Part::Mapped).collect(), vocab }
+        Tokens { name: name.to_string(), parts: shards.into_iter().map(Part::OnDisk).collect(), vocab }
     }
 
     pub fn name(&self) -> &str {
@@ -62,7 +62,7 @@ impl Tokens {
     fn location(&self, part: usize) -> String {
         match &self.parts[part] {
             Part::Memory(_) => self.name.clone(),
-            Part::Mapped(s) => s.path().display().to_string(),
+            Part::OnDisk(s) => s.path().display().to_string(),
         }
     }
 
@@ -70,7 +70,7 @@ impl Tokens {
     pub fn read(&self, part: usize, start: u64, count: usize) -> Result<Vec<u32>> {
         let ids = match &self.parts[part] {
             Part::Memory(t) => t[start as usize..start as usize + count].to_vec(),
-            Part::Mapped(s) => s.read(start, count),
+            Part::OnDisk(s) => s.read(start, count)?,
         };
         if let Some(at) = ids.iter().position(|&i| i as usize >= self.vocab) {
             bail!(
@@ -118,7 +118,7 @@ impl Tokens {
         self.parts
             .iter()
             .filter_map(|p| match p {
-                Part::Mapped(s) => Some(s.path().to_path_buf()),
+                Part::OnDisk(s) => Some(s.path().to_path_buf()),
                 Part::Memory(_) => None,
             })
             .collect()

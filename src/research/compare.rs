@@ -22,6 +22,7 @@ use crate::research::load_plot::load_heatmap;
 use crate::research::plot::{figure, Axis, Chart, Limits, Series, Style};
 use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::train::config::RunConfig;
+use crate::train::interrupt::{Interrupt, Stopped};
 use crate::train::run_folder::{reuse_or_start, Start};
 use crate::train::{train, TrainOptions};
 
@@ -82,6 +83,9 @@ pub struct CompareOptions {
     pub quiet: bool,
     /// Start every run over, even one that finished or was trained with another config.
     pub force: bool,
+    /// A signal stops the run in training (with its checkpoint) and the comparison with
+    /// a `Stopped` error; running the comparison again goes on.
+    pub interrupt: Interrupt,
 }
 
 /// One variant's results over the seeds.
@@ -93,6 +97,8 @@ pub struct CompareRow {
     /// The MoE layers' forward and backward time over a whole step's, on the step's shapes
     /// (None for a dense model).
     pub moe_share: Option<f64>,
+    /// The runs that failed, each as `seed N: why`; the statistics are over the others.
+    pub failures: Vec<String>,
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -253,6 +259,95 @@ fn compare_charts(series: Vec<Series>, seeds: u64) -> Vec<Chart> {
     vec![whole, zoomed]
 }
 
+/// A run's (tokens seen, eval loss) points.
+type Curve = Vec<(f64, f64)>;
+
+/// One run of a comparison: a variant's config for one seed, its folder, and how to start
+/// it (`None`: finished before, reused).
+struct PlannedRun {
+    config: RunConfig,
+    folder: PathBuf,
+    start: Option<Start>,
+}
+
+/// Every variant's runs, checked before the first trains: a variant whose overrides make
+/// no valid config, or whose folder holds another config's run, is refused by name while
+/// nothing has been spent.
+fn plan(opts: &CompareOptions) -> Result<Vec<Vec<PlannedRun>>> {
+    let mut refused = Vec::new();
+    let mut plans = Vec::new();
+    for variant in &opts.variants {
+        let planned = (|| -> Result<Vec<PlannedRun>> {
+            let mut base = opts.config.clone();
+            if variant.overrides.iter().any(|o| o.starts_with("model.ffn=")) {
+                base.model.ffn_layers.clear();
+            }
+            let base = base.with_overrides(&variant.overrides)?;
+            base.validate()?;
+            (0..opts.seeds)
+                .map(|s| {
+                    let mut config = base.clone();
+                    config.train.seed = opts.config.train.seed + s;
+                    let folder = opts.out.join(variant.folder(config.train.seed));
+                    let start = reuse_or_start(&folder, &config, opts.force)?;
+                    Ok(PlannedRun { config, folder, start })
+                })
+                .collect()
+        })();
+        match planned {
+            Ok(runs) => plans.push(runs),
+            Err(e) => refused.push(format!("variant {:?}: {e:#}", variant.label)),
+        }
+    }
+    if !refused.is_empty() {
+        bail!("nothing was trained: {}", refused.join("; "));
+    }
+    Ok(plans)
+}
+
+/// Trains (or reuses) one variant's runs and gathers its row and eval curves. A run that
+/// fails (a loss that diverged, a resource the GPU lacks) is recorded in the row, and the
+/// comparison goes on with the next.
+fn run_variant(device: &Device, opts: &CompareOptions, variant: &Variant, runs: Vec<PlannedRun>) -> Result<(CompareRow, Vec<Curve>)> {
+    let mut row = CompareRow { variant: variant.clone(), final_eval: Vec::new(), tokens_per_s: Vec::new(), moe_share: None, failures: Vec::new() };
+    let mut curves = Vec::new();
+    for PlannedRun { config, folder, start } in runs {
+        let seed = config.train.seed;
+        if let Some(start) = start {
+            if !opts.quiet {
+                println!("training {} (seed {seed}){}", variant.label, if start == Start::Resume { ", resuming" } else { "" });
+            }
+            let options = TrainOptions { config, out: folder.clone(), start, quiet: opts.quiet, stop_after: None, interrupt: opts.interrupt.clone() };
+            match train(device, options) {
+                Ok(summary) => {
+                    if let Some(signal) = summary.interrupted {
+                        return Err(Stopped { signal, run: folder }.into());
+                    }
+                }
+                Err(e) => {
+                    eprintln!("variant {} (seed {seed}) failed: {e:#}", variant.label);
+                    row.failures.push(format!("seed {seed}: {e:#}"));
+                    continue;
+                }
+            }
+        }
+        let curve = eval_curve(&folder)?;
+        row.final_eval.push(curve.last().map_or(f32::NAN, |&(_, l)| l as f32));
+        row.tokens_per_s.push(median_tokens_per_s(&folder)?);
+        curves.push(curve);
+        if curves.len() == 1 {
+            row.moe_share = moe_time_share(device, &folder)?;
+            if row.moe_share.is_some() {
+                load_heatmap(std::slice::from_ref(&folder), &opts.out.join(format!("{}-load", variant.folder(seed))))?;
+            }
+        }
+    }
+    Ok((row, curves))
+}
+
+/// Trains every variant over the seeds and writes `compare.json` and the plots. Every
+/// variant is checked before the first trains; one that fails while training is reported
+/// in its row (`CompareRow::failures`) and in `compare.json`, and the others go on.
 pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>> {
     if opts.seeds == 0 || opts.variants.is_empty() {
         bail!("compare needs at least one seed and one variant (got {} seeds, {} variants)", opts.seeds, opts.variants.len());
@@ -262,46 +357,22 @@ pub fn compare(device: &Device, opts: &CompareOptions) -> Result<Vec<CompareRow>
     }
     let mut rows = Vec::new();
     let mut all_series = Vec::new();
-    for (k, variant) in opts.variants.iter().enumerate() {
-        let mut base = opts.config.clone();
-        if variant.overrides.iter().any(|o| o.starts_with("model.ffn=")) {
-            base.model.ffn_layers.clear();
+    for (k, (variant, runs)) in opts.variants.iter().zip(plan(opts)?).enumerate() {
+        let (row, curves) = run_variant(device, opts, variant, runs)?;
+        if !curves.is_empty() {
+            all_series.push(variant_series(variant, k, &curves));
         }
-        let base = base.with_overrides(&variant.overrides).with_context(|| format!("variant {:?}", variant.label))?;
-        base.validate().with_context(|| format!("variant {:?}", variant.label))?;
-        let mut row = CompareRow { variant: variant.clone(), final_eval: Vec::new(), tokens_per_s: Vec::new(), moe_share: None };
-        let mut curves = Vec::new();
-        for s in 0..opts.seeds {
-            let mut config = base.clone();
-            config.train.seed = opts.config.train.seed + s;
-            let run = opts.out.join(variant.folder(config.train.seed));
-            if let Some(start) = reuse_or_start(&run, &config, opts.force)? {
-                if !opts.quiet {
-                    println!("training {} (seed {}){}", variant.label, config.train.seed, if start == Start::Resume { ", resuming" } else { "" });
-                }
-                train(device, TrainOptions { config: config.clone(), out: run.clone(), start, quiet: opts.quiet, stop_after: None })?;
-            }
-            let curve = eval_curve(&run)?;
-            row.final_eval.push(curve.last().map_or(f32::NAN, |&(_, l)| l as f32));
-            row.tokens_per_s.push(median_tokens_per_s(&run)?);
-            curves.push(curve);
-            if s == 0 {
-                row.moe_share = moe_time_share(device, &run)?;
-                if row.moe_share.is_some() {
-                    load_heatmap(std::slice::from_ref(&run), &opts.out.join(format!("{}-load", variant.folder(config.train.seed))))?;
-                }
-            }
-        }
-        all_series.push(variant_series(variant, k, &curves));
         rows.push(row);
     }
-    figure(&opts.out.join("compare"), &compare_charts(all_series, opts.seeds), 2)?;
+    if !all_series.is_empty() {
+        figure(&opts.out.join("compare"), &compare_charts(all_series, opts.seeds), 2)?;
+    }
     let summary: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
             serde_json::json!({
                 "variant": r.variant.label, "overrides": r.variant.overrides, "final_eval_loss": r.final_eval, "mean": r.mean(), "std": r.std(),
-                "tokens_per_s": r.tokens_per_s, "moe_time_share": r.moe_share,
+                "tokens_per_s": r.tokens_per_s, "moe_time_share": r.moe_share, "failures": r.failures,
             })
         })
         .collect();
@@ -314,6 +385,10 @@ pub fn table(rows: &[CompareRow]) -> String {
     let width = rows.iter().map(|r| r.variant.label.len()).max().unwrap_or(0).max(7);
     let mut out = format!("{:<width$} {:>5} {:>10} {:>8} {:>10} {:>9}\n", "variant", "runs", "eval loss", "std", "tokens/s", "MoE time");
     for r in rows {
+        if r.final_eval.is_empty() {
+            out += &format!("{:<width$} {:>5} failed: {}\n", r.variant.label, 0, r.failures.join("; "));
+            continue;
+        }
         let share = r.moe_share.map_or("-".to_string(), |s| format!("{:.0}%", 100.0 * s));
         out += &format!(
             "{:<width$} {:>5} {:>10.4} {:>8.4} {:>10.0} {:>9}\n",
@@ -324,6 +399,9 @@ pub fn table(rows: &[CompareRow]) -> String {
             r.mean_tokens_per_s(),
             share
         );
+        for failure in &r.failures {
+            out += &format!("{:<width$} failed {failure}\n", "");
+        }
     }
     out
 }

@@ -252,6 +252,36 @@ fn prepare(rows: &[Row], law: Law, non_embedding: bool) -> Result<Vec<(Vec<f64>,
         .collect()
 }
 
+/// The law's free parameters: the irreducible loss, and a coefficient and an exponent
+/// for each variable.
+pub fn parameter_count(law: Law) -> usize {
+    1 + 2 * law.variables().len()
+}
+
+/// Refuses a table that cannot determine the law: fewer distinct points (variables and
+/// loss together) than the law has parameters, or no spread in some variable, fit
+/// anything with zero error and give exponents that mean nothing.
+fn check_determined(data: &[(Vec<f64>, f64)], law: Law) -> Result<()> {
+    let mut distinct: Vec<Vec<u64>> = data.iter().map(|(v, l)| v.iter().chain([l]).map(|x| x.to_bits()).collect()).collect();
+    distinct.sort();
+    distinct.dedup();
+    let needed = parameter_count(law);
+    if distinct.len() < needed {
+        bail!(
+            "{} distinct rows (of {}) cannot determine the {needed} parameters of the {} law; a fit needs at least {needed} distinct points",
+            distinct.len(),
+            data.len(),
+            law.gemstones_name()
+        );
+    }
+    for (i, name) in law.variables().iter().enumerate() {
+        if data.iter().all(|(v, _)| v[i] == data[0].0[i]) {
+            bail!("every row has the same {name} ({:.4e}); its exponent cannot be fitted without rows that differ in it", data[0].0[i].exp());
+        }
+    }
+    Ok(())
+}
+
 /// L-BFGS iterations from each start of the grid, and for polishing the best of them.
 const SCOUT_ITERS: u64 = 60;
 const POLISH_ITERS: u64 = 3000;
@@ -266,10 +296,16 @@ pub fn fit(rows: &[Row], law: Law, delta: f64, grid: &StartGrid, non_embedding: 
 
 /// `fit`, calling `progress(done, total)` as the starts finish (from several threads).
 pub fn fit_with_progress(rows: &[Row], law: Law, delta: f64, grid: &StartGrid, non_embedding: bool, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Fit> {
+    if !(delta > 0.0 && delta.is_finite()) {
+        bail!("the Huber delta {delta} must be positive and finite");
+    }
     let data = prepare(rows, law, non_embedding)?;
+    check_determined(&data, law)?;
     let objective = Objective { data: &data, delta };
     let starts = grid.starts(law.variables().len());
     let (total, done) = (starts.len(), std::sync::atomic::AtomicUsize::new(0));
+    // Said before the first start finishes, which on a large table takes seconds.
+    progress(0, total);
     let mut scouts: Vec<(Vec<f64>, f64)> = starts
         .into_par_iter()
         .filter_map(|start| {
@@ -334,13 +370,30 @@ pub struct Bootstrap {
 }
 
 pub fn bootstrap(rows: &[Row], law: Law, delta: f64, best: &Fit, samples: usize, seed: u64, non_embedding: bool) -> Result<Bootstrap> {
+    bootstrap_with_progress(rows, law, delta, best, (samples, seed), non_embedding, &|_, _| {})
+}
+
+/// `bootstrap` of `(samples, seed)`, calling `progress(done, total)` as the refits finish.
+pub fn bootstrap_with_progress(
+    rows: &[Row],
+    law: Law,
+    delta: f64,
+    best: &Fit,
+    (samples, seed): (usize, u64),
+    non_embedding: bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Bootstrap> {
     let data = prepare(rows, law, non_embedding)?;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    progress(0, samples);
     let thetas: Vec<Vec<f64>> = (0..samples)
         .into_par_iter()
         .filter_map(|b| {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(b as u64));
             let resampled: Vec<(Vec<f64>, f64)> = (0..data.len()).map(|_| data[rng.random_range(0..data.len())].clone()).collect();
-            minimise(&Objective { data: &resampled, delta }, best.theta(), 200).map(|(t, _)| t)
+            let refit = minimise(&Objective { data: &resampled, delta }, best.theta(), 200).map(|(t, _)| t);
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, samples);
+            refit
         })
         .collect();
     if thetas.is_empty() {

@@ -21,6 +21,7 @@ use crate::durable::write_atomic;
 use crate::research::accounting::{account, Accounting};
 use crate::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use crate::train::config::{from_table, RunConfig};
+use crate::train::interrupt::{Interrupt, Stopped};
 use crate::train::run_folder::{reuse_or_start, Start};
 use crate::train::tokenizer::padded_vocab;
 use crate::train::{train, TrainOptions};
@@ -216,9 +217,24 @@ pub fn finished(out: &Path, run: &PlannedRun) -> bool {
     ckpt.exists() && Checkpoint::load(&ckpt).is_ok_and(|c| c.meta.step >= run.config.train.steps)
 }
 
-/// Trains this shard's runs in order (with `force`, each starts over); `stop_after`
-/// interrupts the first run it starts (for testing resumption).
-pub fn run_sweep(device: &Device, runs: &[PlannedRun], out: &Path, shard: (usize, usize), quiet: bool, stop_after: Option<u64>, force: bool) -> Result<()> {
+/// How `run_sweep` trains its share of the runs.
+#[derive(Clone, Default)]
+pub struct SweepRunOptions {
+    /// `(i, n)`: the runs whose index is i modulo n.
+    pub shard: (usize, usize),
+    pub quiet: bool,
+    /// Interrupts the first run it starts after this many steps (for testing resumption).
+    pub stop_after: Option<u64>,
+    /// Start each run over.
+    pub force: bool,
+    /// A signal stops the run in training (with its checkpoint) and the sweep with a
+    /// `Stopped` error; running the sweep again goes on.
+    pub interrupt: Interrupt,
+}
+
+/// Trains this shard's runs in order.
+pub fn run_sweep(device: &Device, runs: &[PlannedRun], out: &Path, opts: &SweepRunOptions) -> Result<()> {
+    let SweepRunOptions { shard, quiet, stop_after, force, interrupt } = opts.clone();
     for (i, run) in runs.iter().enumerate().filter(|(i, _)| i % shard.1 == shard.0) {
         let dir = run_dir(out, run);
         let Some(start) = reuse_or_start(&dir, &run.config, force)? else {
@@ -230,7 +246,10 @@ pub fn run_sweep(device: &Device, runs: &[PlannedRun], out: &Path, shard: (usize
         if !quiet {
             println!("[{}/{}] {}{}", i + 1, runs.len(), run.name, if start == Start::Resume { " (resuming)" } else { "" });
         }
-        train(device, TrainOptions { config: run.config.clone(), out: dir, start, quiet, stop_after })?;
+        let summary = train(device, TrainOptions { config: run.config.clone(), out: dir.clone(), start, quiet, stop_after, interrupt: interrupt.clone() })?;
+        if let Some(signal) = summary.interrupted {
+            return Err(Stopped { signal, run: dir }.into());
+        }
         if stop_after.is_some() {
             break;
         }

@@ -84,6 +84,9 @@ struct Table {
 fn read_csv(path: &Path) -> Result<Table> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
     let columns: Vec<String> = reader.headers().with_context(|| format!("{}: no header line", path.display()))?.iter().map(|h| h.trim().to_string()).collect();
+    if let Some(twice) = columns.iter().enumerate().find(|(i, c)| columns[..*i].contains(c)).map(|(_, c)| c) {
+        bail!("{}: the header names column {twice:?} twice; rename one so that it is clear which to read", path.display());
+    }
     let mut records = Vec::new();
     for record in reader.records() {
         let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
@@ -177,6 +180,9 @@ pub fn read_table(path: &Path, variables: &[&str], options: &TableOptions) -> Re
                 return Ok(None);
             }
             let v: f64 = text.parse().map_err(|_| anyhow!("{file}: line {line}: column {column:?} ({role}) holds {text:?}, not a number"))?;
+            if !v.is_finite() {
+                bail!("{file}: line {line}: column {column:?} ({role}) holds {text:?}, not a finite number");
+            }
             Ok(Some(v))
         };
         for (f, column) in options.filters.iter().zip(&filter_columns) {
@@ -188,6 +194,8 @@ pub fn read_table(path: &Path, variables: &[&str], options: &TableOptions) -> Re
         let value = |role: &str| -> Result<f64> {
             let Some(column) = column_of.get(role) else { return Ok(f64::NAN) };
             match number(column, role)? {
+                // Every quantity a law takes the logarithm of is positive.
+                Some(v) if v <= 0.0 && needed.contains(&role) => bail!("{file}: line {line}: column {column:?} ({role}) holds {v}; a {role} must be positive"),
                 Some(v) => Ok(v),
                 None if needed.contains(&role) => bail!("{file}: line {line}: column {column:?} ({role}) is empty"),
                 None => Ok(f64::NAN),

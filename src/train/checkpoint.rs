@@ -18,6 +18,7 @@ use moegrad_models::Transformer;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
+use crate::data::fingerprint::DataPrint;
 use crate::durable::write_atomic;
 use crate::research::accounting::account;
 use crate::train::config::RunConfig;
@@ -31,7 +32,11 @@ pub const BEST_FILE: &str = "best.safetensors";
 /// Older checkpoints kept by `train.keep_checkpoints` are `checkpoint-<step>.safetensors`.
 pub const KEPT_PREFIX: &str = "checkpoint-";
 const META_KEY: &str = "moegrad";
-const CHECKSUMS_KEY: &str = "moegrad.crc32";
+/// Checksums of each tensor's name, dtype, shape and bytes together (`bound_checksum`), so
+/// that tensors swapped by name with their checksums still fail.
+pub const CHECKSUMS_KEY: &str = "moegrad.crc32.bound";
+/// What checkpoints written before the binding hold: a CRC-32 of each tensor's bytes alone.
+pub const BYTES_CHECKSUMS_KEY: &str = "moegrad.crc32";
 const FORMAT: u32 = 1;
 
 /// The file name of the kept checkpoint of `step` (zero-padded, so names sort by step).
@@ -71,6 +76,10 @@ pub struct CheckpointMeta {
     /// Evaluations in a row without a new best eval loss, for `train.patience`.
     #[serde(default)]
     pub evals_without_improvement: u64,
+    /// The data the run trained on, so that a resume on other data is caught (none in
+    /// checkpoints from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataPrint>,
 }
 
 impl CheckpointMeta {
@@ -90,6 +99,7 @@ impl CheckpointMeta {
             config_hash: None,
             world_size: 1,
             evals_without_improvement: 0,
+            data: None,
         }
     }
 }
@@ -118,6 +128,29 @@ pub fn checkpoint_tensors(model: &Transformer, opt: &AdamW) -> Vec<(String, Tens
     named
 }
 
+/// A CRC-32 of what a tensor is as well as what it holds: its name, dtype and shape, then
+/// its bytes.
+pub fn bound_checksum(name: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(format!("{name}\0{dtype:?}\0{shape:?}\0").as_bytes());
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
+/// What each kind of stored tensor can hold, beyond being finite: Adam's second moment is
+/// a running mean of squares, never negative.
+fn check_values(name: &str, values: &[f32]) -> Result<()> {
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        bail!("tensor {name} holds {bad}");
+    }
+    if name.starts_with("adam_v.") {
+        if let Some(bad) = values.iter().find(|v| **v < 0.0) {
+            bail!("tensor {name} holds {bad}, but Adam's second moment is never negative (was another tensor stored under its name?)");
+        }
+    }
+    Ok(())
+}
+
 /// The bytes of a checkpoint file, refused if any value is NaN or infinite.
 pub fn encode(meta: &CheckpointMeta, model: &Transformer, opt: &AdamW) -> Result<Vec<u8>> {
     let mut host = Vec::new();
@@ -128,7 +161,7 @@ pub fn encode(meta: &CheckpointMeta, model: &Transformer, opt: &AdamW) -> Result
         }
         host.push((name, t.shape().to_vec(), bytemuck::cast_slice::<f32, u8>(&values).to_vec()));
     }
-    let checksums: BTreeMap<&str, u32> = host.iter().map(|(n, _, bytes)| (n.as_str(), crc32fast::hash(bytes))).collect();
+    let checksums: BTreeMap<&str, u32> = host.iter().map(|(n, shape, bytes)| (n.as_str(), bound_checksum(n, Dtype::F32, shape, bytes))).collect();
     let views = host
         .iter()
         .map(|(n, shape, bytes)| Ok((n.as_str(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
@@ -171,8 +204,13 @@ impl Checkpoint {
         let json = metadata.get(META_KEY).ok_or_else(|| anyhow!("a safetensors file but not a moegrad checkpoint (no {META_KEY:?} metadata)"))?;
         let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| anyhow!("unreadable run state ({e})"))?;
         check_meta(&meta)?;
+        // Bound checksums, or those of bytes alone in an older checkpoint.
+        let (checksums, bound) = match (metadata.get(CHECKSUMS_KEY), metadata.get(BYTES_CHECKSUMS_KEY)) {
+            (Some(c), _) => (Some(c), true),
+            (None, c) => (c, false),
+        };
         let checksums: Option<BTreeMap<String, u32>> =
-            metadata.get(CHECKSUMS_KEY).map(|c| serde_json::from_str(c).map_err(|e| anyhow!("unreadable checksums ({e})"))).transpose()?;
+            checksums.map(|c| serde_json::from_str(c).map_err(|e| anyhow!("unreadable checksums ({e})"))).transpose()?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
@@ -180,15 +218,16 @@ impl Checkpoint {
             }
             if let Some(sums) = &checksums {
                 let stored = *sums.get(&name).ok_or_else(|| anyhow!("tensor {name} has no checksum (was the file edited?)"))?;
-                let computed = crc32fast::hash(view.data());
+                let computed = match bound {
+                    true => bound_checksum(&name, view.dtype(), view.shape(), view.data()),
+                    false => crc32fast::hash(view.data()),
+                };
                 if stored != computed {
-                    bail!("tensor {name} fails its checksum (stored {stored:08x}, computed {computed:08x}): the file is damaged");
+                    bail!("tensor {name} fails its checksum (stored {stored:08x}, computed {computed:08x}): the file is damaged, or its tensors were renamed or reshaped");
                 }
             }
             let values = bytemuck::pod_collect_to_vec::<u8, f32>(view.data());
-            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-                bail!("tensor {name} holds {bad}");
-            }
+            check_values(&name, &values)?;
             tensors.insert(name, (view.shape().to_vec(), values));
         }
         if let Some(lost) = checksums.iter().flat_map(|s| s.keys()).find(|n| !tensors.contains_key(*n)) {

@@ -76,11 +76,20 @@ pub struct DataConfig {
     pub bpe_vocab: usize,
     /// Share of the text (its end) held out for evaluation.
     pub eval_fraction: f64,
+    /// Whether the config or an override named `tokenizer`: a shard folder's tokenizer is
+    /// taken as the run's only when none was named, and a named one must be the folder's.
+    #[serde(skip)]
+    pub tokenizer_given: bool,
+    /// Resume although the data changed since the checkpoint (`--set data.allow_changed=true`):
+    /// the run then continues on other tokens than an uninterrupted one. Holds for that
+    /// start only: never written to a config or checkpoint.
+    #[serde(skip_serializing)]
+    pub allow_changed: bool,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { path: String::new(), tokenizer: TokenizerKind::Byte, bpe_vocab: 512, eval_fraction: 0.05 }
+        DataConfig { path: String::new(), tokenizer: TokenizerKind::Byte, bpe_vocab: 512, eval_fraction: 0.05, tokenizer_given: false, allow_changed: false }
     }
 }
 
@@ -250,20 +259,53 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut std::collections::BTreeM
 
 /// Deserialises a config table; errors name the key (`model.moe.top_k`) and the source.
 pub fn from_table(table: toml::Table, source: &str) -> Result<RunConfig> {
-    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+    let tokenizer_given = table.get("data").and_then(|d| d.get("tokenizer")).is_some();
+    let mut config: RunConfig = serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
         let key = e.path().to_string();
-        anyhow!("config {source}: key `{key}`: {}", e.into_inner())
-    })
+        let message = e.into_inner().to_string();
+        // A number or flag where a name belongs ("invalid type: unit variant"): read it as
+        // the name it spells, so that the error lists the names the key takes.
+        let as_name = message.contains("variant").then(|| named_instead(&table, &key)).flatten();
+        anyhow!("config {source}: key `{key}`: {}", as_name.unwrap_or(message))
+    })?;
+    config.data.tokenizer_given = tokenizer_given;
+    Ok(config)
+}
+
+/// The error for `key` with its value, not a string, written as one: "unknown variant
+/// `1`, expected `softmax` or `sigmoid`". None when the value is a string already.
+fn named_instead(table: &toml::Table, key: &str) -> Option<String> {
+    let mut table = table.clone();
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop()?;
+    let holder = parts.iter().try_fold(&mut table, |t, part| t.get_mut(*part)?.as_table_mut())?;
+    let value = holder.get(last)?;
+    if value.is_str() {
+        return None;
+    }
+    let spelt = value.to_string();
+    holder.insert(last.to_string(), toml::Value::String(spelt.clone()));
+    let error = serde_path_to_error::deserialize::<_, RunConfig>(toml::Value::Table(table)).err()?;
+    let why = error.into_inner().to_string();
+    Some(format!("{spelt} is not a name ({})", why.lines().next().unwrap_or_default()))
 }
 
 impl RunConfig {
     /// Reads `path` (or the defaults when `None`), applies `overrides` (`key=value`), and
-    /// validates the result.
+    /// validates the result. A file that sets nothing is refused: it reads as a mistake
+    /// (an empty or truncated file), and leaving `--config` out says "the defaults" plainly.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<RunConfig> {
         let mut table: toml::Table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("config {} is not valid TOML", p.display()))?
+                let table: toml::Table = toml::from_str(&text).with_context(|| format!("config {} is not valid TOML", p.display()))?;
+                if table.is_empty() {
+                    bail!(
+                        "config {} sets no key; give a config with [model], [data] or [train] tables, or leave --config out to train the defaults",
+                        p.display()
+                    );
+                }
+                table
             }
             None => toml::Table::new(),
         };
@@ -281,7 +323,11 @@ impl RunConfig {
             let (k, v) = o.split_once('=').ok_or_else(|| anyhow!("--set {o:?}: expected key=value"))?;
             set_key(&mut table, k.trim(), v.trim())?;
         }
-        from_table(table, "with the overrides")
+        let mut config = from_table(table, "with the overrides")?;
+        // The table spells out every key: the tokenizer was named if it was before or now.
+        config.data.tokenizer_given =
+            self.data.tokenizer_given || overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == "data.tokenizer"));
+        Ok(config)
     }
 
     /// Checks everything that can be checked before the tokenizer exists (the vocabulary

@@ -1,5 +1,5 @@
 //! A run's data: the bundled corpus or the user's text files (tokenized at the start,
-//! split into training and held-out tokens), or a shard folder (memory-mapped); batches
+//! split into training and held-out tokens), or a shard folder (read window by window); batches
 //! are drawn deterministically from (seed, step, micro-batch), so that a resumed run sees
 //! exactly the batches an uninterrupted one would.
 
@@ -90,7 +90,7 @@ impl Corpus {
         Ok(Corpus { train, eval, eval_bytes_per_token })
     }
 
-    /// A shard folder's train and val shards, memory-mapped.
+    /// A shard folder's train and val shards.
     pub fn from_shards(folder: &ShardFolder, context: usize) -> Result<Corpus> {
         let (train, eval) = (folder.train_tokens()?, folder.val_tokens()?);
         train.check_fits("training", context)?;

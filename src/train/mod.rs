@@ -17,6 +17,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod init_from;
+pub mod interrupt;
 pub mod loss_scale;
 pub mod metrics_csv;
 pub mod run_folder;
@@ -41,6 +42,7 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use crate::bench::peaks::{matmul_peak, mfu};
+use crate::data::fingerprint::DataPrint;
 use crate::data::folder::{configured_tokenizer, HF_TOKENIZER_FILE};
 use crate::data::{is_shard_folder, ShardFolder};
 use crate::dist::moe_sync::layer_stats;
@@ -51,6 +53,7 @@ use crate::research::accounting::account;
 use crate::train::config::{RunConfig, TokenizerKind};
 use crate::train::data::{load_text, train_batch, Corpus};
 use crate::train::init_from::InitFrom;
+use crate::train::interrupt::Interrupt;
 use crate::train::loss_scale::{LossScaler, MAX_SKIPPED_IN_A_ROW};
 use crate::train::metrics_csv::MetricsCsv;
 use crate::train::run_record::record_start;
@@ -74,6 +77,9 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) once this many steps are done, as if interrupted; the
     /// schedule still spans `train.steps`.
     pub stop_after: Option<u64>,
+    /// A stop asked from outside (a signal): the run finishes its step, checkpoints and
+    /// returns with `TrainSummary::interrupted` set.
+    pub interrupt: Interrupt,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +99,8 @@ pub struct TrainSummary {
     pub files: Vec<PathBuf>,
     /// Whether `train.patience` evaluations without improvement ended the run early.
     pub stopped_early: bool,
+    /// What stopped the run before `train.steps` (`SIGTERM`, ...), its checkpoint written.
+    pub interrupted: Option<String>,
 }
 
 fn peak_memory_mib(device: &Device) -> f64 {
@@ -128,11 +136,12 @@ fn resolve_vocab(config: &mut RunConfig, tokenizer: &Tokenizer, resumed: Option<
     Ok(())
 }
 
-/// The run's tokenizer and tokens: a shard folder's, memory-mapped, or a text's, tokenized.
-fn load_corpus(config: &mut RunConfig, resumed: Option<&Checkpoint>) -> Result<(Tokenizer, Corpus)> {
+/// The run's tokenizer and tokens: a shard folder's, read window by window, or a text's,
+/// tokenized; with the data's fingerprint.
+fn load_corpus(config: &mut RunConfig, resumed: Option<&Checkpoint>) -> Result<(Tokenizer, Corpus, DataPrint)> {
     let path = Path::new(&config.data.path);
     if !config.data.path.is_empty() && is_shard_folder(path) {
-        let folder = ShardFolder::open(path, &config.data.tokenizer)?;
+        let folder = ShardFolder::open(path, config.data.tokenizer_given.then_some(&config.data.tokenizer))?;
         if let Some(c) = resumed.filter(|c| c.meta.tokenizer != folder.tokenizer) {
             bail!(
                 "the checkpoint's tokenizer ({}) is not the one the shards in {} were made with ({})",
@@ -150,7 +159,9 @@ fn load_corpus(config: &mut RunConfig, resumed: Option<&Checkpoint>) -> Result<(
         resolve_vocab(config, &folder.tokenizer, resumed)?;
         config.validate()?;
         let corpus = Corpus::from_shards(&folder, config.model.context)?;
-        return Ok((folder.tokenizer, corpus));
+        let files = [corpus.eval.files(), corpus.train.files()].concat();
+        let print = DataPrint::of_files(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+        return Ok((folder.tokenizer, corpus, print));
     }
     let text = load_text(&config.data.path)?;
     let (train_text, eval_text) = crate::train::data::split_text(&text, config.data.eval_fraction);
@@ -161,7 +172,26 @@ fn load_corpus(config: &mut RunConfig, resumed: Option<&Checkpoint>) -> Result<(
     resolve_vocab(config, &tokenizer, resumed)?;
     config.validate()?;
     let corpus = Corpus::new(train_text, eval_text, &tokenizer, config.model.context)?;
-    Ok((tokenizer, corpus))
+    let name = if config.data.path.is_empty() { "the bundled corpus" } else { &config.data.path };
+    Ok((tokenizer, corpus, DataPrint::of_text(name, &text)))
+}
+
+/// Refuses to resume on other data than the checkpoint's (unless `data.allow_changed`),
+/// naming what changed.
+fn check_same_data(config: &RunConfig, resumed: Option<&Checkpoint>, now: &DataPrint) -> Result<()> {
+    let Some(was) = resumed.and_then(|c| c.meta.data.as_ref()) else { return Ok(()) };
+    let changes = now.changes_since(was);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    if config.data.allow_changed {
+        eprintln!("warning: resuming on changed data ({}); the run no longer continues exactly", changes.join("; "));
+        return Ok(());
+    }
+    bail!(
+        "the data changed since the checkpoint ({}), so the resumed run would not continue as it would have; restore the data, or pass --set data.allow_changed=true to go on knowingly",
+        changes.join("; ")
+    )
 }
 
 /// Where a run's log goes: `metrics.jsonl`, `metrics.csv` and TensorBoard's event file.
@@ -261,7 +291,7 @@ fn advise(e: anyhow::Error, checkpoint: &Path) -> anyhow::Error {
 }
 
 fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<TrainSummary> {
-    let TrainOptions { mut config, out, start, quiet, stop_after } = opts;
+    let TrainOptions { mut config, out, start, quiet, stop_after, interrupt } = opts;
     config.validate()?;
     let share = rank_share(config.train.batch_size, comm.rank(), comm.size())?;
     if config.train.activation_checkpointing && comm.size() > 1 {
@@ -288,7 +318,8 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     // A resumed run is its own checkpoint; a new one may start from a dense run's.
     let init_from = config.train.init_from.clone().filter(|_| resumed.is_none());
     let source = init_from.as_deref().map(InitFrom::open).transpose()?;
-    let (tokenizer, corpus) = load_corpus(&mut config, resumed.as_ref().or(source.as_ref().and_then(InitFrom::checkpoint)))?;
+    let (tokenizer, corpus, data_print) = load_corpus(&mut config, resumed.as_ref().or(source.as_ref().and_then(InitFrom::checkpoint)))?;
+    check_same_data(&config, resumed.as_ref(), &data_print)?;
     agree_on_start(comm, &config)?;
 
     let t = config.train.clone();
@@ -305,6 +336,14 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
     let mut scaler = mixed.then(|| LossScaler::new(t.loss_scale, t.loss_scale_growth_every));
     let (mut best_eval_loss, mut evals_without_improvement) = (None, 0);
     if let Some(c) = &resumed {
+        if config.train.steps < c.meta.step {
+            bail!(
+                "train.steps = {} is below the checkpoint's step {}: nothing is left to train (set train.steps above {} to train further)",
+                config.train.steps,
+                c.meta.step,
+                c.meta.step
+            );
+        }
         c.restore(&model, Some(&mut opt))?;
         (step, tokens_seen, wall_before, best_eval_loss) = (c.meta.step, c.meta.tokens_seen, c.meta.wall_seconds, c.meta.best_eval_loss);
         evals_without_improvement = c.meta.evals_without_improvement;
@@ -366,14 +405,16 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
         config_hash: Some(config_hash.clone()),
         world_size: comm.size(),
         evals_without_improvement,
+        data: Some(data_print.clone()),
     };
-    // Asked to stop where the run already is (`--stop-after 0` on a fresh run): its
-    // checkpoint as it stands, the untrained weights, without a step.
-    if stop_after.is_some_and(|s| s <= step) && leader && last_checkpoint != Some(step) {
+    // Asked to stop where the run already is (`--stop-after 0` on a fresh run, a signal
+    // during the set-up): its checkpoint as it stands, the untrained weights, without a step.
+    let mut interrupted = interrupt.agreed(comm);
+    if (stop_after.is_some_and(|s| s <= step) || interrupted.is_some()) && leader && last_checkpoint != Some(step) {
         let meta = meta_at(step, tokens_seen, Some(initial_eval_loss), best_eval_loss, scaler.clone(), evals_without_improvement);
         write_atomic(&ckpt_path, &encode(&meta, &model, &opt)?)?;
     }
-    while step < t.steps && stop_after.is_none_or(|s| s > step) {
+    while interrupted.is_none() && step < t.steps && stop_after.is_none_or(|s| s > step) {
         step += 1;
         let lr = learning_rate(&t, step);
         let settings = StepSettings { lr, clip: t.clip, grad_accum: t.grad_accum };
@@ -392,7 +433,9 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
 
         let log_now = step % t.log_every == 0 || step == t.steps;
         let eval_now = (t.eval_every > 0 && step % t.eval_every == 0) || step == t.steps;
-        let stopping = stop_after.is_some_and(|s| step >= s);
+        // A signal that came during this step stops the run once the step is done.
+        interrupted = interrupt.agreed(comm);
+        let stopping = stop_after.is_some_and(|s| step >= s) || interrupted.is_some();
         let checkpoint_now = (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || step == t.steps || stopping;
         // The loss is read back in the background: the previous step's is checked now,
         // while the GPU runs this one; a step that logs or checkpoints waits for its own,
@@ -538,7 +581,12 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
             break;
         }
     }
-    bar.finish();
+    // A signal at the last step stopped nothing: the run is done.
+    let interrupted = interrupted.filter(|_| step < t.steps);
+    match interrupted {
+        Some(_) => bar.abandon(),
+        None => bar.finish(),
+    }
     let (params, files) = (account(&config.model).params, run_files(&out));
     Ok(TrainSummary {
         steps: step,
@@ -550,5 +598,6 @@ fn run(device: &Device, opts: TrainOptions, comm: &dyn Collective) -> Result<Tra
         params,
         files,
         stopped_early,
+        interrupted,
     })
 }

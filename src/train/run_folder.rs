@@ -5,20 +5,18 @@
 //! process that dies, even by `kill -9`, releases it); the file holds the holder's PID, to
 //! name it to a second writer. A lock file whose holder is gone is stale and is taken over.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::folder_lock::lock_folder;
 use crate::train::checkpoint::{Checkpoint, BEST_FILE, CHECKPOINT_FILE, KEPT_PREFIX};
 use crate::train::config::RunConfig;
 use crate::train::metrics_csv::METRICS_CSV_FILE;
 use crate::train::run_record::RUN_RECORD_FILE;
 use crate::train::tensorboard::EVENTS_FILE;
 use crate::train::tokenizer::{LEGACY_TOKENIZER_FILE, TOKENIZER_FILE};
-
-const LOCK_FILE: &str = ".lock";
 
 /// The files a run writes, which make a folder hold a run.
 fn is_run_file(name: &str) -> bool {
@@ -72,17 +70,17 @@ impl RunFolder {
         match start {
             Start::Fresh if !existing.is_empty() => {
                 let names: Vec<String> = existing.iter().filter_map(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
-                bail!(
-                    "{} already holds a run ({}); continue it with --resume, or start over with --force (which deletes those files)",
-                    path.display(),
-                    names.join(", ")
-                );
+                let way_on = match path.join(CHECKPOINT_FILE).exists() {
+                    true => "continue it with --resume, or start over with --force (which deletes those files)",
+                    false => "it stopped before its first checkpoint, so there is nothing to resume: start it over with --force (which deletes those files)",
+                };
+                bail!("{} already holds a run ({}); {way_on}", path.display(), names.join(", "));
             }
-            Start::Resume if !path.join(CHECKPOINT_FILE).exists() => bail!("--resume: no checkpoint at {}", path.join(CHECKPOINT_FILE).display()),
+            Start::Resume => check_resumable(path)?,
             _ => {}
         }
         std::fs::create_dir_all(path).with_context(|| format!("cannot create run folder {}", path.display()))?;
-        let lock = lock(path)?;
+        let lock = lock_folder(path)?;
         remove_stray_temporaries(path);
         let replaced = if start == Start::Force { existing } else { Vec::new() };
         Ok(RunFolder { path: path.to_path_buf(), replaced, _lock: lock })
@@ -95,6 +93,23 @@ impl RunFolder {
             std::fs::remove_file(&f).with_context(|| format!("--force: cannot remove {}", f.display()))?;
         }
         Ok(())
+    }
+}
+
+/// Whether `--resume` can continue the run in `folder`: it needs the folder's checkpoint.
+/// The error says how to go on: a run stopped before its first checkpoint has nothing to
+/// keep and starts over with `--force`.
+pub fn check_resumable(folder: &Path) -> Result<()> {
+    let checkpoint = folder.join(CHECKPOINT_FILE);
+    if checkpoint.exists() {
+        return Ok(());
+    }
+    match run_files(folder).is_empty() {
+        true => bail!("--resume: no run to continue in {} (no {CHECKPOINT_FILE}); start one without --resume", folder.display()),
+        false => bail!(
+            "--resume: the run in {} stopped before its first checkpoint, so there is nothing to resume; start it over with --force (which deletes its files)",
+            folder.display()
+        ),
     }
 }
 
@@ -144,34 +159,10 @@ fn remove_stray_temporaries(folder: &Path) {
     }
 }
 
-/// Takes the folder's lock, or names the process that holds it.
-fn lock(folder: &Path) -> Result<File> {
-    let path = folder.join(LOCK_FILE);
-    // Never truncated on open: until the lock is ours, the holder's PID must stay readable.
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let who = if holder.is_empty() { "another process".to_string() } else { format!("another moegrad (pid {holder})") };
-            bail!("{who} is writing to {}; wait for it to finish or choose another --out", folder.display());
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
-    }
-    // The lock is ours: a PID left in the file was a stale holder's.
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    file.sync_all()?;
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::folder_lock::LOCK_FILE;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("moegrad-run-folder-{}-{name}", std::process::id()));
@@ -211,9 +202,13 @@ mod tests {
         std::fs::write(dir.join("metrics.jsonl"), "{}\n").unwrap();
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
         let err = RunFolder::claim(&dir, Start::Fresh).unwrap_err().to_string();
-        assert!(err.contains("already holds a run") && err.contains("metrics.jsonl") && err.contains("--resume") && err.contains("--force"), "{err}");
+        assert!(err.contains("already holds a run") && err.contains("metrics.jsonl") && err.contains("--force"), "{err}");
+        assert!(err.contains("stopped before its first checkpoint") && err.contains("--force"), "{err}");
         let err = RunFolder::claim(&dir, Start::Resume).unwrap_err().to_string();
-        assert!(err.contains("no checkpoint"), "{err}");
+        assert!(err.contains("stopped before its first checkpoint") && err.contains("--force"), "{err}");
+        let empty = scratch("empty");
+        let err = RunFolder::claim(&empty, Start::Resume).unwrap_err().to_string();
+        assert!(err.contains("no run to continue") && err.contains("without --resume"), "{err}");
         let mut forced = RunFolder::claim(&dir, Start::Force).unwrap();
         assert!(dir.join("metrics.jsonl").exists(), "nothing is removed before the new run's checks pass");
         forced.clear_replaced().unwrap();

@@ -250,6 +250,7 @@ fn checkpoint_bytes() -> &'static [u8] {
             config_hash: None,
             world_size: 1,
             evals_without_improvement: 0,
+            data: None,
         };
         let bytes = encode(&meta, &model, &opt).unwrap();
         Checkpoint::from_bytes(&bytes).expect("the seed checkpoint loads");
@@ -351,5 +352,144 @@ proptest! {
                 assert!(c.meta.config.validate().is_ok() && c.meta.tokenizer.validate().is_ok());
             }
         });
+    }
+}
+
+/// A shard folder of two GPT-2 shards and its true `meta.json`, made once per test thread
+/// in a folder of its own; the meta target rewrites the JSON.
+fn shard_folder(tag: &str) -> (std::path::PathBuf, serde_json::Value) {
+    use moegrad::data::shards::{ShardWriter, TokenWidth};
+    let dir = std::env::temp_dir().join(format!("moegrad-fuzz-meta-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut entries = Vec::new();
+    for (file, split, n) in [("f_val_000000.bin", "val", 40u32), ("f_train_000001.bin", "train", 60)] {
+        let mut w = ShardWriter::create(&dir.join(file), TokenWidth::U16).unwrap();
+        w.push(&(0..n).map(|i| 50_256 - i).collect::<Vec<_>>()).unwrap();
+        w.finish().unwrap();
+        entries.push(serde_json::json!({"file": file, "split": split, "tokens": n, "bytes": 3 * n}));
+    }
+    let meta = serde_json::json!({
+        "format": 1, "name": "f", "tokenizer": "gpt2", "vocab_size": 50_257, "separator": 50_256, "token_bytes": 2,
+        "shard_tokens": 60, "val_tokens": 40, "shards": entries, "sources": [], "complete": true,
+    });
+    (dir, meta)
+}
+
+/// A value a lying `meta.json` may hold in a number's place.
+fn meta_number() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(serde_json::json!(0)),
+        Just(serde_json::json!(1)),
+        Just(serde_json::json!(4)),
+        Just(serde_json::json!(9)),
+        Just(serde_json::json!(100)),
+        Just(serde_json::json!(50_256)),
+        Just(serde_json::json!(1u64 << 40)),
+        Just(serde_json::json!(u64::MAX)),
+        Just(serde_json::json!(-1)),
+        Just(serde_json::json!(1.5)),
+        Just(serde_json::json!("gpt2")),
+        Just(serde_json::Value::Null),
+        any::<u32>().prop_map(|v| serde_json::json!(v)),
+    ]
+}
+
+/// What a `meta.json` may claim for a shard's file.
+fn meta_file() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just("f_val_000000.bin".to_string()),
+        Just("f_train_000001.bin".to_string()),
+        Just("../../etc/passwd".to_string()),
+        Just("/etc/hostname".to_string()),
+        Just(".".to_string()),
+        Just("".to_string()),
+        Just("sub/f.bin".to_string()),
+        "[ -~]{0,12}",
+    ]
+    .prop_map(serde_json::Value::String)
+}
+
+/// A few fields of the true meta replaced.
+fn meta_edits() -> impl Strategy<Value = Vec<(usize, serde_json::Value, serde_json::Value)>> {
+    prop::collection::vec((0usize..9, meta_number(), meta_file()), 1..4)
+}
+
+/// The rows of a scaling-law table as anyone might write them: header names (doubled
+/// ones among them) and cells of numbers, extremes, non-numbers and gaps.
+fn table_text() -> impl Strategy<Value = String> {
+    let header = prop::collection::vec(prop_oneof![Just("params"), Just("tokens"), Just("loss"), Just("flops"), Just("name"), Just("loss")], 1..6);
+    let cell = prop_oneof![
+        (1e3f64..1e12).prop_map(|v| format!("{v:e}")),
+        (1.5f64..6.0).prop_map(|v| format!("{v}")),
+        Just("0".to_string()),
+        Just("-1".to_string()),
+        Just("NaN".to_string()),
+        Just("inf".to_string()),
+        Just("".to_string()),
+        Just("1e400".to_string()),
+        "[a-z]{0,4}",
+    ];
+    (header, prop::collection::vec(prop::collection::vec(cell, 0..6), 0..12)).prop_map(|(header, rows)| {
+        let mut text = header.join(",") + "\n";
+        for row in rows {
+            text += &(row.join(",") + "\n");
+        }
+        text
+    })
+}
+
+proptest! {
+    #![proptest_config(config(300))]
+
+    #[test]
+    fn a_shard_folder_answers_every_meta_json(edits in meta_edits()) {
+        use moegrad::data::ShardFolder;
+        let tag = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let (dir, mut meta) = shard_folder(&tag);
+        for (field, number, file) in &edits {
+            match field {
+                0 => meta["format"] = number.clone(),
+                1 => meta["vocab_size"] = number.clone(),
+                2 => meta["separator"] = number.clone(),
+                3 => meta["token_bytes"] = number.clone(),
+                4 => meta["shards"][0]["tokens"] = number.clone(),
+                5 => meta["shards"][1]["bytes"] = number.clone(),
+                6 => meta["shards"][1]["file"] = file.clone(),
+                7 => meta["tokenizer"] = if number.is_string() { serde_json::json!("llama3") } else { file.clone() },
+                _ => meta["shards"][0]["split"] = if number.is_number() { serde_json::json!("train") } else { number.clone() },
+            }
+        }
+        std::fs::write(dir.join("meta.json"), meta.to_string()).unwrap();
+        bounded(&meta.to_string(), || {
+            if let Ok(folder) = ShardFolder::open(&dir, None) {
+                // Whatever opens reads its windows in the vocabulary, inside the folder.
+                for tokens in [folder.train_tokens(), folder.val_tokens()].into_iter().flatten() {
+                    assert!(tokens.files().iter().all(|f| f.starts_with(&dir)), "{:?} leaves {}", tokens.files(), dir.display());
+                    if tokens.window_count(8) > 0 {
+                        let window = tokens.window(0, 8).unwrap();
+                        assert!(window.iter().all(|&t| (t as usize) < folder.tokenizer.vocab_size()));
+                    }
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn the_fit_answers_every_table(text in table_text(), csv in any::<bool>()) {
+        use moegrad::research::fit::{fit, Law, StartGrid};
+        use moegrad::research::table::{read_table, TableOptions};
+        let tag = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let path = std::env::temp_dir().join(format!("moegrad-fuzz-table-{}-{tag}.{}", std::process::id(), if csv { "csv" } else { "jsonl" }));
+        std::fs::write(&path, &text).unwrap();
+        bounded(&text, || {
+            if let Ok(rows) = read_table(&path, &["params", "tokens"], &TableOptions::default()) {
+                // Whatever is read is finite and positive, and fits or is refused by name.
+                assert!(rows.iter().all(|r| r.params > 0.0 && r.tokens > 0.0 && r.loss > 0.0 && r.params.is_finite() && r.loss.is_finite()));
+                if let Ok(f) = fit(&rows, Law::ParamsTokens, 1e-3, &StartGrid::sampled(4), false) {
+                    assert!(f.exponents.iter().chain(&f.coefficients).all(|v| v.is_finite()), "{f:?}");
+                }
+            }
+        });
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -55,7 +55,10 @@ pub fn train_quietly(
     start: moegrad::train::run_folder::Start,
     stop_after: Option<u64>,
 ) -> anyhow::Result<moegrad::train::TrainSummary> {
-    moegrad::train::train(&device(), moegrad::train::TrainOptions { config, out: out.to_path_buf(), start, quiet: true, stop_after })
+    moegrad::train::train(
+        &device(),
+        moegrad::train::TrainOptions { config, out: out.to_path_buf(), start, quiet: true, stop_after, interrupt: Default::default() },
+    )
 }
 
 /// The suite's shared device (pipelines compile once; each test thread has its own tape).

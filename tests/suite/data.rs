@@ -1,5 +1,5 @@
 //! Research-scale data: `prepare` writes llm.c shards from text and JSONL (and resumes to
-//! the same bytes after an interruption), training reads shard folders memory-mapped
+//! the same bytes after an interruption), training reads shard folders window by window
 //! (prepared ones and llm.c's own), resumes from them exactly, keeps its memory flat from
 //! 10 MB to 500 MB of tokens, and names every kind of bad input.
 
@@ -83,7 +83,7 @@ fn gpt2_shards_of_the_bundled_corpus_train_a_gpt2_vocabulary_model() {
         .flat_map(|s| {
             let shard = Shard::open(&shards.join(&s.file)).unwrap();
             assert_eq!(shard.len(), s.tokens);
-            shard.read(0, s.tokens as usize)
+            shard.read(0, s.tokens as usize).unwrap()
         })
         .collect();
     assert_eq!(written[0], 50256, "a document starts with <|endoftext|>");
@@ -118,7 +118,7 @@ fn an_interrupted_prepare_resumes_to_the_same_shards() {
     let mut opts = PrepareOptions { stop_after_shards: Some(3), ..options("gpt2", &out, vec![docs.clone()]) };
     let first = prepare(&opts, |_, _| {}).unwrap();
     assert!(!first.complete && first.shards.len() == 3);
-    let err = ShardFolder::open(&out, &TokenizerKind::Byte).err().unwrap().to_string();
+    let err = ShardFolder::open(&out, None).err().unwrap().to_string();
     assert!(err.contains("unfinished prepare") && err.contains("--resume"), "{err}");
     let err = prepare(&opts, |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("already holds shards") && err.contains("--force"), "{err}");
@@ -140,7 +140,7 @@ fn an_interrupted_prepare_resumes_to_the_same_shards() {
     let separators: usize = straight
         .shards
         .iter()
-        .map(|s| Shard::open(&dir.join("straight").join(&s.file)).unwrap().read(0, s.tokens as usize).iter().filter(|&&t| t == 50256).count())
+        .map(|s| Shard::open(&dir.join("straight").join(&s.file)).unwrap().read(0, s.tokens as usize).unwrap().iter().filter(|&&t| t == 50256).count())
         .sum();
     assert_eq!(separators, 1 + paragraphs.iter().filter(|p| !p.is_empty()).count(), "an empty text is no document");
     assert!(prepare(&PrepareOptions { start: PrepareStart::Force, stop_after_shards: None, ..opts }, |_, _| {}).unwrap().complete, "--force starts over");
@@ -201,7 +201,7 @@ fn llm_c_shards_are_read_as_they_are_and_a_run_from_them_resumes_exactly() {
     llm_c_shard(&shards.join("tiny_val_000000.bin"), &bytes[..20_000]);
     llm_c_shard(&shards.join("tiny_train_000001.bin"), &bytes[20_000..400_000]);
     llm_c_shard(&shards.join("tiny_train_000002.bin"), &bytes[400_000..]);
-    let folder = ShardFolder::open(&shards, &TokenizerKind::Byte).unwrap();
+    let folder = ShardFolder::open(&shards, Some(&TokenizerKind::Byte)).unwrap();
     assert_eq!(folder.train_tokens().unwrap().sequence_lens(), vec![380_000, bytes.len() as u64 - 400_000]);
     assert_eq!(folder.val_bytes_per_token(), None, "llm.c records no bytes");
 

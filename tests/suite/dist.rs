@@ -135,6 +135,7 @@ mod mpi {
     use std::time::{Duration, Instant};
 
     use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+    use moegrad::train::interrupt::INTERRUPTED_EXIT_CODE;
 
     use crate::common::{scratch, TINY_DEFAULT_MOE};
 
@@ -254,6 +255,7 @@ mod mpi {
         }
         assert!(job.try_wait().unwrap().is_none(), "the job stopped by itself");
         let rank1 = rank_pid(job.id(), 1).expect("rank 1 among mpirun's children");
+        let rank0 = rank_pid(job.id(), 0).expect("rank 0 among mpirun's children");
         Command::new("kill").args(["-9", &rank1.to_string()]).status().unwrap();
         let killed = Instant::now();
         let status = loop {
@@ -267,10 +269,52 @@ mod mpi {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(!status.success(), "a job that lost a rank must fail");
+        // mpirun ends before the rank it tears down (SIGTERM, which now asks for a stop
+        // that the dead rank never agrees to, then SIGKILL); that rank holds the folder's
+        // lock until it is gone, as it would keep a new job's rank 0 out.
+        while std::path::Path::new(&format!("/proc/{rank0}")).exists() && killed.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let ckpt = Checkpoint::load(&out.join(CHECKPOINT_FILE)).expect("the last checkpoint verifies after the kill");
         let resume_to = format!("train.steps={}", ckpt.meta.step + 2);
         train(2, &out, &["--resume".into(), "--set".into(), resume_to]);
         assert_eq!(Checkpoint::load(&out.join(CHECKPOINT_FILE)).unwrap().meta.step, ckpt.meta.step + 2);
+    }
+
+    /// A signal to one rank (Slurm may reach one before another) stops every rank after
+    /// the same step; rank 0 writes the checkpoint, the job exits with the documented
+    /// code, and resuming ends exactly where an uninterrupted two-rank run does.
+    #[test]
+    fn a_signal_to_one_rank_stops_every_rank_with_a_checkpoint() {
+        let (straight, stopped) = (scratch("dist-signal-straight"), scratch("dist-signal-stopped"));
+        let config = sets(
+            &[&TINY_DEFAULT_MOE[..], &["train.steps=40", "train.checkpoint_every=0", "train.log_every=1", "train.eval_every=0", "train.eval_batches=1"]]
+                .concat(),
+        );
+        train(2, &straight, &config);
+        let logged = |out: &Path| {
+            let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+            text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64()).max().unwrap_or(0)
+        };
+        for (signalled, signal) in [(1, "TERM"), (0, "INT")] {
+            let resume = stopped.join(CHECKPOINT_FILE).exists();
+            let at = if resume { Checkpoint::load(&stopped.join(CHECKPOINT_FILE)).unwrap().meta.step } else { 0 };
+            let args: Vec<&str> = if resume { vec!["--resume"] } else { config.iter().map(String::as_str).collect() };
+            let mut job = train_command(2, &stopped, &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while logged(&stopped) <= at && job.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let rank = rank_pid(job.id(), signalled).expect("the rank among mpirun's children");
+            Command::new("kill").args([&format!("-{signal}"), &rank.to_string()]).status().unwrap();
+            let done = job.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&done.stderr);
+            assert_eq!(done.status.code(), Some(INTERRUPTED_EXIT_CODE), "SIG{signal} to rank {signalled}:\n{stderr}");
+            let ckpt = Checkpoint::load(&stopped.join(CHECKPOINT_FILE)).expect("the signal's checkpoint verifies");
+            assert!(ckpt.meta.step > at && ckpt.meta.step < 40, "stopped at step {} after starting at {at}", ckpt.meta.step);
+        }
+        train(2, &stopped, &["--resume".to_string()]);
+        assert_same_training(&straight, &stopped, 0.0);
     }
 
     #[test]

@@ -242,6 +242,52 @@ fn a_table_with_a_gap_a_text_or_a_wrong_column_is_refused_by_line_and_column() {
 }
 
 #[test]
+fn a_table_that_cannot_determine_the_law_or_holds_bad_numbers_is_refused_by_name() {
+    let dir = crate::common::scratch("fit-meaningless");
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        read_table(&path, &["params", "tokens"], &TableOptions::default())
+    };
+    let fit_of = |rows: &[moegrad::research::fit::Row]| format!("{:#}", fit(rows, Law::ParamsTokens, 1e-3, &StartGrid::gemstones(), false).unwrap_err());
+    // One row, and twenty copies of it: five parameters from one point.
+    let one = table("one.csv", "params,tokens,loss\n1e6,1e9,3.1\n").unwrap();
+    let err = fit_of(&one);
+    assert!(err.contains("1 distinct rows (of 1) cannot determine the 5 parameters"), "{err}");
+    let same = table("same.csv", &format!("params,tokens,loss\n{}", "1e6,1e9,3.1\n".repeat(20))).unwrap();
+    assert!(fit_of(&same).contains("1 distinct rows (of 20)"));
+    // Five distinct rows of one size: the size's exponent means nothing.
+    let one_size: String = (1..=5).map(|i| format!("1e6,{i}e9,{}\n", 3.0 - 0.1 * i as f64)).collect();
+    let err = fit_of(&table("one-size.csv", &format!("params,tokens,loss\n{one_size}")).unwrap());
+    assert!(err.contains("every row has the same params"), "{err}");
+    let good = dir.join("good.csv");
+    std::fs::write(&good, "params,tokens,loss\n1e6,1e9,3.1\n").unwrap();
+    let rows = read_table(&good, &["params", "tokens"], &TableOptions::default()).unwrap();
+    for delta in [0.0, f64::NAN, -1.0] {
+        assert!(format!("{:#}", fit(&rows, Law::ParamsTokens, delta, &StartGrid::gemstones(), false).unwrap_err()).contains("Huber delta"));
+    }
+    // A header naming a column twice, and numbers no law can take, by column and value.
+    let err = format!("{:#}", table("twice.csv", "params,tokens,loss,loss\n1e6,1e9,3.1,2.9\n").unwrap_err());
+    assert!(err.contains("names column \"loss\" twice"), "{err}");
+    for (cell, says) in [
+        ("NaN", "holds \"NaN\", not a finite number"),
+        ("inf", "holds \"inf\", not a finite number"),
+        ("0", "holds 0; a params must be positive"),
+        ("-5", "holds -5; a params must be positive"),
+    ] {
+        let err = format!("{:#}", table("cells.csv", &format!("params,tokens,loss\n1e6,1e9,3.1\n{cell},1e9,3.0\n")).unwrap_err());
+        assert!(err.contains("line 3") && err.contains("column \"params\"") && err.contains(says), "{cell}: {err}");
+    }
+    // And at the command line: the budget and delta are checked by flag.
+    for (flag, value) in [("--budget", "NaN"), ("--budget", "-1"), ("--delta", "0"), ("--delta", "NaN")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_moegrad")).args(["fit", good.to_str().unwrap(), flag, value]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(flag) && stderr.contains("positive and finite"), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
 fn fit_reads_someone_elses_csv_at_the_command_line_and_plots_the_three_approaches() {
     let truth = Fit { law: "parameters", exponents: vec![0.34, 0.28], coefficients: vec![6.0, 7.5], irreducible_error: 0.5, objective: 0.0 };
     let dir = crate::common::scratch("fit-cli");

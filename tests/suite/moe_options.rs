@@ -388,7 +388,11 @@ fn compare_over_topk_the_dense_gradient_family_and_sigmoid_bias_trains_every_var
         "sigmoid-bias:model.ffn=\"topk\",model.moe.score=\"sigmoid\",model.moe.balance=\"bias\"",
     ];
     let variants: Vec<Variant> = specs.iter().map(|s| s.parse().unwrap()).collect();
-    let rows = compare(&crate::common::device(), &CompareOptions { config, variants, seeds: 3, out: out.clone(), quiet: true, force: false }).unwrap();
+    let rows = compare(
+        &crate::common::device(),
+        &CompareOptions { config, variants, seeds: 3, out: out.clone(), quiet: true, force: false, interrupt: Default::default() },
+    )
+    .unwrap();
     assert_eq!(rows.len(), specs.len());
     for r in &rows {
         assert_eq!(r.final_eval.len(), 3, "{}: three seeds", r.variant.label);

@@ -61,7 +61,7 @@ fn a_second_trainer_is_refused_while_a_folder_is_held() {
 fn a_refused_resume_writes_nothing() {
     let missing = scratch("resume-nothing");
     let err = run(tiny(&["train.steps=2"]), &missing, Start::Resume, None).unwrap_err().to_string();
-    assert!(err.contains("no checkpoint"), "{err}");
+    assert!(err.contains("no run to continue"), "{err}");
     assert!(!missing.exists(), "a refused resume does not even create the folder");
 
     let out = scratch("resume-refused");
@@ -113,14 +113,14 @@ fn rewritten(bytes: &[u8], edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u
     let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
     let metadata = header.metadata().clone().unwrap();
     let mut meta: serde_json::Value = serde_json::from_str(&metadata["moegrad"]).unwrap();
-    let mut sums: Option<BTreeMap<String, u32>> = metadata.get("moegrad.crc32").map(|s| serde_json::from_str(s).unwrap());
+    let mut sums: Option<BTreeMap<String, u32>> = metadata.get(checkpoint::CHECKSUMS_KEY).map(|s| serde_json::from_str(s).unwrap());
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
     edit(&mut tensors, &mut meta, &mut sums);
     let views: Vec<(String, safetensors::tensor::TensorView)> =
         tensors.iter().map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())).collect();
     let mut out_meta = std::collections::HashMap::from([("moegrad".to_string(), meta.to_string())]);
     if let Some(s) = sums {
-        out_meta.insert("moegrad.crc32".to_string(), serde_json::to_string(&s).unwrap());
+        out_meta.insert(checkpoint::CHECKSUMS_KEY.to_string(), serde_json::to_string(&s).unwrap());
     }
     safetensors::serialize(views, Some(out_meta)).unwrap()
 }
@@ -153,11 +153,37 @@ fn checkpoints_prove_they_are_intact() {
     });
     assert!(load_err(&swapped).contains("fails its checksum"));
 
+    // A parameter and its Adam moment of the same shape swapped by name, their checksums
+    // swapped too: each checksum covers its tensor's name, so both fail.
+    let swapped_with_sums = rewritten(&good, |t, _, sums| {
+        let i = t.iter().position(|(n, _, _)| n.starts_with("param.")).unwrap();
+        let moment = format!("adam_v.{}", &t[i].0["param.".len()..]);
+        let j = t.iter().position(|(n, _, _)| *n == moment).unwrap();
+        let name_i = t[i].0.clone();
+        t[i].0 = t[j].0.clone();
+        t[j].0 = name_i.clone();
+        let sums = sums.as_mut().unwrap();
+        let (a, b) = (sums[&name_i], sums[&moment]);
+        sums.insert(name_i, b);
+        sums.insert(moment, a);
+    });
+    let err = load_err(&swapped_with_sums);
+    assert!(err.contains("fails its checksum") && err.contains("renamed"), "{err}");
+
+    // A negative second moment, its checksum made to match: Adam's v is never negative.
+    let negative = rewritten(&good, |t, _, sums| {
+        let (name, shape, data) = t.iter_mut().find(|(n, _, _)| n.starts_with("adam_v.")).unwrap();
+        data[..4].copy_from_slice(&(-1.0f32).to_le_bytes());
+        sums.as_mut().unwrap().insert(name.clone(), checkpoint::bound_checksum(name, safetensors::Dtype::F32, shape, data));
+    });
+    let err = load_err(&negative);
+    assert!(err.contains("adam_v.") && err.contains("never negative"), "{err}");
+
     // A NaN, with its checksum made to match: refused by value, naming the tensor.
     let nan = rewritten(&good, |t, _, sums| {
-        let (name, _, data) = &mut t[0];
+        let (name, shape, data) = &mut t[0];
         data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
-        sums.as_mut().unwrap().insert(name.clone(), crc32fast::hash(data));
+        sums.as_mut().unwrap().insert(name.clone(), checkpoint::bound_checksum(name, safetensors::Dtype::F32, shape, data));
     });
     let err = load_err(&nan);
     assert!(err.contains("holds NaN") && err.contains("tensor "), "{err}");
@@ -176,7 +202,7 @@ fn checkpoints_prove_they_are_intact() {
     // A tensor the model has no place for.
     let foreign = rewritten(&good, |t, _, sums| {
         let data = 1.0f32.to_le_bytes().to_vec();
-        sums.as_mut().unwrap().insert("state.stranger".into(), crc32fast::hash(&data));
+        sums.as_mut().unwrap().insert("state.stranger".into(), checkpoint::bound_checksum("state.stranger", safetensors::Dtype::F32, &[1], &data));
         t.push(("state.stranger".into(), vec![1], data));
     });
     let ckpt = Checkpoint::from_bytes(&foreign).unwrap();
@@ -192,6 +218,28 @@ fn checkpoints_prove_they_are_intact() {
         meta["config"]["model"]["vocab_size"] = 258.into();
     });
     assert!(load_err(&bad_merges).contains("tokenizer is invalid"), "{}", load_err(&bad_merges));
+
+    // A checkpoint from before the checksums were bound to names (a CRC-32 of each tensor's
+    // bytes alone) is still verified, and a flipped bit in it found.
+    let bytes_only = |bytes: &[u8]| {
+        let st = SafeTensors::deserialize(bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+        let sums: BTreeMap<String, u32> = st.tensors().into_iter().map(|(n, v)| (n, crc32fast::hash(v.data()))).collect();
+        let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let meta = header.metadata().clone().unwrap()["moegrad"].clone();
+        let metadata = std::collections::HashMap::from([
+            ("moegrad".to_string(), meta),
+            (checkpoint::BYTES_CHECKSUMS_KEY.to_string(), serde_json::to_string(&sums).unwrap()),
+        ]);
+        safetensors::serialize(tensors, Some(metadata)).unwrap()
+    };
+    let legacy = bytes_only(&good);
+    assert!(Checkpoint::from_bytes(&legacy).unwrap().verified);
+    let mut legacy_flipped = legacy.clone();
+    let at = legacy_flipped.len() - 3;
+    legacy_flipped[at] ^= 0x10;
+    assert!(load_err(&legacy_flipped).contains("fails its checksum"));
 
     // A checkpoint from before checksums loads, marked unverified, with a warning.
     let old = rewritten(&good, |_, _, sums| *sums = None);
@@ -230,8 +278,15 @@ fn the_last_n_checkpoints_and_the_best_are_kept() {
 #[test]
 fn compare_reuses_a_run_only_when_its_config_is_the_same() {
     let out = scratch("compare-reuse");
-    let options =
-        |config: RunConfig, force: bool| CompareOptions { config, variants: vec!["topk".parse().unwrap()], seeds: 1, out: out.clone(), quiet: true, force };
+    let options = |config: RunConfig, force: bool| CompareOptions {
+        config,
+        variants: vec!["topk".parse().unwrap()],
+        seeds: 1,
+        out: out.clone(),
+        quiet: true,
+        force,
+        interrupt: Default::default(),
+    };
     compare(&device(), &options(tiny(&["train.steps=2"]), false)).unwrap();
     let ckpt = out.join("topk-seed0").join(CHECKPOINT_FILE);
     let first = std::fs::read(&ckpt).unwrap();

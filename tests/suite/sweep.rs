@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use moegrad::research::fit::{fit, read_rows, Law, StartGrid};
-use moegrad::research::sweep::{finished, run_sweep, slurm_script, write_results, Sweep};
+use moegrad::research::sweep::{finished, run_sweep, slurm_script, write_results, Sweep, SweepRunOptions};
 
 use crate::common::{device, scratch};
 
@@ -21,16 +21,17 @@ fn a_tiny_sweep_runs_resumes_merges_fits_and_plots() {
     let out = scratch("sweep");
 
     // Shard 0 is interrupted in its first run, then resumed; shard 1 runs after.
-    run_sweep(&device(), &runs, &out, (0, 2), true, Some(30), false).unwrap();
+    let shard = |i, stop_after| SweepRunOptions { shard: (i, 2), quiet: true, stop_after, ..SweepRunOptions::default() };
+    run_sweep(&device(), &runs, &out, &shard(0, Some(30))).unwrap();
     assert!(!finished(&out, &runs[0]));
-    run_sweep(&device(), &runs, &out, (0, 2), true, None, false).unwrap();
+    run_sweep(&device(), &runs, &out, &shard(0, None)).unwrap();
     assert!(runs.iter().step_by(2).all(|r| finished(&out, r)) && !finished(&out, &runs[1]));
-    run_sweep(&device(), &runs, &out, (1, 2), true, None, false).unwrap();
+    run_sweep(&device(), &runs, &out, &shard(1, None)).unwrap();
     assert!(runs.iter().all(|r| finished(&out, r)));
     // A finished sweep is skipped entirely.
     let ckpt = out.join("runs").join(&runs[0].name).join("checkpoint.safetensors");
     let before = std::fs::metadata(&ckpt).unwrap().modified().unwrap();
-    run_sweep(&device(), &runs, &out, (0, 1), true, None, false).unwrap();
+    run_sweep(&device(), &runs, &out, &SweepRunOptions { shard: (0, 1), quiet: true, ..SweepRunOptions::default() }).unwrap();
     assert_eq!(std::fs::metadata(&ckpt).unwrap().modified().unwrap(), before);
 
     let count = write_results(&runs, &out).unwrap();

@@ -39,7 +39,8 @@ fn tiny(extra: &[&str]) -> RunConfig {
 fn a_tiny_run_lowers_the_eval_loss_well_below_its_start() {
     let out = scratch("learn");
     // A device of its own, so that other tests' tensors do not move its peak memory.
-    let options = TrainOptions { config: tiny(&["train.steps=60"]), out: out.clone(), start: Start::Fresh, quiet: true, stop_after: None };
+    let options =
+        TrainOptions { config: tiny(&["train.steps=60"]), out: out.clone(), start: Start::Fresh, quiet: true, stop_after: None, interrupt: Default::default() };
     let s = train(&Device::new().unwrap(), options).unwrap();
     assert!(s.initial_eval_loss > 5.0, "an untrained byte model starts near ln 256, got {}", s.initial_eval_loss);
     assert!(s.final_eval_loss < s.initial_eval_loss - 1.5, "eval loss {} -> {}", s.initial_eval_loss, s.final_eval_loss);
@@ -136,12 +137,16 @@ fn running_out_of_gpu_memory_stops_with_advice_and_keeps_the_last_checkpoint() {
     let config = tiny(&["train.steps=4", "train.warmup=0"]);
     // A device of its own, whose peak memory is this run's alone.
     let dev = Device::new().unwrap();
-    let summary = train(&dev, TrainOptions { config: config.clone(), out: out.clone(), start: Start::Fresh, quiet: true, stop_after: Some(2) }).unwrap();
+    let summary = train(
+        &dev,
+        TrainOptions { config: config.clone(), out: out.clone(), start: Start::Fresh, quiet: true, stop_after: Some(2), interrupt: Default::default() },
+    )
+    .unwrap();
     let before = std::fs::read(out.join(CHECKPOINT_FILE)).unwrap();
     // Room for half of what the run needed at its peak.
     let peak = (summary.peak_memory_mib * (1u64 << 20) as f64) as u64;
     dev.set_memory_limit(Some(dev.stats().bytes_in_use + peak / 2));
-    let err = train(&dev, TrainOptions { config, out: out.clone(), start: Start::Resume, quiet: true, stop_after: None })
+    let err = train(&dev, TrainOptions { config, out: out.clone(), start: Start::Resume, quiet: true, stop_after: None, interrupt: Default::default() })
         .expect_err("half a step's memory is not enough");
     let msg = format!("{err:#}");
     assert!(msg.contains("out of GPU memory") && msg.contains("lack of GPU resources") && msg.contains("batch_size"), "{msg}");
@@ -267,6 +272,7 @@ fn compare_trains_each_kind_per_seed_and_writes_table_and_plots() {
         out: out.clone(),
         quiet: true,
         force: false,
+        interrupt: Default::default(),
     };
     let rows = moegrad::research::compare::compare(&device(), &opts).unwrap();
     assert_eq!(rows.len(), 2);
@@ -297,6 +303,38 @@ fn sampling_goes_past_the_context_to_the_tokens_asked_for() {
     assert_eq!(ids.len(), 43, "a prompt longer than the context is cropped, not refused");
     let err = generate(&device(), &model, &tokenizer, "To be", &SampleOptions { temperature: f32::NAN, ..opts }).unwrap_err().to_string();
     assert!(err.contains("temperature"), "{err}");
+}
+
+/// `sample` writes tokens as they are made: the pieces, joined, are `generate`'s text,
+/// whether tokens end mid-character (random bytes) or depend on the token before (GPT-2).
+#[test]
+fn streamed_samples_are_the_generated_text_piece_by_piece() {
+    struct Pieces(Vec<Vec<u8>>);
+    impl std::io::Write for Pieces {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    use moegrad::train::tokenizer::{Standard, Tokenizer};
+    for (tokenizer, vocab) in [(Tokenizer::Bytes, 256), (Tokenizer::Tiktoken { encoding: Standard::Gpt2 }, 50_304)] {
+        let cfg = tiny(&[&format!("model.vocab_size={vocab}"), "model.context=16"]);
+        let model = moegrad::models::Transformer::new(&device(), &cfg.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4)).unwrap();
+        let opts = SampleOptions { max_tokens: 80, temperature: 1.0, top_k: 0, seed: 5 };
+        let mut pieces = Pieces(Vec::new());
+        moegrad::train::sample::generate_to(&device(), &model, &tokenizer, "To be", &opts, &mut pieces).unwrap();
+        let whole = generate(&device(), &model, &tokenizer, "To be", &opts).unwrap() + "\n";
+        assert_eq!(String::from_utf8(pieces.0.concat()).unwrap(), whole, "{}", tokenizer.describe());
+        assert!(pieces.0.len() > 20, "{}: {} pieces for 80 tokens", tokenizer.describe(), pieces.0.len());
+    }
+    let cfg = tiny(&["model.vocab_size=256"]);
+    let model = moegrad::models::Transformer::new(&device(), &cfg.model, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(4)).unwrap();
+    let too_many = SampleOptions { max_tokens: moegrad::train::sample::MAX_SAMPLE_TOKENS + 1, temperature: 1.0, top_k: 0, seed: 5 };
+    let err = generate(&device(), &model, &Tokenizer::Bytes, "", &too_many).unwrap_err().to_string();
+    assert!(err.contains("100001 tokens is more than the 100000"), "{err}");
 }
 
 /// `score_all` predicts every token once whatever the batch, and agrees with the

@@ -51,9 +51,20 @@ impl CompareArgs {
         let specs = kinds.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).chain(variants);
         let variants = specs.map(|s| s.parse::<Variant>().map_err(|e| anyhow::anyhow!("--variant: {e}"))).collect::<Result<Vec<_>>>()?;
         let device = Device::new()?;
-        let rows = compare(&device, &CompareOptions { config, variants, seeds: seeds as u64, out: out.clone(), quiet, force })?;
+        let interrupt = moegrad::train::interrupt::Interrupt::on_signals()?;
+        let rows = compare(&device, &CompareOptions { config, variants, seeds: seeds as u64, out: out.clone(), quiet, force, interrupt })?;
         print!("{}", table(&rows));
         println!("curves: {} and .svg; expert load: {}", out.join("compare.png").display(), out.join("*-load.png").display());
+        let failed: Vec<&str> = rows.iter().filter(|r| !r.failures.is_empty()).map(|r| r.variant.label.as_str()).collect();
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "{} of {} variants had a run fail ({}); the others are compared above and in {}",
+                failed.len(),
+                rows.len(),
+                failed.join(", "),
+                out.join("compare.json").display()
+            );
+        }
         Ok(())
     }
 }

@@ -130,7 +130,7 @@ impl InspectArgs {
             bail!("{} is not a folder", self.folder.display());
         }
         let has_meta = self.folder.join(META_FILE).is_file();
-        let folder = ShardFolder::open(&self.folder, if has_meta { &TokenizerKind::Byte } else { &self.tokenizer })?;
+        let folder = ShardFolder::open(&self.folder, (!has_meta).then_some(&self.tokenizer))?;
         let t = &folder.tokenizer;
         println!("{}: tokenizer {} ({} tokens, separator {:?})", self.folder.display(), t.describe(), t.vocab_size(), t.separator());
         match &folder.meta {

@@ -42,7 +42,7 @@ pub struct EvalArgs {
 /// The checkpoint's held-out tokens from a shard folder (whose tokenizer must be the
 /// checkpoint's).
 fn shard_corpus(meta: &CheckpointMeta, path: &str) -> Result<Corpus> {
-    let folder = ShardFolder::open(Path::new(path), &meta.config.data.tokenizer)?;
+    let folder = ShardFolder::open(Path::new(path), Some(&meta.config.data.tokenizer))?;
     if folder.tokenizer != meta.tokenizer {
         bail!("the shards in {path} were made with {}, the checkpoint's tokenizer is {}", folder.tokenizer.describe(), meta.tokenizer.describe());
     }
@@ -82,17 +82,29 @@ impl EvalArgs {
                 "tokens": score.tokens, "windows": score.windows, "context": context, "step": meta.step, "source": source,
             });
             println!("{result}");
-            return Ok(());
+            return finite(score.loss, bits_per_byte);
         }
         let what = if score.tokens as u64 == all { format!("all {all} tokens") } else { format!("the first {} of {all} tokens", score.tokens) };
         println!("scored {what} of {source} in {} windows of {context} tokens", score.windows);
+        let bits_per_byte_value = bits_per_byte;
         let bits_per_byte = match bits_per_byte {
             Some(b) => format!("{b:.4} bits/byte"),
             None => "bits/byte unknown (the shards record no byte counts)".to_string(),
         };
         println!("step {}  loss {:.4} nats/token  perplexity {:.2}  {bits_per_byte}", meta.step, score.loss, score.loss.exp());
-        Ok(())
+        finite(score.loss, bits_per_byte_value)
     }
+}
+
+/// An evaluation whose loss is not a finite number ends with an error (a script that
+/// reads the exit status must not take it for a result).
+fn finite(loss: f64, bits_per_byte: Option<f64>) -> Result<()> {
+    if !loss.is_finite() || bits_per_byte.is_some_and(|b| !b.is_finite()) {
+        bail!(
+            "the evaluation's loss is {loss} (bits per byte {bits_per_byte:?}), not a finite number: the model's weights or the data's byte counts are broken"
+        );
+    }
+    Ok(())
 }
 
 /// The checkpoint at `path` (verified, its warning shown), or the Hugging Face folder

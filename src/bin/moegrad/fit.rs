@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use moegrad::research::fit::{
-    approach1, approach2, approach3, bootstrap, bootstrap_envelopes, compute_optimal, degeneracies, fit_with_progress, frontier, r_squared, Law,
+    approach1, approach2, approach3, bootstrap_envelopes, bootstrap_with_progress, compute_optimal, degeneracies, fit_with_progress, frontier, r_squared, Law,
     OptimalScaling, StartGrid,
 };
 use moegrad::research::fit_plots::{approaches_chart, law_charts, table_isoflop_chart};
@@ -34,7 +34,7 @@ pub struct FitArgs {
     #[arg(long = "filter", value_name = "COLUMN<VALUE")]
     filters: Vec<String>,
     /// Huber delta of the objective (on log loss).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, value_parser = positive_finite, allow_negative_numbers = true)]
     delta: f64,
     /// Count parameters without embeddings.
     #[arg(long)]
@@ -43,7 +43,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 100)]
     bootstrap: usize,
     /// FLOP budget for the compute-optimal prediction (params-tokens law).
-    #[arg(long, default_value_t = 1e21)]
+    #[arg(long, default_value_t = 1e21, value_parser = positive_finite, allow_negative_numbers = true)]
     budget: f64,
     /// Write <STEM>.png and .svg: the fitted law against the rows (R² and residuals) and,
     /// for the params-tokens law, the iso-FLOP slices and the three approaches' N_opt(C).
@@ -52,6 +52,15 @@ pub struct FitArgs {
     /// Print one JSON object on one line.
     #[arg(long)]
     json: bool,
+}
+
+/// A flag's value that must be a positive, finite number (clap names the flag).
+fn positive_finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} must be positive and finite")),
+        Err(e) => Err(format!("{s:?} is not a number ({e})")),
+    }
 }
 
 /// The params-tokens law's three approaches side by side, with bootstrap intervals.
@@ -83,18 +92,26 @@ impl FitArgs {
         };
         let variables: Vec<&str> = law.variables().iter().map(|&v| if v == "params" && no_embeddings { "non_embedding_params" } else { v }).collect();
         let rows = read_table(&results, &variables, &options)?;
+        eprintln!("fitting the {} law to {} rows of {}", law.gemstones_name(), rows.len(), results.display());
         // Progress on stderr (where there is a terminal), so that --json output stays one line.
-        let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        bar.set_style(ProgressStyle::with_template("searching {bar:30} {pos}/{len} L-BFGS starts [{elapsed} < {eta}]").expect("valid template"));
-        let best = fit_with_progress(&rows, law, delta, &StartGrid::for_law(law), no_embeddings, &|done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
-        bar.finish_and_clear();
-        if samples > 0 && !json {
-            eprintln!("bootstrap: refitting {samples} resamples of the {} rows", rows.len());
-        }
-        let ci = if samples > 0 { Some(bootstrap(&rows, law, delta, &best, samples, 0, no_embeddings)?) } else { None };
+        let bar = |template: &str| {
+            let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+            bar
+        };
+        let follow = |bar: &ProgressBar| {
+            let bar = bar.clone();
+            move |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        };
+        let search = bar("searching {bar:30} {pos}/{len} L-BFGS starts [{elapsed} < {eta}]");
+        let best = fit_with_progress(&rows, law, delta, &StartGrid::for_law(law), no_embeddings, &follow(&search))?;
+        search.finish_and_clear();
+        let refits = bar("bootstrap {bar:30} {pos}/{len} refits [{elapsed} < {eta}]");
+        let ci = if samples > 0 { Some(bootstrap_with_progress(&rows, law, delta, &best, (samples, 0), no_embeddings, &follow(&refits))?) } else { None };
+        refits.finish_and_clear();
         let warnings = degeneracies(&best, &rows);
         for w in &warnings {
             eprintln!("warning: degenerate fit: {w}");

@@ -68,27 +68,41 @@ fn main() {
         },
         _ => Box::new(moegrad::dist::Solo),
     };
+    let ran = |result: anyhow::Result<()>| result.map(|()| 0);
     let result = match command {
-        Command::Devices(a) => a.run(),
+        Command::Devices(a) => ran(a.run()),
         Command::Train(a) => a.run(comm.as_ref()),
-        Command::Data(a) => a.run(),
-        Command::Eval(a) => a.run(),
-        Command::Export(a) => a.run(),
-        Command::Sample(a) => a.run(),
-        Command::Compare(a) => a.run(),
-        Command::Plot(a) => a.run(),
-        Command::Sweep(a) => a.run(comm.as_ref()),
-        Command::Bench(a) => a.run(comm.as_ref()),
-        Command::Fit(a) => a.run(),
-        Command::Demo(a) => a.run(),
+        Command::Data(a) => ran(a.run()),
+        Command::Eval(a) => ran(a.run()),
+        Command::Export(a) => ran(a.run()),
+        Command::Sample(a) => ran(a.run()),
+        Command::Compare(a) => ran(a.run()),
+        Command::Plot(a) => ran(a.run()),
+        Command::Sweep(a) => ran(a.run(comm.as_ref())),
+        Command::Bench(a) => ran(a.run(comm.as_ref())),
+        Command::Fit(a) => ran(a.run()),
+        Command::Demo(a) => ran(a.run()),
     };
-    if let Err(e) = result {
-        if comm.size() > 1 {
-            // The other ranks may be waiting in a collective: end them all now.
-            eprintln!("error (rank {} of {}): {e:#}", comm.rank(), comm.size());
-            comm.abort(1);
+    match result {
+        Ok(0) => {}
+        Ok(code) => {
+            // MPI is finalised (the communicator dropped) before the process ends.
+            drop(comm);
+            std::process::exit(code);
         }
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        Err(e) if e.downcast_ref::<moegrad::train::interrupt::Stopped>().is_some() => {
+            eprintln!("{e}");
+            drop(comm);
+            std::process::exit(moegrad::train::interrupt::INTERRUPTED_EXIT_CODE);
+        }
+        Err(e) => {
+            if comm.size() > 1 {
+                // The other ranks may be waiting in a collective: end them all now.
+                eprintln!("error (rank {} of {}): {e:#}", comm.rank(), comm.size());
+                comm.abort(1);
+            }
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use moegrad::train::sample::{generate, SampleOptions};
+use moegrad::train::sample::{generate_to, SampleOptions, MAX_SAMPLE_TOKENS};
 use moegrad::Device;
 
 use crate::eval::load_model;
@@ -19,7 +19,7 @@ pub struct SampleArgs {
     /// Text the generated tokens continue.
     #[arg(long, default_value = "")]
     prompt: String,
-    /// Tokens to generate.
+    /// Tokens to generate (at most 100,000), written as they are made.
     #[arg(long, default_value_t = 200)]
     tokens: usize,
     /// Softmax temperature (lower is greedier; 0 always takes the most likely token).
@@ -45,10 +45,12 @@ fn temperature(s: &str) -> Result<f32, String> {
 impl SampleArgs {
     pub fn run(self) -> Result<()> {
         let SampleArgs { checkpoint, prompt, tokens, temperature, top_k, seed } = self;
+        if tokens > MAX_SAMPLE_TOKENS {
+            anyhow::bail!("--tokens {tokens} is more than the {MAX_SAMPLE_TOKENS} one sample makes; sample in several calls");
+        }
         let opts = SampleOptions { max_tokens: tokens, temperature, top_k, seed };
         let device = Device::new()?;
         let (meta, model) = load_model(&device, &checkpoint, None)?;
-        println!("{}", generate(&device, &model, &meta.tokenizer, &prompt, &opts)?);
-        Ok(())
+        generate_to(&device, &model, &meta.tokenizer, &prompt, &opts, &mut std::io::stdout().lock())
     }
 }

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use moegrad::dist::Collective;
 use moegrad::durable::write_atomic;
 use moegrad::research::fit::{degeneracies, fit, read_rows, Law, StartGrid};
-use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, write_results, PlannedRun, Sweep};
+use moegrad::research::sweep::{finished, parse_shard, plan_table, run_sweep, slurm_script, write_results, PlannedRun, Sweep, SweepRunOptions};
 use moegrad::research::sweep_report::write_plots;
 use moegrad::Device;
 
@@ -99,7 +99,8 @@ impl SweepArgs {
                     (None, n) => (comm.rank(), n),
                 };
                 let device = if comm.size() > 1 { Device::for_local_rank(comm.local_rank())? } else { Device::new()? };
-                run_sweep(&device, &runs, &out, shard, quiet, stop_after, force)?;
+                let interrupt = moegrad::train::interrupt::Interrupt::on_signals()?;
+                run_sweep(&device, &runs, &out, &SweepRunOptions { shard, quiet, stop_after, force, interrupt })?;
                 // Every rank's runs are done (or their failure has ended the job) before
                 // rank 0 reports.
                 comm.gather_u64(0);
@@ -122,17 +123,21 @@ fn sweep_report(runs: &[PlannedRun], out: &std::path::Path, law: Law) -> Result<
     let count = write_results(runs, out)?;
     println!("{count} evaluated checkpoints in {}", out.join("results.jsonl").display());
     let rows = read_rows(&out.join("results.jsonl"))?;
-    let fitted = if rows.len() > 2 * law.variables().len() + 1 {
-        let f = fit(&rows, law, 1e-4, &StartGrid::for_law(law), false)?;
-        write_atomic(&out.join("fit.json"), serde_json::to_string(&f)?.as_bytes())?;
-        println!("fit: exponents {:?} coefficients {:?} e {:.4} objective {:.3e}", f.exponents, f.coefficients, f.irreducible_error, f.objective);
-        for w in degeneracies(&f, &rows) {
-            eprintln!("warning: degenerate fit: {w}");
+    // A grid that cannot determine the law (too few distinct rows, one width) is
+    // reported, not fitted; the results and plots stand without it.
+    let fitted = match fit(&rows, law, 1e-4, &StartGrid::for_law(law), false) {
+        Ok(f) => {
+            write_atomic(&out.join("fit.json"), serde_json::to_string(&f)?.as_bytes())?;
+            println!("fit: exponents {:?} coefficients {:?} e {:.4} objective {:.3e}", f.exponents, f.coefficients, f.irreducible_error, f.objective);
+            for w in degeneracies(&f, &rows) {
+                eprintln!("warning: degenerate fit: {w}");
+            }
+            Some(f)
         }
-        Some(f)
-    } else {
-        println!("too few rows to fit {law:?}");
-        None
+        Err(e) => {
+            println!("no {law:?} fit: {e:#}");
+            None
+        }
     };
     write_plots(&out.join("plots"), &rows, fitted.as_ref().map(|f| (f, law)))?;
     println!("plots in {}", out.join("plots").display());

@@ -7,7 +7,8 @@ use clap::Args;
 use moegrad::dist::Collective;
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::train::config::RunConfig;
-use moegrad::train::run_folder::Start;
+use moegrad::train::interrupt::{Interrupt, INTERRUPTED_EXIT_CODE};
+use moegrad::train::run_folder::{check_resumable, Start};
 use moegrad::train::{train_with, TrainOptions};
 use moegrad::Device;
 
@@ -48,19 +49,33 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    pub fn run(self, comm: &dyn Collective) -> Result<()> {
+    /// Trains; the exit status is 0, or `INTERRUPTED_EXIT_CODE` when a signal stopped the
+    /// run with its checkpoint written.
+    pub fn run(self, comm: &dyn Collective) -> Result<i32> {
         let TrainArgs { config, mut overrides, data, init_from, out, resume, force, stop_after, quiet } = self;
         if let Some(d) = data {
             overrides.push(format!("data.path={}", toml::Value::String(d)));
         }
+        if resume && init_from.is_some() {
+            anyhow::bail!(
+                "--init-from starts a new run from other weights and --resume continues the run in {} from its checkpoint: give one of them",
+                out.display()
+            );
+        }
         if let Some(path) = init_from {
             overrides.push(format!("train.init_from={}", toml::Value::String(path.display().to_string())));
+        }
+        if resume {
+            check_resumable(&out)?;
         }
         let config = match (&config, resume) {
             (None, true) => Checkpoint::load(&out.join(CHECKPOINT_FILE))?.meta.config.with_overrides(&overrides)?,
             _ => RunConfig::load(config.as_deref(), &overrides)?,
         };
         config.validate()?;
+        for unused in config.model.unused_settings() {
+            eprintln!("warning: {unused}; it has no effect");
+        }
         let device = if comm.size() > 1 { Device::for_local_rank(comm.local_rank())? } else { Device::new()? };
         let quiet = quiet || !comm.is_leader();
         if comm.size() > 1 && !quiet {
@@ -85,18 +100,32 @@ impl TrainArgs {
             (false, false) => Start::Fresh,
         };
         let config_patience = config.train.patience;
-        let s = train_with(&device, TrainOptions { config, out: out.clone(), start, quiet, stop_after }, comm)?;
+        // Caught from here on: before, a signal ends the process with nothing to lose.
+        let interrupt = Interrupt::on_signals()?;
+        let s = train_with(&device, TrainOptions { config, out: out.clone(), start, quiet, stop_after, interrupt }, comm)?;
+        if let Some(signal) = &s.interrupted {
+            if comm.is_leader() {
+                eprintln!(
+                    "{signal}: stopped after step {} with its checkpoint written to {}; continue with `moegrad train --out {} --resume` (exit status {INTERRUPTED_EXIT_CODE})",
+                    s.steps,
+                    out.join(CHECKPOINT_FILE).display(),
+                    out.display()
+                );
+            }
+            return Ok(INTERRUPTED_EXIT_CODE);
+        }
         if !comm.is_leader() {
-            return Ok(());
+            return Ok(0);
         }
         if s.stopped_early {
             println!("stopped early: train.patience = {} evaluations without a better eval loss", config_patience);
         }
+        // A resumed run that was complete already trained no step, so has no train loss.
+        let train_loss = if s.final_train_loss.is_finite() { format!(", train loss {:.4}", s.final_train_loss) } else { String::new() };
         println!(
-            "done: {} steps of a {:.2}M-parameter model, train loss {:.4}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB on the device{}",
+            "done: {} steps of a {:.2}M-parameter model{train_loss}, eval loss {:.4} (from {:.4}), peak memory {:.0} MiB on the device{}",
             s.steps,
             s.params as f64 / 1e6,
-            s.final_train_loss,
             s.final_eval_loss,
             s.initial_eval_loss,
             s.peak_memory_mib,
@@ -108,6 +137,6 @@ impl TrainArgs {
         println!("next:  moegrad sample --checkpoint {} --prompt \"...\"", checkpoint.display());
         println!("       moegrad eval --checkpoint {}", checkpoint.display());
         println!("       moegrad train --out {} --resume --set train.steps=N   (to train further)", out.display());
-        Ok(())
+        Ok(0)
     }
 }
