@@ -2,7 +2,8 @@
 //! mapped onto the roles a law needs (`--columns params=N,tokens=D,loss=L`), tokens derived
 //! from training FLOPs where a table gives only those (D = C / 6N), and rows selected by
 //! `--filter`. Only the columns the chosen law needs are required; a missing column, an
-//! empty cell or a text in a number column is refused naming the line and the column.
+//! empty cell, a text or a number no law takes (NaN, infinite, not positive) and a column
+//! named twice are refused naming the line and the column.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -101,9 +102,16 @@ fn read_jsonl(path: &Path) -> Result<Table> {
     let (mut columns, mut records) = (Vec::<String>::new(), Vec::new());
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: line {}: not JSON", path.display(), i + 1))?;
-        let object = v.as_object().ok_or_else(|| anyhow!("{}: line {}: not a JSON object", path.display(), i + 1))?;
+        if !v.is_object() {
+            bail!("{}: line {}: not a JSON object", path.display(), i + 1);
+        }
+        // Read again keeping every key: serde_json's map would keep the last of two alike.
+        let Entries(object) = serde_json::from_str(line).with_context(|| format!("{}: line {}: not JSON", path.display(), i + 1))?;
+        if let Some(twice) = object.iter().enumerate().find(|(j, (k, _))| object[..*j].iter().any(|(o, _)| o == k)).map(|(_, (k, _))| k) {
+            bail!("{}: line {}: the object names {twice:?} twice; rename one so that it is clear which to read", path.display(), i + 1);
+        }
         let mut cells = HashMap::new();
-        for (k, v) in object {
+        for (k, v) in &object {
             if !columns.contains(k) {
                 columns.push(k.clone());
             }
@@ -117,6 +125,29 @@ fn read_jsonl(path: &Path) -> Result<Table> {
         records.push(((i + 1) as u64, cells));
     }
     Ok(Table { columns, records })
+}
+
+/// A JSON object's entries in their order, keys named twice kept.
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Entries, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 /// The roles a law over `variables` needs, besides the loss.

@@ -1,12 +1,16 @@
 //! Checkpoints: one safetensors file holding the parameters, the optimizer's moments and
 //! the Default-MoE vectors, with the run's state (config, tokenizer, step, optimizer
-//! steps, data position) as JSON in its metadata, and a CRC-32 of every tensor's bytes
-//! beside it (safetensors itself has no checksum, so a flipped bit would load silently).
+//! steps, data position, the data's fingerprint) as JSON in its metadata, and a CRC-32 of
+//! every tensor's name, dtype, shape and bytes beside it (safetensors itself has no
+//! checksum, so a flipped bit would load silently, and one of the bytes alone would let
+//! tensors swapped by name load).
 //!
 //! Nothing unsound is written or read: `encode` refuses NaN or infinite values, naming the
-//! tensor; `Checkpoint::load` verifies every checksum, refuses non-finite values, names
-//! that do not belong, and run state that is out of range or disagrees with the tensors
-//! (before any of it sizes an allocation). Files are written with `durable::write_atomic`.
+//! tensor; `Checkpoint::load` verifies every checksum, refuses non-finite values, negative
+//! second moments, names that do not belong, and run state that is out of range or
+//! describes a larger model than the tensors fill (before any of it sizes an
+//! allocation); `restore` names each tensor whose shape is not the model's. Files are
+//! written with `durable::write_atomic`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -233,10 +237,14 @@ impl Checkpoint {
         if let Some(lost) = checksums.iter().flat_map(|s| s.keys()).find(|n| !tensors.contains_key(*n)) {
             bail!("tensor {lost} is missing (it has a checksum but no data)");
         }
+        // A config that describes more parameters than the file holds would size a model
+        // no tensor here can fill: refused before anything is allocated. Any other
+        // disagreement (another width, a stray tensor) is named tensor by tensor when the
+        // model is built and `restore` checks each name and shape.
         let stored_params: usize = tensors.iter().filter(|(n, _)| n.starts_with("param.")).map(|(_, (_, v))| v.len()).sum();
         let expected = account(&meta.config.model).params;
-        if stored_params as u64 != expected {
-            bail!("its config describes {expected} parameters but it stores {stored_params}");
+        if stored_params as u64 > 0 && expected > stored_params as u64 {
+            bail!("its config describes {expected} parameters but it stores {stored_params}: the config is not the one its tensors were trained with");
         }
         Ok(Checkpoint { meta, tensors, verified: checksums.is_some() })
     }

@@ -42,6 +42,38 @@ pub const TINY_DEFAULT_MOE: [&str; 10] = [
     "train.warmup=0",
 ];
 
+/// A child `moegrad train --quiet` into `out` (its stderr piped): `--resume`, or a new run
+/// of the tiny Default MoE with `sets` (`--force`: a child stopped before its first
+/// checkpoint leaves a run with nothing to keep).
+pub fn child_trainer(out: &std::path::Path, resume: bool, sets: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moegrad"));
+    cmd.args(["train", "--quiet", "--out", out.to_str().unwrap()])
+        .env("NODEVICE_SELECT", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if resume {
+        cmd.arg("--resume");
+    } else {
+        cmd.arg("--force");
+        for set in TINY_DEFAULT_MOE.iter().chain(sets) {
+            cmd.args(["--set", set]);
+        }
+    }
+    cmd
+}
+
+/// The checkpoints of two run folders: both at `steps`, every tensor the same bit for bit.
+pub fn assert_same_bits(a: &std::path::Path, b: &std::path::Path, steps: u64, after: &str) {
+    use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+    let (a, b) = (Checkpoint::load(&a.join(CHECKPOINT_FILE)).unwrap(), Checkpoint::load(&b.join(CHECKPOINT_FILE)).unwrap());
+    assert_eq!((a.meta.step, b.meta.step), (steps, steps));
+    assert_eq!(a.names(), b.names());
+    for name in a.names() {
+        let same = a.values(name).unwrap().iter().zip(b.values(name).unwrap()).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "{name} differs after {after}: the resumed run is not the uninterrupted one");
+    }
+}
+
 /// A run config from `--set` strings: `base`, then `extra` (a later key wins).
 pub fn config_from_sets(base: &[&str], extra: &[&str]) -> moegrad::train::config::RunConfig {
     let sets: Vec<String> = base.iter().chain(extra).map(|s| s.to_string()).collect();

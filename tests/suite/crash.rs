@@ -5,30 +5,18 @@
 //! moments and Default-MoE vectors of an uninterrupted run, bit for bit.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use rand::Rng;
 
-use crate::common::{rng, scratch, TINY_DEFAULT_MOE};
+use crate::common::{assert_same_bits, child_trainer, rng, scratch};
 
-const STEPS: &str = "train.steps=150";
-const CONFIG: [&str; 3] = ["train.eval_every=40", "train.checkpoint_every=1", "train.keep_checkpoints=2"];
+const CONFIG: [&str; 4] = ["train.eval_every=40", "train.checkpoint_every=1", "train.keep_checkpoints=2", "train.steps=150"];
 
 fn trainer(out: &Path, resume: bool) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moegrad"));
-    cmd.args(["train", "--quiet", "--out", out.to_str().unwrap()]).env("NODEVICE_SELECT", "1").stdout(Stdio::null()).stderr(Stdio::piped());
-    if resume {
-        cmd.arg("--resume");
-    } else {
-        // A child killed before its first checkpoint leaves a run with nothing to keep.
-        cmd.arg("--force");
-        for set in TINY_DEFAULT_MOE.iter().chain(&CONFIG).chain([&STEPS]) {
-            cmd.args(["--set", set]);
-        }
-    }
-    cmd
+    child_trainer(out, resume, &CONFIG)
 }
 
 /// Every checkpoint file in `out` loads, which verifies its checksums and values.
@@ -83,15 +71,8 @@ fn a_run_killed_twenty_times_ends_bit_for_bit_as_an_uninterrupted_one() {
     assert!(finish.status.success(), "{}", String::from_utf8_lossy(&finish.stderr));
     assert!(checkpoints_verify(&killed) >= 2, "checkpoint.safetensors and the kept ones");
 
-    let (a, b) = (Checkpoint::load(&straight.join(CHECKPOINT_FILE)).unwrap(), Checkpoint::load(&killed.join(CHECKPOINT_FILE)).unwrap());
-    assert_eq!((a.meta.step, b.meta.step), (150, 150));
     assert!(kills >= 10 && resumes >= 5, "only {kills} kills landed mid-run, {resumes} children resumed");
-    assert_eq!(a.names(), b.names());
-    for name in a.names() {
-        let (x, y) = (a.values(name).unwrap(), b.values(name).unwrap());
-        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{name} differs after {kills} kills: the resumed run is not the uninterrupted one");
-    }
+    assert_same_bits(&straight, &killed, 150, &format!("{kills} kills"));
     let metrics = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]) && steps.last() == Some(&150), "metrics in order, each step once: {steps:?}");

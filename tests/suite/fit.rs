@@ -270,6 +270,8 @@ fn a_table_that_cannot_determine_the_law_or_holds_bad_numbers_is_refused_by_name
     // A header naming a column twice, and numbers no law can take, by column and value.
     let err = format!("{:#}", table("twice.csv", "params,tokens,loss,loss\n1e6,1e9,3.1,2.9\n").unwrap_err());
     assert!(err.contains("names column \"loss\" twice"), "{err}");
+    let err = format!("{:#}", table("twice.jsonl", "{\"params\": 1e6, \"tokens\": 1e9, \"loss\": 3.1, \"loss\": 2.9}\n").unwrap_err());
+    assert!(err.contains("line 1") && err.contains("names \"loss\" twice"), "{err}");
     for (cell, says) in [
         ("NaN", "holds \"NaN\", not a finite number"),
         ("inf", "holds \"inf\", not a finite number"),

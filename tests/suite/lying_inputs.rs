@@ -235,6 +235,13 @@ fn settings_that_did_nothing_are_refused_or_named() {
     assert!(err.contains("train.steps = 2 is below the checkpoint's step 3"), "{err}");
 
     let moegrad = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_moegrad")).args(args).env("NODEVICE_SELECT", "1").output().unwrap();
+    // A run stopped before its first checkpoint: the way on is named, not "cannot read".
+    let unfinished = dir.join("unfinished");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(unfinished.join("metrics.jsonl"), "{\"step\": 0, \"eval_loss\": 5.5}\n").unwrap();
+    let resumed = moegrad(&["train", "--out", unfinished.to_str().unwrap(), "--resume"]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success() && stderr.contains("stopped before its first checkpoint") && stderr.contains("--force"), "{stderr}");
     let both = moegrad(&["train", "--out", out.to_str().unwrap(), "--resume", "--init-from", "elsewhere.safetensors"]);
     let stderr = String::from_utf8_lossy(&both.stderr);
     assert!(!both.status.success() && stderr.contains("--init-from") && stderr.contains("--resume"), "{stderr}");

@@ -213,6 +213,13 @@ fn checkpoints_prove_they_are_intact() {
     assert!(load_err(&huge).contains("model.context"), "{}", load_err(&huge));
     let wider = rewritten(&good, |_, meta, _| meta["config"]["model"]["layers"] = 3.into());
     assert!(load_err(&wider).contains("parameters"), "{}", load_err(&wider));
+    // A config of a smaller model loads (it allocates less than the file holds), and the
+    // tensor that does not fit it is named with both shapes.
+    let narrower = rewritten(&good, |_, meta, _| meta["config"]["model"]["moe"]["expert_hidden"] = 8.into());
+    let ckpt = Checkpoint::from_bytes(&narrower).unwrap();
+    let small = moegrad::models::Transformer::new(&device(), &ckpt.meta.config.model, &mut rand::rngs::StdRng::seed_from_u64(0)).unwrap();
+    let err = ckpt.restore(&small, None).unwrap_err().to_string();
+    assert!(err.contains("checkpoint tensor param.") && err.contains("has shape") && err.contains("the model expects"), "{err}");
     let bad_merges = rewritten(&good, |_, meta, _| {
         meta["tokenizer"] = serde_json::json!({"kind": "bpe", "merges": [[65, 66], [900, 3]]});
         meta["config"]["model"]["vocab_size"] = 258.into();

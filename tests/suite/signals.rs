@@ -6,30 +6,21 @@
 //! child at once with 130.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use moegrad::train::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use moegrad::train::interrupt::INTERRUPTED_EXIT_CODE;
 use rand::Rng;
 
-use crate::common::{rng, scratch, TINY_DEFAULT_MOE};
+use crate::common::{assert_same_bits, child_trainer, rng, scratch, TINY_DEFAULT_MOE};
 
 const STEPS: u64 = 120;
 /// No checkpoint but the last and the signal's: every step since the start would be lost.
 const CONFIG: [&str; 4] = ["train.eval_every=50", "train.checkpoint_every=0", "train.log_every=1", "train.steps=120"];
 
 fn trainer(out: &Path, resume: bool) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moegrad"));
-    cmd.args(["train", "--quiet", "--out", out.to_str().unwrap()]).env("NODEVICE_SELECT", "1").stdout(Stdio::null()).stderr(Stdio::piped());
-    if resume {
-        cmd.arg("--resume");
-    } else {
-        for set in TINY_DEFAULT_MOE.iter().chain(&CONFIG) {
-            cmd.args(["--set", set]);
-        }
-    }
-    cmd
+    child_trainer(out, resume, &CONFIG)
 }
 
 /// The last step `metrics.jsonl` logs (0 before the first).
@@ -92,13 +83,7 @@ fn a_run_stopped_by_ten_signals_ends_bit_for_bit_as_an_uninterrupted_one() {
     let finish = trainer(&stopped, true).output().unwrap();
     assert!(finish.status.success(), "{}", String::from_utf8_lossy(&finish.stderr));
 
-    let (a, b) = (Checkpoint::load(&straight.join(CHECKPOINT_FILE)).unwrap(), Checkpoint::load(&stopped.join(CHECKPOINT_FILE)).unwrap());
-    assert_eq!((a.meta.step, b.meta.step), (STEPS, STEPS));
-    assert_eq!(a.names(), b.names());
-    for name in a.names() {
-        let same = a.values(name).unwrap().iter().zip(b.values(name).unwrap()).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{name} differs after {signals} signals: the resumed run is not the uninterrupted one");
-    }
+    assert_same_bits(&straight, &stopped, STEPS, &format!("{signals} signals"));
 }
 
 #[test]
@@ -133,4 +118,16 @@ fn a_stop_ends_a_comparison_at_the_run_in_training_and_a_rerun_goes_on() {
     let rows = compare(&crate::common::device(), &CompareOptions { interrupt: Interrupt::default(), ..opts }).unwrap();
     assert!(rows.iter().all(|r| r.final_eval.len() == 1 && r.failures.is_empty()));
     assert_eq!(Checkpoint::load(&out.join("topk-seed0").join(CHECKPOINT_FILE)).unwrap().meta.step, 3);
+
+    // A sweep stops the same way, at its first run.
+    use moegrad::research::sweep::{run_sweep, Sweep, SweepRunOptions};
+    let runs = Sweep::load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sweeps/tiny.toml")).unwrap().plan().unwrap();
+    let out = scratch("signals-sweep");
+    let interrupt = Interrupt::default();
+    interrupt.request();
+    let err =
+        run_sweep(&crate::common::device(), &runs, &out, &SweepRunOptions { shard: (0, 1), quiet: true, interrupt, ..SweepRunOptions::default() }).unwrap_err();
+    let stopped = err.downcast_ref::<Stopped>().expect("a Stopped error");
+    assert!(stopped.run.ends_with(&runs[0].name), "{stopped}");
+    assert_eq!(Checkpoint::load(&stopped.run.join(CHECKPOINT_FILE)).unwrap().meta.step, 0);
 }

@@ -141,3 +141,16 @@ fn finish(
     fill(&model)?;
     Ok((meta, model))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::finite;
+
+    #[test]
+    fn a_loss_or_bits_per_byte_that_is_not_finite_is_an_error() {
+        assert!(finite(3.2, Some(1.1)).is_ok() && finite(3.2, None).is_ok());
+        for (loss, bits) in [(f64::NAN, None), (f64::INFINITY, Some(1.0)), (3.2, Some(f64::INFINITY))] {
+            assert!(finite(loss, bits).unwrap_err().to_string().contains("not a finite number"), "{loss} {bits:?}");
+        }
+    }
+}
