@@ -91,8 +91,10 @@ impl FitArgs {
             filters: filters.iter().map(|f| f.parse::<Filter>()).collect::<Result<_>>()?,
         };
         let variables: Vec<&str> = law.variables().iter().map(|&v| if v == "params" && no_embeddings { "non_embedding_params" } else { v }).collect();
+        // Said from the first moment: a table of a million rows takes seconds to read.
+        eprintln!("reading {}", results.display());
         let rows = read_table(&results, &variables, &options)?;
-        eprintln!("fitting the {} law to {} rows of {}", law.gemstones_name(), rows.len(), results.display());
+        eprintln!("fitting the {} law to its {} rows", law.gemstones_name(), rows.len());
         // Progress on stderr (where there is a terminal), so that --json output stays one line.
         let bar = |template: &str| {
             let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
