@@ -18,7 +18,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use moegrad_core::ops::AdamW;
 use moegrad_core::{Module, Tensor};
-use moegrad_models::Transformer;
+use moegrad_models::{ModelConfig, Transformer};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
@@ -193,6 +193,21 @@ fn check_meta(meta: &CheckpointMeta) -> Result<()> {
     Ok(())
 }
 
+/// The first stored tensor that a config's model would not fit, among those whose shape
+/// the config alone fixes: the embedding, the final norm and the blocks there are.
+fn first_misfit(model: &ModelConfig, tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>) -> Option<String> {
+    let d = model.d_model;
+    for (name, want) in [("param.embed", vec![model.vocab_size, d]), ("param.final_norm", vec![d])] {
+        match tensors.get(name) {
+            Some((have, _)) if *have != want => return Some(format!("tensor {name} has shape {have:?}, the config's model {want:?}")),
+            None => return Some(format!("tensor {name} is missing")),
+            Some(_) => {}
+        }
+    }
+    let layers = (0..).take_while(|i| tensors.contains_key(&format!("param.blocks.{i}.attn_norm"))).count();
+    (layers < model.layers).then(|| format!("the config has {} layers, the tensors {layers}: param.blocks.{layers}.* is missing", model.layers))
+}
+
 impl Checkpoint {
     /// Reads and verifies a checkpoint file, with an error that says what is wrong with it.
     pub fn load(path: &Path) -> Result<Checkpoint> {
@@ -244,7 +259,8 @@ impl Checkpoint {
         let stored_params: usize = tensors.iter().filter(|(n, _)| n.starts_with("param.")).map(|(_, (_, v))| v.len()).sum();
         let expected = account(&meta.config.model).params;
         if stored_params as u64 > 0 && expected > stored_params as u64 {
-            bail!("its config describes {expected} parameters but it stores {stored_params}: the config is not the one its tensors were trained with");
+            let which = first_misfit(&meta.config.model, &tensors).map_or(String::new(), |m| format!(" ({m})"));
+            bail!("its config describes {expected} parameters but it stores {stored_params}{which}: the config is not the one its tensors were trained with");
         }
         Ok(Checkpoint { meta, tensors, verified: checksums.is_some() })
     }

@@ -1,6 +1,7 @@
 //! Fuzzing, bounded so that CI runs it on every change: thousands of generated inputs for
 //! the readers of untrusted bytes (the config loader, the checkpoint loader, the tokenizer
-//! a checkpoint carries, and the token shard reader). Each must answer Ok or an error:
+//! a checkpoint carries, the token shard reader, a shard folder's `meta.json`, and the
+//! scaling-law tables `moegrad fit` reads). Each must answer Ok or an error:
 //! never panic, never hang, and never make an allocation larger than `LARGEST_ALLOCATION`,
 //! which this binary checks with an allocator that notes each thread's largest request.
 //!

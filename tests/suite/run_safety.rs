@@ -211,8 +211,12 @@ fn checkpoints_prove_they_are_intact() {
     // Run state that would make work explode, or that disagrees with the tensors.
     let huge = rewritten(&good, |_, meta, _| meta["config"]["model"]["context"] = 1_000_000_000u64.into());
     assert!(load_err(&huge).contains("model.context"), "{}", load_err(&huge));
-    let wider = rewritten(&good, |_, meta, _| meta["config"]["model"]["layers"] = 3.into());
-    assert!(load_err(&wider).contains("parameters"), "{}", load_err(&wider));
+    let deeper = rewritten(&good, |_, meta, _| meta["config"]["model"]["layers"] = 3.into());
+    let err = load_err(&deeper);
+    assert!(err.contains("parameters") && err.contains("param.blocks.1.* is missing"), "{err}");
+    let wider = rewritten(&good, |_, meta, _| meta["config"]["model"]["d_model"] = 24.into());
+    let err = load_err(&wider);
+    assert!(err.contains("tensor param.embed has shape [256, 16], the config's model [256, 24]"), "{err}");
     // A config of a smaller model loads (it allocates less than the file holds), and the
     // tensor that does not fit it is named with both shapes.
     let narrower = rewritten(&good, |_, meta, _| meta["config"]["model"]["moe"]["expert_hidden"] = 8.into());
