@@ -86,13 +86,12 @@ impl EvalArgs {
         }
         let what = if score.tokens as u64 == all { format!("all {all} tokens") } else { format!("the first {} of {all} tokens", score.tokens) };
         println!("scored {what} of {source} in {} windows of {context} tokens", score.windows);
-        let bits_per_byte_value = bits_per_byte;
-        let bits_per_byte = match bits_per_byte {
+        let bits = match bits_per_byte {
             Some(b) => format!("{b:.4} bits/byte"),
             None => "bits/byte unknown (the shards record no byte counts)".to_string(),
         };
-        println!("step {}  loss {:.4} nats/token  perplexity {:.2}  {bits_per_byte}", meta.step, score.loss, score.loss.exp());
-        finite(score.loss, bits_per_byte_value)
+        println!("step {}  loss {:.4} nats/token  perplexity {:.2}  {bits}", meta.step, score.loss, score.loss.exp());
+        finite(score.loss, bits_per_byte)
     }
 }
 

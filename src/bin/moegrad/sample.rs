@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use moegrad::train::sample::{generate_to, SampleOptions, MAX_SAMPLE_TOKENS};
+use moegrad::train::sample::{generate_to, SampleOptions};
 use moegrad::Device;
 
 use crate::eval::load_model;
@@ -45,9 +45,6 @@ fn temperature(s: &str) -> Result<f32, String> {
 impl SampleArgs {
     pub fn run(self) -> Result<()> {
         let SampleArgs { checkpoint, prompt, tokens, temperature, top_k, seed } = self;
-        if tokens > MAX_SAMPLE_TOKENS {
-            anyhow::bail!("--tokens {tokens} is more than the {MAX_SAMPLE_TOKENS} one sample makes; sample in several calls");
-        }
         let opts = SampleOptions { max_tokens: tokens, temperature, top_k, seed };
         let device = Device::new()?;
         let (meta, model) = load_model(&device, &checkpoint, None)?;

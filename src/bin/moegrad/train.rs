@@ -73,7 +73,7 @@ impl TrainArgs {
             _ => RunConfig::load(config.as_deref(), &overrides)?,
         };
         config.validate()?;
-        for unused in config.model.unused_settings() {
+        for unused in config.model.unused_settings().into_iter().filter(|_| comm.is_leader()) {
             eprintln!("warning: {unused}; it has no effect");
         }
         let device = if comm.size() > 1 { Device::for_local_rank(comm.local_rank())? } else { Device::new()? };
